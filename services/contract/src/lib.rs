@@ -1,0 +1,23 @@
+//! Landlord's wire contract, in one place.
+//!
+//! Services share nothing at run time but the broker and this crate: the
+//! protobuf messages generated from `proto/landlord/v1`, the subjects and
+//! stream names they travel on ([`Namespace`]), the CloudEvents NATS binding
+//! ([`CloudEvent`]) and the tenant key rule ([`TenantKey`]). No service spells
+//! a subject, stream or header by hand.
+
+mod cloudevents;
+mod messages;
+mod namespace;
+mod tenant_key;
+
+pub use cloudevents::{CloudEvent, HeaderError, header};
+pub use messages::{Action, CeType, Event, EventKind};
+pub use namespace::{Namespace, NamespaceError, StreamKind};
+pub use tenant_key::{KeyError, TenantKey};
+
+/// Messages generated from `proto/landlord/v1/*.proto`.
+#[allow(missing_debug_implementations, clippy::all)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/landlord.v1.rs"));
+}

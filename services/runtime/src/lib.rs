@@ -1,0 +1,26 @@
+//! The service runtime every Landlord service is built on.
+//!
+//! A service's `main` is: [`Config::from_env`] → [`Telemetry::init`] →
+//! [`Service::build`] → [`Service::consume`] with its handlers →
+//! [`Service::run`] until SIGTERM/SIGINT → [`Telemetry::shutdown`].
+//! Handlers are small async functions over decoded messages; ack, retry and
+//! dead-lettering are decided once, in [`consume`].
+
+pub mod broker;
+pub mod config;
+pub mod consume;
+pub mod health;
+pub mod metrics;
+pub mod publish;
+pub mod service;
+pub mod step;
+pub mod telemetry;
+
+pub use broker::Broker;
+pub use config::{Config, ConfigError, Env};
+pub use consume::{Delivery, DeliveryInfo, ErrorKind, Handler, HandlerError};
+pub use metrics::Metrics;
+pub use publish::{Envelope, Publisher};
+pub use service::Service;
+pub use step::{StepFailure, StepService, StepWorker};
+pub use telemetry::Telemetry;

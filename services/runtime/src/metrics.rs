@@ -1,0 +1,124 @@
+//! Prometheus metrics of the message loop, served at `/metrics`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::consume::{Disposition, ErrorKind, HandlerError};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsumerLabel {
+    consumer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    consumer: String,
+    /// `ack`, `retry` or `dead_letter`.
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    consumer: String,
+    /// `retryable` or `permanent`.
+    kind: String,
+}
+
+type HistogramFamily = Family<ConsumerLabel, Histogram, fn() -> Histogram>;
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    handled: Family<OutcomeLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    latency: HistogramFamily,
+    in_flight: Family<ConsumerLabel, Gauge>,
+}
+
+/// Cheap to clone; all clones count into the same registry.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("landlord");
+        let handled = Family::<OutcomeLabels, Counter>::default();
+        let failures = Family::<FailureLabels, Counter>::default();
+        let latency: HistogramFamily =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 20)));
+        let in_flight = Family::<ConsumerLabel, Gauge>::default();
+        registry.register("messages_handled", "Messages handled, by how they were settled", handled.clone());
+        registry.register("handler_failures", "Handler errors, by kind", failures.clone());
+        registry.register("handler_duration_seconds", "Time from receipt to settlement", latency.clone());
+        registry.register("messages_in_flight", "Messages being handled now", in_flight.clone());
+        Self { inner: Arc::new(Inner { registry, handled, failures, latency, in_flight }) }
+    }
+
+    pub(crate) fn handled(
+        &self,
+        consumer: &str,
+        disposition: &Disposition,
+        error: Option<&HandlerError>,
+        took: Duration,
+    ) {
+        let outcome = match disposition {
+            Disposition::Ack => "ack",
+            Disposition::Retry(_) => "retry",
+            Disposition::DeadLetter(_) => "dead_letter",
+        };
+        self.inner
+            .handled
+            .get_or_create(&OutcomeLabels { consumer: consumer.to_owned(), outcome: outcome.to_owned() })
+            .inc();
+        if let Some(error) = error {
+            let kind = match error.kind {
+                ErrorKind::Retryable => "retryable",
+                ErrorKind::Permanent => "permanent",
+            };
+            self.inner
+                .failures
+                .get_or_create(&FailureLabels { consumer: consumer.to_owned(), kind: kind.to_owned() })
+                .inc();
+        }
+        self.inner.latency.get_or_create(&ConsumerLabel { consumer: consumer.to_owned() }).observe(took.as_secs_f64());
+    }
+
+    /// Counts one message in flight until the guard is dropped.
+    pub(crate) fn in_flight(&self, consumer: &str) -> InFlight {
+        let gauge = self.inner.in_flight.get_or_create(&ConsumerLabel { consumer: consumer.to_owned() }).clone();
+        gauge.inc();
+        InFlight(gauge)
+    }
+
+    /// OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry) {
+            tracing::error!(%error, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+pub(crate) struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,146 @@
+//! A throwaway nats-server with JetStream.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::process::{Process, scratch_dir, spawn_tied};
+
+/// nats-server 2.10 or newer: from `LANDLORD_NATS_SERVER`, else the one
+/// `deploy/install.sh` put under `$LANDLORD_HOME/venv/bin`.
+pub fn nats_server_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("LANDLORD_NATS_SERVER") {
+        return Ok(PathBuf::from(path));
+    }
+    let path = crate::landlord_home().join("venv/bin/nats-server");
+    anyhow::ensure!(
+        path.exists(),
+        "nats-server not found at {} — run deploy/install.sh (or set LANDLORD_NATS_SERVER)",
+        path.display()
+    );
+    Ok(path)
+}
+
+#[derive(Debug)]
+pub struct NatsServer {
+    port: u16,
+    monitor_port: u16,
+    dir: PathBuf,
+    extra_args: Vec<String>,
+    process: Option<Process>,
+}
+
+impl NatsServer {
+    /// Starts a server on free ports with its store in a fresh temp dir.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// Same, with extra command-line arguments (e.g. a config file).
+    pub async fn start_with(extra_args: &[&str]) -> anyhow::Result<Self> {
+        let mut server = Self {
+            port: crate::free_port(),
+            monitor_port: crate::free_port(),
+            dir: scratch_dir("nats")?,
+            extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            process: None,
+        };
+        server.launch().await?;
+        Ok(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn monitor_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.monitor_port)
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.join("store")
+    }
+
+    async fn launch(&mut self) -> anyhow::Result<()> {
+        let binary = nats_server_binary()?;
+        let log = self.dir.join("nats.log");
+        let out = std::fs::File::options().create(true).append(true).open(&log)?;
+        let mut command = Command::new(&binary);
+        command
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-m", &self.monitor_port.to_string()])
+            .args(["-js", "-sd"])
+            .arg(self.store_dir())
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        let child = spawn_tied(command).map_err(|e| anyhow::anyhow!("cannot start {}: {e}", binary.display()))?;
+        self.process = Some(Process::from_child("nats-server", child, log));
+        self.wait_healthy(Duration::from_secs(20)).await
+    }
+
+    async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if http_get_ok(self.monitor_port, "/healthz?js-enabled-only=true") {
+                return Ok(());
+            }
+            if let Some(process) = self.process.as_mut()
+                && let Some(status) = process.try_status()
+            {
+                anyhow::bail!("nats-server exited ({}):\n{}", Process::describe(status), process.output());
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("nats-server not healthy after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: no chance to sync or say goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts again on the same ports with the same store.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.launch().await
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nats.log")).unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn http_get_ok(port: u16, path: &str) -> bool {
+    http_get(port, path).is_some_and(|(status, _)| status == 200)
+}
+
+/// A blocking HTTP/1.0 GET on 127.0.0.1: status and body, or `None` when
+/// nothing answers. Enough for health and metrics endpoints.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    Some((status, body))
+}

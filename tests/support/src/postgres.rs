@@ -1,0 +1,148 @@
+//! A throwaway PostgreSQL cluster per test binary, and a fresh database per
+//! test.
+//!
+//! The cluster runs with `fsync=off` (test data only). PostgreSQL refuses
+//! to run as root, so as root the server runs as the `postgres` user.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+
+use crate::process::{Process, is_root, scratch_dir, spawn_tied, user_ids};
+
+/// Directory with `initdb` and `postgres`: `LANDLORD_PG_BIN`, else the
+/// newest `/usr/lib/postgresql/*/bin`.
+pub fn pg_bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("LANDLORD_PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| entries.flatten().map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.pop().ok_or_else(|| {
+        anyhow::anyhow!("PostgreSQL server binaries not found — run deploy/install.sh (or set LANDLORD_PG_BIN)")
+    })
+}
+
+#[derive(Debug)]
+pub struct Postgres {
+    port: u16,
+    dir: PathBuf,
+    _process: Process,
+}
+
+/// A database of its own for one test.
+#[derive(Debug, Clone)]
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl Postgres {
+    /// The cluster of this test binary, started on first use.
+    pub fn shared() -> anyhow::Result<&'static Postgres> {
+        static SHARED: OnceLock<Result<Postgres, String>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| Postgres::start().map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Starts a new cluster (blocking: initdb takes a second or two).
+    pub fn start() -> anyhow::Result<Self> {
+        let bin = pg_bin_dir()?;
+        let dir = scratch_dir("pg")?;
+        let data = dir.join("data");
+        let run_as = if is_root() {
+            let ids = user_ids("postgres").ok_or_else(|| {
+                anyhow::anyhow!("running as root but there is no 'postgres' user to run PostgreSQL as")
+            })?;
+            std::os::unix::fs::chown(&dir, Some(ids.0), Some(ids.1))?;
+            Some(ids)
+        } else {
+            None
+        };
+        let as_user = |command: &mut Command| {
+            if let Some((uid, gid)) = run_as {
+                command.uid(uid).gid(gid);
+            }
+        };
+        let mut initdb = Command::new(bin.join("initdb"));
+        initdb
+            .args(["-D"])
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"])
+            .stdin(Stdio::null());
+        as_user(&mut initdb);
+        let output = initdb.output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "initdb failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let port = crate::free_port();
+        let log = dir.join("postgres.log");
+        let out = std::fs::File::options().create(true).append(true).open(&log)?;
+        let mut server = Command::new(bin.join("postgres"));
+        server
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(&dir)
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=128MB"])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        as_user(&mut server);
+        let child = spawn_tied(server)?;
+        let mut process = Process::from_child("postgres", child, log);
+        let admin_url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        loop {
+            if runtime.block_on(async { sqlx::PgConnection::connect(&admin_url).await.is_ok() }) {
+                break;
+            }
+            if let Some(status) = process.try_status() {
+                anyhow::bail!("postgres exited ({}):\n{}", Process::describe(status), process.output());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "postgres not accepting connections after 30s:\n{}",
+                process.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self { port, dir, _process: process })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// URL of `database` as the superuser.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Creates an empty database with a unique name.
+    pub async fn fresh_database(&self) -> anyhow::Result<TestDatabase> {
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&self.url("postgres")).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut admin).await?;
+        Ok(TestDatabase { url: self.url(&name), name })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

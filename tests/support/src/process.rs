@@ -1,0 +1,199 @@
+//! Child processes that never outlive the test binary.
+//!
+//! Every child is forked by one long-lived thread and asks the kernel for
+//! SIGKILL when that thread dies (PR_SET_PDEATHSIG): the signal is tied to
+//! the forking *thread*, and test threads come and go. So a test binary that
+//! ends, panics or is killed leaves no server behind.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+fn spawner() -> &'static Mutex<mpsc::Sender<Request>> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("testkit-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+                // The channel lives in a static and never closes: this thread
+                // (the children's "parent") lives as long as the process.
+            })
+            .map(|_| ())
+            .unwrap_or_else(|e| panic!("cannot start the spawner thread: {e}"));
+        Mutex::new(tx)
+    })
+}
+
+/// Spawns `command` so that it is killed when this process exits.
+pub(crate) fn spawn_tied(mut command: Command) -> std::io::Result<Child> {
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    spawner()
+        .lock()
+        .map_err(|_| std::io::Error::other("spawner lock poisoned"))?
+        .send((command, tx))
+        .map_err(|_| std::io::Error::other("spawner thread gone"))?;
+    rx.recv().map_err(|_| std::io::Error::other("spawner thread gone"))?
+}
+
+/// uid and gid of a user, if it exists.
+pub(crate) fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // getpwnam returns a pointer into static storage; copy out at once.
+    let entry = unsafe { libc::getpwnam(name.as_ptr()) };
+    if entry.is_null() {
+        return None;
+    }
+    let entry = unsafe { &*entry };
+    Some((entry.pw_uid, entry.pw_gid))
+}
+
+pub(crate) fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A new directory under the system temp dir, named after this process so
+/// that leftovers of dead test runs can be recognised and removed.
+pub fn scratch_dir(kind: &str) -> std::io::Result<PathBuf> {
+    let base = std::env::temp_dir();
+    let prefix = format!("landlord-test-{kind}-");
+    // Remove what earlier, finished test binaries left behind.
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(rest) = name.strip_prefix(&prefix) {
+                let pid: i32 = rest.split('-').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                if pid > 0 && unsafe { libc::kill(pid, 0) } != 0 {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+    }
+    let dir = base.join(format!("{prefix}{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A running child with its stdout and stderr in a log file.
+#[derive(Debug)]
+pub struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl Process {
+    /// Starts `program` with `args` and extra environment variables; output
+    /// goes to `<log_dir>/<name>.log` (appended, so restarts keep history).
+    pub fn start(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let log = log_dir.join(format!("{name}.log"));
+        let out = File::options().create(true).append(true).open(&log)?;
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        let child = spawn_tied(command).map_err(|e| anyhow::anyhow!("cannot start {}: {e}", program.display()))?;
+        Ok(Self { name: name.to_owned(), child, log, status: None })
+    }
+
+    pub(crate) fn from_child(name: &str, child: Child, log: PathBuf) -> Self {
+        Self { name: name.to_owned(), child, log, status: None }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Everything the process wrote so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        if self.status.is_none() {
+            let pid = i32::try_from(self.child.id()).unwrap_or(0);
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        if let Ok(status) = self.child.wait() {
+            self.status = Some(status);
+        }
+    }
+
+    /// The exit status if it has exited.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    /// Waits for the process to exit by itself.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_status() {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("{} did not exit within {timeout:?}; log:\n{}", self.name, self.output());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Describes an exit status: code or signal.
+    pub fn describe(status: ExitStatus) -> String {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(signal)) => format!("signal {signal}"),
+            _ => "unknown".into(),
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.try_status().is_none() {
+            self.kill();
+        }
+    }
+}
