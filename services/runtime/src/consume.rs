@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::ConsumerSettings;
-use crate::metrics::Metrics;
+use crate::metrics::{ConsumerMetrics, Metrics};
 use crate::publish::Publisher;
 use crate::telemetry;
 
@@ -132,7 +132,7 @@ struct Shared<H> {
     settings: ConsumerSettings,
     publisher: Publisher,
     namespace: Namespace,
-    metrics: Metrics,
+    metrics: ConsumerMetrics,
 }
 
 /// Runs `handler` over `consumer` until `shutdown` is cancelled, then stops
@@ -153,7 +153,7 @@ pub async fn run<H: Handler>(
         namespace: publisher.namespace().clone(),
         settings,
         publisher,
-        metrics,
+        metrics: metrics.consumer(&name),
     });
     let mut messages = consumer
         .stream()
@@ -210,6 +210,8 @@ pub async fn run<H: Handler>(
 }
 
 async fn process<H: Handler>(shared: &Shared<H>, message: jetstream::Message) {
+    let started = Instant::now();
+    let _in_flight = shared.metrics.in_flight();
     let headers = message.headers.clone().unwrap_or_default();
     let event = CloudEvent::from_headers(|name| headers.get(name).map(|v| v.as_str())).ok();
     let (stream_sequence, delivered) = match message.info() {
@@ -233,23 +235,19 @@ async fn process<H: Handler>(shared: &Shared<H>, message: jetstream::Message) {
         saga = info.event.as_ref().and_then(|e| e.correlation_id.as_deref()).unwrap_or(""),
         delivered,
     );
-    telemetry::continue_trace(&span, &info.headers);
-    async {
-        let started = Instant::now();
-        let _in_flight = shared.metrics.in_flight(&shared.name);
+    let work = async {
         let outcome = match H::Message::decode(message.payload.clone()) {
             Ok(decoded) => {
-                let delivery = Delivery { message: decoded, info: info.clone() };
+                let delivery = Delivery { message: decoded, info };
                 with_progress(shared.handler.handle(delivery), &message, shared.settings.ack_wait).await
             }
             Err(error) => Err(HandlerError::permanent(format!("cannot decode {}: {error}", H::Message::CE_TYPE))),
         };
         let disposition = disposition(&outcome, delivered, &shared.settings);
-        shared.metrics.handled(&shared.name, &disposition, outcome.as_ref().err(), started.elapsed());
-        settle(shared, &message, &info, disposition).await;
-    }
-    .instrument(span)
-    .await;
+        shared.metrics.handled(&disposition, outcome.as_ref().err(), started.elapsed());
+        settle(shared, &message, stream_sequence, delivered, disposition).await;
+    };
+    telemetry::continue_trace(&span, message.headers.as_ref(), work.instrument(span.clone())).await;
 }
 
 /// Runs the handler, telling the broker "still working" every half ack_wait
@@ -276,7 +274,8 @@ async fn with_progress<F: Future<Output = Result<(), HandlerError>>>(
 async fn settle<H: Handler>(
     shared: &Shared<H>,
     message: &jetstream::Message,
-    info: &DeliveryInfo,
+    sequence: u64,
+    delivered: u64,
     disposition: Disposition,
 ) {
     let result = match disposition {
@@ -287,12 +286,12 @@ async fn settle<H: Handler>(
         }
         Disposition::DeadLetter(reason) => {
             tracing::warn!(%reason, "dead-lettering message");
-            match dead_letter(shared, message, info, &reason).await {
+            match dead_letter(shared, message, sequence, delivered, &reason).await {
                 Ok(()) => message.ack_with(AckKind::Term).await,
                 Err(error) => {
                     // Never drop a message we could not park: try again later.
                     tracing::error!(%error, "dead-letter publish failed, redelivering later");
-                    message.ack_with(AckKind::Nak(Some(shared.settings.backoff_for(info.delivered)))).await
+                    message.ack_with(AckKind::Nak(Some(shared.settings.backoff_for(delivered)))).await
                 }
             }
         }
@@ -305,22 +304,17 @@ async fn settle<H: Handler>(
 async fn dead_letter<H: Handler>(
     shared: &Shared<H>,
     message: &jetstream::Message,
-    info: &DeliveryInfo,
+    sequence: u64,
+    delivered: u64,
     reason: &str,
 ) -> Result<(), crate::publish::PublishError> {
     let stream = message.info().map(|i| i.stream.to_owned()).unwrap_or_default();
-    let headers = dead_letter_headers(
-        &info.headers,
-        &info.subject,
-        &stream,
-        &shared.name,
-        info.stream_sequence,
-        info.delivered,
-        reason,
-    );
+    let original = message.headers.clone().unwrap_or_default();
+    let subject = message.subject.as_str();
+    let headers = dead_letter_headers(&original, subject, &stream, &shared.name, sequence, delivered, reason);
     shared
         .publisher
-        .publish_raw(shared.namespace.dead_letter_subject(&info.subject), headers, message.payload.clone())
+        .publish_raw(shared.namespace.dead_letter_subject(subject), headers, message.payload.clone())
         .await
         .map(|_| ())
 }

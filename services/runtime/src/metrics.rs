@@ -69,40 +69,31 @@ impl Metrics {
         Self { inner: Arc::new(Inner { registry, handled, failures, latency, in_flight }) }
     }
 
-    pub(crate) fn handled(
-        &self,
-        consumer: &str,
-        disposition: &Disposition,
-        error: Option<&HandlerError>,
-        took: Duration,
-    ) {
-        let outcome = match disposition {
-            Disposition::Ack => "ack",
-            Disposition::Retry(_) => "retry",
-            Disposition::DeadLetter(_) => "dead_letter",
+    /// Handles on one consumer's series, looked up once so that counting a
+    /// message allocates nothing.
+    pub(crate) fn consumer(&self, consumer: &str) -> ConsumerMetrics {
+        let outcome = |outcome: &str| {
+            self.inner
+                .handled
+                .get_or_create(&OutcomeLabels { consumer: consumer.to_owned(), outcome: outcome.to_owned() })
+                .clone()
         };
-        self.inner
-            .handled
-            .get_or_create(&OutcomeLabels { consumer: consumer.to_owned(), outcome: outcome.to_owned() })
-            .inc();
-        if let Some(error) = error {
-            let kind = match error.kind {
-                ErrorKind::Retryable => "retryable",
-                ErrorKind::Permanent => "permanent",
-            };
+        let failure = |kind: &str| {
             self.inner
                 .failures
                 .get_or_create(&FailureLabels { consumer: consumer.to_owned(), kind: kind.to_owned() })
-                .inc();
+                .clone()
+        };
+        let label = ConsumerLabel { consumer: consumer.to_owned() };
+        ConsumerMetrics {
+            acked: outcome("ack"),
+            retried: outcome("retry"),
+            dead_lettered: outcome("dead_letter"),
+            retryable: failure("retryable"),
+            permanent: failure("permanent"),
+            latency: self.inner.latency.get_or_create(&label).clone(),
+            in_flight: self.inner.in_flight.get_or_create(&label).clone(),
         }
-        self.inner.latency.get_or_create(&ConsumerLabel { consumer: consumer.to_owned() }).observe(took.as_secs_f64());
-    }
-
-    /// Counts one message in flight until the guard is dropped.
-    pub(crate) fn in_flight(&self, consumer: &str) -> InFlight {
-        let gauge = self.inner.in_flight.get_or_create(&ConsumerLabel { consumer: consumer.to_owned() }).clone();
-        gauge.inc();
-        InFlight(gauge)
     }
 
     /// OpenMetrics text.
@@ -112,6 +103,43 @@ impl Metrics {
             tracing::error!(%error, "encoding metrics failed");
         }
         out
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerMetrics {
+    acked: Counter,
+    retried: Counter,
+    dead_lettered: Counter,
+    retryable: Counter,
+    permanent: Counter,
+    latency: Histogram,
+    in_flight: Gauge,
+}
+
+impl ConsumerMetrics {
+    pub(crate) fn handled(&self, disposition: &Disposition, error: Option<&HandlerError>, took: Duration) {
+        match disposition {
+            Disposition::Ack => self.acked.inc(),
+            Disposition::Retry(_) => self.retried.inc(),
+            Disposition::DeadLetter(_) => self.dead_lettered.inc(),
+        };
+        match error.map(|e| e.kind) {
+            Some(ErrorKind::Retryable) => {
+                self.retryable.inc();
+            }
+            Some(ErrorKind::Permanent) => {
+                self.permanent.inc();
+            }
+            None => {}
+        }
+        self.latency.observe(took.as_secs_f64());
+    }
+
+    /// Counts one message in flight until the guard is dropped.
+    pub(crate) fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
     }
 }
 

@@ -1,16 +1,24 @@
 //! Tracing to stdout, OpenTelemetry export when `OTEL_EXPORTER_OTLP_ENDPOINT`
 //! is set, and W3C trace context carried in NATS headers.
 //!
-//! An SDK tracer provider is installed even without an exporter: spans then
-//! still have real trace ids, so a trace started by one service continues in
-//! the next one whether or not anything is exported.
+//! With an OTLP endpoint, every message handled is a span: a child of the
+//! sender's span, exported, and the parent of what the handler publishes.
+//! Without one, spans would be built for nobody (a third of the bus's
+//! throughput on two cores, see bench/results/bus.md), so the runtime only
+//! carries the incoming `traceparent`/`tracestate` through to what the
+//! handler publishes, like any uninstrumented hop: the trace stays whole.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_nats::HeaderMap;
+use landlord_contract::header;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, fmt};
@@ -31,25 +39,33 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Installs the global subscriber. `RUST_LOG` filters (default `info`).
+    /// Installs the global subscriber. `RUST_LOG` filters the log lines
+    /// (default `info`); spans at `info` and above are always traced.
     /// OTLP over HTTP/protobuf is used when `otlp_endpoint` is set; the
     /// exporter reads the standard `OTEL_EXPORTER_OTLP_*` variables itself.
     pub fn init(service: &str, otlp_endpoint: Option<&str>) -> Result<Self, TelemetryError> {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         let resource = opentelemetry_sdk::Resource::builder().with_service_name(service.to_owned()).build();
         let mut builder = SdkTracerProvider::builder().with_resource(resource);
-        if otlp_endpoint.is_some() {
+        let exporting = otlp_endpoint.is_some();
+        if exporting {
             let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
             builder = builder.with_batch_exporter(exporter);
         }
         let provider = builder.build();
-        let tracer = provider.tracer(service.to_owned());
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        // RUST_LOG filters what is printed only: exported spans must exist
+        // whatever the log level.
+        let otel = exporting.then(|| {
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer(service.to_owned()))
+                .with_filter(LevelFilter::INFO)
+        });
         tracing_subscriber::registry()
-            .with(filter)
-            .with(fmt::layer().with_target(false))
-            .with(tracing_opentelemetry::layer().with_tracer(tracer))
+            .with(fmt::layer().with_target(false).with_filter(filter))
+            .with(otel)
             .try_init()?;
+        EXPORTING.store(exporting, Ordering::Relaxed);
         Ok(Self { provider })
     }
 
@@ -81,15 +97,54 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// Writes the current span's context as `traceparent`/`tracestate`.
-pub fn inject_current(headers: &mut HeaderMap) {
-    let context = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut HeaderInjector(headers)));
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Trace context of the message being handled, when spans are not built.
+#[derive(Debug, Clone, Default)]
+pub struct Incoming {
+    traceparent: Option<String>,
+    tracestate: Option<String>,
 }
 
-/// Makes `span` a child of the trace carried in `headers`, if any.
-pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
-    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
-    // A span that is disabled by the filter cannot take a parent; nothing to do then.
-    let _ = span.set_parent(parent);
+tokio::task_local! {
+    static INCOMING: Incoming;
+}
+
+/// Writes the current trace context as `traceparent`/`tracestate`: the
+/// current span's when exporting, else the one of the message being handled.
+pub fn inject_current(headers: &mut HeaderMap) {
+    if EXPORTING.load(Ordering::Relaxed) {
+        let context = tracing::Span::current().context();
+        opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut HeaderInjector(headers)));
+        return;
+    }
+    let _ = INCOMING.try_with(|incoming| {
+        if let Some(traceparent) = &incoming.traceparent {
+            headers.insert(header::TRACEPARENT, traceparent.as_str());
+        }
+        if let Some(tracestate) = &incoming.tracestate {
+            headers.insert(header::TRACESTATE, tracestate.as_str());
+        }
+    });
+}
+
+/// Runs `work` as the continuation of the trace carried in `headers`: as a
+/// child of it when exporting, else by handing the context through.
+pub async fn continue_trace<F: std::future::Future>(
+    span: &tracing::Span,
+    headers: Option<&HeaderMap>,
+    work: F,
+) -> F::Output {
+    let Some(headers) = headers else {
+        return work.await;
+    };
+    if EXPORTING.load(Ordering::Relaxed) {
+        let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+        // A span disabled by the filter cannot take a parent; nothing to do then.
+        let _ = span.set_parent(parent);
+        return work.await;
+    }
+    let value = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
+    let incoming = Incoming { traceparent: value(header::TRACEPARENT), tracestate: value(header::TRACESTATE) };
+    INCOMING.scope(incoming, work).await
 }

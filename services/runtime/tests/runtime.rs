@@ -13,7 +13,8 @@ use landlord_contract::{CeType, Namespace, StreamKind, header, pb};
 use landlord_runtime::config::StreamSettings;
 use landlord_runtime::{Broker, Config, Env, Envelope, Publisher, Service};
 use landlord_testkit::{
-    NatsServer, Postgres, Process, eventually, free_port, http_get, scratch_dir, unique_namespace, workspace_binary,
+    NatsServer, OtlpReceiver, Postgres, Process, eventually, free_port, http_get, scratch_dir, unique_namespace,
+    workspace_binary,
 };
 use prost::Message as _;
 use tokio::sync::OnceCell;
@@ -173,12 +174,11 @@ async fn a_command_reaches_a_worker_process_and_its_result_comes_back_with_heade
         "ce-time {:?}",
         head(&headers, header::TIME)
     );
-    let traceparent = head(&headers, header::TRACEPARENT);
-    assert!(
-        traceparent.starts_with(&format!("00-{trace_id}-")),
-        "the worker's result continues the command's trace, got {traceparent:?}"
+    assert_eq!(
+        head(&headers, header::TRACEPARENT),
+        format!("00-{trace_id}-00f067aa0ba902b7-01"),
+        "without an exporter the worker hands the trace context through"
     );
-    assert!(!traceparent.contains("00f067aa0ba902b7"), "with a span of its own: {traceparent:?}");
 
     eventually("the handled message in the worker's metrics", WAIT, || async {
         let (_, body) = http_get(port, "/metrics")?;
@@ -437,5 +437,41 @@ async fn readiness_reports_broker_and_database_and_metrics_are_served() -> Resul
     let body: serde_json::Value = serde_json::from_str(&body)?;
     assert_eq!(body["broker"], "ok");
     assert!(body["database"].as_str().unwrap_or("").starts_with("unreachable"), "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_an_otlp_endpoint_the_worker_exports_its_span_and_the_trace_continues() -> Result<()> {
+    let h = Harness::new().await?;
+    let collector = OtlpReceiver::start()?;
+    let endpoint = collector.endpoint();
+    let mut worker = h.worker("omega", &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)])?;
+    let mut results = h.reader(StreamKind::Results).await?;
+    let command = h.command("traced", "ok");
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let mut headers = h.publisher.headers::<pb::StepCommand>(&Harness::envelope(&command));
+    headers.insert(header::TRACEPARENT, format!("00-{trace_id}-b7ad6b7169203331-01").as_str());
+    h.publisher
+        .publish_raw(h.namespace.command_subject("omega", "do_it"), headers, Bytes::from(command.encode_to_vec()))
+        .await?;
+
+    let (_, headers) = next_result(&mut results).await?;
+    let traceparent = head(&headers, header::TRACEPARENT);
+    assert!(traceparent.starts_with(&format!("00-{trace_id}-")), "same trace: {traceparent:?}");
+    assert!(!traceparent.contains("b7ad6b7169203331"), "under the worker's own span: {traceparent:?}");
+
+    // Shutdown flushes the exporter.
+    worker.signal(libc_sigterm());
+    assert!(worker.wait_exit(WAIT).await?.success(), "{}", worker.output());
+    let trace_bytes: Vec<u8> =
+        (0..16).map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16)).collect::<Result<_, _>>()?;
+    let exported = collector.requests();
+    let traces: Vec<_> = exported.iter().filter(|(path, _)| path == "/v1/traces").collect();
+    assert!(
+        traces.iter().any(|(_, body)| body.windows(16).any(|w| w == trace_bytes.as_slice())
+            && body.windows(14).any(|w| w == b"scripted-omega")),
+        "a span of trace {trace_id} from service scripted-omega was exported; got {} requests",
+        exported.len()
+    );
     Ok(())
 }

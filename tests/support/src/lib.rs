@@ -6,6 +6,7 @@
 //!   fresh database per test ([`Postgres::fresh_database`]);
 //! - [`Process`]: a child process (a service binary) that dies with the
 //!   test binary, with its output in a log file;
+//! - [`OtlpReceiver`]: stands in for an OpenTelemetry collector;
 //! - [`eventually`]: wait on a condition instead of sleeping.
 //!
 //! Server binaries come from the project-local toolchain that
@@ -13,6 +14,7 @@
 //! and `LANDLORD_PG_BIN`.
 
 mod nats;
+mod otlp;
 mod postgres;
 mod process;
 
@@ -21,7 +23,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub use nats::{NatsServer, http_get};
+pub use nats::{NatsServer, http_get, nats_server_binary};
+pub use otlp::OtlpReceiver;
 pub use postgres::{Postgres, TestDatabase};
 pub use process::{Process, scratch_dir};
 
