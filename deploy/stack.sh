@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Landlord's local stack: `deploy/stack.sh up|down|status`.
+# Everything binds to 127.0.0.1 on Landlord's own ports and keeps its state
+# under $LANDLORD_HOME (default <repo>/.stack): the machine's own servers on
+# the default ports are never touched.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+home=${LANDLORD_HOME:-$repo/.stack}
+[ -f "$home/env" ] || "$repo/deploy/install.sh" >/dev/null
+# shellcheck source=/dev/null
+. "$home/env"
+home=$LANDLORD_HOME
+
+nats_port=${LANDLORD_NATS_PORT:-14222}
+nats_monitor_port=${LANDLORD_NATS_MONITOR_PORT:-18222}
+pg_port=${LANDLORD_PG_PORT:-15432}
+log=$home/log
+mkdir -p "$log"
+
+# Polls a command until it succeeds (at most $2 seconds).
+wait_for() {
+  local what=$1 seconds=$2; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "$what did not become ready within ${seconds}s" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+http_ok() { python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1"; }
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# PostgreSQL refuses to run as root: as root, run its tools as `postgres`.
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+nats_up() {
+  local pidfile=$home/nats.pid
+  if pid_alive "$pidfile"; then
+    echo "nats        already running (pid $(cat "$pidfile"))"
+    return
+  fi
+  mkdir -p "$home/nats"
+  nohup "$LANDLORD_NATS_SERVER" -c "$repo/deploy/nats/nats.conf" -a 127.0.0.1 -p "$nats_port" \
+    -m "$nats_monitor_port" -sd "$home/nats" -P "$pidfile" >>"$log/nats.log" 2>&1 &
+  wait_for "nats-server" 20 http_ok "http://127.0.0.1:$nats_monitor_port/healthz?js-enabled-only=true"
+  echo "nats        nats://127.0.0.1:$nats_port (monitoring http://127.0.0.1:$nats_monitor_port)"
+}
+
+nats_down() {
+  local pidfile=$home/nats.pid
+  if pid_alive "$pidfile"; then
+    local pid; pid=$(cat "$pidfile")
+    kill -TERM "$pid"
+    wait_for "nats-server exit" 20 bash -c "! kill -0 $pid"
+    echo "nats        stopped"
+  fi
+  rm -f "$pidfile"
+}
+
+pg_up() {
+  local data=$home/postgres
+  if [ ! -f "$data/PG_VERSION" ]; then
+    mkdir -p "$data"
+    if [ "$(id -u)" -eq 0 ]; then
+      chown postgres: "$data"
+      chmod o+x "$home"
+    fi
+    as_pg "$LANDLORD_PG_BIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >>"$log/postgres.log" 2>&1
+  fi
+  if as_pg "$LANDLORD_PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    echo "postgres    already running"
+  else
+    [ "$(id -u)" -eq 0 ] && { touch "$log/postgres.log"; chown postgres: "$log/postgres.log"; }
+    as_pg "$LANDLORD_PG_BIN/pg_ctl" -D "$data" -l "$log/postgres.log" -w -t 30 start \
+      -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $data" >/dev/null
+  fi
+  if ! psql -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -tAc "select 1 from pg_database where datname = 'landlord'" | grep -q 1; then
+    psql -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -qc "create database landlord"
+  fi
+  echo "postgres    postgres://postgres@127.0.0.1:$pg_port/landlord"
+}
+
+pg_down() {
+  local data=$home/postgres
+  if [ -f "$data/PG_VERSION" ] && as_pg "$LANDLORD_PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    as_pg "$LANDLORD_PG_BIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null
+    echo "postgres    stopped"
+  fi
+}
+
+status() {
+  if pid_alive "$home/nats.pid"; then echo "nats        running  nats://127.0.0.1:$nats_port"; else echo "nats        stopped"; fi
+  if [ -f "$home/postgres/PG_VERSION" ] && as_pg "$LANDLORD_PG_BIN/pg_ctl" -D "$home/postgres" status >/dev/null 2>&1; then
+    echo "postgres    running  postgres://postgres@127.0.0.1:$pg_port/landlord"
+  else
+    echo "postgres    stopped"
+  fi
+}
+
+case ${1:-} in
+  up) nats_up; pg_up ;;
+  down) pg_down; nats_down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

