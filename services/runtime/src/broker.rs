@@ -111,7 +111,10 @@ impl Broker {
             durable_name: Some(name.to_owned()),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: settings.ack_wait,
-            max_deliver: settings.max_deliver,
+            // One delivery more than the handler gets: a message whose
+            // handler crashed or hung on its last delivery comes back once
+            // more, to be dead-lettered (see consume::disposition).
+            max_deliver: settings.max_deliver + 1,
             max_ack_pending: i64::try_from(settings.max_in_flight * 4).unwrap_or(i64::MAX),
             filter_subject,
             filter_subjects,

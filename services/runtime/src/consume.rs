@@ -104,6 +104,17 @@ pub enum Disposition {
     DeadLetter(String),
 }
 
+/// A delivery past `max_deliver`: the previous ones were never settled (the
+/// process died or the handler outlived the ack wait).
+fn exhausted(delivered: u64, settings: &ConsumerSettings) -> Option<Disposition> {
+    let max_deliver = u64::try_from(settings.max_deliver).unwrap_or(1);
+    (delivered > max_deliver).then(|| {
+        Disposition::DeadLetter(format!(
+            "not settled after {max_deliver} deliveries: the handler crashed or outlived the ack wait each time"
+        ))
+    })
+}
+
 /// The one place that decides between ack, retry and dead letter.
 pub fn disposition(outcome: &Result<(), HandlerError>, delivered: u64, settings: &ConsumerSettings) -> Disposition {
     let max_deliver = u64::try_from(settings.max_deliver).unwrap_or(1);
@@ -236,6 +247,11 @@ async fn process<H: Handler>(shared: &Shared<H>, message: jetstream::Message) {
         delivered,
     );
     let work = async {
+        if let Some(disposition) = exhausted(delivered, &shared.settings) {
+            shared.metrics.handled(&disposition, None, started.elapsed());
+            settle(shared, &message, stream_sequence, delivered, disposition).await;
+            return;
+        }
         let outcome = match H::Message::decode(message.payload.clone()) {
             Ok(decoded) => {
                 let delivery = Delivery { message: decoded, info };
@@ -371,6 +387,14 @@ mod tests {
         assert_eq!(
             disposition(&error, 3, &settings()),
             Disposition::DeadLetter("retryable error on each of 3 deliveries, the last: connection refused".into())
+        );
+    }
+
+    #[test]
+    fn a_delivery_past_the_limit_is_dead_lettered_unhandled() {
+        assert_eq!(exhausted(3, &settings()), None);
+        assert!(
+            matches!(exhausted(4, &settings()), Some(Disposition::DeadLetter(r)) if r.starts_with("not settled after 3"))
         );
     }
 

@@ -475,3 +475,50 @@ async fn with_an_otlp_endpoint_the_worker_exports_its_span_and_the_trace_continu
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_message_whose_handler_crashes_on_every_delivery_is_dead_lettered_after_max_deliveries() -> Result<()> {
+    let h = Harness::new().await?;
+    let settings = [("LANDLORD_MAX_DELIVER", "2"), ("LANDLORD_ACK_WAIT", "500ms"), ("LANDLORD_MAX_IN_FLIGHT", "1")];
+    let mut dead = h.reader(StreamKind::DeadLetter).await?;
+    let mut results = h.reader(StreamKind::Results).await?;
+    h.send("lambda", &h.command("poison", "crash")).await?;
+    h.send("lambda", &h.command("healthy", "ok")).await?;
+    // Each start crashes on the poison message until it has had its deliveries.
+    for crash in 1..=2 {
+        let mut worker = h.worker("lambda", &settings)?;
+        let status = worker.wait_exit(WAIT).await?;
+        assert_eq!(status.code(), Some(3), "crash {crash}: {}", worker.output());
+    }
+    let _worker = h.worker("lambda", &settings)?;
+    let letter = next(&mut dead, "dead letter").await?;
+    let headers = letter.headers.clone().unwrap_or_default();
+    assert_eq!(head(&headers, header::ID), "cmd-poison");
+    assert_eq!(head(&headers, header::DLQ_DELIVERIES), "3");
+    assert!(head(&headers, header::DLQ_REASON).starts_with("not settled after 2 deliveries"), "{headers:?}");
+    let (result, _) = next_result(&mut results).await?;
+    assert_eq!(result.step, "healthy", "the consumer goes on");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_handler_working_longer_than_the_ack_wait_is_not_redelivered() -> Result<()> {
+    let h = Harness::new().await?;
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let _worker = h.worker("mu", &[("LANDLORD_ACK_WAIT", "400ms"), ("LANDLORD_HTTP_ADDR", &addr)])?;
+    let mut results = h.reader(StreamKind::Results).await?;
+    h.send("mu", &h.command("long", "sleep:1500")).await?;
+    let (result, _) = next_result(&mut results).await?;
+    assert_eq!(delivered(&result), "1");
+    let metrics = eventually("the worker to be idle", WAIT, || async {
+        let (_, body) = http_get(port, "/metrics")?;
+        body.contains(r#"landlord_messages_in_flight{consumer="mu"} 0"#).then_some(body)
+    })
+    .await?;
+    assert!(
+        metrics.contains(r#"landlord_messages_handled_total{consumer="mu",outcome="ack"} 1"#),
+        "handled exactly once although it took almost four ack waits:\n{metrics}"
+    );
+    Ok(())
+}

@@ -12,6 +12,7 @@
 //! | `permanent`       | permanent error                                       |
 //! | `sleep:MS`        | works for MS milliseconds, then succeeds              |
 //! | `crash-once`      | exits the process on the first delivery (no ack)      |
+//! | `crash`           | exits the process on every delivery (no ack)          |
 //!
 //! Successful results carry `outputs["delivered"]`, the delivery count.
 
@@ -49,6 +50,10 @@ impl StepService for Scripted {
                 std::process::exit(3);
             }
             "crash-once" => {}
+            "crash" => {
+                tracing::warn!("crashing on purpose before the ack");
+                std::process::exit(3);
+            }
             other => return Err(StepFailure::permanent("unknown_script", format!("unknown script {other:?}"))),
         }
         let key = command.tenant.as_ref().map_or("", |t| t.key.as_str());
