@@ -30,7 +30,8 @@ status:
 # Run the whole test suite: real nats-server and PostgreSQL, started by the tests.
 test: install
     cargo build --workspace --bins --tests --locked
-    cargo test --workspace --locked
+    cargo test --workspace --locked 2>&1 | tee target/test.log
+    @awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
 
 # Formatting and lints, as CI checks them.
 lint:

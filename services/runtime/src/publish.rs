@@ -89,9 +89,15 @@ impl Publisher {
 
     /// Headers for `M` under `envelope`, with the current trace context.
     pub fn headers<M: CeType>(&self, envelope: &Envelope) -> HeaderMap {
+        self.headers_for(M::CE_TYPE, envelope)
+    }
+
+    /// Headers for a message of CloudEvents type `ce_type` (e.g. one read
+    /// back from an outbox).
+    pub fn headers_for(&self, ce_type: &str, envelope: &Envelope) -> HeaderMap {
         let event = CloudEvent {
             id: envelope.id.clone(),
-            ty: M::CE_TYPE.to_owned(),
+            ty: ce_type.to_owned(),
             source: self.source.clone(),
             time: now_rfc3339(),
             subject: envelope.tenant_key.clone(),

@@ -116,6 +116,12 @@ impl Service {
         self.shutdown.clone()
     }
 
+    /// Runs a background task of the service (a relay, a timer) that stops
+    /// when the shutdown token is cancelled; shutdown waits for it.
+    pub fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, task: F) {
+        self.tasks.spawn(task);
+    }
+
     /// Declares the durable consumer `name` on `stream` and runs `handler`
     /// over it until shutdown.
     pub async fn consume<H: Handler>(

@@ -1,13 +1,15 @@
 //! Scripted worker for tests — not a real backend.
 //!
 //! Serves every command of the service named by `LANDLORD_WORKER_SERVICE`
-//! on the shared runtime, and behaves as the command's `params["script"]`
-//! says:
+//! on the shared runtime, and behaves as its script says: the tenant label
+//! `script.<step>` (or `undo.<step>` for a compensation), else the command's
+//! `params["script"]`, else `ok`:
 //!
 //! | script            | behaviour                                             |
 //! |-------------------|-------------------------------------------------------|
 //! | `ok` (default)    | succeeds, reporting one resource                      |
 //! | `retry-then-ok:N` | retryable error on deliveries 1..=N, then succeeds    |
+//! | `fail-attempts:N` | retryable error for saga attempts 1..=N, then succeeds |
 //! | `retryable`       | retryable error, always                               |
 //! | `permanent`       | permanent error                                       |
 //! | `sleep:MS`        | works for MS milliseconds, then succeeds              |
@@ -30,7 +32,13 @@ impl StepService for Scripted {
         command: &pb::StepCommand,
         delivery: &DeliveryInfo,
     ) -> Result<pb::StepOk, StepFailure> {
-        let script = command.params.get("script").map_or("ok", String::as_str);
+        let label = format!("{}.{}", if command.compensate { "undo" } else { "script" }, command.step);
+        let script = command
+            .tenant
+            .as_ref()
+            .and_then(|t| t.labels.get(&label))
+            .or_else(|| command.params.get("script"))
+            .map_or("ok", String::as_str);
         let (verb, arg) = script.split_once(':').unwrap_or((script, ""));
         tracing::info!(action, script, delivered = delivery.delivered, "scripted step");
         match verb {
@@ -42,6 +50,13 @@ impl StepService for Scripted {
                 ));
             }
             "retry-then-ok" => {}
+            "fail-attempts" if command.attempt <= arg.parse().unwrap_or(0) => {
+                return Err(StepFailure::retryable(
+                    "scripted",
+                    format!("scripted failure of attempt {}", command.attempt),
+                ));
+            }
+            "fail-attempts" => {}
             "retryable" => return Err(StepFailure::retryable("scripted", "scripted retryable failure")),
             "permanent" => return Err(StepFailure::permanent("scripted", "scripted permanent failure")),
             "sleep" => tokio::time::sleep(Duration::from_millis(arg.parse().unwrap_or(0))).await,

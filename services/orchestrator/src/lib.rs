@@ -1,0 +1,230 @@
+//! The orchestrator turns each TenantRequested into a provisioning saga and
+//! drives it to ACTIVE, or undoes it (DESIGN.md, "Saga semantics").
+//!
+//! PostgreSQL is the source of truth. Every handler runs one transaction:
+//! the message id goes into the inbox (a repeat changes nothing), the saga is
+//! locked, the transition applied and the messages it decides written to the
+//! outbox, which [`outbox::relay`] publishes after commit. A timer re-drives
+//! steps whose answers are late and starts retries that are due, so a lost
+//! command or result delays a saga but never strands it. Several replicas
+//! can run: the broker spreads messages, row locks serialise each saga.
+
+pub mod intake;
+pub mod outbox;
+pub mod plans;
+pub mod saga;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use landlord_contract::{Action, EventKind, Namespace, StreamKind, pb};
+use landlord_runtime::{Delivery, Handler, HandlerError, Service};
+use sqlx::PgPool;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use plans::Plans;
+
+pub const SERVICE: &str = "orchestrator";
+
+/// The control-plane schema, embedded so the binary carries it.
+pub fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        Cow::Borrowed("control plane"),
+        MigrationType::Simple,
+        sqlx::SqlStr::from_static(include_str!("../../../migrations/0001_control_plane.sql")),
+        false,
+    )])
+}
+
+/// Timer and relay pacing.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// How often due deadlines are looked for.
+    pub timer_interval: Duration,
+    /// How often the outbox is checked when nothing woke the relay.
+    pub relay_poll: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self { timer_interval: Duration::from_millis(100), relay_poll: Duration::from_millis(200) }
+    }
+}
+
+struct Core {
+    pool: PgPool,
+    namespace: Namespace,
+    plans: Plans,
+    /// Wakes this process's outbox relay after a commit.
+    wake: Arc<Notify>,
+}
+
+fn db_error(error: sqlx::Error) -> HandlerError {
+    // Lost connections, serialisation conflicts and a concurrent insert of
+    // the same key all resolve on redelivery.
+    HandlerError::retryable(format!("database: {error}"))
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
+
+impl Core {
+    /// Opens the transaction for message `msg_id`, or `None` if that message
+    /// was applied before (its id is in the inbox).
+    async fn begin_once(&self, msg_id: &str) -> Result<Option<Tx>, HandlerError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let fresh = sqlx::query("INSERT INTO inbox (msg_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(msg_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .rows_affected()
+            == 1;
+        if fresh {
+            Ok(Some(tx))
+        } else {
+            tracing::debug!(msg_id, "already applied");
+            Ok(None)
+        }
+    }
+
+    async fn commit(&self, tx: Tx) -> Result<(), HandlerError> {
+        tx.commit().await.map_err(db_error)?;
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
+struct Intake(Arc<Core>);
+
+impl Handler for Intake {
+    type Message = pb::TenantRequested;
+
+    async fn handle(&self, delivery: Delivery<pb::TenantRequested>) -> Result<(), HandlerError> {
+        let core = &self.0;
+        let request_id = delivery.info.message_id();
+        let request = delivery.message;
+        let Some(mut tx) = core.begin_once(&format!("intake.{request_id}")).await? else { return Ok(()) };
+        let outcome =
+            intake::apply(&mut tx, &core.namespace, &core.plans, &request, &request_id).await.map_err(db_error)?;
+        core.commit(tx).await?;
+        tracing::info!(key = %request.key, ?outcome, "tenant requested");
+        Ok(())
+    }
+}
+
+struct Results(Arc<Core>);
+
+impl Handler for Results {
+    type Message = pb::StepResult;
+
+    async fn handle(&self, delivery: Delivery<pb::StepResult>) -> Result<(), HandlerError> {
+        let core = &self.0;
+        let result = delivery.message;
+        let Ok(saga_id) = Uuid::parse_str(&result.saga_id) else {
+            return Err(HandlerError::permanent(format!("saga id {:?} is not a UUID", result.saga_id)));
+        };
+        let Some(mut tx) = core.begin_once(&delivery.info.message_id()).await? else { return Ok(()) };
+        let Some(mut saga) = saga::Saga::load(&mut tx, &core.namespace, saga_id, false).await.map_err(db_error)? else {
+            return Err(HandlerError::permanent(format!("no saga {saga_id}")));
+        };
+        saga.on_result(&result);
+        saga.save(&mut tx).await.map_err(db_error)?;
+        core.commit(tx).await
+    }
+}
+
+struct Cancel(Arc<Core>);
+
+impl Handler for Cancel {
+    type Message = pb::CancelSaga;
+
+    async fn handle(&self, delivery: Delivery<pb::CancelSaga>) -> Result<(), HandlerError> {
+        let core = &self.0;
+        let cancel = delivery.message;
+        let Some(mut tx) = core.begin_once(&delivery.info.message_id()).await? else { return Ok(()) };
+        let running: Option<(Uuid,)> = sqlx::query_as(
+            "SELECT s.id FROM sagas s JOIN tenants t ON t.id = s.tenant_id WHERE t.key = $1 AND s.state = 'running'",
+        )
+        .bind(&cancel.tenant_key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let Some((saga_id,)) = running else {
+            return Err(HandlerError::permanent(format!(
+                "tenant {:?} has no provisioning in progress to cancel",
+                cancel.tenant_key
+            )));
+        };
+        if let Some(mut saga) = saga::Saga::load(&mut tx, &core.namespace, saga_id, false).await.map_err(db_error)? {
+            saga.cancel(&cancel.reason, &cancel.requested_by);
+            saga.save(&mut tx).await.map_err(db_error)?;
+        }
+        core.commit(tx).await
+    }
+}
+
+/// Applies due deadlines: late answers are re-driven or counted as failed
+/// attempts, due retries and compensation retries start.
+async fn timer(core: Arc<Core>, interval: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        if let Err(error) = fire_due(&core).await {
+            tracing::warn!(%error, "saga timer failed; retrying");
+        }
+    }
+}
+
+async fn fire_due(core: &Core) -> sqlx::Result<()> {
+    let due: Vec<(Uuid, i32)> =
+        sqlx::query_as("SELECT saga_id, position FROM saga_steps WHERE deadline <= now() ORDER BY deadline LIMIT 200")
+            .fetch_all(&core.pool)
+            .await?;
+    let mut fired = false;
+    for (saga_id, position) in due {
+        let mut tx = core.pool.begin().await?;
+        // Another replica or handler holds it: it will be looked at again.
+        let Some(mut saga) = saga::Saga::load(&mut tx, &core.namespace, saga_id, true).await? else { continue };
+        saga.on_deadline(position);
+        saga.save(&mut tx).await?;
+        tx.commit().await?;
+        fired = true;
+    }
+    if fired {
+        core.wake.notify_one();
+    }
+    Ok(())
+}
+
+/// Applies migrations and attaches the orchestrator's consumers, relay and
+/// timer to `service`.
+pub async fn attach(service: &mut Service, plans: Plans, timing: Timing) -> anyhow::Result<()> {
+    let pool =
+        service.database.clone().ok_or_else(|| anyhow::anyhow!("the orchestrator needs LANDLORD_DATABASE_URL"))?;
+    migrator().run(&pool).await?;
+    let namespace = service.broker.namespace.clone();
+    let core =
+        Arc::new(Core { pool: pool.clone(), namespace: namespace.clone(), plans, wake: Arc::new(Notify::new()) });
+    service.spawn(outbox::relay(
+        pool,
+        service.publisher.clone(),
+        core.wake.clone(),
+        timing.relay_poll,
+        service.shutdown_token(),
+    ));
+    service.spawn(timer(core.clone(), timing.timer_interval, service.shutdown_token()));
+    let requested = namespace.event_filter(None, Some(EventKind::Requested));
+    service.consume(StreamKind::Events, "orchestrator-intake", vec![requested], Intake(core.clone())).await?;
+    let results = format!("{}.v1.result.>", namespace.root());
+    service.consume(StreamKind::Results, "orchestrator-results", vec![results], Results(core.clone())).await?;
+    let cancel = namespace.command_subject(Action::ORCHESTRATOR_CANCEL.service, Action::ORCHESTRATOR_CANCEL.name);
+    service.consume(StreamKind::Commands, "orchestrator-commands", vec![cancel], Cancel(core)).await?;
+    Ok(())
+}
