@@ -14,7 +14,6 @@ use landlord_runtime::{Config, Env, Envelope, Publisher, Service};
 use landlord_testkit::{NatsServer, Postgres, Process, eventually, scratch_dir, unique_namespace, workspace_binary};
 use prost::Message as _;
 use sqlx::PgPool;
-use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -61,11 +60,6 @@ fatal = false
 max_attempts = 1
 "#;
 
-async fn nats() -> &'static NatsServer {
-    static NATS: OnceCell<NatsServer> = OnceCell::const_new();
-    NATS.get_or_init(|| async { NatsServer::start().await.unwrap_or_else(|e| panic!("{e:#}")) }).await
-}
-
 struct Harness {
     namespace: Namespace,
     publisher: Publisher,
@@ -77,7 +71,7 @@ struct Harness {
 
 impl Harness {
     async fn new() -> Result<Self> {
-        let url = nats().await.url();
+        let url = NatsServer::shared().await.url();
         let namespace = unique_namespace();
         let database = tokio::task::spawn_blocking(Postgres::shared).await??.fresh_database().await?;
         let env = Env::from_pairs([

@@ -17,14 +17,8 @@ use landlord_testkit::{
     workspace_binary,
 };
 use prost::Message as _;
-use tokio::sync::OnceCell;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn nats() -> &'static NatsServer {
-    static NATS: OnceCell<NatsServer> = OnceCell::const_new();
-    NATS.get_or_init(|| async { NatsServer::start().await.unwrap_or_else(|e| panic!("{e:#}")) }).await
-}
 
 fn stream_settings() -> StreamSettings {
     StreamSettings {
@@ -46,7 +40,7 @@ struct Harness {
 
 impl Harness {
     async fn new() -> Result<Self> {
-        let url = nats().await.url();
+        let url = NatsServer::shared().await.url();
         let namespace = unique_namespace();
         let broker = Broker::connect(&url, "runtime-test", namespace.clone()).await?;
         broker.declare_streams(&stream_settings()).await?;

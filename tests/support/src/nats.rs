@@ -33,6 +33,13 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
+    /// The server shared by the tests of this test binary, started on first
+    /// use (tests keep apart through their own namespaces).
+    pub async fn shared() -> &'static NatsServer {
+        static SHARED: tokio::sync::OnceCell<NatsServer> = tokio::sync::OnceCell::const_new();
+        SHARED.get_or_init(|| async { NatsServer::start().await.unwrap_or_else(|e| panic!("{e:#}")) }).await
+    }
+
     /// Starts a server on free ports with its store in a fresh temp dir.
     pub async fn start() -> anyhow::Result<Self> {
         Self::start_with(&[]).await
