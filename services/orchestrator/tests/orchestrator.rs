@@ -23,7 +23,7 @@ const STEPS: [&str; 6] = ["s1", "s2", "s3", "s4", "s5", "welcome"];
 /// of service `work`; s3 answers within 700 ms or is late.
 const PLANS: &str = r#"
 [defaults]
-timeout = "5s"
+timeout = "2s"
 max_attempts = 3
 backoff = ["100ms"]
 
@@ -422,4 +422,279 @@ async fn a_cancel_stops_the_saga_between_steps_and_compensates() -> Result<()> {
     let later = steps_of::<pb::StepStarted>(&events, EventKind::StepStarted, |e| e.step.clone());
     assert_eq!(later, ["s1", "s2"], "no step started after the cancel");
     Ok(())
+}
+
+/// The orchestrator as separate processes that tests may kill and restart.
+struct Processes {
+    namespace: Namespace,
+    publisher: Publisher,
+    broker: landlord_runtime::Broker,
+    pool: PgPool,
+    env: Vec<(String, String)>,
+    logs: std::path::PathBuf,
+    orchestrators: Vec<Process>,
+    /// Health and metrics port of each orchestrator replica.
+    ports: Vec<u16>,
+    worker_env: Vec<(String, String)>,
+    worker: Process,
+}
+
+impl Processes {
+    async fn new(replicas: usize) -> Result<Self> {
+        Self::with(replicas, &[]).await
+    }
+
+    async fn with(replicas: usize, extra: &[(&str, &str)]) -> Result<Self> {
+        let url = NatsServer::shared().await.url();
+        let namespace = unique_namespace();
+        let database = tokio::task::spawn_blocking(Postgres::shared).await??.fresh_database().await?;
+        let logs = scratch_dir("logs")?;
+        let plans = logs.join("plans.toml");
+        std::fs::write(&plans, PLANS)?;
+        let broker = landlord_runtime::Broker::connect(&url, "test", namespace.clone()).await?;
+        let common = vec![
+            ("LANDLORD_NATS_URL".to_owned(), url.clone()),
+            ("LANDLORD_NAMESPACE".to_owned(), namespace.root().to_owned()),
+        ];
+        let mut env = common.clone();
+        env.extend([
+            ("LANDLORD_DATABASE_URL".to_owned(), database.url.clone()),
+            ("LANDLORD_PLANS".to_owned(), plans.display().to_string()),
+            ("LANDLORD_TIMER_INTERVAL".to_owned(), "50ms".to_owned()),
+            ("LANDLORD_RELAY_POLL".to_owned(), "100ms".to_owned()),
+            ("LANDLORD_BACKOFF".to_owned(), "50ms".to_owned()),
+            ("LANDLORD_ACK_WAIT".to_owned(), "2s".to_owned()),
+        ]);
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let mut worker_env = common;
+        worker_env.extend([
+            ("LANDLORD_WORKER_SERVICE".to_owned(), "work".to_owned()),
+            ("LANDLORD_MAX_DELIVER".to_owned(), "1".to_owned()),
+            ("LANDLORD_ACK_WAIT".to_owned(), "2s".to_owned()),
+        ]);
+        let worker = Process::start("work", &workspace_binary("scripted-worker")?, &[], &worker_env, &logs)?;
+        let mut this = Self {
+            namespace,
+            publisher: Publisher::new(&broker, "test"),
+            broker,
+            pool: PgPool::connect(&database.url).await?,
+            env,
+            logs,
+            orchestrators: Vec::new(),
+            ports: Vec::new(),
+            worker_env,
+            worker,
+        };
+        for replica in 0..replicas {
+            this.ports.push(landlord_testkit::free_port());
+            let process = this.start_orchestrator(replica)?;
+            this.orchestrators.push(process);
+        }
+        // The orchestrator declares the streams and applies the migrations.
+        eventually("the control-plane schema", WAIT, || async {
+            sqlx::query("SELECT 1 FROM outbox LIMIT 1").execute(&this.pool).await.ok().map(|_| ())
+        })
+        .await?;
+        Ok(this)
+    }
+
+    fn restart_worker(&mut self) -> Result<()> {
+        self.worker.kill();
+        self.worker = Process::start("work", &workspace_binary("scripted-worker")?, &[], &self.worker_env, &self.logs)?;
+        Ok(())
+    }
+
+    fn start_orchestrator(&self, replica: usize) -> Result<Process> {
+        let mut env = self.env.clone();
+        env.push(("LANDLORD_HTTP_ADDR".to_owned(), format!("127.0.0.1:{}", self.ports[replica])));
+        Process::start(
+            &format!("orchestrator-{replica}"),
+            &workspace_binary("landlord-orchestrator")?,
+            &[],
+            &env,
+            &self.logs,
+        )
+    }
+
+    async fn publish(&self, request: &pb::TenantRequested, msg_id: &str) -> Result<()> {
+        let key = TenantKey::parse(&request.key)?;
+        self.publisher
+            .publish(self.namespace.event_subject(&key, EventKind::Requested), request, &Envelope::new(msg_id))
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until `count` tenants are ACTIVE, FAILED or CANCELLED.
+    async fn wait_terminal(&self, count: i64, timeout: Duration) -> Result<()> {
+        let pool = &self.pool;
+        eventually(&format!("{count} tenants in a terminal state"), timeout, || async {
+            let done: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM tenants WHERE status IN ('ACTIVE', 'FAILED', 'CANCELLED')")
+                    .fetch_one(pool)
+                    .await
+                    .ok()?;
+            (done >= count).then_some(())
+        })
+        .await
+    }
+
+    /// How many events of `kind` each tenant has.
+    async fn events_per_tenant(&self, kind: EventKind) -> Result<HashMap<String, u64>> {
+        let stream = self.broker.jetstream.get_stream(self.namespace.stream_name(StreamKind::Events)).await?;
+        let mut subjects = stream.info_with_subjects(self.namespace.event_filter(None, Some(kind))).await?;
+        let mut counts = HashMap::new();
+        while let Some(entry) = subjects.next().await {
+            let (subject, count) = entry?;
+            let key = subject.split('.').nth(3).unwrap_or("").to_owned();
+            *counts.entry(key).or_default() += count as u64;
+        }
+        Ok(counts)
+    }
+
+    /// Every tenant ended as planned, with its resources in line and every
+    /// event it should have, once.
+    async fn check_outcomes(&self, expected: &HashMap<String, &str>) -> Result<()> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT t.key, t.status, (SELECT count(*) FROM resources r WHERE r.tenant_id = t.id AND r.deleted_at IS NULL)
+             FROM tenants t",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        assert_eq!(rows.len(), expected.len(), "one tenant per request");
+        for (key, status, live) in rows {
+            assert_eq!(Some(status.as_str()), expected.get(&key).copied(), "{key}");
+            let want = if status == "ACTIVE" { 6 } else { 0 };
+            assert_eq!(live, want, "{key} ({status}) has {live} live resources");
+        }
+        let stuck: i64 = sqlx::query_scalar("SELECT count(*) FROM sagas WHERE state IN ('running', 'compensating')")
+            .fetch_one(&self.pool)
+            .await?;
+        assert_eq!(stuck, 0, "no saga is stuck");
+        let activated = self.events_per_tenant(EventKind::Activated).await?;
+        let failed = self.events_per_tenant(EventKind::ProvisioningFailed).await?;
+        let succeeded = self.events_per_tenant(EventKind::StepSucceeded).await?;
+        for (key, status) in expected {
+            let terminal = activated.get(key).copied().unwrap_or(0) + failed.get(key).copied().unwrap_or(0);
+            assert_eq!(terminal, 1, "{key}: exactly one terminal event");
+            if *status == "ACTIVE" {
+                assert_eq!(succeeded.get(key).copied(), Some(6), "{key}: each step succeeded once");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A small deterministic generator: the seed is printed so a failure can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+#[tokio::test]
+async fn the_orchestrator_killed_at_random_moments_during_50_sagas_loses_nothing() -> Result<()> {
+    let mut p = Processes::new(1).await?;
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
+    println!("chaos seed {seed}");
+    let mut random = Lcg(seed);
+    let mut expected = HashMap::new();
+    for i in 0..50 {
+        let key = format!("chaos-{i}");
+        let fails = i % 5 == 0;
+        let labels: &[(&str, &str)] = if fails { &[("script.s4", "permanent")] } else { &[] };
+        p.publish(&Harness::request(&key, labels), &format!("m-{key}")).await?;
+        expected.insert(key, if fails { "FAILED" } else { "ACTIVE" });
+    }
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(50 + random.next(350))).await;
+        p.orchestrators[0].kill();
+        p.orchestrators[0] = p.start_orchestrator(0)?;
+    }
+    p.wait_terminal(50, Duration::from_secs(90)).await?;
+    p.check_outcomes(&expected).await
+}
+
+#[tokio::test]
+async fn two_replicas_share_the_load_and_never_apply_a_result_twice() -> Result<()> {
+    // Small pulls, so that neither replica takes everything in one batch.
+    let p = Processes::with(2, &[("LANDLORD_MAX_IN_FLIGHT", "2")]).await?;
+    let mut expected = HashMap::new();
+    for i in 0..30 {
+        let key = format!("pair-{i}");
+        p.publish(&Harness::request(&key, &[]), &format!("m-{key}")).await?;
+        expected.insert(key, "ACTIVE");
+    }
+    p.wait_terminal(30, WAIT).await?;
+    p.check_outcomes(&expected).await?;
+    let attempts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM saga_steps WHERE attempts <> 1").fetch_one(&p.pool).await?;
+    assert_eq!(attempts, 0, "no step ran twice");
+    for port in &p.ports {
+        let (_, metrics) = tokio::task::spawn_blocking({
+            let port = *port;
+            move || landlord_testkit::http_get(port, "/metrics")
+        })
+        .await?
+        .context("metrics")?;
+        let handled: u64 = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(r#"landlord_messages_handled_total{consumer="orchestrator-results",outcome="ack"}"#)
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(handled > 0, "replica on port {port} applied results:\n{metrics}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_command_or_result_lost_by_the_broker_delays_a_saga_but_never_strands_it() -> Result<()> {
+    let mut p = Processes::new(1).await?;
+    let commands = p.broker.jetstream.get_stream(p.namespace.stream_name(StreamKind::Commands)).await?;
+    let results = p.broker.jetstream.get_stream(p.namespace.stream_name(StreamKind::Results)).await?;
+
+    // A lost command: with the worker down, s1's command vanishes from the
+    // stream before anyone reads it.
+    p.worker.kill();
+    p.publish(&Harness::request("lost-command", &[]), "m-lost-command").await?;
+    let s1 = p.namespace.command_subject("work", "create_s1");
+    let seq = eventually("s1's command in the stream", WAIT, || async {
+        commands.get_last_raw_message_by_subject(&s1).await.ok().map(|m| m.sequence)
+    })
+    .await?;
+    assert!(commands.delete_message(seq).await?, "the command was deleted");
+    p.restart_worker()?;
+    p.wait_terminal(1, WAIT).await?;
+
+    // A lost result: the orchestrator is down when s1's answer comes, and
+    // the answer vanishes before it is back.
+    p.publish(&Harness::request("lost-result", &[("script.s1", "sleep:1000")]), "m-lost-result").await?;
+    eventually("s1 of lost-result to be running", WAIT, || async {
+        let state: Option<String> = sqlx::query_scalar(
+            "SELECT st.state FROM saga_steps st JOIN sagas s ON s.id = st.saga_id JOIN tenants t ON t.id = s.tenant_id
+             WHERE t.key = 'lost-result' AND st.name = 's1'",
+        )
+        .fetch_optional(&p.pool)
+        .await
+        .ok()?;
+        (state.as_deref() == Some("running")).then_some(())
+    })
+    .await?;
+    p.orchestrators[0].kill();
+    let s1_result = p.namespace.result_subject("work", "create_s1");
+    let seq = eventually("s1's result in the stream", WAIT, || async {
+        results.get_last_raw_message_by_subject(&s1_result).await.ok().map(|m| m.sequence)
+    })
+    .await?;
+    assert!(results.delete_message(seq).await?, "the result was deleted");
+    p.orchestrators[0] = p.start_orchestrator(0)?;
+
+    p.wait_terminal(2, WAIT).await?;
+    p.check_outcomes(&HashMap::from([("lost-command".to_owned(), "ACTIVE"), ("lost-result".to_owned(), "ACTIVE")]))
+        .await
 }
