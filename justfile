@@ -41,3 +41,7 @@ lint:
 # Benchmark the message bus: runtime vs bare async-nats, both fsync policies → bench/results/bus.{json,md}.
 bench-bus: install
     RUST_LOG=warn cargo bench -p landlord-runtime --bench bus
+
+# Benchmark the orchestrator: six-step sagas against instant workers, durable PostgreSQL → bench/results/saga.{json,md}.
+bench-saga: install
+    RUST_LOG=warn cargo bench -p landlord-orchestrator --bench saga

@@ -89,6 +89,8 @@ pub struct Saga {
     undone: Vec<String>,
     namespace: Namespace,
     now: OffsetDateTime,
+    /// Tenant status as loaded, to skip writing it back unchanged.
+    loaded_status: String,
 }
 
 fn ms(d: i64) -> time::Duration {
@@ -127,7 +129,6 @@ impl Saga {
         let dirty = vec![false; steps.len()];
         Ok(Some(Self {
             saga,
-            tenant,
             steps,
             dirty,
             outgoing: Vec::new(),
@@ -136,6 +137,8 @@ impl Saga {
             undone: Vec::new(),
             namespace: namespace.clone(),
             now: OffsetDateTime::now_utc(),
+            loaded_status: tenant.status.clone(),
+            tenant,
         }))
     }
 
@@ -155,17 +158,19 @@ impl Saga {
         .bind(&self.saga.failure_reason)
         .execute(&mut **tx)
         .await?;
-        sqlx::query(
-            "UPDATE tenants SET status = $2, failed_step = $3, failure_reason = $4, updated_at = now(),
-                    version = version + 1
-             WHERE id = $1 AND (status <> $2 OR failed_step IS DISTINCT FROM $3)",
-        )
-        .bind(self.tenant.id)
-        .bind(&self.tenant.status)
-        .bind(&self.saga.failed_step)
-        .bind(&self.saga.failure_reason)
-        .execute(&mut **tx)
-        .await?;
+        if self.tenant.status != self.loaded_status {
+            sqlx::query(
+                "UPDATE tenants SET status = $2, failed_step = $3, failure_reason = $4, updated_at = now(),
+                        version = version + 1
+                 WHERE id = $1",
+            )
+            .bind(self.tenant.id)
+            .bind(&self.tenant.status)
+            .bind(&self.saga.failed_step)
+            .bind(&self.saga.failure_reason)
+            .execute(&mut **tx)
+            .await?;
+        }
         for (step, _) in self.steps.iter().zip(&self.dirty).filter(|(_, dirty)| **dirty) {
             sqlx::query(
                 "UPDATE saga_steps SET state = $3, attempts = $4, command_id = $5, redriven = $6, deadline = $7,

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 pub use nats::{NatsServer, http_get, nats_server_binary};
 pub use otlp::OtlpReceiver;
-pub use postgres::{Postgres, TestDatabase};
+pub use postgres::{Postgres, TestDatabase, pg_bin_dir};
 pub use process::{Process, scratch_dir};
 
 /// The workspace root (this crate lives in `tests/support`).

@@ -53,8 +53,15 @@ impl Postgres {
             .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
-    /// Starts a new cluster (blocking: initdb takes a second or two).
+    /// Starts a new cluster for tests (blocking: initdb takes a second or
+    /// two), with fsync off.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// Starts a new cluster; `durable` keeps fsync and synchronous commit
+    /// on, as a real deployment does (for benchmarks).
+    pub fn start_with(durable: bool) -> anyhow::Result<Self> {
         let bin = pg_bin_dir()?;
         let dir = scratch_dir("pg")?;
         let data = dir.join("data");
@@ -95,8 +102,12 @@ impl Postgres {
             .arg(&data)
             .args(["-p", &port.to_string(), "-k"])
             .arg(&dir)
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=128MB"])
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300", "-c", "shared_buffers=128MB"])
+            .args(if durable {
+                &[][..]
+            } else {
+                &["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"][..]
+            })
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
