@@ -236,26 +236,43 @@ pub async fn apply(
         .bind(&request.idempotency_id)
         .execute(&mut **tx)
         .await?;
-    for (position, step) in valid.plan.steps.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO saga_steps (saga_id, position, name, service, action, compensation, fatal, timeout_ms,
-                                     max_attempts, backoff_ms, params)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(saga)
-        .bind(i32::try_from(position).unwrap_or(i32::MAX))
-        .bind(&step.name)
-        .bind(&step.service)
-        .bind(&step.action)
-        .bind(&step.compensation)
-        .bind(step.fatal)
-        .bind(i64::try_from(step.timeout.as_millis()).unwrap_or(i64::MAX))
-        .bind(i32::try_from(step.max_attempts).unwrap_or(i32::MAX))
-        .bind(step.backoff.iter().map(|b| i64::try_from(b.as_millis()).unwrap_or(i64::MAX)).collect::<Vec<_>>())
-        .bind(Json(&step.params))
-        .execute(&mut **tx)
-        .await?;
-    }
+    // One statement for all steps: arrays of the steps' columns, unnested.
+    let steps = &valid.plan.steps;
+    let millis = |d: &std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let positions: Vec<i32> = (0..steps.len()).map(|p| i32::try_from(p).unwrap_or(i32::MAX)).collect();
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    let services: Vec<&str> = steps.iter().map(|s| s.service.as_str()).collect();
+    let actions: Vec<&str> = steps.iter().map(|s| s.action.as_str()).collect();
+    let compensations: Vec<Option<&str>> = steps.iter().map(|s| s.compensation.as_deref()).collect();
+    let fatal: Vec<bool> = steps.iter().map(|s| s.fatal).collect();
+    let timeouts: Vec<i64> = steps.iter().map(|s| millis(&s.timeout)).collect();
+    let attempts: Vec<i32> = steps.iter().map(|s| i32::try_from(s.max_attempts).unwrap_or(i32::MAX)).collect();
+    // Postgres arrays of arrays must be rectangular: backoffs travel as JSON.
+    let backoffs: Vec<Json<Vec<i64>>> = steps.iter().map(|s| Json(s.backoff.iter().map(millis).collect())).collect();
+    let params: Vec<Json<&std::collections::BTreeMap<String, String>>> =
+        steps.iter().map(|s| Json(&s.params)).collect();
+    sqlx::query(
+        "INSERT INTO saga_steps (saga_id, position, name, service, action, compensation, fatal, timeout_ms,
+                                 max_attempts, backoff_ms, params)
+         SELECT $1, u.position, u.name, u.service, u.action, u.compensation, u.fatal, u.timeout_ms, u.max_attempts,
+                ARRAY(SELECT jsonb_array_elements_text(u.backoff)::bigint), u.params
+         FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::bigint[], $9::int[],
+                     $10::jsonb[], $11::jsonb[])
+              AS u(position, name, service, action, compensation, fatal, timeout_ms, max_attempts, backoff, params)",
+    )
+    .bind(saga)
+    .bind(&positions)
+    .bind(&names)
+    .bind(&services)
+    .bind(&actions)
+    .bind(&compensations)
+    .bind(&fatal)
+    .bind(&timeouts)
+    .bind(&attempts)
+    .bind(&backoffs)
+    .bind(&params)
+    .execute(&mut **tx)
+    .await?;
     let accepted = pb::TenantAccepted {
         tenant_id: tenant.to_string(),
         saga_id: saga.to_string(),

@@ -40,7 +40,7 @@ pub struct TenantRow {
     pub labels: Json<HashMap<String, String>>,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SagaRow {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -89,8 +89,9 @@ pub struct Saga {
     undone: Vec<String>,
     namespace: Namespace,
     now: OffsetDateTime,
-    /// Tenant status as loaded, to skip writing it back unchanged.
+    /// Tenant status and saga as loaded, to skip writing them back unchanged.
     loaded_status: String,
+    loaded_saga: SagaRow,
 }
 
 fn ms(d: i64) -> time::Duration {
@@ -128,6 +129,7 @@ impl Saga {
         .await?;
         let dirty = vec![false; steps.len()];
         Ok(Some(Self {
+            loaded_saga: saga.clone(),
             saga,
             steps,
             dirty,
@@ -144,20 +146,22 @@ impl Saga {
 
     /// Writes back what changed, the audit trail and the outbox.
     pub async fn save(self, tx: &mut Tx) -> sqlx::Result<()> {
-        sqlx::query(
-            "UPDATE sagas SET state = $2, cancel_reason = $3, cancel_requested_by = $4, failed_step = $5,
+        if self.saga != self.loaded_saga {
+            sqlx::query(
+                "UPDATE sagas SET state = $2, cancel_reason = $3, cancel_requested_by = $4, failed_step = $5,
                     failure_reason = $6, updated_at = now(),
                     finished_at = CASE WHEN $2 IN ('succeeded', 'failed', 'cancelled') THEN now() END
              WHERE id = $1",
-        )
-        .bind(self.saga.id)
-        .bind(&self.saga.state)
-        .bind(&self.saga.cancel_reason)
-        .bind(&self.saga.cancel_requested_by)
-        .bind(&self.saga.failed_step)
-        .bind(&self.saga.failure_reason)
-        .execute(&mut **tx)
-        .await?;
+            )
+            .bind(self.saga.id)
+            .bind(&self.saga.state)
+            .bind(&self.saga.cancel_reason)
+            .bind(&self.saga.cancel_requested_by)
+            .bind(&self.saga.failed_step)
+            .bind(&self.saga.failure_reason)
+            .execute(&mut **tx)
+            .await?;
+        }
         if self.tenant.status != self.loaded_status {
             sqlx::query(
                 "UPDATE tenants SET status = $2, failed_step = $3, failure_reason = $4, updated_at = now(),
