@@ -32,13 +32,19 @@ pub const SERVICE: &str = "orchestrator";
 
 /// The control-plane schema, embedded so the binary carries it.
 pub fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("control plane"),
-        MigrationType::Simple,
-        sqlx::SqlStr::from_static(include_str!("../../../migrations/0001_control_plane.sql")),
-        false,
-    )])
+    let migration = |version, description, sql| {
+        Migration::new(
+            version,
+            Cow::Borrowed(description),
+            MigrationType::Simple,
+            sqlx::SqlStr::from_static(sql),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![
+        migration(1, "control plane", include_str!("../../../migrations/0001_control_plane.sql")),
+        migration(2, "outbox trace context", include_str!("../../../migrations/0002_outbox_trace_context.sql")),
+    ])
 }
 
 /// Timer and relay pacing.

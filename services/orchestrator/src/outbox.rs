@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use landlord_contract::CeType;
+use landlord_contract::{CeType, header};
 use landlord_runtime::{Envelope, Publisher};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
@@ -21,6 +21,8 @@ pub struct Outgoing {
     pub tenant_key: Option<String>,
     pub correlation_id: Option<String>,
     pub payload: Vec<u8>,
+    /// Trace context of the work that decided this message.
+    pub trace: Option<(String, Option<String>)>,
 }
 
 impl Outgoing {
@@ -32,6 +34,7 @@ impl Outgoing {
             tenant_key: None,
             correlation_id: None,
             payload: message.encode_to_vec(),
+            trace: landlord_runtime::telemetry::current_trace(),
         }
     }
 
@@ -53,7 +56,11 @@ pub async fn write(tx: &mut Transaction<'static, Postgres>, messages: &[Outgoing
     let mut keys = Vec::with_capacity(messages.len());
     let mut correlations = Vec::with_capacity(messages.len());
     let mut payloads = Vec::with_capacity(messages.len());
+    let mut parents = Vec::with_capacity(messages.len());
+    let mut states = Vec::with_capacity(messages.len());
     for m in messages {
+        parents.push(m.trace.as_ref().map(|(p, _)| p.as_str()));
+        states.push(m.trace.as_ref().and_then(|(_, s)| s.as_deref()));
         subjects.push(m.subject.as_str());
         ids.push(m.msg_id.as_str());
         types.push(m.ce_type);
@@ -63,8 +70,9 @@ pub async fn write(tx: &mut Transaction<'static, Postgres>, messages: &[Outgoing
     }
     // One statement for the batch; `unnest` keeps the order given.
     sqlx::query(
-        "INSERT INTO outbox (subject, msg_id, ce_type, tenant_key, correlation_id, payload)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[])",
+        "INSERT INTO outbox (subject, msg_id, ce_type, tenant_key, correlation_id, payload, traceparent, tracestate)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[],
+                              $8::text[])",
     )
     .bind(&subjects)
     .bind(&ids)
@@ -72,6 +80,8 @@ pub async fn write(tx: &mut Transaction<'static, Postgres>, messages: &[Outgoing
     .bind(&keys)
     .bind(&correlations)
     .bind(&payloads)
+    .bind(&parents)
+    .bind(&states)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -111,7 +121,18 @@ pub enum RelayError {
     Publish(#[from] landlord_runtime::publish::PublishError),
 }
 
-type OutboxRow = (i64, String, String, String, Option<String>, Option<String>, Vec<u8>);
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    id: i64,
+    subject: String,
+    msg_id: String,
+    ce_type: String,
+    tenant_key: Option<String>,
+    correlation_id: Option<String>,
+    payload: Vec<u8>,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
 
 /// Publishes one batch: all sent before any ack is awaited, rows deleted in
 /// the same transaction that locked them.
@@ -121,7 +142,7 @@ pub async fn relay_batch(pool: &PgPool, publisher: &Publisher) -> Result<usize, 
     // which the broker drops as duplicates: no need to wait for the flush.
     sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
     let rows: Vec<OutboxRow> = sqlx::query_as(
-        "SELECT id, subject, msg_id, ce_type, tenant_key, correlation_id, payload FROM outbox
+        "SELECT id, subject, msg_id, ce_type, tenant_key, correlation_id, payload, traceparent, tracestate FROM outbox
          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(BATCH)
@@ -132,11 +153,17 @@ pub async fn relay_batch(pool: &PgPool, publisher: &Publisher) -> Result<usize, 
     }
     let mut acks = Vec::with_capacity(rows.len());
     let mut ids = Vec::with_capacity(rows.len());
-    for (id, subject, msg_id, ce_type, tenant_key, correlation_id, payload) in rows {
-        let envelope = Envelope { id: msg_id, tenant_key, correlation_id };
-        let headers = publisher.headers_for(&ce_type, &envelope);
-        acks.push(publisher.send_raw(subject, headers, payload.into()).await?);
-        ids.push(id);
+    for row in rows {
+        let envelope = Envelope { id: row.msg_id, tenant_key: row.tenant_key, correlation_id: row.correlation_id };
+        let mut headers = publisher.headers_for(&row.ce_type, &envelope);
+        if let Some(traceparent) = &row.traceparent {
+            headers.insert(header::TRACEPARENT, traceparent.as_str());
+        }
+        if let Some(tracestate) = &row.tracestate {
+            headers.insert(header::TRACESTATE, tracestate.as_str());
+        }
+        acks.push(publisher.send_raw(row.subject, headers, row.payload.into()).await?);
+        ids.push(row.id);
     }
     for ack in acks {
         ack.await

@@ -243,6 +243,28 @@ async fn happy_path_runs_the_steps_in_order_and_activates_the_tenant() -> Result
 }
 
 #[tokio::test]
+async fn the_requests_trace_continues_through_the_outbox_to_the_workers_and_the_events() -> Result<()> {
+    let h = Harness::new().await?;
+    let request = Harness::request("traced", &[]);
+    let trace_id = "5b8efff798038103d269b633813fc60c";
+    let key = TenantKey::parse("traced")?;
+    let mut headers = h.publisher.headers::<pb::TenantRequested>(&Envelope::new("m-traced"));
+    headers.insert("traceparent", format!("00-{trace_id}-eee19b7ec3c1b174-01").as_str());
+    h.publisher
+        .publish_raw(h.namespace.event_subject(&key, EventKind::Requested), headers, request.encode_to_vec().into())
+        .await?;
+    h.events_until("traced", &TERMINAL).await?;
+    let stream = h.broker.jetstream.get_stream(h.namespace.stream_name(StreamKind::Events)).await?;
+    for kind in [EventKind::Accepted, EventKind::StepSucceeded, EventKind::Activated] {
+        let subject = h.namespace.event_subject(&key, kind);
+        let message = stream.get_last_raw_message_by_subject(&subject).await?;
+        let traceparent = message.headers.get("traceparent").map(|v| v.as_str().to_owned()).unwrap_or_default();
+        assert!(traceparent.contains(trace_id), "{} carries the request's trace: {traceparent:?}", kind.name());
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_permanent_failure_at_step_k_compensates_steps_before_it_in_reverse() -> Result<()> {
     let h = Harness::new().await?;
     for k in 1..=5 {

@@ -128,6 +128,15 @@ pub fn inject_current(headers: &mut HeaderMap) {
     });
 }
 
+/// The current trace context as `(traceparent, tracestate)`, for storing
+/// with work that is published later (an outbox row).
+pub fn current_trace() -> Option<(String, Option<String>)> {
+    let mut headers = HeaderMap::new();
+    inject_current(&mut headers);
+    let traceparent = headers.get(header::TRACEPARENT)?.as_str().to_owned();
+    Some((traceparent, headers.get(header::TRACESTATE).map(|v| v.as_str().to_owned())))
+}
+
 /// Runs `work` as the continuation of the trace carried in `headers`: as a
 /// child of it when exporting, else by handing the context through.
 pub async fn continue_trace<F: std::future::Future>(
