@@ -8,7 +8,7 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::outbox::Outgoing;
+use crate::outbox::{Outgoing, Pending};
 use crate::plans::{Plan, Plans, tier_name};
 use crate::saga::Saga;
 
@@ -171,12 +171,13 @@ pub async fn apply(
     plans: &Plans,
     request: &pb::TenantRequested,
     request_id: &str,
-) -> sqlx::Result<Intake> {
+) -> sqlx::Result<(Intake, Vec<Pending>)> {
     let valid = match validate(request, plans) {
         Ok(valid) => valid,
         Err(rejection) => {
-            crate::outbox::write(tx, &[rejected_event(namespace, request, request_id, &rejection)]).await?;
-            return Ok(Intake::Rejected(rejection));
+            let pending =
+                crate::outbox::write(tx, &[rejected_event(namespace, request, request_id, &rejection)]).await?;
+            return Ok((Intake::Rejected(rejection), pending));
         }
     };
     let existing: Option<(Uuid, String)> = sqlx::query_as("SELECT id, idempotency_id FROM tenants WHERE key = $1")
@@ -185,12 +186,12 @@ pub async fn apply(
         .await?;
     if let Some((_, idempotency_id)) = existing {
         if idempotency_id == request.idempotency_id {
-            return Ok(Intake::Repeated);
+            return Ok((Intake::Repeated, Vec::new()));
         }
         let rejection =
             Rejection::new("tenant_key.duplicate", format!("tenant key {:?} is already taken", valid.key.as_str()));
-        crate::outbox::write(tx, &[rejected_event(namespace, request, request_id, &rejection)]).await?;
-        return Ok(Intake::Rejected(rejection));
+        let pending = crate::outbox::write(tx, &[rejected_event(namespace, request, request_id, &rejection)]).await?;
+        return Ok((Intake::Rejected(rejection), pending));
     }
     let tenant = tenant_id(&request.idempotency_id);
     let saga = saga_id("provision", &request.idempotency_id);
@@ -221,14 +222,14 @@ pub async fn apply(
         let key: Option<String> =
             sqlx::query_scalar("SELECT key FROM tenants WHERE id = $1").bind(tenant).fetch_optional(&mut **tx).await?;
         if key.as_deref() == Some(valid.key.as_str()) {
-            return Ok(Intake::Repeated);
+            return Ok((Intake::Repeated, Vec::new()));
         }
         let rejection = Rejection::new(
             "idempotency_id.reused",
             format!("idempotency id {:?} was already used for another tenant key", request.idempotency_id),
         );
-        crate::outbox::write(tx, &[rejected_event(namespace, request, request_id, &rejection)]).await?;
-        return Ok(Intake::Rejected(rejection));
+        let pending = crate::outbox::write(tx, &[rejected_event(namespace, request, request_id, &rejection)]).await?;
+        return Ok((Intake::Rejected(rejection), pending));
     }
     sqlx::query("INSERT INTO sagas (id, tenant_id, operation, idempotency_id, state) VALUES ($1, $2, 'provision', $3, 'running')")
         .bind(saga)
@@ -283,13 +284,13 @@ pub async fn apply(
     let subject = namespace.event_subject(&valid.key, pb::TenantAccepted::KIND);
     let accepted = Outgoing::new(subject, format!("{saga}.accepted.0"), &accepted)
         .about(valid.key.as_str(), Some(&saga.to_string()));
-    crate::outbox::write(tx, &[accepted]).await?;
+    let mut pending = crate::outbox::write(tx, &[accepted]).await?;
     let Some(mut state) = Saga::load(tx, namespace, saga, false).await? else {
         return Err(sqlx::Error::RowNotFound);
     };
     state.begin();
-    state.save(tx).await?;
-    Ok(Intake::Accepted { tenant_id: tenant, saga_id: saga })
+    pending.extend(state.save(tx).await?);
+    Ok((Intake::Accepted { tenant_id: tenant, saga_id: saga }, pending))
 }
 
 #[cfg(test)]

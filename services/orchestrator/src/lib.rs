@@ -4,7 +4,7 @@
 //! PostgreSQL is the source of truth. Every handler runs one transaction:
 //! the message id goes into the inbox (a repeat changes nothing), the saga is
 //! locked, the transition applied and the messages it decides written to the
-//! outbox, which [`outbox::relay`] publishes after commit. A timer re-drives
+//! outbox, which the handler publishes after commit ([`outbox`]). A timer re-drives
 //! steps whose answers are late and starts retries that are due, so a lost
 //! command or result delays a saga but never strands it. Several replicas
 //! can run: the broker spreads messages, row locks serialise each saga.
@@ -22,7 +22,6 @@ use landlord_contract::{Action, EventKind, Namespace, StreamKind, pb};
 use landlord_runtime::{Delivery, Handler, HandlerError, Service};
 use sqlx::PgPool;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -52,13 +51,20 @@ pub fn migrator() -> Migrator {
 pub struct Timing {
     /// How often due deadlines are looked for.
     pub timer_interval: Duration,
-    /// How often the outbox is checked when nothing woke the relay.
+    /// How often the outbox is swept for rows left behind.
     pub relay_poll: Duration,
+    /// How old a row must be before the sweep publishes it: the handler that
+    /// wrote it normally has by then.
+    pub relay_grace: Duration,
 }
 
 impl Default for Timing {
     fn default() -> Self {
-        Self { timer_interval: Duration::from_millis(100), relay_poll: Duration::from_millis(200) }
+        Self {
+            timer_interval: Duration::from_millis(100),
+            relay_poll: Duration::from_millis(500),
+            relay_grace: Duration::from_secs(2),
+        }
     }
 }
 
@@ -66,8 +72,8 @@ struct Core {
     pool: PgPool,
     namespace: Namespace,
     plans: Plans,
-    /// Wakes this process's outbox relay after a commit.
-    wake: Arc<Notify>,
+    /// Publishes what a committed transaction wrote to the outbox.
+    dispatcher: outbox::Dispatcher,
 }
 
 fn db_error(error: sqlx::Error) -> HandlerError {
@@ -98,9 +104,9 @@ impl Core {
         }
     }
 
-    async fn commit(&self, tx: Tx) -> Result<(), HandlerError> {
+    async fn commit(&self, tx: Tx, pending: Vec<outbox::Pending>) -> Result<(), HandlerError> {
         tx.commit().await.map_err(db_error)?;
-        self.wake.notify_one();
+        self.dispatcher.dispatch(pending).await;
         Ok(())
     }
 }
@@ -115,9 +121,9 @@ impl Handler for Intake {
         let request_id = delivery.info.message_id();
         let request = delivery.message;
         let Some(mut tx) = core.begin_once(&format!("intake.{request_id}")).await? else { return Ok(()) };
-        let outcome =
+        let (outcome, pending) =
             intake::apply(&mut tx, &core.namespace, &core.plans, &request, &request_id).await.map_err(db_error)?;
-        core.commit(tx).await?;
+        core.commit(tx, pending).await?;
         tracing::info!(key = %request.key, ?outcome, "tenant requested");
         Ok(())
     }
@@ -139,8 +145,8 @@ impl Handler for Results {
             return Err(HandlerError::permanent(format!("no saga {saga_id}")));
         };
         saga.on_result(&result);
-        saga.save(&mut tx).await.map_err(db_error)?;
-        core.commit(tx).await
+        let pending = saga.save(&mut tx).await.map_err(db_error)?;
+        core.commit(tx, pending).await
     }
 }
 
@@ -166,11 +172,12 @@ impl Handler for Cancel {
                 cancel.tenant_key
             )));
         };
+        let mut pending = Vec::new();
         if let Some(mut saga) = saga::Saga::load(&mut tx, &core.namespace, saga_id, false).await.map_err(db_error)? {
             saga.cancel(&cancel.reason, &cancel.requested_by);
-            saga.save(&mut tx).await.map_err(db_error)?;
+            pending = saga.save(&mut tx).await.map_err(db_error)?;
         }
-        core.commit(tx).await
+        core.commit(tx, pending).await
     }
 }
 
@@ -193,18 +200,14 @@ async fn fire_due(core: &Core) -> sqlx::Result<()> {
         sqlx::query_as("SELECT saga_id, position FROM saga_steps WHERE deadline <= now() ORDER BY deadline LIMIT 200")
             .fetch_all(&core.pool)
             .await?;
-    let mut fired = false;
     for (saga_id, position) in due {
         let mut tx = core.pool.begin().await?;
         // Another replica or handler holds it: it will be looked at again.
         let Some(mut saga) = saga::Saga::load(&mut tx, &core.namespace, saga_id, true).await? else { continue };
         saga.on_deadline(position);
-        saga.save(&mut tx).await?;
+        let pending = saga.save(&mut tx).await?;
         tx.commit().await?;
-        fired = true;
-    }
-    if fired {
-        core.wake.notify_one();
+        core.dispatcher.dispatch(pending).await;
     }
     Ok(())
 }
@@ -216,12 +219,13 @@ pub async fn attach(service: &mut Service, plans: Plans, timing: Timing) -> anyh
         service.database.clone().ok_or_else(|| anyhow::anyhow!("the orchestrator needs LANDLORD_DATABASE_URL"))?;
     migrator().run(&pool).await?;
     let namespace = service.broker.namespace.clone();
-    let core =
-        Arc::new(Core { pool: pool.clone(), namespace: namespace.clone(), plans, wake: Arc::new(Notify::new()) });
-    service.spawn(outbox::relay(
+    let (dispatcher, published) = outbox::Dispatcher::new(service.publisher.clone());
+    let core = Arc::new(Core { pool: pool.clone(), namespace: namespace.clone(), plans, dispatcher });
+    service.spawn(outbox::cleaner(pool.clone(), published, service.shutdown_token()));
+    service.spawn(outbox::sweep(
         pool,
         service.publisher.clone(),
-        core.wake.clone(),
+        timing.relay_grace,
         timing.relay_poll,
         service.shutdown_token(),
     ));

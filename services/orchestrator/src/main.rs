@@ -10,9 +10,11 @@ async fn main() -> anyhow::Result<()> {
     config.require_database()?;
     let plans_path = env.string("LANDLORD_PLANS", "deploy/plans.toml");
     let plans = Plans::load(&plans_path)?;
+    let defaults = Timing::default();
     let timing = Timing {
-        timer_interval: env.duration("LANDLORD_TIMER_INTERVAL", Timing::default().timer_interval)?,
-        relay_poll: env.duration("LANDLORD_RELAY_POLL", Timing::default().relay_poll)?,
+        timer_interval: env.duration("LANDLORD_TIMER_INTERVAL", defaults.timer_interval)?,
+        relay_poll: env.duration("LANDLORD_RELAY_POLL", defaults.relay_poll)?,
+        relay_grace: env.duration("LANDLORD_RELAY_GRACE", defaults.relay_grace)?,
     };
     let telemetry = Telemetry::init(landlord_orchestrator::SERVICE, config.otlp_endpoint.as_deref())?;
     let mut service = Service::build(config).await?;

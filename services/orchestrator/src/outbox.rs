@@ -1,15 +1,20 @@
 //! Transactional outbox: messages are written in the transaction that
-//! decided them and published afterwards by [`relay`], with their message id
-//! as `Nats-Msg-Id`, so a crash between the two neither loses nor doubles a
+//! decided them and published after it commits, with their message id as
+//! `Nats-Msg-Id`, so a crash between the two neither loses nor doubles a
 //! message (the broker drops a repeat inside its duplicate window).
+//!
+//! The handler that committed publishes its own rows at once
+//! ([`Dispatcher`]) and hands their ids to a background task that deletes
+//! them in batches ([`cleaner`]). Rows left behind — the process died
+//! between commit and publish, or the broker was away — are published by
+//! [`sweep`] once they are older than a grace period.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use landlord_contract::{CeType, header};
 use landlord_runtime::{Envelope, Publisher};
 use sqlx::{PgPool, Postgres, Transaction};
-use tokio::sync::Notify;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// A message decided in a transaction, to be published after commit.
@@ -45,10 +50,17 @@ impl Outgoing {
     }
 }
 
+/// A row written to the outbox, to publish once its transaction commits.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub id: i64,
+    pub message: Outgoing,
+}
+
 /// Writes `messages` into the outbox within `tx`.
-pub async fn write(tx: &mut Transaction<'static, Postgres>, messages: &[Outgoing]) -> sqlx::Result<()> {
+pub async fn write(tx: &mut Transaction<'static, Postgres>, messages: &[Outgoing]) -> sqlx::Result<Vec<Pending>> {
     if messages.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut subjects = Vec::with_capacity(messages.len());
     let mut ids = Vec::with_capacity(messages.len());
@@ -68,11 +80,14 @@ pub async fn write(tx: &mut Transaction<'static, Postgres>, messages: &[Outgoing
         correlations.push(m.correlation_id.as_deref());
         payloads.push(m.payload.as_slice());
     }
-    // One statement for the batch; `unnest` keeps the order given.
-    sqlx::query(
+    // One statement for the batch, in the order given (ids follow it).
+    let ids: Vec<i64> = sqlx::query_scalar(
         "INSERT INTO outbox (subject, msg_id, ce_type, tenant_key, correlation_id, payload, traceparent, tracestate)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[],
-                              $8::text[])",
+         SELECT a, b, c, d, e, f, g, h
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[], $8::text[])
+              WITH ORDINALITY AS u(a, b, c, d, e, f, g, h, n)
+         ORDER BY n
+         RETURNING id",
     )
     .bind(&subjects)
     .bind(&ids)
@@ -82,32 +97,121 @@ pub async fn write(tx: &mut Transaction<'static, Postgres>, messages: &[Outgoing
     .bind(&payloads)
     .bind(&parents)
     .bind(&states)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
-    Ok(())
+    // Which id belongs to which message does not matter beyond deleting the
+    // right set of rows once all are published.
+    Ok(ids.into_iter().zip(messages.iter().cloned()).map(|(id, message)| Pending { id, message }).collect())
 }
 
-/// How many rows one relay transaction publishes.
+fn headers(publisher: &Publisher, message: &Outgoing) -> async_nats::HeaderMap {
+    let envelope = Envelope {
+        id: message.msg_id.clone(),
+        tenant_key: message.tenant_key.clone(),
+        correlation_id: message.correlation_id.clone(),
+    };
+    let mut headers = publisher.headers_for(message.ce_type, &envelope);
+    if let Some((traceparent, tracestate)) = &message.trace {
+        headers.insert(header::TRACEPARENT, traceparent.as_str());
+        if let Some(tracestate) = tracestate {
+            headers.insert(header::TRACESTATE, tracestate.as_str());
+        }
+    }
+    headers
+}
+
+/// Publishes committed rows and passes their ids on for deletion.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    publisher: Publisher,
+    published: mpsc::UnboundedSender<Vec<i64>>,
+}
+
+impl Dispatcher {
+    pub fn new(publisher: Publisher) -> (Self, mpsc::UnboundedReceiver<Vec<i64>>) {
+        let (published, rx) = mpsc::unbounded_channel();
+        (Self { publisher, published }, rx)
+    }
+
+    /// Publishes `pending` in order, all sent before any ack is awaited. On
+    /// trouble the rows stay and [`sweep`] publishes them later.
+    pub async fn dispatch(&self, pending: Vec<Pending>) {
+        if pending.is_empty() {
+            return;
+        }
+        let mut acks = Vec::with_capacity(pending.len());
+        for row in &pending {
+            let headers = headers(&self.publisher, &row.message);
+            match self
+                .publisher
+                .send_raw(row.message.subject.clone(), headers, row.message.payload.clone().into())
+                .await
+            {
+                Ok(ack) => acks.push((row.id, ack)),
+                Err(error) => {
+                    tracing::warn!(%error, "publishing from the outbox failed; the sweep will retry");
+                    break;
+                }
+            }
+        }
+        let mut done = Vec::with_capacity(acks.len());
+        for (id, ack) in acks {
+            match ack.await {
+                Ok(_) => done.push(id),
+                Err(error) => tracing::warn!(%error, "no ack for an outbox message; the sweep will retry"),
+            }
+        }
+        let _ = self.published.send(done);
+    }
+}
+
+/// Deletes published rows in batches. Losing a delete in a crash only
+/// means the sweep publishes the row again, and the broker drops it as a
+/// duplicate: so the delete need not wait for the disk.
+pub async fn cleaner(pool: PgPool, mut published: mpsc::UnboundedReceiver<Vec<i64>>, shutdown: CancellationToken) {
+    loop {
+        let first = tokio::select! {
+            ids = published.recv() => match ids { Some(ids) => ids, None => return },
+            () = shutdown.cancelled() => return,
+        };
+        let mut ids = first;
+        while let Ok(more) = published.try_recv() {
+            ids.extend(more);
+        }
+        if ids.is_empty() {
+            continue;
+        }
+        let deleted = async {
+            let mut tx = pool.begin().await?;
+            sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&ids).execute(&mut *tx).await?;
+            tx.commit().await
+        };
+        if let Err(error) = deleted.await {
+            tracing::warn!(%error, "deleting published outbox rows failed; the sweep will publish them again");
+        }
+    }
+}
+
+/// How many rows one sweep transaction publishes.
 const BATCH: i64 = 256;
 
-/// Publishes the outbox until `shutdown`: right after `wake` is notified
-/// (this process committed something) and every `poll` otherwise (rows left
-/// by other replicas or by a crash).
-pub async fn relay(pool: PgPool, publisher: Publisher, wake: Arc<Notify>, poll: Duration, shutdown: CancellationToken) {
+/// Publishes rows older than `grace` every `poll` until `shutdown`: what a
+/// crash or a broker outage left behind, from this replica or another.
+pub async fn sweep(pool: PgPool, publisher: Publisher, grace: Duration, poll: Duration, shutdown: CancellationToken) {
     loop {
         loop {
-            match relay_batch(&pool, &publisher).await {
+            match sweep_batch(&pool, &publisher, grace).await {
                 Ok(n) if n < BATCH as usize => break,
                 Ok(_) => continue,
                 Err(error) => {
-                    tracing::warn!(%error, "outbox relay failed; retrying");
+                    tracing::warn!(%error, "outbox sweep failed; retrying");
                     break;
                 }
             }
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = wake.notified() => {}
             () = tokio::time::sleep(poll) => {}
         }
     }
@@ -134,18 +238,18 @@ struct OutboxRow {
     tracestate: Option<String>,
 }
 
-/// Publishes one batch: all sent before any ack is awaited, rows deleted in
-/// the same transaction that locked them.
-pub async fn relay_batch(pool: &PgPool, publisher: &Publisher) -> Result<usize, RelayError> {
+/// Publishes one batch of old rows: all sent before any ack is awaited,
+/// rows deleted in the transaction that locked them.
+pub async fn sweep_batch(pool: &PgPool, publisher: &Publisher, grace: Duration) -> Result<usize, RelayError> {
     let mut tx = pool.begin().await?;
-    // Forgetting a delete in a crash only means publishing those rows again,
-    // which the broker drops as duplicates: no need to wait for the flush.
     sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
     let rows: Vec<OutboxRow> = sqlx::query_as(
         "SELECT id, subject, msg_id, ce_type, tenant_key, correlation_id, payload, traceparent, tracestate FROM outbox
+         WHERE created_at < now() - make_interval(secs => $2)
          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(BATCH)
+    .bind(grace.as_secs_f64())
     .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {

@@ -144,8 +144,9 @@ impl Saga {
         }))
     }
 
-    /// Writes back what changed, the audit trail and the outbox.
-    pub async fn save(self, tx: &mut Tx) -> sqlx::Result<()> {
+    /// Writes back what changed, the audit trail and the outbox; returns the
+    /// outbox rows to publish after commit.
+    pub async fn save(self, tx: &mut Tx) -> sqlx::Result<Vec<crate::outbox::Pending>> {
         if self.saga != self.loaded_saga {
             sqlx::query(
                 "UPDATE sagas SET state = $2, cancel_reason = $3, cancel_requested_by = $4, failed_step = $5,
