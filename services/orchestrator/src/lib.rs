@@ -43,6 +43,7 @@ pub fn migrator() -> Migrator {
     Migrator::with_migrations(vec![
         migration(1, "control plane", include_str!("../../../migrations/0001_control_plane.sql")),
         migration(2, "outbox trace context", include_str!("../../../migrations/0002_outbox_trace_context.sql")),
+        migration(3, "inbox retention", include_str!("../../../migrations/0003_inbox_retention.sql")),
     ])
 }
 
@@ -56,6 +57,11 @@ pub struct Timing {
     /// How old a row must be before the sweep publishes it: the handler that
     /// wrote it normally has by then.
     pub relay_grace: Duration,
+    /// How long applied message ids stay in the inbox. A message is acked
+    /// right after its transaction commits, so only a redelivery after a
+    /// crash in between — or a result from a long-finished saga, which the
+    /// saga ignores anyway — can come later than this.
+    pub inbox_retention: Duration,
 }
 
 impl Default for Timing {
@@ -64,6 +70,7 @@ impl Default for Timing {
             timer_interval: Duration::from_millis(100),
             relay_poll: Duration::from_millis(500),
             relay_grace: Duration::from_secs(2),
+            inbox_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -140,9 +147,17 @@ impl Handler for Results {
         let Ok(saga_id) = Uuid::parse_str(&result.saga_id) else {
             return Err(HandlerError::permanent(format!("saga id {:?} is not a UUID", result.saga_id)));
         };
-        let Some(mut tx) = core.begin_once(&delivery.info.message_id()).await? else { return Ok(()) };
-        let Some(mut saga) = saga::Saga::load(&mut tx, &core.namespace, saga_id, false).await.map_err(db_error)? else {
-            return Err(HandlerError::permanent(format!("no saga {saga_id}")));
+        let mut tx = core.pool.begin().await.map_err(db_error)?;
+        let loaded = saga::Saga::load_for_message(&mut tx, &core.namespace, saga_id, &delivery.info.message_id())
+            .await
+            .map_err(db_error)?;
+        let mut saga = match loaded {
+            saga::Loaded::Saga(saga) => saga,
+            saga::Loaded::AlreadyApplied => {
+                tracing::debug!(msg_id = %delivery.info.message_id(), "already applied");
+                return Ok(());
+            }
+            saga::Loaded::Missing => return Err(HandlerError::permanent(format!("no saga {saga_id}"))),
         };
         saga.on_result(&result);
         let pending = saga.save(&mut tx).await.map_err(db_error)?;
@@ -227,6 +242,7 @@ pub async fn attach(service: &mut Service, plans: Plans, timing: Timing) -> anyh
         service.publisher.clone(),
         timing.relay_grace,
         timing.relay_poll,
+        timing.inbox_retention,
         service.shutdown_token(),
     ));
     service.spawn(timer(core.clone(), timing.timer_interval, service.shutdown_token()));

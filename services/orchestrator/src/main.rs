@@ -15,6 +15,7 @@ async fn main() -> anyhow::Result<()> {
         timer_interval: env.duration("LANDLORD_TIMER_INTERVAL", defaults.timer_interval)?,
         relay_poll: env.duration("LANDLORD_RELAY_POLL", defaults.relay_poll)?,
         relay_grace: env.duration("LANDLORD_RELAY_GRACE", defaults.relay_grace)?,
+        inbox_retention: env.duration("LANDLORD_INBOX_RETENTION", defaults.inbox_retention)?,
     };
     let telemetry = Telemetry::init(landlord_orchestrator::SERVICE, config.otlp_endpoint.as_deref())?;
     let mut service = Service::build(config).await?;

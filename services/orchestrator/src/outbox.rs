@@ -57,30 +57,50 @@ pub struct Pending {
     pub message: Outgoing,
 }
 
+/// The outbox columns of a batch of messages, as arrays for `unnest`.
+#[derive(Debug, Default)]
+pub struct Columns<'a> {
+    pub subjects: Vec<&'a str>,
+    pub msg_ids: Vec<&'a str>,
+    pub ce_types: Vec<&'a str>,
+    pub tenant_keys: Vec<Option<&'a str>>,
+    pub correlation_ids: Vec<Option<&'a str>>,
+    pub payloads: Vec<&'a [u8]>,
+    pub traceparents: Vec<Option<&'a str>>,
+    pub tracestates: Vec<Option<&'a str>>,
+}
+
+impl<'a> Columns<'a> {
+    pub fn of(messages: &'a [Outgoing]) -> Self {
+        let mut c = Self::default();
+        for m in messages {
+            c.subjects.push(&m.subject);
+            c.msg_ids.push(&m.msg_id);
+            c.ce_types.push(m.ce_type);
+            c.tenant_keys.push(m.tenant_key.as_deref());
+            c.correlation_ids.push(m.correlation_id.as_deref());
+            c.payloads.push(&m.payload);
+            c.traceparents.push(m.trace.as_ref().map(|(p, _)| p.as_str()));
+            c.tracestates.push(m.trace.as_ref().and_then(|(_, s)| s.as_deref()));
+        }
+        c
+    }
+}
+
+/// Pairs the ids the outbox insert returned with the messages. Which id
+/// belongs to which message does not matter beyond deleting the right set
+/// of rows once all are published.
+pub fn pending(ids: Vec<i64>, messages: &[Outgoing]) -> Vec<Pending> {
+    ids.into_iter().zip(messages.iter().cloned()).map(|(id, message)| Pending { id, message }).collect()
+}
+
 /// Writes `messages` into the outbox within `tx`.
 pub async fn write(tx: &mut Transaction<'static, Postgres>, messages: &[Outgoing]) -> sqlx::Result<Vec<Pending>> {
     if messages.is_empty() {
         return Ok(Vec::new());
     }
-    let mut subjects = Vec::with_capacity(messages.len());
-    let mut ids = Vec::with_capacity(messages.len());
-    let mut types = Vec::with_capacity(messages.len());
-    let mut keys = Vec::with_capacity(messages.len());
-    let mut correlations = Vec::with_capacity(messages.len());
-    let mut payloads = Vec::with_capacity(messages.len());
-    let mut parents = Vec::with_capacity(messages.len());
-    let mut states = Vec::with_capacity(messages.len());
-    for m in messages {
-        parents.push(m.trace.as_ref().map(|(p, _)| p.as_str()));
-        states.push(m.trace.as_ref().and_then(|(_, s)| s.as_deref()));
-        subjects.push(m.subject.as_str());
-        ids.push(m.msg_id.as_str());
-        types.push(m.ce_type);
-        keys.push(m.tenant_key.as_deref());
-        correlations.push(m.correlation_id.as_deref());
-        payloads.push(m.payload.as_slice());
-    }
-    // One statement for the batch, in the order given (ids follow it).
+    let c = Columns::of(messages);
+    // One statement for the batch, in the order given.
     let ids: Vec<i64> = sqlx::query_scalar(
         "INSERT INTO outbox (subject, msg_id, ce_type, tenant_key, correlation_id, payload, traceparent, tracestate)
          SELECT a, b, c, d, e, f, g, h
@@ -89,19 +109,17 @@ pub async fn write(tx: &mut Transaction<'static, Postgres>, messages: &[Outgoing
          ORDER BY n
          RETURNING id",
     )
-    .bind(&subjects)
-    .bind(&ids)
-    .bind(&types)
-    .bind(&keys)
-    .bind(&correlations)
-    .bind(&payloads)
-    .bind(&parents)
-    .bind(&states)
+    .bind(&c.subjects)
+    .bind(&c.msg_ids)
+    .bind(&c.ce_types)
+    .bind(&c.tenant_keys)
+    .bind(&c.correlation_ids)
+    .bind(&c.payloads)
+    .bind(&c.traceparents)
+    .bind(&c.tracestates)
     .fetch_all(&mut **tx)
     .await?;
-    // Which id belongs to which message does not matter beyond deleting the
-    // right set of rows once all are published.
-    Ok(ids.into_iter().zip(messages.iter().cloned()).map(|(id, message)| Pending { id, message }).collect())
+    Ok(pending(ids, messages))
 }
 
 fn headers(publisher: &Publisher, message: &Outgoing) -> async_nats::HeaderMap {
@@ -197,9 +215,20 @@ pub async fn cleaner(pool: PgPool, mut published: mpsc::UnboundedReceiver<Vec<i6
 const BATCH: i64 = 256;
 
 /// Publishes rows older than `grace` every `poll` until `shutdown`: what a
-/// crash or a broker outage left behind, from this replica or another.
-pub async fn sweep(pool: PgPool, publisher: Publisher, grace: Duration, poll: Duration, shutdown: CancellationToken) {
+/// crash or a broker outage left behind, from this replica or another. Also
+/// prunes inbox ids older than `retention`.
+pub async fn sweep(
+    pool: PgPool,
+    publisher: Publisher,
+    grace: Duration,
+    poll: Duration,
+    retention: Duration,
+    shutdown: CancellationToken,
+) {
     loop {
+        if let Err(error) = prune_inbox(&pool, retention).await {
+            tracing::warn!(%error, "pruning the inbox failed; retrying");
+        }
         loop {
             match sweep_batch(&pool, &publisher, grace).await {
                 Ok(n) if n < BATCH as usize => break,
@@ -213,6 +242,25 @@ pub async fn sweep(pool: PgPool, publisher: Publisher, grace: Duration, poll: Du
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// Deletes inbox ids older than `retention`, a bounded batch at a time.
+pub async fn prune_inbox(pool: &PgPool, retention: Duration) -> sqlx::Result<u64> {
+    let mut pruned = 0;
+    loop {
+        let n = sqlx::query(
+            "DELETE FROM inbox WHERE msg_id IN (
+                SELECT msg_id FROM inbox WHERE received_at < now() - make_interval(secs => $1) LIMIT 1000)",
+        )
+        .bind(retention.as_secs_f64())
+        .execute(pool)
+        .await?
+        .rows_affected();
+        pruned += n;
+        if n < 1000 {
+            return Ok(pruned);
         }
     }
 }

@@ -74,6 +74,45 @@ pub struct StepRow {
     pub output: Json<StepOutput>,
 }
 
+/// The row [`Saga::load`] reads: a saga and its tenant.
+struct SagaAndTenant {
+    saga: SagaRow,
+    tenant: TenantRow,
+    /// Whether the message being applied was new to the inbox.
+    fresh: bool,
+}
+
+/// What [`Saga::load_for_message`] found.
+#[derive(Debug)]
+pub enum Loaded {
+    Saga(Box<Saga>),
+    /// No such saga.
+    Missing,
+    /// The message was applied before.
+    AlreadyApplied,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for SagaAndTenant {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> sqlx::Result<Self> {
+        use sqlx::Row as _;
+        let saga = SagaRow::from_row(row)?;
+        let tenant = TenantRow {
+            id: saga.tenant_id,
+            key: row.try_get("key")?,
+            display_name: row.try_get("display_name")?,
+            plan: row.try_get("plan")?,
+            tier: row.try_get("tier")?,
+            status: row.try_get("status")?,
+            domains: row.try_get("domains")?,
+            admin_email: row.try_get("admin_email")?,
+            admin_first_name: row.try_get("admin_first_name")?,
+            admin_last_name: row.try_get("admin_last_name")?,
+            labels: row.try_get("labels")?,
+        };
+        Ok(Self { saga, tenant, fresh: row.try_get("fresh")? })
+    }
+}
+
 /// A saga loaded for a transition.
 #[derive(Debug)]
 pub struct Saga {
@@ -102,22 +141,47 @@ impl Saga {
     /// Loads and locks a saga. With `skip_locked`, a saga another
     /// transaction holds is skipped (`None`) instead of waited for.
     pub async fn load(tx: &mut Tx, namespace: &Namespace, id: Uuid, skip_locked: bool) -> sqlx::Result<Option<Self>> {
-        let lock = if skip_locked { "FOR UPDATE SKIP LOCKED" } else { "FOR UPDATE" };
-        let saga: Option<SagaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT id, tenant_id, state, cancel_reason, cancel_requested_by, failed_step, failure_reason
-             FROM sagas WHERE id = $1 {lock}"
+        Ok(Self::load_with(tx, namespace, id, skip_locked, None).await?.map(|(saga, _)| saga))
+    }
+
+    /// Records `msg_id` in the inbox and loads and locks the saga it is
+    /// for, in one round trip; `AlreadyApplied` if the message was applied
+    /// before.
+    pub async fn load_for_message(tx: &mut Tx, namespace: &Namespace, id: Uuid, msg_id: &str) -> sqlx::Result<Loaded> {
+        Ok(match Self::load_with(tx, namespace, id, false, Some(msg_id)).await? {
+            None => Loaded::Missing,
+            Some((_, false)) => Loaded::AlreadyApplied,
+            Some((saga, true)) => Loaded::Saga(Box::new(saga)),
+        })
+    }
+
+    async fn load_with(
+        tx: &mut Tx,
+        namespace: &Namespace,
+        id: Uuid,
+        skip_locked: bool,
+        msg_id: Option<&str>,
+    ) -> sqlx::Result<Option<(Self, bool)>> {
+        // The tenant row is locked with its saga so that, after waiting for
+        // another holder, both are read as that holder left them.
+        let lock = if skip_locked { "FOR UPDATE OF s, t SKIP LOCKED" } else { "FOR UPDATE OF s, t" };
+        let row: Option<SagaAndTenant> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "WITH fresh AS (
+                INSERT INTO inbox (msg_id) SELECT $2 WHERE $2::text IS NOT NULL ON CONFLICT DO NOTHING RETURNING 1
+             )
+             SELECT s.id, s.tenant_id, s.state, s.cancel_reason, s.cancel_requested_by, s.failed_step,
+                    s.failure_reason, t.key, t.display_name, t.plan, t.tier, t.status, t.domains, t.admin_email,
+                    t.admin_first_name, t.admin_last_name, t.labels, EXISTS (SELECT FROM fresh) AS fresh
+             FROM sagas s JOIN tenants t ON t.id = s.tenant_id WHERE s.id = $1 {lock}"
         )))
         .bind(id)
+        .bind(msg_id)
         .fetch_optional(&mut **tx)
         .await?;
-        let Some(saga) = saga else { return Ok(None) };
-        let tenant: TenantRow = sqlx::query_as(
-            "SELECT id, key, display_name, plan, tier, status, domains, admin_email, admin_first_name,
-                    admin_last_name, labels FROM tenants WHERE id = $1",
-        )
-        .bind(saga.tenant_id)
-        .fetch_one(&mut **tx)
-        .await?;
+        let Some(SagaAndTenant { saga, tenant, fresh }) = row else { return Ok(None) };
+        if msg_id.is_some() && !fresh {
+            return Ok(Some((Self::new(namespace, saga, tenant, Vec::new()), false)));
+        }
         let steps: Vec<StepRow> = sqlx::query_as(
             "SELECT position, name, service, action, compensation, fatal, timeout_ms, max_attempts, backoff_ms,
                     params, state, attempts, command_id, redriven, deadline, started_at, finished_at, last_error,
@@ -127,12 +191,15 @@ impl Saga {
         .bind(id)
         .fetch_all(&mut **tx)
         .await?;
-        let dirty = vec![false; steps.len()];
-        Ok(Some(Self {
+        Ok(Some((Self::new(namespace, saga, tenant, steps), true)))
+    }
+
+    fn new(namespace: &Namespace, saga: SagaRow, tenant: TenantRow, steps: Vec<StepRow>) -> Self {
+        Self {
             loaded_saga: saga.clone(),
             saga,
+            dirty: vec![false; steps.len()],
             steps,
-            dirty,
             outgoing: Vec::new(),
             audit: Vec::new(),
             created: Vec::new(),
@@ -141,7 +208,7 @@ impl Saga {
             now: OffsetDateTime::now_utc(),
             loaded_status: tenant.status.clone(),
             tenant,
-        }))
+        }
     }
 
     /// Writes back what changed, the audit trail and the outbox; returns the
@@ -176,64 +243,75 @@ impl Saga {
             .execute(&mut **tx)
             .await?;
         }
-        for (step, _) in self.steps.iter().zip(&self.dirty).filter(|(_, dirty)| **dirty) {
-            sqlx::query(
-                "UPDATE saga_steps SET state = $3, attempts = $4, command_id = $5, redriven = $6, deadline = $7,
-                        started_at = $8, finished_at = $9, last_error = $10, output = $11
-                 WHERE saga_id = $1 AND position = $2",
-            )
-            .bind(self.saga.id)
-            .bind(step.position)
-            .bind(&step.state)
-            .bind(step.attempts)
-            .bind(&step.command_id)
-            .bind(step.redriven)
-            .bind(step.deadline)
-            .bind(step.started_at)
-            .bind(step.finished_at)
-            .bind(&step.last_error)
-            .bind(&step.output)
-            .execute(&mut **tx)
-            .await?;
-        }
-        for (step, resource) in &self.created {
-            sqlx::query(
-                "INSERT INTO resources (tenant_id, saga_id, step, kind, external_id, metadata)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (tenant_id, kind, external_id) DO UPDATE SET deleted_at = NULL",
-            )
-            .bind(self.tenant.id)
-            .bind(self.saga.id)
-            .bind(step)
-            .bind(&resource.kind)
-            .bind(&resource.external_id)
-            .bind(Json(&resource.metadata))
-            .execute(&mut **tx)
-            .await?;
-        }
-        if !self.undone.is_empty() {
-            sqlx::query(
-                "UPDATE resources SET deleted_at = now() WHERE saga_id = $1 AND step = ANY($2) AND deleted_at IS NULL",
-            )
-            .bind(self.saga.id)
-            .bind(&self.undone)
-            .execute(&mut **tx)
-            .await?;
-        }
-        if !self.audit.is_empty() {
-            let (actions, details): (Vec<String>, Vec<Value>) = self.audit.into_iter().unzip();
-            sqlx::query(
-                "INSERT INTO audit_log (actor, tenant_id, saga_id, action, detail)
-                 SELECT 'orchestrator', $1, $2, a, d FROM unnest($3::text[], $4::jsonb[]) AS u(a, d)",
-            )
-            .bind(self.tenant.id)
-            .bind(self.saga.id)
-            .bind(&actions)
-            .bind(&details)
-            .execute(&mut **tx)
-            .await?;
-        }
-        crate::outbox::write(tx, &self.outgoing).await
+        // Everything else in one statement: the changed steps, resources
+        // created and undone, the audit trail and the outbox.
+        let steps: Vec<&StepRow> =
+            self.steps.iter().zip(&self.dirty).filter(|(_, dirty)| **dirty).map(|(step, _)| step).collect();
+        let (audit_actions, audit_details): (Vec<String>, Vec<Value>) = self.audit.into_iter().unzip();
+        let outbox = crate::outbox::Columns::of(&self.outgoing);
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "WITH steps AS (
+                UPDATE saga_steps st
+                SET state = u.state, attempts = u.attempts, command_id = u.command_id, redriven = u.redriven,
+                    deadline = u.deadline, started_at = u.started_at, finished_at = u.finished_at,
+                    last_error = u.last_error, output = u.output
+                FROM unnest($3::int[], $4::text[], $5::int[], $6::text[], $7::bool[], $8::timestamptz[],
+                            $9::timestamptz[], $10::timestamptz[], $11::text[], $12::jsonb[])
+                     AS u(position, state, attempts, command_id, redriven, deadline, started_at, finished_at,
+                          last_error, output)
+                WHERE st.saga_id = $1 AND st.position = u.position
+             ), created AS (
+                INSERT INTO resources (tenant_id, saga_id, step, kind, external_id, metadata)
+                SELECT $2, $1, u.step, u.kind, u.external_id, u.metadata
+                FROM unnest($13::text[], $14::text[], $15::text[], $16::jsonb[]) AS u(step, kind, external_id, metadata)
+                ON CONFLICT (tenant_id, kind, external_id) DO UPDATE SET deleted_at = NULL
+             ), undone AS (
+                UPDATE resources SET deleted_at = now()
+                WHERE saga_id = $1 AND step = ANY($17) AND deleted_at IS NULL
+             ), audit AS (
+                INSERT INTO audit_log (actor, tenant_id, saga_id, action, detail)
+                SELECT 'orchestrator', $2, $1, a, d FROM unnest($18::text[], $19::jsonb[]) AS u(a, d)
+             ), outbox AS (
+                INSERT INTO outbox (subject, msg_id, ce_type, tenant_key, correlation_id, payload, traceparent,
+                                    tracestate)
+                SELECT a, b, c, d, e, f, g, h
+                FROM unnest($20::text[], $21::text[], $22::text[], $23::text[], $24::text[], $25::bytea[],
+                            $26::text[], $27::text[]) WITH ORDINALITY AS u(a, b, c, d, e, f, g, h, n)
+                ORDER BY n
+                RETURNING id
+             )
+             SELECT id FROM outbox",
+        )
+        .bind(self.saga.id)
+        .bind(self.tenant.id)
+        .bind(steps.iter().map(|s| s.position).collect::<Vec<_>>())
+        .bind(steps.iter().map(|s| s.state.as_str()).collect::<Vec<_>>())
+        .bind(steps.iter().map(|s| s.attempts).collect::<Vec<_>>())
+        .bind(steps.iter().map(|s| s.command_id.as_deref()).collect::<Vec<_>>())
+        .bind(steps.iter().map(|s| s.redriven).collect::<Vec<_>>())
+        .bind(steps.iter().map(|s| s.deadline).collect::<Vec<_>>())
+        .bind(steps.iter().map(|s| s.started_at).collect::<Vec<_>>())
+        .bind(steps.iter().map(|s| s.finished_at).collect::<Vec<_>>())
+        .bind(steps.iter().map(|s| s.last_error.as_deref()).collect::<Vec<_>>())
+        .bind(steps.iter().map(|s| Json(&s.output.0)).collect::<Vec<_>>())
+        .bind(self.created.iter().map(|(step, _)| step.as_str()).collect::<Vec<_>>())
+        .bind(self.created.iter().map(|(_, r)| r.kind.as_str()).collect::<Vec<_>>())
+        .bind(self.created.iter().map(|(_, r)| r.external_id.as_str()).collect::<Vec<_>>())
+        .bind(self.created.iter().map(|(_, r)| Json(&r.metadata)).collect::<Vec<_>>())
+        .bind(&self.undone)
+        .bind(&audit_actions)
+        .bind(&audit_details)
+        .bind(&outbox.subjects)
+        .bind(&outbox.msg_ids)
+        .bind(&outbox.ce_types)
+        .bind(&outbox.tenant_keys)
+        .bind(&outbox.correlation_ids)
+        .bind(&outbox.payloads)
+        .bind(&outbox.traceparents)
+        .bind(&outbox.tracestates)
+        .fetch_all(&mut **tx)
+        .await?;
+        Ok(crate::outbox::pending(ids, &self.outgoing))
     }
 
     fn touch(&mut self, i: usize) -> &mut StepRow {

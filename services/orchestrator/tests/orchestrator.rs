@@ -85,6 +85,7 @@ impl Harness {
             timer_interval: Duration::from_millis(50),
             relay_poll: Duration::from_millis(100),
             relay_grace: Duration::from_millis(500),
+            inbox_retention: Duration::from_secs(3600),
         };
         attach(&mut service, Plans::parse(PLANS).map_err(anyhow::Error::msg)?, timing).await?;
         let stop = service.shutdown_token();
@@ -246,6 +247,27 @@ async fn happy_path_runs_the_steps_in_order_and_activates_the_tenant() -> Result
         (left == 0).then_some(())
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn applied_message_ids_leave_the_inbox_after_the_retention() -> Result<()> {
+    let h = Harness::new().await?;
+    h.publish(&Harness::request("pruned", &[]), "m-pruned").await?;
+    h.events_until("pruned", &TERMINAL).await?;
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox").fetch_one(&h.pool).await?;
+    assert_eq!(kept, 1 + STEPS.len() as i64, "the request and one result per step");
+    // Age all but one id past the retention.
+    sqlx::query(
+        "UPDATE inbox SET received_at = now() - interval '2 hours'
+         WHERE msg_id <> (SELECT min(msg_id) FROM inbox)",
+    )
+    .execute(&h.pool)
+    .await?;
+    let pruned = landlord_orchestrator::outbox::prune_inbox(&h.pool, Duration::from_secs(3600)).await?;
+    assert_eq!(pruned, STEPS.len() as u64);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox").fetch_one(&h.pool).await?;
+    assert_eq!(left, 1);
     Ok(())
 }
 

@@ -63,6 +63,10 @@ impl Service {
             Some(url) => Some(
                 PgPoolOptions::new()
                     .max_connections(16)
+                    // A broken connection fails its first query, which the
+                    // handler reports as retryable; a ping before every
+                    // acquire would cost each transaction a round trip.
+                    .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(5))
                     .connect_lazy(url)
                     .map_err(ServiceError::Database)?,
