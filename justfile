@@ -45,3 +45,7 @@ bench-bus: install
 # Benchmark the orchestrator: six-step sagas against instant workers, durable PostgreSQL → bench/results/saga.{json,md}.
 bench-saga: install
     RUST_LOG=warn cargo bench -p landlord-orchestrator --bench saga
+
+# Benchmark a welcome mail: the notification step vs a bare pooled SMTP send, lettre's transport, a new connection per mail → bench/results/mail.{json,md}.
+bench-mail: install
+    RUST_LOG=warn cargo bench -p landlord-notification --bench mail

