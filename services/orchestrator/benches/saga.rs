@@ -129,7 +129,8 @@ async fn main() -> Result<()> {
         ("LANDLORD_NATS_URL", server.url()),
         ("LANDLORD_NAMESPACE", namespace.root().to_owned()),
         ("LANDLORD_DATABASE_URL", database.url.clone()),
-        ("LANDLORD_MAX_IN_FLIGHT", "64".to_owned()),
+        ("LANDLORD_MAX_IN_FLIGHT", std::env::var("LANDLORD_MAX_IN_FLIGHT").unwrap_or_else(|_| "64".into())),
+        ("LANDLORD_DATABASE_POOL_SIZE", std::env::var("LANDLORD_DATABASE_POOL_SIZE").unwrap_or_else(|_| "16".into())),
     ]);
     let plans = Plans::load(&landlord_testkit::workspace_root().join("deploy/plans.toml").display().to_string())?;
     let mut orchestrator = Service::build(Config::from("orchestrator", &env)?).await?;

@@ -146,6 +146,8 @@ pub struct Config {
     pub consumer: ConsumerSettings,
     pub http_addr: SocketAddr,
     pub database_url: Option<String>,
+    /// Connections in the PostgreSQL pool.
+    pub database_pool_size: u32,
     pub shutdown_timeout: Duration,
     pub otlp_endpoint: Option<String>,
 }
@@ -208,6 +210,7 @@ impl Config {
             consumer,
             http_addr: env.parse("LANDLORD_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 0)))?,
             database_url,
+            database_pool_size: u32::try_from(env.bounded("LANDLORD_DATABASE_POOL_SIZE", 16, 1..=1000)?).unwrap_or(16),
             shutdown_timeout: env.duration("LANDLORD_SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
             otlp_endpoint: env.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
         })

@@ -62,7 +62,7 @@ impl Service {
         let database = match &config.database_url {
             Some(url) => Some(
                 PgPoolOptions::new()
-                    .max_connections(16)
+                    .max_connections(config.database_pool_size)
                     // A broken connection fails its first query, which the
                     // handler reports as retryable; a ping before every
                     // acquire would cost each transaction a round trip.
