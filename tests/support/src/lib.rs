@@ -7,8 +7,11 @@
 //! - [`Process`]: a child process (a service binary) that dies with the
 //!   test binary, with its output in a log file;
 //! - [`OtlpReceiver`]: stands in for an OpenTelemetry collector;
+//! - [`S3Server`]: a real S3-compatible server (s3s-fs) on a free port;
 //! - [`SmtpCapture`]: a real SMTP server (aiosmtpd) that keeps every mail
 //!   in a Maildir for tests to read;
+//! - [`KeycloakDouble`]: a contract double of the Keycloak Admin REST API
+//!   (Keycloak cannot be installed here);
 //! - [`eventually`]: wait on a condition instead of sleeping.
 //!
 //! Server binaries come from the project-local toolchain that
@@ -19,6 +22,7 @@ mod nats;
 mod otlp;
 mod postgres;
 mod process;
+mod s3;
 mod smtp;
 
 use std::future::Future;
@@ -30,6 +34,7 @@ pub use nats::{NatsServer, http_get, nats_server_binary};
 pub use otlp::OtlpReceiver;
 pub use postgres::{Postgres, TestDatabase, pg_bin_dir};
 pub use process::{Process, scratch_dir};
+pub use s3::{S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, s3s_fs_binary};
 pub use smtp::{CapturedMail, SmtpCapture, capture_python};
 
 /// The workspace root (this crate lives in `tests/support`).
