@@ -419,8 +419,25 @@ impl Storage {
         pb::StepOk { resources: vec![pb::Resource { kind: kind.into(), external_id, metadata }], outputs }
     }
 
-    async fn delete(&self, tenant: &pb::TenantSpec) -> Result<pb::StepOk, StepFailure> {
-        let place = self.place(tenant)?;
+    /// Where the forward step reported creating things, else where the
+    /// current settings put this tenant (a crash before the report).
+    fn recorded_place(&self, tenant: &pb::TenantSpec, resources: &[pb::Resource]) -> Result<Place, StepFailure> {
+        for resource in resources {
+            match resource.kind.as_str() {
+                "s3.bucket" => return Ok(Place { bucket: resource.external_id.clone(), prefix: String::new() }),
+                "s3.prefix" => {
+                    if let Some((bucket, prefix)) = resource.external_id.split_once('/') {
+                        return Ok(Place { bucket: bucket.to_owned(), prefix: prefix.to_owned() });
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.place(tenant)
+    }
+
+    async fn delete(&self, tenant: &pb::TenantSpec, resources: &[pb::Resource]) -> Result<pb::StepOk, StepFailure> {
+        let place = self.recorded_place(tenant, resources)?;
         match self.owner(&place).await? {
             Owner::Missing => {
                 tracing::info!(bucket = %place.bucket, "already gone");
@@ -552,7 +569,7 @@ impl StepService for Storage {
         async {
             match action {
                 "create_bucket" => self.create(tenant).await,
-                "delete_bucket" => self.delete(tenant).await,
+                "delete_bucket" => self.delete(tenant, &command.resources).await,
                 other => Err(StepFailure::permanent("unknown_action", format!("storage has no {other:?}"))),
             }
         }
