@@ -124,6 +124,30 @@ impl Process {
         Ok(Self { name: name.to_owned(), child, log, status: None })
     }
 
+    /// Starts `command`, a server, with its output appended to `log`, and
+    /// waits until it accepts connections on 127.0.0.1:`port`.
+    pub(crate) async fn start_listening(
+        name: &str,
+        mut command: Command,
+        port: u16,
+        log: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let out = File::options().create(true).append(true).open(&log)?;
+        command.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+        let program = command.get_program().to_string_lossy().into_owned();
+        let child = spawn_tied(command).map_err(|e| anyhow::anyhow!("cannot start {program}: {e}"))?;
+        let mut process = Self::from_child(name, child, log);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = process.try_status() {
+                anyhow::bail!("{name} exited ({}):\n{}", Self::describe(status), process.output());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{name} not listening after 20s:\n{}", process.output());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(process)
+    }
+
     pub(crate) fn from_child(name: &str, child: Child, log: PathBuf) -> Self {
         Self { name: name.to_owned(), child, log, status: None }
     }

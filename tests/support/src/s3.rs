@@ -2,12 +2,10 @@
 //! `deploy/install.sh`, storing buckets as folders in a temp dir. Path-style
 //! addressing; no tagging, policies or versioning.
 
-use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use crate::process::{Process, scratch_dir, spawn_tied};
+use crate::process::{Process, scratch_dir};
 
 pub const S3_ACCESS_KEY: &str = "landlord-test";
 pub const S3_SECRET_KEY: &str = "landlord-test-secret";
@@ -48,28 +46,12 @@ impl S3Server {
     }
 
     async fn launch(&mut self) -> anyhow::Result<()> {
-        let binary = s3s_fs_binary()?;
-        let log = self.dir.join("s3.log");
-        let out = std::fs::File::options().create(true).append(true).open(&log)?;
-        let mut command = Command::new(&binary);
+        let mut command = Command::new(s3s_fs_binary()?);
         command
             .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
-            .arg(self.data_dir())
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
-        let child = spawn_tied(command).map_err(|e| anyhow::anyhow!("cannot start {}: {e}", binary.display()))?;
-        let mut process = Process::from_child("s3s-fs", child, log);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(status) = process.try_status() {
-                anyhow::bail!("s3s-fs exited ({}):\n{}", Process::describe(status), process.output());
-            }
-            anyhow::ensure!(Instant::now() < deadline, "s3s-fs not listening after 20s:\n{}", process.output());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.process = Some(process);
+            .arg(self.data_dir());
+        self.process = Some(Process::start_listening("s3s-fs", command, self.port, self.dir.join("s3.log")).await?);
         Ok(())
     }
 

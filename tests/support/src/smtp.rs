@@ -2,12 +2,10 @@
 //! handler, installed into `.stack/venv` by `deploy/install.sh`. Every mail
 //! it accepts lands as a file in the Maildir, which tests read.
 
-use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use crate::process::{Process, scratch_dir, spawn_tied};
+use crate::process::{Process, scratch_dir};
 
 /// The Python that has aiosmtpd: `LANDLORD_PYTHON`, else `.stack/venv/bin/python`.
 pub fn capture_python() -> anyhow::Result<PathBuf> {
@@ -71,28 +69,12 @@ impl SmtpCapture {
     }
 
     async fn launch(&mut self) -> anyhow::Result<()> {
-        let python = capture_python()?;
-        let log = self.dir.join("smtp.log");
-        let out = std::fs::File::options().create(true).append(true).open(&log)?;
-        let mut command = Command::new(&python);
+        let mut command = Command::new(capture_python()?);
         command
             .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{}", self.port)])
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(self.dir.join("maildir"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
-        let child = spawn_tied(command).map_err(|e| anyhow::anyhow!("cannot start {}: {e}", python.display()))?;
-        let mut process = Process::from_child("aiosmtpd", child, log);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(status) = process.try_status() {
-                anyhow::bail!("aiosmtpd exited ({}):\n{}", Process::describe(status), process.output());
-            }
-            anyhow::ensure!(Instant::now() < deadline, "aiosmtpd not listening after 20s:\n{}", process.output());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.process = Some(process);
+            .arg(self.dir.join("maildir"));
+        self.process = Some(Process::start_listening("aiosmtpd", command, self.port, self.dir.join("smtp.log")).await?);
         Ok(())
     }
 
