@@ -49,3 +49,7 @@ bench-saga: install
 # Benchmark a welcome mail: the notification step vs a bare pooled SMTP send, lettre's transport, a new connection per mail → bench/results/mail.{json,md}.
 bench-mail: install
     RUST_LOG=warn cargo bench -p landlord-notification --bench mail
+
+# Benchmark the database worker: provision/compensation per tier, bridge with 100/1,000/10,000 schemas, durable PostgreSQL → bench/results/database.{json,md}.
+bench-database: install
+    RUST_LOG=warn cargo bench -p landlord-database --bench database

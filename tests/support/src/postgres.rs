@@ -33,7 +33,11 @@ pub fn pg_bin_dir() -> anyhow::Result<PathBuf> {
 pub struct Postgres {
     port: u16,
     dir: PathBuf,
-    _process: Process,
+    bin: PathBuf,
+    run_as: Option<(u32, u32)>,
+    durable: bool,
+    /// `None` while stopped.
+    process: Option<Process>,
 }
 
 /// A database of its own for one test.
@@ -93,17 +97,25 @@ impl Postgres {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let port = crate::free_port();
+        let mut postgres = Self { port: crate::free_port(), dir, bin, run_as, durable, process: None };
+        postgres.spawn()?;
+        Ok(postgres)
+    }
+
+    /// Starts the server process on the cluster's port and waits until it
+    /// accepts connections.
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let (port, dir, data) = (self.port, self.dir.clone(), self.dir.join("data"));
         let log = dir.join("postgres.log");
         let out = std::fs::File::options().create(true).append(true).open(&log)?;
-        let mut server = Command::new(bin.join("postgres"));
+        let mut server = Command::new(self.bin.join("postgres"));
         server
             .arg("-D")
             .arg(&data)
             .args(["-p", &port.to_string(), "-k"])
             .arg(&dir)
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300", "-c", "shared_buffers=128MB"])
-            .args(if durable {
+            .args(if self.durable {
                 &[][..]
             } else {
                 &["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"][..]
@@ -111,7 +123,9 @@ impl Postgres {
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
-        as_user(&mut server);
+        if let Some((uid, gid)) = self.run_as {
+            server.uid(uid).gid(gid);
+        }
         let child = spawn_tied(server)?;
         let mut process = Process::from_child("postgres", child, log);
         let admin_url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
@@ -131,7 +145,27 @@ impl Postgres {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(Self { port, dir, _process: process })
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// Stops the server (fast shutdown: open sessions are ended) and waits
+    /// for it to exit; its data stays. Blocking.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut process) = self.process.take() else { return Ok(()) };
+        process.signal(libc::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while process.try_status().is_none() {
+            anyhow::ensure!(Instant::now() < deadline, "postgres did not stop within 30s:\n{}", process.output());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Starts the stopped server again, on the same port and data. Blocking.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop()?;
+        self.spawn()
     }
 
     pub fn port(&self) -> u16 {

@@ -1,0 +1,3 @@
+-- landlord seed: empty v1 (bridge and silo tiers): the schema and role only
+-- verify-tables:
+-- verify-rows:

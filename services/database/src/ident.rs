@@ -1,0 +1,117 @@
+//! Names of a tenant's objects and how they are written into SQL.
+//!
+//! Utility statements (CREATE ROLE, CREATE SCHEMA, GRANT, COMMENT) take no
+//! bind parameters, so names and literals are spliced into the text. Every
+//! splice goes through [`quote_ident`] or [`quote_literal`] — even for names
+//! derived from a validated tenant key — so a key that slipped past
+//! validation still cannot change what a statement does.
+
+use landlord_contract::TenantKey;
+
+/// Prefix of every schema, role and database Landlord creates for a tenant.
+pub const PREFIX: &str = "tenant_";
+
+/// PostgreSQL truncates identifiers longer than this (NAMEDATALEN - 1).
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
+
+/// `name` as a double-quoted identifier: embedded `"` doubled. NUL cannot
+/// be represented and is refused.
+pub fn quote_ident(name: &str) -> Result<String, String> {
+    if name.is_empty() || name.contains('\0') {
+        return Err(format!("{name:?} cannot be an SQL identifier"));
+    }
+    if name.len() > MAX_IDENTIFIER_BYTES {
+        return Err(format!("{name:?} is longer than {MAX_IDENTIFIER_BYTES} bytes"));
+    }
+    Ok(format!("\"{}\"", name.replace('"', "\"\"")))
+}
+
+/// `value` as a string literal that means the same whatever
+/// `standard_conforming_strings` says: `'…'` with `'` doubled, or `E'…'`
+/// with `\` doubled too when it holds a backslash. NUL is refused.
+pub fn quote_literal(value: &str) -> Result<String, String> {
+    if value.contains('\0') {
+        return Err("a string literal cannot hold NUL".into());
+    }
+    let escaped = value.replace('\'', "''");
+    Ok(if value.contains('\\') { format!("E'{}'", escaped.replace('\\', "\\\\")) } else { format!("'{escaped}'") })
+}
+
+/// The names a tenant's objects get; the same for a provision and its
+/// compensation, so a compensation can find a half-made provision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantNames {
+    /// Login role (bridge, silo).
+    pub role: String,
+    /// Schema (bridge: in the tenant-data database; silo: in its own one).
+    pub schema: String,
+    /// Database (silo).
+    pub database: String,
+}
+
+impl TenantNames {
+    /// `tenant_<key with - as _>` for all three: `-` would force quoting in
+    /// every query a tenant writes, `_` does not.
+    pub fn for_key(key: &TenantKey) -> Self {
+        let name = format!("{PREFIX}{}", key.as_str().replace('-', "_"));
+        Self { role: name.clone(), schema: name.clone(), database: name }
+    }
+}
+
+/// The owner marker written as the COMMENT of everything created for a
+/// tenant: `landlord:tenant=<tenant id>`, optionally followed by details.
+pub fn marker(tenant_id: &str) -> String {
+    format!("landlord:tenant={tenant_id}")
+}
+
+/// Whether a comment is the marker of `tenant_id` (details after it allowed).
+pub fn is_marked_for(comment: Option<&str>, tenant_id: &str) -> bool {
+    comment.and_then(|c| c.split_whitespace().next()).is_some_and(|first| first == marker(tenant_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_always_quoted_and_quotes_doubled() {
+        assert_eq!(quote_ident("tenant_acme").unwrap(), r#""tenant_acme""#);
+        assert_eq!(quote_ident(r#"a"b"#).unwrap(), r#""a""b""#);
+        assert_eq!(
+            quote_ident(r#""; DROP SCHEMA public CASCADE; --"#).unwrap(),
+            r#""""; DROP SCHEMA public CASCADE; --""#
+        );
+        assert_eq!(quote_ident("Ünïcödé; x").unwrap(), "\"Ünïcödé; x\"");
+        assert!(quote_ident("").is_err());
+        assert!(quote_ident("a\0b").is_err());
+        assert!(quote_ident(&"x".repeat(64)).is_err());
+        assert!(quote_ident(&"x".repeat(63)).is_ok());
+    }
+
+    #[test]
+    fn literals_double_quotes_and_escape_backslashes() {
+        assert_eq!(quote_literal("plain").unwrap(), "'plain'");
+        assert_eq!(quote_literal("it's").unwrap(), "'it''s'");
+        assert_eq!(quote_literal(r"a\'; DROP").unwrap(), r"E'a\\''; DROP'");
+        assert!(quote_literal("nul\0").is_err());
+    }
+
+    #[test]
+    fn names_derive_from_the_key() {
+        let names = TenantNames::for_key(&TenantKey::parse("acme-corp-1").unwrap());
+        assert_eq!(names.schema, "tenant_acme_corp_1");
+        assert_eq!(names.role, names.schema);
+        let longest = TenantNames::for_key(&TenantKey::parse(&"a".repeat(40)).unwrap());
+        assert!(quote_ident(&longest.database).is_ok());
+    }
+
+    #[test]
+    fn markers_match_only_their_tenant() {
+        let id = "0b6e3b5e-7d38-4c7c-9b62-4c51f0c1a111";
+        assert!(is_marked_for(Some(&marker(id)), id));
+        assert!(is_marked_for(Some(&format!("{} seed=default@1", marker(id))), id));
+        assert!(!is_marked_for(Some(&format!("{}0", marker(id))), id));
+        assert!(!is_marked_for(Some("made by hand"), id));
+        assert!(!is_marked_for(None, id));
+    }
+}

@@ -1,0 +1,463 @@
+//! The `database` worker: each tenant's data in PostgreSQL, isolated as its
+//! tier says (DESIGN.md, "Isolation tiers").
+//!
+//! Serves `landlord.v1.cmd.database.provision` and its compensation
+//! `…database.deprovision`:
+//!
+//! - **bridge** (default): a schema `tenant_<key>` in the tenant-data
+//!   database, owned by a login role of the same name that can connect to
+//!   that database (as a member of `landlord_tenants`, the only role granted
+//!   CONNECT on it) and use its own schema, nothing else;
+//! - **silo**: a database `tenant_<key>` owned by that role, with the schema
+//!   inside it; nobody else may connect;
+//! - **pooled**: a row in `landlord_pooled.tenants` and the tenant's rows in
+//!   the shared tables, which row-level security restricts to
+//!   `current_setting('landlord.tenant_id')`; applications use the NOLOGIN
+//!   role `landlord_pooled_app`.
+//!
+//! Default data comes from versioned seed files (`seeds/`, see its README;
+//! the step parameter `seed` picks one), applied in the transaction that
+//! creates the schema and verified before commit. Everything created is
+//! marked with a COMMENT `landlord:tenant=<tenant id>`: an existing object
+//! without the tenant's marker is a permanent conflict, never reused and
+//! never dropped. Passwords are generated from the OS CSPRNG, reach
+//! PostgreSQL only as SCRAM verifiers, and are kept encrypted in the
+//! [`secrets`] store; results carry only `database.password_ref`.
+//!
+//! At start (and before the first command, if the server was down) the
+//! service hardens the tenant-data server once, idempotently: PUBLIC loses
+//! CONNECT and TEMPORARY on every non-template database (roles that need
+//! to connect must be granted CONNECT explicitly) and everything on the
+//! tenant-data database's `public` schema; the `landlord_secrets` and
+//! `landlord_pooled` schemas are created.
+//!
+//! Configuration, besides the runtime's `LANDLORD_*` variables (the
+//! tenant-data server is deliberately not `LANDLORD_DATABASE_URL`, the
+//! control plane's; in development both may point at one server):
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `LANDLORD_TENANT_DATABASE_URL` | required | `postgres://` URL of the tenant-data database, as a role that may create roles and databases (a superuser in development) |
+//! | `LANDLORD_TENANT_DATABASE_POOL_SIZE` | `8` | connections to it |
+//! | `LANDLORD_TENANT_DATABASE_TIMEOUT` | `30s` | statement timeout; also bounds waiting for a connection (a sixth of it, at least 1s) |
+//! | `LANDLORD_TENANT_CONNECTION_LIMIT` | `20` | connections each tenant role may open (`-1`: no limit) |
+//! | `LANDLORD_SECRETS_KEY` | required | base64 of 32 random bytes (`openssl rand -base64 32`): the key of the secret store |
+
+pub mod catalog;
+pub mod failure;
+pub mod ident;
+pub mod pooled;
+pub mod secrets;
+pub mod seed;
+pub mod silo;
+
+use std::collections::HashMap;
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use landlord_contract::{TenantKey, pb};
+use landlord_runtime::{ConfigError, DeliveryInfo, Env, StepFailure, StepService};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions as _, PgConnection, PgPool};
+use tokio::sync::OnceCell;
+use tracing::Instrument as _;
+
+use crate::failure::classify;
+use crate::ident::TenantNames;
+pub use crate::secrets::{Password, PgSecretStore, SecretRef, SecretStore, SecretsKey};
+use crate::seed::Seed;
+
+pub const SERVICE: &str = "database";
+
+/// Resource kinds reported to the orchestrator.
+pub mod kind {
+    pub const ROLE: &str = "postgres.role";
+    pub const SCHEMA: &str = "postgres.schema";
+    pub const DATABASE: &str = "postgres.database";
+    pub const POOLED_TENANT: &str = "postgres.pooled_tenant";
+}
+
+/// The service's own settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub connect: PgConnectOptions,
+    pub pool_size: u32,
+    pub timeout: Duration,
+    pub connection_limit: i64,
+    pub secrets_key: SecretsKey,
+}
+
+impl Settings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let var = "LANDLORD_TENANT_DATABASE_URL";
+        let url = env
+            .required(var, "the PostgreSQL that holds tenant data, e.g. postgres://postgres@127.0.0.1:15432/tenants")?;
+        let invalid = |problem: String| ConfigError::Invalid {
+            var: var.into(),
+            value: "(hidden: may hold a password)".into(),
+            problem,
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(invalid("expected a postgres:// or postgresql:// URL".into()));
+        }
+        let connect = PgConnectOptions::from_str(&url).map_err(|e| invalid(e.to_string()))?;
+        let key_var = "LANDLORD_SECRETS_KEY";
+        let key = env.required(key_var, "base64 of 32 random bytes: openssl rand -base64 32")?;
+        let secrets_key = SecretsKey::from_base64(&key).map_err(|problem| ConfigError::Invalid {
+            var: key_var.into(),
+            value: "(hidden)".into(),
+            problem,
+        })?;
+        Ok(Self {
+            connect,
+            pool_size: u32::try_from(env.bounded("LANDLORD_TENANT_DATABASE_POOL_SIZE", 8, 1..=1000)?).unwrap_or(8),
+            timeout: env.duration("LANDLORD_TENANT_DATABASE_TIMEOUT", Duration::from_secs(30))?,
+            connection_limit: env.bounded("LANDLORD_TENANT_CONNECTION_LIMIT", 20, -1..=10_000)?,
+            secrets_key,
+        })
+    }
+
+    /// Connection options as the service uses them: statement timeout set,
+    /// and no statement logging (defence in depth: statements carry SCRAM
+    /// verifiers, never passwords).
+    fn connect_options(&self) -> PgConnectOptions {
+        let timeout_ms = self.timeout.as_millis().to_string();
+        self.connect
+            .clone()
+            .application_name("landlord-database")
+            .options([("statement_timeout", timeout_ms.as_str())])
+            .disable_statement_logging()
+    }
+}
+
+/// The pool the service uses for the tenant-data database (lazy: a server
+/// that is down makes commands fail as retryable, not the start).
+pub fn open_pool(settings: &Settings) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(settings.pool_size)
+        .acquire_timeout((settings.timeout / 6).max(Duration::from_secs(1)))
+        .connect_lazy_with(settings.connect_options())
+}
+
+/// A validated tenant, as a command names it.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    /// The tenant id (a UUID): what the markers carry.
+    pub id: String,
+    pub key: TenantKey,
+    pub names: TenantNames,
+    pub tier: pb::Tier,
+}
+
+impl Tenant {
+    /// Checks the command's tenant again (DESIGN.md: validated at the edge,
+    /// and every place that builds identifiers still guards itself).
+    pub fn from_command(command: &pb::StepCommand) -> Result<Self, StepFailure> {
+        let spec =
+            command.tenant.as_ref().ok_or_else(|| StepFailure::permanent("no_tenant", "command has no tenant"))?;
+        let key = TenantKey::parse(&spec.key)
+            .map_err(|e| StepFailure::permanent(e.rule(), format!("refusing tenant key {:?}: {e}", spec.key)))?;
+        let id = uuid::Uuid::parse_str(&spec.tenant_id)
+            .map_err(|_| {
+                StepFailure::permanent("tenant_id.invalid", format!("tenant id {:?} is not a UUID", spec.tenant_id))
+            })?
+            .hyphenated()
+            .to_string();
+        let has = |k: &str| command.resources.iter().any(|r| r.kind == k);
+        let tier = match spec.tier() {
+            pb::Tier::Unspecified if has(kind::DATABASE) => pb::Tier::Silo,
+            pb::Tier::Unspecified if has(kind::POOLED_TENANT) => pb::Tier::Pooled,
+            pb::Tier::Unspecified => pb::Tier::Bridge,
+            tier => tier,
+        };
+        Ok(Self { id, names: TenantNames::for_key(&key), key, tier })
+    }
+
+    /// A compensation's resources must name this tenant's objects: anything
+    /// else means the command is not what it claims to be.
+    fn check_resources(&self, resources: &[pb::Resource]) -> Result<(), StepFailure> {
+        for resource in resources {
+            let expected = match resource.kind.as_str() {
+                kind::ROLE => &self.names.role,
+                kind::SCHEMA => &self.names.schema,
+                kind::DATABASE => &self.names.database,
+                kind::POOLED_TENANT => &self.id,
+                _ => continue,
+            };
+            if &resource.external_id != expected {
+                return Err(StepFailure::permanent(
+                    "resource_mismatch",
+                    format!(
+                        "resource {} {:?} is not tenant {}'s ({expected:?})",
+                        resource.kind, resource.external_id, self.key
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The NOLOGIN role whose members may connect to the tenant-data database:
+/// bridge roles join it rather than each getting a GRANT on the database,
+/// because concurrent GRANTs on one database row fail with "tuple
+/// concurrently updated".
+pub const TENANTS_ROLE: &str = "landlord_tenants";
+
+/// A GRANT/REVOKE on a database, retried while another session updates the
+/// same pg_database row; a database dropped meanwhile is fine.
+async fn acl_update(conn: &mut PgConnection, sql: String) -> Result<(), StepFailure> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(&mut *conn).await {
+            Ok(_) => return Ok(()),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => return Ok(()),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("XX000") && tries < 20 => {
+                tokio::task::yield_now().await;
+            }
+            Err(e) => return Err(classify("changing a database's privileges", &e)),
+        }
+    }
+}
+
+/// Runs one utility statement (no parameters possible; every name in it
+/// went through [`ident::quote_ident`]).
+pub(crate) async fn exec(conn: &mut PgConnection, what: &str, sql: String) -> Result<(), StepFailure> {
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(conn).await.map(|_| ()).map_err(|e| classify(what, &e))
+}
+
+/// The database worker's steps.
+#[derive(Debug)]
+pub struct Provisioner<S = PgSecretStore> {
+    pool: PgPool,
+    settings: Settings,
+    /// The tenant-data database's name.
+    database: String,
+    secrets: S,
+    hardened: OnceCell<()>,
+}
+
+impl Provisioner<PgSecretStore> {
+    /// Opens the pool (lazily: a server that is down makes commands fail as
+    /// retryable, not the start) with the PostgreSQL secret store.
+    pub fn connect(settings: Settings) -> Result<Self, ConfigError> {
+        let pool = open_pool(&settings);
+        let secrets = PgSecretStore::new(pool.clone(), settings.secrets_key.clone());
+        Self::with_store(settings, pool, secrets)
+    }
+}
+
+impl<S: SecretStore> Provisioner<S> {
+    pub fn with_store(settings: Settings, pool: PgPool, secrets: S) -> Result<Self, ConfigError> {
+        let database = settings.connect.get_database().unwrap_or("postgres").to_owned();
+        Ok(Self { pool, settings, database, secrets, hardened: OnceCell::new() })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn secrets(&self) -> &S {
+        &self.secrets
+    }
+
+    /// The one-time hardening of the tenant-data server (crate docs); runs
+    /// again on the next command if it failed.
+    pub async fn prepare(&self) -> Result<(), StepFailure> {
+        self.hardened.get_or_try_init(|| self.harden()).await.map(|_| ())
+    }
+
+    async fn harden(&self) -> Result<(), StepFailure> {
+        let mut conn = self.pool.acquire().await.map_err(|e| classify("connecting to the tenant-data database", &e))?;
+        // Roles are cluster-wide: another replica (or another tenant-data
+        // database on the server) may create them at the same moment.
+        for role in [TENANTS_ROLE, pooled::APP_ROLE] {
+            let create = format!("CREATE ROLE {} NOLOGIN", catalog::ident(role)?);
+            match sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut *conn).await {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42710" | "23505")) => {}
+                Err(e) => return Err(classify(&format!("creating role {role}"), &e)),
+            }
+        }
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(|e| classify("hardening", &e))?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('landlord.database.harden'))")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify("hardening", &e))?;
+        sqlx::raw_sql(secrets::SECRETS_SCHEMA_SQL)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify("creating landlord_secrets", &e))?;
+        sqlx::raw_sql(pooled::SHARED_SCHEMA_SQL)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify("creating landlord_pooled", &e))?;
+        exec(&mut tx, "revoking PUBLIC's rights on schema public", "REVOKE ALL ON SCHEMA public FROM PUBLIC".into())
+            .await?;
+        tx.commit().await.map_err(|e| classify("hardening", &e))?;
+        let database = catalog::ident(&self.database)?;
+        let tenants = catalog::ident(TENANTS_ROLE)?;
+        acl_update(&mut conn, format!("GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {tenants}")).await?;
+        let open: Vec<(String,)> = sqlx::query_as(
+            "SELECT datname::text FROM pg_database
+             WHERE NOT datistemplate AND (has_database_privilege('public', oid, 'CONNECT')
+                                          OR has_database_privilege('public', oid, 'TEMPORARY'))",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| classify("listing databases", &e))?;
+        for (name,) in open {
+            acl_update(
+                &mut conn,
+                format!("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC", catalog::ident(&name)?),
+            )
+            .await?;
+            tracing::info!(database = %name, "revoked PUBLIC's CONNECT and TEMPORARY");
+        }
+        Ok(())
+    }
+
+    /// The tenant's password: the one kept for it, or a new one, kept first.
+    async fn password(&self, tenant: &Tenant) -> Result<(SecretRef, Password), StepFailure> {
+        let reference = SecretRef::database_password(&tenant.id);
+        let candidate = Password::generate().map_err(failure::from_secret)?;
+        let kept =
+            self.secrets.put_if_absent(&reference, &tenant.id, &candidate).await.map_err(failure::from_secret)?;
+        Ok((reference, kept))
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StepFailure> {
+        self.pool.begin().await.map_err(|e| classify("opening a transaction", &e))
+    }
+
+    pub async fn provision(&self, tenant: &Tenant, seed: &Seed) -> Result<pb::StepOk, StepFailure> {
+        self.prepare().await?;
+        match tenant.tier {
+            pb::Tier::Pooled => pooled::provision(&self.pool, tenant, seed).await,
+            pb::Tier::Silo => {
+                let (reference, password) = self.password(tenant).await?;
+                silo::provision(self, tenant, seed, &password).await?;
+                Ok(self.outputs(tenant, &tenant.names.database, &reference, seed))
+            }
+            _ => {
+                let (reference, password) = self.password(tenant).await?;
+                self.provision_bridge(tenant, seed, &password).await?;
+                Ok(self.outputs(tenant, &self.database, &reference, seed))
+            }
+        }
+    }
+
+    /// Role, CONNECT on the tenant-data database, schema and seed: one
+    /// transaction, so a failure leaves nothing half made.
+    async fn provision_bridge(&self, tenant: &Tenant, seed: &Seed, password: &Password) -> Result<(), StepFailure> {
+        let mut tx = self.begin().await?;
+        let created = catalog::ensure_role(&mut tx, tenant, password, self.settings.connection_limit).await?;
+        exec(
+            &mut tx,
+            "granting CONNECT",
+            format!("GRANT {} TO {}", catalog::ident(TENANTS_ROLE)?, catalog::ident(&tenant.names.role)?),
+        )
+        .await?;
+        catalog::ensure_schema(&mut tx, tenant, seed).await?;
+        tx.commit().await.map_err(|e| classify("committing", &e))?;
+        tracing::info!(role_created = created, schema = %tenant.names.schema, seed = %seed.label(), "bridge tenant ready");
+        Ok(())
+    }
+
+    pub async fn deprovision(&self, tenant: &Tenant) -> Result<pb::StepOk, StepFailure> {
+        self.prepare().await?;
+        match tenant.tier {
+            pb::Tier::Pooled => pooled::deprovision(&self.pool, tenant).await?,
+            pb::Tier::Silo => silo::deprovision(self, tenant).await?,
+            _ => {
+                let mut tx = self.begin().await?;
+                catalog::end_tenant_sessions(&mut tx, tenant).await?;
+                let schema = catalog::drop_schema(&mut tx, tenant).await?;
+                let role = catalog::drop_role(&mut tx, tenant).await?;
+                tx.commit().await.map_err(|e| classify("committing", &e))?;
+                tracing::info!(schema_dropped = schema, role_dropped = role, "bridge tenant removed");
+            }
+        }
+        if tenant.tier != pb::Tier::Pooled {
+            // Last: a compensation that failed above can still find it.
+            let reference = SecretRef::database_password(&tenant.id);
+            self.secrets.delete(&reference).await.map_err(failure::from_secret)?;
+        }
+        Ok(pb::StepOk::default())
+    }
+
+    fn outputs(&self, tenant: &Tenant, database: &str, reference: &SecretRef, seed: &Seed) -> pb::StepOk {
+        let names = &tenant.names;
+        let tier = if tenant.tier == pb::Tier::Silo { "silo" } else { "bridge" };
+        let mut resources =
+            vec![pb::Resource { kind: kind::ROLE.into(), external_id: names.role.clone(), metadata: HashMap::new() }];
+        let schema_meta =
+            HashMap::from([("database".to_owned(), database.to_owned()), ("seed".to_owned(), seed.label())]);
+        if tenant.tier == pb::Tier::Silo {
+            resources.push(pb::Resource {
+                kind: kind::DATABASE.into(),
+                external_id: database.to_owned(),
+                metadata: schema_meta,
+            });
+        } else {
+            resources.push(pb::Resource {
+                kind: kind::SCHEMA.into(),
+                external_id: names.schema.clone(),
+                metadata: schema_meta,
+            });
+        }
+        let mut outputs = HashMap::from([
+            ("database.tier".to_owned(), tier.to_owned()),
+            ("database.name".to_owned(), database.to_owned()),
+            ("database.schema".to_owned(), names.schema.clone()),
+            ("database.role".to_owned(), names.role.clone()),
+            ("database.password_ref".to_owned(), reference.to_string()),
+            ("database.seed".to_owned(), seed.label()),
+        ]);
+        outputs.insert("database.host".into(), self.settings.connect.get_host().to_owned());
+        outputs.insert("database.port".into(), self.settings.connect.get_port().to_string());
+        pb::StepOk { resources, outputs }
+    }
+
+    fn connect_to(&self, database: &str) -> PgConnectOptions {
+        self.settings.connect_options().database(database)
+    }
+}
+
+impl<S: SecretStore> StepService for Provisioner<S> {
+    async fn run(&self, action: &str, command: &pb::StepCommand, _: &DeliveryInfo) -> Result<pb::StepOk, StepFailure> {
+        let raw_key = command.tenant.as_ref().map_or("", |t| t.key.as_str());
+        let span =
+            tracing::info_span!("database", action, tenant = raw_key, saga = %command.saga_id, step = %command.step);
+        async {
+            let outcome = self.serve(action, command).await;
+            if let Err(failure) = &outcome {
+                tracing::warn!(%failure, retryable = failure.retryable, "database step failed");
+            }
+            outcome
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+impl<S: SecretStore> Provisioner<S> {
+    async fn serve(&self, action: &str, command: &pb::StepCommand) -> Result<pb::StepOk, StepFailure> {
+        let tenant = Tenant::from_command(command)?;
+        tracing::Span::current().record("tenant", tenant.key.as_str());
+        match action {
+            "provision" => {
+                let default = if tenant.tier == pb::Tier::Pooled { "pooled" } else { "default" };
+                let spec = command.params.get("seed").map_or(default, String::as_str);
+                let seed = Seed::find(spec).map_err(|m| StepFailure::permanent("unknown_seed", m))?;
+                self.provision(&tenant, &seed).await
+            }
+            "deprovision" => {
+                tenant.check_resources(&command.resources)?;
+                self.deprovision(&tenant).await
+            }
+            other => Err(StepFailure::permanent("unknown_action", format!("database has no action {other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Pooled tier: the tenant is a row in `landlord_pooled.tenants`, its data
+//! rows in shared tables that row-level security (forced, so it binds the
+//! tables' owner too) restricts to `current_setting('landlord.tenant_id')`.
+//! Applications connect as a role granted `landlord_pooled_app` and set
+//! `landlord.tenant_id` per transaction; a session without it sees nothing.
+
+use std::collections::HashMap;
+
+use landlord_contract::pb;
+use landlord_runtime::StepFailure;
+use sqlx::PgPool;
+
+use crate::catalog::ident;
+use crate::failure::{classify, conflict};
+use crate::seed::Seed;
+use crate::{Tenant, kind};
+
+pub const SCHEMA: &str = "landlord_pooled";
+pub const TENANT_SETTING: &str = "landlord.tenant_id";
+pub const APP_ROLE: &str = "landlord_pooled_app";
+
+/// The shared tables and their policies; idempotent (run at start under an
+/// advisory lock). New shared tables reference `tenants` with ON DELETE
+/// CASCADE, so deprovisioning is one DELETE.
+pub const SHARED_SCHEMA_SQL: &str = "
+CREATE SCHEMA IF NOT EXISTS landlord_pooled;
+REVOKE ALL ON SCHEMA landlord_pooled FROM PUBLIC;
+GRANT USAGE ON SCHEMA landlord_pooled TO landlord_pooled_app;
+CREATE TABLE IF NOT EXISTS landlord_pooled.tenants (
+    tenant_id text PRIMARY KEY,
+    key text NOT NULL UNIQUE,
+    seed text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS landlord_pooled.settings (
+    tenant_id text NOT NULL DEFAULT current_setting('landlord.tenant_id')
+        REFERENCES landlord_pooled.tenants (tenant_id) ON DELETE CASCADE,
+    name text NOT NULL,
+    value text NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+);
+ALTER TABLE landlord_pooled.tenants ENABLE ROW LEVEL SECURITY;
+ALTER TABLE landlord_pooled.tenants FORCE ROW LEVEL SECURITY;
+ALTER TABLE landlord_pooled.settings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE landlord_pooled.settings FORCE ROW LEVEL SECURITY;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_policies WHERE schemaname = 'landlord_pooled' AND tablename = 'tenants'
+                   AND policyname = 'tenant_isolation') THEN
+        CREATE POLICY tenant_isolation ON landlord_pooled.tenants
+            USING (tenant_id = current_setting('landlord.tenant_id', true));
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_policies WHERE schemaname = 'landlord_pooled' AND tablename = 'settings'
+                   AND policyname = 'tenant_isolation') THEN
+        CREATE POLICY tenant_isolation ON landlord_pooled.settings
+            USING (tenant_id = current_setting('landlord.tenant_id', true))
+            WITH CHECK (tenant_id = current_setting('landlord.tenant_id', true));
+    END IF;
+END
+$$;
+REVOKE ALL ON landlord_pooled.tenants, landlord_pooled.settings FROM PUBLIC;
+GRANT SELECT ON landlord_pooled.tenants TO landlord_pooled_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON landlord_pooled.settings TO landlord_pooled_app;
+";
+
+pub async fn provision(pool: &PgPool, tenant: &Tenant, seed: &Seed) -> Result<pb::StepOk, StepFailure> {
+    let mut tx = pool.begin().await.map_err(|e| classify("opening a transaction", &e))?;
+    let existing: Option<(String, String)> =
+        sqlx::query_as("SELECT tenant_id, key FROM landlord_pooled.tenants WHERE tenant_id = $1 OR key = $2 LIMIT 1")
+            .bind(&tenant.id)
+            .bind(tenant.key.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| classify("looking up the pooled tenant", &e))?;
+    let set = |name: &'static str, value: String| sqlx::query("SELECT set_config($1, $2, true)").bind(name).bind(value);
+    match existing {
+        Some((id, key)) if id == tenant.id && key == tenant.key.as_str() => {}
+        Some((id, key)) => {
+            return Err(conflict("pooled tenant", &key, &tenant.id, Some(&format!("registered for tenant {id}"))));
+        }
+        None => {
+            sqlx::query("INSERT INTO landlord_pooled.tenants (tenant_id, key, seed) VALUES ($1, $2, $3)")
+                .bind(&tenant.id)
+                .bind(tenant.key.as_str())
+                .bind(format!("{} sha256={}", seed.label(), seed.checksum()))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify("registering the pooled tenant", &e))?;
+            set(TENANT_SETTING, tenant.id.clone()).execute(&mut *tx).await.map_err(|e| classify("seeding", &e))?;
+            set("search_path", SCHEMA.into()).execute(&mut *tx).await.map_err(|e| classify("seeding", &e))?;
+            sqlx::raw_sql(seed.sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify(&format!("applying seed {}", seed.label()), &e))?;
+        }
+    }
+    for (table, expected) in &seed.rows {
+        let sql = format!("SELECT count(*) FROM {}.{} WHERE tenant_id = $1", ident(SCHEMA)?, ident(table)?);
+        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&tenant.id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| classify("verifying the seed", &e))?;
+        if n != *expected {
+            return Err(StepFailure::permanent(
+                "seed_verification",
+                format!("seed {}: the tenant has {n} rows in {SCHEMA}.{table}, expected {expected}", seed.label()),
+            ));
+        }
+    }
+    tx.commit().await.map_err(|e| classify("committing", &e))?;
+    tracing::info!(seed = %seed.label(), "pooled tenant ready");
+    Ok(pb::StepOk {
+        resources: vec![pb::Resource {
+            kind: kind::POOLED_TENANT.into(),
+            external_id: tenant.id.clone(),
+            metadata: HashMap::from([
+                ("schema".to_owned(), SCHEMA.to_owned()),
+                ("key".to_owned(), tenant.key.to_string()),
+            ]),
+        }],
+        outputs: HashMap::from([
+            ("database.tier".to_owned(), "pooled".to_owned()),
+            ("database.schema".to_owned(), SCHEMA.to_owned()),
+            ("database.tenant_setting".to_owned(), TENANT_SETTING.to_owned()),
+            ("database.app_role".to_owned(), "landlord_pooled_app".to_owned()),
+            ("database.seed".to_owned(), seed.label()),
+        ]),
+    })
+}
+
+/// Deletes the tenant's row (its data rows go with it, ON DELETE CASCADE).
+/// Only rows carrying this tenant's id are touched.
+pub async fn deprovision(pool: &PgPool, tenant: &Tenant) -> Result<(), StepFailure> {
+    let deleted = sqlx::query("DELETE FROM landlord_pooled.tenants WHERE tenant_id = $1")
+        .bind(&tenant.id)
+        .execute(pool)
+        .await
+        .map_err(|e| classify("removing the pooled tenant", &e))?
+        .rows_affected();
+    tracing::info!(deleted, "pooled tenant removed");
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! Where tenants' database passwords are kept, so that no event, result or
+//! log ever carries one.
+//!
+//! A provision stores the password under a [`SecretRef`] and reports only
+//! the reference (`database.password_ref`); whatever hands credentials to
+//! the tenant admin (a channel meant for secrets, not an event) reads it
+//! back through [`SecretStore::get`]. The implementation here,
+//! [`PgSecretStore`], keeps ChaCha20-Poly1305 ciphertexts in the table
+//! `landlord_secrets.secrets` of the tenant-data database: the schema grants
+//! nothing to PUBLIC, so tenant roles can neither read nor list it, and a
+//! copy of the table is useless without `LANDLORD_SECRETS_KEY`. Each
+//! ciphertext is bound to its reference (AEAD associated data), so rows
+//! cannot be swapped. A vault or KMS can replace it behind the same trait.
+
+use std::fmt;
+use std::future::Future;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use sqlx::PgPool;
+
+/// A password. Its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// 32 bytes from the operating system's CSPRNG, base64url (43
+    /// characters, safe in connection URLs).
+    pub fn generate() -> Result<Self, SecretError> {
+        let mut bytes = [0u8; 32];
+        SystemRandom::new().fill(&mut bytes).map_err(|_| SecretError::Random)?;
+        Ok(Self(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    pub fn from_plain(plain: String) -> Self {
+        Self(plain)
+    }
+
+    /// The password itself: only for connecting or handing it over.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// A SCRAM-SHA-256 verifier, as PostgreSQL stores it: `CREATE ROLE …
+    /// PASSWORD '<verifier>'` then never carries the password, so neither the
+    /// server's statement log nor ours can leak it.
+    pub fn scram_verifier(&self) -> Result<String, SecretError> {
+        const ITERATIONS: u32 = 4096;
+        let mut salt = [0u8; 16];
+        SystemRandom::new().fill(&mut salt).map_err(|_| SecretError::Random)?;
+        let mut salted = [0u8; 32];
+        let iterations = std::num::NonZeroU32::new(ITERATIONS).ok_or(SecretError::Random)?;
+        ring::pbkdf2::derive(ring::pbkdf2::PBKDF2_HMAC_SHA256, iterations, &salt, self.0.as_bytes(), &mut salted);
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &salted);
+        let client_key = ring::hmac::sign(&key, b"Client Key");
+        let stored_key = ring::digest::digest(&ring::digest::SHA256, client_key.as_ref());
+        let server_key = ring::hmac::sign(&key, b"Server Key");
+        Ok(format!(
+            "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
+            STANDARD.encode(salt),
+            STANDARD.encode(stored_key.as_ref()),
+            STANDARD.encode(server_key.as_ref())
+        ))
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// Where a secret is kept: `landlord-secret:database/<tenant id>/password`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SecretRef(String);
+
+impl SecretRef {
+    const SCHEME: &'static str = "landlord-secret:";
+
+    pub fn database_password(tenant_id: &str) -> Self {
+        Self(format!("{}database/{tenant_id}/password", Self::SCHEME))
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        raw.starts_with(Self::SCHEME).then(|| Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("the secret store's database failed: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("secret {0} cannot be decrypted with LANDLORD_SECRETS_KEY (wrong key, or the row was altered)")]
+    Decrypt(SecretRef),
+    #[error("the system random number generator failed")]
+    Random,
+}
+
+/// Keeps secrets by reference.
+pub trait SecretStore: Send + Sync + 'static {
+    /// Keeps `candidate` under `reference` unless something is kept there
+    /// already; returns what is kept. Concurrent callers all get the same.
+    fn put_if_absent(
+        &self,
+        reference: &SecretRef,
+        owner: &str,
+        candidate: &Password,
+    ) -> impl Future<Output = Result<Password, SecretError>> + Send;
+
+    fn get(&self, reference: &SecretRef) -> impl Future<Output = Result<Option<Password>, SecretError>> + Send;
+
+    /// Forgets the secret; nothing kept is fine.
+    fn delete(&self, reference: &SecretRef) -> impl Future<Output = Result<(), SecretError>> + Send;
+}
+
+/// The key of [`PgSecretStore`], from `LANDLORD_SECRETS_KEY`.
+#[derive(Clone)]
+pub struct SecretsKey {
+    bytes: [u8; 32],
+}
+
+impl fmt::Debug for SecretsKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretsKey({})", self.id())
+    }
+}
+
+impl SecretsKey {
+    /// Standard base64 of exactly 32 bytes (`openssl rand -base64 32`).
+    pub fn from_base64(encoded: &str) -> Result<Self, String> {
+        let bytes = STANDARD
+            .decode(encoded.trim())
+            .map_err(|e| format!("expected the base64 of 32 random bytes (openssl rand -base64 32): {e}"))?;
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| format!("expected 32 bytes, got {} (openssl rand -base64 32)", b.len()))?;
+        Ok(Self { bytes })
+    }
+
+    pub fn generate() -> Result<Self, SecretError> {
+        let mut bytes = [0u8; 32];
+        SystemRandom::new().fill(&mut bytes).map_err(|_| SecretError::Random)?;
+        Ok(Self { bytes })
+    }
+
+    pub fn to_base64(&self) -> String {
+        STANDARD.encode(self.bytes)
+    }
+
+    /// Names the key without revealing it (stored with each row, so a
+    /// rotation can find what the old key sealed).
+    pub fn id(&self) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &self.bytes);
+        digest.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn aead(&self) -> Result<LessSafeKey, SecretError> {
+        UnboundKey::new(&CHACHA20_POLY1305, &self.bytes).map(LessSafeKey::new).map_err(|_| SecretError::Random)
+    }
+}
+
+/// [`SecretStore`] on an encrypted PostgreSQL table.
+#[derive(Debug, Clone)]
+pub struct PgSecretStore {
+    pool: PgPool,
+    key: SecretsKey,
+}
+
+/// Creates the store's schema; PUBLIC gets nothing on it.
+pub const SECRETS_SCHEMA_SQL: &str = "
+CREATE SCHEMA IF NOT EXISTS landlord_secrets;
+REVOKE ALL ON SCHEMA landlord_secrets FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS landlord_secrets.secrets (
+    reference text PRIMARY KEY,
+    owner text NOT NULL,
+    key_id text NOT NULL,
+    nonce bytea NOT NULL,
+    ciphertext bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON landlord_secrets.secrets FROM PUBLIC;
+";
+
+impl PgSecretStore {
+    /// A store on `pool`; the schema must exist ([`SECRETS_SCHEMA_SQL`], run
+    /// by the service's start-up hardening).
+    pub fn new(pool: PgPool, key: SecretsKey) -> Self {
+        Self { pool, key }
+    }
+
+    fn seal(&self, reference: &SecretRef, password: &Password) -> Result<(Vec<u8>, Vec<u8>), SecretError> {
+        let mut nonce = [0u8; 12];
+        SystemRandom::new().fill(&mut nonce).map_err(|_| SecretError::Random)?;
+        let mut sealed = password.expose().as_bytes().to_vec();
+        self.key
+            .aead()?
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(reference.as_str().as_bytes()),
+                &mut sealed,
+            )
+            .map_err(|_| SecretError::Random)?;
+        Ok((nonce.to_vec(), sealed))
+    }
+
+    fn open(&self, reference: &SecretRef, nonce: &[u8], mut sealed: Vec<u8>) -> Result<Password, SecretError> {
+        let fail = || SecretError::Decrypt(reference.clone());
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| fail())?;
+        let plain = self
+            .key
+            .aead()?
+            .open_in_place(nonce, Aad::from(reference.as_str().as_bytes()), &mut sealed)
+            .map_err(|_| fail())?;
+        String::from_utf8(plain.to_vec()).map(Password).map_err(|_| fail())
+    }
+}
+
+impl SecretStore for PgSecretStore {
+    async fn put_if_absent(
+        &self,
+        reference: &SecretRef,
+        owner: &str,
+        candidate: &Password,
+    ) -> Result<Password, SecretError> {
+        let (nonce, sealed) = self.seal(reference, candidate)?;
+        sqlx::query(
+            "INSERT INTO landlord_secrets.secrets (reference, owner, key_id, nonce, ciphertext)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (reference) DO NOTHING",
+        )
+        .bind(reference.as_str())
+        .bind(owner)
+        .bind(self.key.id())
+        .bind(nonce)
+        .bind(sealed)
+        .execute(&self.pool)
+        .await?;
+        self.get(reference).await?.ok_or_else(|| SecretError::Decrypt(reference.clone()))
+    }
+
+    async fn get(&self, reference: &SecretRef) -> Result<Option<Password>, SecretError> {
+        let row: Option<(Vec<u8>, Vec<u8>)> =
+            sqlx::query_as("SELECT nonce, ciphertext FROM landlord_secrets.secrets WHERE reference = $1")
+                .bind(reference.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(nonce, sealed)| self.open(reference, &nonce, sealed)).transpose()
+    }
+
+    async fn delete(&self, reference: &SecretRef) -> Result<(), SecretError> {
+        sqlx::query("DELETE FROM landlord_secrets.secrets WHERE reference = $1")
+            .bind(reference.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_random_and_never_printed() {
+        let a = Password::generate().unwrap();
+        let b = Password::generate().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.expose().len(), 43);
+        assert!(!format!("{a:?}").contains(a.expose()));
+    }
+
+    #[test]
+    fn scram_verifiers_have_postgres_shape_and_hide_the_password() {
+        let p = Password::from_plain("secret".into());
+        let v = p.scram_verifier().unwrap();
+        assert!(v.starts_with("SCRAM-SHA-256$4096:"), "{v}");
+        assert!(!v.contains("secret"));
+        assert_ne!(v, p.scram_verifier().unwrap(), "a fresh salt each time");
+    }
+
+    #[test]
+    fn keys_parse_from_base64_of_32_bytes() {
+        let key = SecretsKey::generate().unwrap();
+        assert_eq!(SecretsKey::from_base64(&key.to_base64()).unwrap().id(), key.id());
+        assert!(SecretsKey::from_base64("c2hvcnQ=").unwrap_err().contains("expected 32 bytes"));
+        assert!(SecretsKey::from_base64("not base64!").is_err());
+    }
+}

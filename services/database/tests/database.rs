@@ -1,0 +1,632 @@
+//! The database worker against a real PostgreSQL (a throwaway cluster per
+//! test binary, a fresh tenant-data database per test) and, for the binary,
+//! a real nats-server.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use futures_util::StreamExt as _;
+use landlord_contract::pb;
+use landlord_database::ident::{quote_ident, quote_literal};
+use landlord_database::{PgSecretStore, Provisioner, SecretRef, SecretStore, SecretsKey, Settings};
+use landlord_runtime::{Config, DeliveryInfo, Env, Envelope, Publisher, Service, StepFailure, StepService};
+use landlord_testkit::{NatsServer, Postgres, Process, eventually, scratch_dir, unique_namespace, workspace_binary};
+use prost::Message as _;
+use sqlx::{Connection as _, PgConnection};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Roles are cluster-wide and the cluster is shared: keys are unique.
+fn unique_key(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
+
+fn tenant(key: &str, tier: pb::Tier) -> pb::TenantSpec {
+    pb::TenantSpec {
+        tenant_id: uuid::Uuid::new_v4().to_string(),
+        key: key.to_owned(),
+        tier: tier as i32,
+        ..Default::default()
+    }
+}
+
+fn command(spec: &pb::TenantSpec, compensate: bool) -> pb::StepCommand {
+    pb::StepCommand {
+        saga_id: format!("saga-{}", spec.key),
+        step: "database".into(),
+        compensate,
+        attempt: 1,
+        tenant: Some(spec.clone()),
+        ..Default::default()
+    }
+}
+
+fn delivery() -> DeliveryInfo {
+    DeliveryInfo {
+        subject: String::new(),
+        headers: Default::default(),
+        event: None,
+        stream_sequence: 1,
+        delivered: 1,
+        max_deliver: 5,
+    }
+}
+
+struct Fixture {
+    provisioner: Provisioner,
+    /// The tenant-data database's URL, as the superuser.
+    url: String,
+    database: String,
+    port: u16,
+}
+
+fn settings(url: &str, key: &SecretsKey) -> Result<Settings> {
+    Ok(Settings::from_env(&Env::from_pairs([
+        ("LANDLORD_TENANT_DATABASE_URL", url.to_owned()),
+        ("LANDLORD_SECRETS_KEY", key.to_base64()),
+        ("LANDLORD_TENANT_DATABASE_TIMEOUT", "6s".to_owned()),
+    ]))?)
+}
+
+impl Fixture {
+    async fn new() -> Result<Self> {
+        let postgres = tokio::task::spawn_blocking(Postgres::shared).await??;
+        let db = postgres.fresh_database().await?;
+        let provisioner = Provisioner::connect(settings(&db.url, &SecretsKey::generate()?)?)?;
+        provisioner.prepare().await?;
+        Ok(Self { provisioner, url: db.url, database: db.name, port: postgres.port() })
+    }
+
+    async fn run(&self, action: &str, command: &pb::StepCommand) -> Result<pb::StepOk, StepFailure> {
+        self.provisioner.run(action, command, &delivery()).await
+    }
+
+    async fn provision(&self, spec: &pb::TenantSpec) -> Result<pb::StepOk> {
+        Ok(self.run("provision", &command(spec, false)).await?)
+    }
+
+    async fn deprovision(&self, spec: &pb::TenantSpec) -> Result<pb::StepOk> {
+        Ok(self.run("deprovision", &command(spec, true)).await?)
+    }
+
+    async fn admin(&self) -> Result<PgConnection> {
+        Ok(PgConnection::connect(&self.url).await?)
+    }
+
+    async fn password(&self, ok: &pb::StepOk) -> Result<String> {
+        let reference = SecretRef::parse(&ok.outputs["database.password_ref"]).context("not a reference")?;
+        let password = self.provisioner.secrets().get(&reference).await?.context("no password kept")?;
+        Ok(password.expose().to_owned())
+    }
+
+    /// Connects as the tenant's role with the password from the store.
+    async fn connect_as(&self, ok: &pb::StepOk, database: &str) -> Result<PgConnection, sqlx::Error> {
+        let password = self.password(ok).await.map_err(|e| sqlx::Error::Configuration(e.into()))?;
+        let options = sqlx::postgres::PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .username(&ok.outputs["database.role"])
+            .password(&password)
+            .database(database);
+        PgConnection::connect_with(&options).await
+    }
+
+    async fn exists(&self, sql: &'static str, name: &str) -> Result<bool> {
+        let (found,): (bool,) = sqlx::query_as(sql).bind(name).fetch_one(&mut self.admin().await?).await?;
+        Ok(found)
+    }
+
+    async fn role_exists(&self, name: &str) -> Result<bool> {
+        self.exists("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)", name).await
+    }
+
+    async fn schema_exists(&self, name: &str) -> Result<bool> {
+        self.exists("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)", name).await
+    }
+
+    async fn database_exists(&self, name: &str) -> Result<bool> {
+        self.exists("SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)", name).await
+    }
+}
+
+fn sqlstate(error: &sqlx::Error) -> Option<String> {
+    error.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned())
+}
+
+#[tokio::test]
+async fn bridge_provision_twice_is_once_and_the_password_is_only_a_reference() -> Result<()> {
+    let f = Fixture::new().await?;
+    let key = unique_key("acme");
+    let spec = tenant(&key, pb::Tier::Bridge);
+    let first = f.provision(&spec).await?;
+    let second = f.provision(&spec).await?;
+    assert_eq!(first.outputs, second.outputs);
+    let schema = format!("tenant_{}", key.replace('-', "_"));
+    assert_eq!(first.outputs["database.schema"], schema);
+    assert_eq!(first.outputs["database.role"], schema);
+    assert_eq!(first.outputs["database.name"], f.database);
+    assert_eq!(first.outputs["database.seed"], "default@1");
+    let kinds: Vec<_> = first.resources.iter().map(|r| (r.kind.as_str(), r.external_id.as_str())).collect();
+    assert_eq!(kinds, [("postgres.role", schema.as_str()), ("postgres.schema", schema.as_str())]);
+
+    // The password is in the store, and nowhere in the result.
+    let password = f.password(&first).await?;
+    assert_eq!(password.len(), 43);
+    let encoded = first.encode_to_vec();
+    assert!(!encoded.windows(password.len()).any(|w| w == password.as_bytes()), "password in the StepOk");
+    assert!(first.outputs["database.password_ref"].starts_with("landlord-secret:database/"));
+    // …and stored encrypted.
+    let (sealed,): (Vec<u8>,) = sqlx::query_as("SELECT ciphertext FROM landlord_secrets.secrets WHERE owner = $1")
+        .bind(&spec.tenant_id)
+        .fetch_one(&mut f.admin().await?)
+        .await?;
+    assert!(!sealed.windows(password.len()).any(|w| w == password.as_bytes()));
+    // The role's stored verifier is SCRAM, and the password works.
+    let (verifier,): (String,) = sqlx::query_as("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+        .bind(&schema)
+        .fetch_one(&mut f.admin().await?)
+        .await?;
+    assert!(verifier.starts_with("SCRAM-SHA-256$4096:"));
+
+    // Exactly one schema, seeded once, owned by the role, marked.
+    let mut tenant = f.connect_as(&first, &f.database).await?;
+    let (roles, settings, tables): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM roles), (SELECT count(*) FROM settings),
+                (SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema())",
+    )
+    .fetch_one(&mut tenant)
+    .await?;
+    assert_eq!((roles, settings, tables), (3, 3, 10));
+    sqlx::query("INSERT INTO accounts (name) VALUES ('works')").execute(&mut tenant).await?;
+    let (comment, owner): (String, String) = sqlx::query_as(
+        "SELECT obj_description(oid, 'pg_namespace'), pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = $1",
+    )
+    .bind(&schema)
+    .fetch_one(&mut f.admin().await?)
+    .await?;
+    assert!(comment.starts_with(&format!("landlord:tenant={} seed=default@1 sha256=", spec.tenant_id)), "{comment}");
+    assert_eq!(owner, schema);
+    Ok(())
+}
+
+#[tokio::test]
+async fn compensation_twice_is_once_and_forgets_the_password() -> Result<()> {
+    let f = Fixture::new().await?;
+    let key = unique_key("gone");
+    let spec = tenant(&key, pb::Tier::Bridge);
+    let ok = f.provision(&spec).await?;
+    let role = ok.outputs["database.role"].clone();
+    let mut session = f.connect_as(&ok, &f.database).await?;
+    let mut undo = command(&spec, true);
+    undo.resources = ok.resources.clone();
+    f.run("deprovision", &undo).await?;
+    f.run("deprovision", &undo).await?;
+    assert!(!f.schema_exists(&role).await?);
+    assert!(!f.role_exists(&role).await?);
+    let reference = SecretRef::parse(&ok.outputs["database.password_ref"]).context("reference")?;
+    assert!(f.provisioner.secrets().get(&reference).await?.is_none());
+    // The tenant's open session was ended.
+    assert!(sqlx::query("SELECT 1").execute(&mut session).await.is_err());
+    // Resources that name someone else's objects are refused.
+    let mut forged = command(&spec, true);
+    forged.resources =
+        vec![pb::Resource { kind: "postgres.schema".into(), external_id: "public".into(), ..Default::default() }];
+    let refused = f.run("deprovision", &forged).await.unwrap_err();
+    assert_eq!(refused.code, "resource_mismatch");
+    assert!(f.schema_exists("public").await?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn compensation_after_a_partial_provision_removes_the_role() -> Result<()> {
+    let f = Fixture::new().await?;
+    let key = unique_key("half");
+    let spec = tenant(&key, pb::Tier::Bridge);
+    let role = format!("tenant_{}", key.replace('-', "_"));
+    // What a run that stopped after the role (an older version, or the silo
+    // tier before CREATE DATABASE) leaves: a marked role, no schema.
+    let mut admin = f.admin().await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE {} LOGIN", quote_ident(&role).map_err(anyhow::Error::msg)?)))
+        .execute(&mut admin)
+        .await?;
+    let mark = quote_literal(&format!("landlord:tenant={}", spec.tenant_id)).map_err(anyhow::Error::msg)?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "COMMENT ON ROLE {} IS {mark}",
+        quote_ident(&role).map_err(anyhow::Error::msg)?
+    )))
+    .execute(&mut admin)
+    .await?;
+    f.deprovision(&spec).await?;
+    assert!(!f.role_exists(&role).await?);
+    f.deprovision(&spec).await?;
+    // And a provision over such a half-made tenant completes it.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE {} LOGIN", quote_ident(&role).map_err(anyhow::Error::msg)?)))
+        .execute(&mut admin)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "COMMENT ON ROLE {} IS {mark}",
+        quote_ident(&role).map_err(anyhow::Error::msg)?
+    )))
+    .execute(&mut admin)
+    .await?;
+    let ok = f.provision(&spec).await?;
+    assert!(f.schema_exists(&role).await?);
+    assert_eq!(ok.outputs["database.role"], role);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tenant_role_sees_only_its_own_schema() -> Result<()> {
+    let f = Fixture::new().await?;
+    let postgres = tokio::task::spawn_blocking(Postgres::shared).await??;
+    // A control-plane database on the same server, with a table in public.
+    let control = postgres.fresh_database().await?;
+    let mut cp = PgConnection::connect(&control.url).await?;
+    sqlx::query("CREATE TABLE sagas (id int)").execute(&mut cp).await?;
+    sqlx::query("CREATE TABLE public.shared_stuff (x int)").execute(&mut f.admin().await?).await?;
+    // Hardening covers databases that exist when it runs (a restart).
+    let again = Provisioner::connect(settings(&f.url, &SecretsKey::generate()?)?)?;
+    again.prepare().await?;
+
+    let a = f.provision(&tenant(&unique_key("alpha"), pb::Tier::Bridge)).await?;
+    let b = f.provision(&tenant(&unique_key("bravo"), pb::Tier::Bridge)).await?;
+    let b_schema = quote_ident(&b.outputs["database.schema"]).map_err(anyhow::Error::msg)?;
+    let mut as_a = f.connect_as(&a, &f.database).await?;
+
+    let read = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {b_schema}.settings"))).execute(&mut as_a).await;
+    assert_eq!(sqlstate(&read.unwrap_err()).as_deref(), Some("42501"), "reading B's table");
+    let create =
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE TABLE {b_schema}.x (y int)"))).execute(&mut as_a).await;
+    assert_eq!(sqlstate(&create.unwrap_err()).as_deref(), Some("42501"), "creating in B's schema");
+    let listed: Vec<(String,)> =
+        sqlx::query_as("SELECT table_schema::text FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema')")
+            .fetch_all(&mut as_a)
+            .await?;
+    assert!(listed.iter().all(|(s,)| s == &a.outputs["database.schema"]), "A lists {listed:?}");
+    let schemas: Vec<(String,)> = sqlx::query_as(
+        "SELECT schema_name::text FROM information_schema.schemata WHERE schema_name NOT LIKE 'pg\\_%' AND schema_name <> 'information_schema'",
+    )
+    .fetch_all(&mut as_a)
+    .await?;
+    assert_eq!(schemas, vec![(a.outputs["database.schema"].clone(),)]);
+    for sql in [
+        "SELECT * FROM public.shared_stuff",
+        "CREATE TABLE public.mine (x int)",
+        "SELECT * FROM landlord_secrets.secrets",
+        "SELECT * FROM landlord_pooled.settings",
+    ] {
+        let denied = sqlx::query(sql).execute(&mut as_a).await.unwrap_err();
+        assert_eq!(sqlstate(&denied).as_deref(), Some("42501"), "{sql}");
+    }
+    // No other database: not the control plane, not `postgres`.
+    for database in [control.name.as_str(), "postgres"] {
+        let refused = f.connect_as(&a, database).await.unwrap_err();
+        assert_eq!(sqlstate(&refused).as_deref(), Some("42501"), "connecting to {database}: {refused}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn hostile_keys_never_reach_sql() -> Result<()> {
+    let f = Fixture::new().await?;
+    let mut admin = f.admin().await?;
+    sqlx::raw_sql("CREATE SCHEMA IF NOT EXISTS sentinel; CREATE TABLE IF NOT EXISTS sentinel.t (x int)")
+        .execute(&mut admin)
+        .await?;
+    let url = f.url.clone();
+    let count = |sql: &'static str| {
+        let url = url.clone();
+        async move {
+            let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&mut PgConnection::connect(&url).await?).await?;
+            anyhow::Ok(n)
+        }
+    };
+    let before = (count("SELECT count(*) FROM pg_namespace").await?, count("SELECT count(*) FROM pg_roles").await?);
+    let hostile = [
+        "x\"; DROP SCHEMA sentinel CASCADE; --",
+        "\"; DROP SCHEMA public CASCADE; --",
+        "acme'; DROP ROLE postgres; --",
+        "a;b",
+        "tenant\\",
+        "ünïcødé",
+        "acme\0",
+        "ACME",
+        "a b",
+        "public",
+        "--",
+        "",
+    ];
+    for key in hostile {
+        for (action, compensate) in [("provision", false), ("deprovision", true)] {
+            let failure = f.run(action, &command(&tenant(key, pb::Tier::Bridge), compensate)).await.unwrap_err();
+            assert!(!failure.retryable, "{key:?}: {failure}");
+            assert!(failure.code.starts_with("tenant_key."), "{key:?}: {failure}");
+        }
+    }
+    let after = (count("SELECT count(*) FROM pg_namespace").await?, count("SELECT count(*) FROM pg_roles").await?);
+    assert_eq!(before, after);
+    assert_eq!(count("SELECT count(*) FROM sentinel.t").await?, 0);
+    // The quoting itself, against the real parser: each hostile name makes
+    // exactly one schema of exactly that name, and harms nothing.
+    for name in hostile.iter().filter(|k| !k.is_empty() && !k.contains('\0') && **k != "public") {
+        let quoted = quote_ident(name).map_err(anyhow::Error::msg)?;
+        let comment = quote_literal(name).map_err(anyhow::Error::msg)?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {quoted}"))).execute(&mut admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("COMMENT ON SCHEMA {quoted} IS {comment}")))
+            .execute(&mut admin)
+            .await?;
+        let (back,): (String,) =
+            sqlx::query_as("SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = $1")
+                .bind(name)
+                .fetch_one(&mut admin)
+                .await?;
+        assert_eq!(&back, name);
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {quoted}"))).execute(&mut admin).await?;
+    }
+    assert!(f.schema_exists("sentinel").await? && f.schema_exists("public").await?);
+    // Tenant ids go into comments: they must be UUIDs.
+    let mut bad_id = tenant(&unique_key("idbad"), pb::Tier::Bridge);
+    bad_id.tenant_id = "x' ; DROP SCHEMA sentinel CASCADE; --".into();
+    assert_eq!(f.run("provision", &command(&bad_id, false)).await.unwrap_err().code, "tenant_id.invalid");
+    Ok(())
+}
+
+#[tokio::test]
+async fn objects_not_marked_as_ours_are_conflicts_never_reused_or_dropped() -> Result<()> {
+    let f = Fixture::new().await?;
+    let mut admin = f.admin().await?;
+    // A schema of that name made by someone else.
+    let key = unique_key("taken");
+    let name = format!("tenant_{}", key.replace('-', "_"));
+    let quoted = quote_ident(&name).map_err(anyhow::Error::msg)?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {quoted}"))).execute(&mut admin).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE TABLE {quoted}.precious (x int)"))).execute(&mut admin).await?;
+    let spec = tenant(&key, pb::Tier::Bridge);
+    let failure = f.run("provision", &command(&spec, false)).await.unwrap_err();
+    assert_eq!((failure.code.as_str(), failure.retryable), ("conflict", false), "{failure}");
+    assert!(failure.message.contains("not marked"), "{failure}");
+    // Nothing was left behind by the failed provision (one transaction).
+    assert!(!f.role_exists(&name).await?);
+    let refused = f.run("deprovision", &command(&spec, true)).await.unwrap_err();
+    assert_eq!(refused.code, "conflict");
+    assert!(f.schema_exists(&name).await?);
+    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {quoted}.precious"))).execute(&mut admin).await?;
+
+    // Another tenant's marker is not ours either.
+    let other = tenant(&unique_key("owner"), pb::Tier::Bridge);
+    f.provision(&other).await?;
+    let mut impostor = other.clone();
+    impostor.tenant_id = uuid::Uuid::new_v4().to_string();
+    assert_eq!(f.run("provision", &command(&impostor, false)).await.unwrap_err().code, "conflict");
+    assert_eq!(f.run("deprovision", &command(&impostor, true)).await.unwrap_err().code, "conflict");
+    f.provision(&other).await?;
+
+    // A role made by hand.
+    let key = unique_key("byhand");
+    let role = format!("tenant_{}", key.replace('-', "_"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE {}", quote_ident(&role).map_err(anyhow::Error::msg)?)))
+        .execute(&mut admin)
+        .await?;
+    let spec = tenant(&key, pb::Tier::Bridge);
+    assert_eq!(f.run("provision", &command(&spec, false)).await.unwrap_err().code, "conflict");
+    assert_eq!(f.run("deprovision", &command(&spec, true)).await.unwrap_err().code, "conflict");
+    assert!(f.role_exists(&role).await?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn silo_tenants_get_a_database_of_their_own() -> Result<()> {
+    let f = Fixture::new().await?;
+    let spec = tenant(&unique_key("silo"), pb::Tier::Silo);
+    let ok = f.provision(&spec).await?;
+    assert_eq!(ok, f.provision(&spec).await?);
+    let name = ok.outputs["database.name"].clone();
+    assert_eq!(ok.outputs["database.tier"], "silo");
+    assert!(ok.resources.iter().any(|r| r.kind == "postgres.database" && r.external_id == name));
+    let mut inside = f.connect_as(&ok, &name).await?;
+    let (settings,): (i64,) = sqlx::query_as("SELECT count(*) FROM settings").fetch_one(&mut inside).await?;
+    assert_eq!(settings, 3);
+    // Not into the tenant-data database, and others not into this one.
+    assert_eq!(sqlstate(&f.connect_as(&ok, &f.database).await.unwrap_err()).as_deref(), Some("42501"));
+    let neighbour = f.provision(&tenant(&unique_key("next"), pb::Tier::Bridge)).await?;
+    assert_eq!(sqlstate(&f.connect_as(&neighbour, &name).await.unwrap_err()).as_deref(), Some("42501"));
+
+    // A half-made silo (database created, COMMENT not yet) is finished.
+    drop(inside);
+    let mut admin = f.admin().await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "COMMENT ON DATABASE {} IS NULL",
+        quote_ident(&name).map_err(anyhow::Error::msg)?
+    )))
+    .execute(&mut admin)
+    .await?;
+    f.provision(&spec).await?;
+
+    f.deprovision(&spec).await?;
+    f.deprovision(&spec).await?;
+    assert!(!f.database_exists(&name).await?);
+    assert!(!f.role_exists(&ok.outputs["database.role"]).await?);
+
+    // A database of that name that is not ours: conflict, left alone.
+    let key = unique_key("foreign");
+    let foreign = format!("tenant_{}", key.replace('-', "_"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", quote_ident(&foreign).map_err(anyhow::Error::msg)?)))
+        .execute(&mut admin)
+        .await?;
+    let spec = tenant(&key, pb::Tier::Silo);
+    assert_eq!(f.run("provision", &command(&spec, false)).await.unwrap_err().code, "conflict");
+    assert_eq!(f.run("deprovision", &command(&spec, true)).await.unwrap_err().code, "conflict");
+    assert!(f.database_exists(&foreign).await?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn pooled_tenants_are_rows_behind_row_level_security() -> Result<()> {
+    let f = Fixture::new().await?;
+    let one = tenant(&unique_key("poolone"), pb::Tier::Pooled);
+    let two = tenant(&unique_key("pooltwo"), pb::Tier::Pooled);
+    let ok = f.provision(&one).await?;
+    assert_eq!(ok, f.provision(&one).await?);
+    f.provision(&two).await?;
+    assert_eq!(ok.resources[0].kind, "postgres.pooled_tenant");
+    assert!(!ok.outputs.contains_key("database.password_ref"));
+
+    // An application role, as a deployment would make one.
+    let app = format!("app_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let mut admin = f.admin().await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE {app} LOGIN PASSWORD 'app' IN ROLE landlord_pooled_app")))
+        .execute(&mut admin)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "GRANT CONNECT ON DATABASE {} TO {app}",
+        quote_ident(&f.database).map_err(anyhow::Error::msg)?
+    )))
+    .execute(&mut admin)
+    .await?;
+    let options = sqlx::postgres::PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(f.port)
+        .username(&app)
+        .password("app")
+        .database(&f.database);
+    let mut conn = PgConnection::connect_with(&options).await?;
+    let (unset,): (i64,) = sqlx::query_as("SELECT count(*) FROM landlord_pooled.settings").fetch_one(&mut conn).await?;
+    assert_eq!(unset, 0, "no tenant set: no rows");
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT set_config('landlord.tenant_id', $1, true)").bind(&one.tenant_id).execute(&mut *tx).await?;
+    let ids: Vec<(String,)> =
+        sqlx::query_as("SELECT DISTINCT tenant_id FROM landlord_pooled.settings").fetch_all(&mut *tx).await?;
+    assert_eq!(ids, vec![(one.tenant_id.clone(),)]);
+    let sneaky = sqlx::query("INSERT INTO landlord_pooled.settings (tenant_id, name, value) VALUES ($1, 'x', 'y')")
+        .bind(&two.tenant_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&sneaky).as_deref(), Some("42501"), "writing another tenant's row");
+    tx.rollback().await?;
+
+    // The key taken by another tenant id: conflict.
+    let mut impostor = one.clone();
+    impostor.tenant_id = uuid::Uuid::new_v4().to_string();
+    assert_eq!(f.run("provision", &command(&impostor, false)).await.unwrap_err().code, "conflict");
+
+    f.deprovision(&one).await?;
+    f.deprovision(&one).await?;
+    let (left_one, left_two): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE tenant_id = $1), count(*) FILTER (WHERE tenant_id = $2) FROM landlord_pooled.settings",
+    )
+    .bind(&one.tenant_id)
+    .bind(&two.tenant_id)
+    .fetch_one(&mut admin)
+    .await?;
+    assert_eq!((left_one, left_two), (0, 3));
+    Ok(())
+}
+
+#[tokio::test]
+async fn backend_down_is_retryable_and_back_up_succeeds() -> Result<()> {
+    let mut postgres = tokio::task::spawn_blocking(Postgres::start).await??;
+    let db = postgres.fresh_database().await?;
+    let provisioner = Provisioner::connect(settings(&db.url, &SecretsKey::generate()?)?)?;
+    let spec = tenant(&unique_key("flaky"), pb::Tier::Bridge);
+    provisioner.run("provision", &command(&spec, false), &delivery()).await?;
+    let postgres = tokio::task::spawn_blocking(move || postgres.stop().map(|()| postgres)).await??;
+    let mut postgres = postgres;
+    for (action, compensate) in [("provision", false), ("deprovision", true)] {
+        let failure = provisioner.run(action, &command(&spec, compensate), &delivery()).await.unwrap_err();
+        assert!(failure.retryable, "{action}: {failure}");
+    }
+    let silo = tenant(&unique_key("flakysilo"), pb::Tier::Silo);
+    assert!(provisioner.run("provision", &command(&silo, false), &delivery()).await.unwrap_err().retryable);
+    postgres = tokio::task::spawn_blocking(move || postgres.restart().map(|()| postgres)).await??;
+    provisioner.run("deprovision", &command(&spec, true), &delivery()).await?;
+    provisioner.run("provision", &command(&silo, false), &delivery()).await?;
+    provisioner.run("deprovision", &command(&silo, true), &delivery()).await?;
+    drop(postgres);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_fresh_service_reads_back_the_password_with_the_same_key_only() -> Result<()> {
+    let f = Fixture::new().await?;
+    let spec = tenant(&unique_key("keyed"), pb::Tier::Bridge);
+    let ok = f.provision(&spec).await?;
+    let reference = SecretRef::parse(&ok.outputs["database.password_ref"]).context("reference")?;
+    let pool = f.provisioner.pool().clone();
+    let wrong = PgSecretStore::new(pool, SecretsKey::generate()?);
+    assert!(wrong.get(&reference).await.is_err(), "another key cannot open it");
+    // The row cannot be moved under another reference either.
+    sqlx::query("UPDATE landlord_secrets.secrets SET reference = 'landlord-secret:moved' WHERE reference = $1")
+        .bind(reference.as_str())
+        .execute(&mut f.admin().await?)
+        .await?;
+    let moved = SecretRef::parse("landlord-secret:moved").context("reference")?;
+    assert!(f.provisioner.secrets().get(&moved).await.is_err());
+    Ok(())
+}
+
+#[test]
+fn settings_errors_name_the_variable_and_hide_secrets() {
+    let err =
+        |pairs: &[(&str, &str)]| Settings::from_env(&Env::from_pairs(pairs.iter().copied())).unwrap_err().to_string();
+    assert!(err(&[]).starts_with("LANDLORD_TENANT_DATABASE_URL is required"));
+    let e = err(&[("LANDLORD_TENANT_DATABASE_URL", "mysql://u:hunter2@x/y")]);
+    assert!(e.starts_with("LANDLORD_TENANT_DATABASE_URL") && !e.contains("hunter2"), "{e}");
+    let url = ("LANDLORD_TENANT_DATABASE_URL", "postgres://127.0.0.1/t");
+    assert!(err(&[url]).starts_with("LANDLORD_SECRETS_KEY is required"));
+    let e = err(&[url, ("LANDLORD_SECRETS_KEY", "c2hvcnQ=")]);
+    assert!(e.starts_with("LANDLORD_SECRETS_KEY") && e.contains("32 bytes"), "{e}");
+}
+
+#[tokio::test]
+async fn the_service_binary_answers_a_provision_command_over_nats() -> Result<()> {
+    let nats = NatsServer::shared().await;
+    let postgres = tokio::task::spawn_blocking(Postgres::shared).await??;
+    let db = postgres.fresh_database().await?;
+    let namespace = unique_namespace();
+    let key = SecretsKey::generate()?;
+    let service = Process::start(
+        "database",
+        &workspace_binary("landlord-database")?,
+        &[],
+        &[
+            ("LANDLORD_NATS_URL".into(), nats.url()),
+            ("LANDLORD_NAMESPACE".into(), namespace.root().to_owned()),
+            ("LANDLORD_TENANT_DATABASE_URL".into(), db.url.clone()),
+            ("LANDLORD_SECRETS_KEY".into(), key.to_base64()),
+            ("RUST_LOG".into(), "debug".into()),
+        ],
+        &scratch_dir("logs")?,
+    )?;
+    let client = async_nats::connect(nats.url()).await?;
+    let mut answers = client.subscribe(namespace.result_subject("database", "provision")).await?;
+    let env = Env::from_pairs([("LANDLORD_NATS_URL", nats.url()), ("LANDLORD_NAMESPACE", namespace.root().to_owned())]);
+    let sender = Service::build(Config::from("test", &env)?).await?;
+    let publisher = Publisher::new(&sender.broker, "test");
+    let spec = tenant(&unique_key("wire"), pb::Tier::Bridge);
+    publisher
+        .publish(
+            namespace.command_subject("database", "provision"),
+            &command(&spec, false),
+            &Envelope::new("cmd-db-wire"),
+        )
+        .await?;
+    let answer = tokio::time::timeout(WAIT, answers.next()).await?.context("no result")?;
+    let result = pb::StepResult::decode(answer.payload.clone())?;
+    let Some(pb::step_result::Outcome::Ok(ok)) = result.outcome else { anyhow::bail!("not ok: {result:?}") };
+    assert_eq!(result.saga_id, format!("saga-{}", spec.key));
+    // The password: in the store, not on the wire, not in the log.
+    let store = PgSecretStore::new(sqlx::PgPool::connect(&db.url).await?, key);
+    let reference = SecretRef::parse(&ok.outputs["database.password_ref"]).context("reference")?;
+    let password = store.get(&reference).await?.context("kept")?;
+    let wire = answer.payload.to_vec();
+    assert!(!wire.windows(43).any(|w| w == password.expose().as_bytes()));
+    let log = eventually("the service logs the tenant", WAIT, || {
+        let output = service.output();
+        async move { output.contains("bridge tenant ready").then_some(output) }
+    })
+    .await?;
+    assert!(!log.contains(password.expose()), "password in the log");
+    assert!(log.contains(&spec.key) && log.contains(&result.saga_id), "spans carry key and saga id:\n{log}");
+    Ok(())
+}
