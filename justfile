@@ -53,3 +53,7 @@ bench-mail: install
 # Benchmark the database worker: provision/compensation per tier, bridge with 100/1,000/10,000 schemas, durable PostgreSQL → bench/results/database.{json,md}.
 bench-database: install
     RUST_LOG=warn cargo bench -p landlord-database --bench database
+
+# Benchmark the storage worker against s3s-fs, next to bare CreateBucket/DeleteBucket → bench/results/storage.{json,md}.
+bench-storage: install
+    RUST_LOG=warn cargo bench -p landlord-storage --bench storage

@@ -27,18 +27,27 @@
 //! | `LANDLORD_S3_SHARED_BUCKET` | `landlord-pooled` | the pooled tier's shared bucket |
 //! | `LANDLORD_S3_VERSIONING` | `false` | enable versioning on new buckets |
 //! | `LANDLORD_S3_ENCRYPTION` | — | default encryption: `AES256` or `aws:kms` |
-//! | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` | required | credentials |
+//! | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` | — | static credentials |
 //!
-//! Credentials come from the environment only; the AWS SDK's wider chain
-//! (profiles, instance metadata, web identity) is left out to keep the build
-//! lean.
+//! With `AWS_ACCESS_KEY_ID` set, `AWS_SECRET_ACCESS_KEY` is required too and
+//! those keys are used. Without it, credentials come from the standard AWS
+//! chain (aws-config): shared profile files (`AWS_PROFILE`), web identity
+//! (`AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN`), the ECS container
+//! endpoint and EC2 instance metadata — resolved at the first request, so
+//! missing credentials show up as the first step's error, not at start.
+//!
+//! HTTPS uses rustls on *ring* (already in the tree through async-nats);
+//! the SDK's default client would build aws-lc from C.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use aws_config::meta::credentials::CredentialsProviderChain;
+use aws_config::provider_config::ProviderConfig;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    SharedCredentialsProvider,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -46,7 +55,8 @@ use aws_sdk_s3::types::{
     BucketVersioningStatus, Delete, ObjectIdentifier, ServerSideEncryption, ServerSideEncryptionByDefault,
     ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging, VersioningConfiguration,
 };
-use landlord_contract::pb;
+use aws_smithy_http_client::tls;
+use landlord_contract::{TenantKey, pb};
 use landlord_runtime::{ConfigError, DeliveryInfo, Env, StepFailure, StepService};
 use tracing::Instrument as _;
 
@@ -64,9 +74,21 @@ pub struct Settings {
     pub shared_bucket: String,
     pub versioning: bool,
     pub encryption: Option<ServerSideEncryption>,
+    /// Static keys; `None`: the standard AWS credential chain.
+    pub credentials: Option<StaticKeys>,
+}
+
+#[derive(Clone)]
+pub struct StaticKeys {
     pub access_key: String,
     pub secret_key: String,
     pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for StaticKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticKeys").field("access_key", &self.access_key).finish_non_exhaustive()
+    }
 }
 
 impl Settings {
@@ -80,6 +102,30 @@ impl Settings {
         if !bucket_pattern.contains("{key}") {
             return Err(invalid("LANDLORD_S3_BUCKET_PATTERN", &bucket_pattern, "must contain {key}".into()));
         }
+        // A pattern that breaks S3's rules for an ordinary key would fail
+        // every tenant: refuse it at start.
+        check_bucket_name(&bucket_pattern.replace("{key}", "tenant")).map_err(|rule| {
+            invalid("LANDLORD_S3_BUCKET_PATTERN", &bucket_pattern, format!("makes invalid bucket names: {rule}"))
+        })?;
+        let endpoint = env.raw("LANDLORD_S3_ENDPOINT");
+        if let Some(url) = &endpoint {
+            let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+            if rest.is_none_or(|host| host.is_empty() || host.starts_with('/')) {
+                return Err(invalid("LANDLORD_S3_ENDPOINT", url, "expected http://host[:port] or https://…".into()));
+            }
+        }
+        let region = env.string("LANDLORD_S3_REGION", &env.string("AWS_REGION", "us-east-1"));
+        if region.is_empty() || !region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(invalid("LANDLORD_S3_REGION", &region, "expected a region name such as us-east-1".into()));
+        }
+        let credentials = match env.raw("AWS_ACCESS_KEY_ID") {
+            Some(access_key) if !access_key.is_empty() => Some(StaticKeys {
+                access_key,
+                secret_key: env.required("AWS_SECRET_ACCESS_KEY", "the secret key for AWS_ACCESS_KEY_ID")?,
+                session_token: env.raw("AWS_SESSION_TOKEN").filter(|t| !t.is_empty()),
+            }),
+            _ => None,
+        };
         let shared_bucket = env.string("LANDLORD_S3_SHARED_BUCKET", "landlord-pooled");
         check_bucket_name(&shared_bucket).map_err(|p| invalid("LANDLORD_S3_SHARED_BUCKET", &shared_bucket, p))?;
         let encryption = match env.raw("LANDLORD_S3_ENCRYPTION") {
@@ -89,25 +135,58 @@ impl Settings {
             Some(v) => return Err(invalid("LANDLORD_S3_ENCRYPTION", &v, "expected AES256 or aws:kms".into())),
         };
         Ok(Self {
-            endpoint: env.raw("LANDLORD_S3_ENDPOINT"),
-            region: env.string("LANDLORD_S3_REGION", "us-east-1"),
+            endpoint,
+            region,
             path_style: env.parse("LANDLORD_S3_PATH_STYLE", false)?,
             bucket_pattern,
             shared_bucket,
             versioning: env.parse("LANDLORD_S3_VERSIONING", false)?,
             encryption,
-            access_key: env.required("AWS_ACCESS_KEY_ID", "the S3 access key")?,
-            secret_key: env.required("AWS_SECRET_ACCESS_KEY", "the S3 secret key")?,
-            session_token: env.raw("AWS_SESSION_TOKEN"),
+            credentials,
         })
     }
 
     pub fn client(&self) -> Client {
-        let credentials =
-            Credentials::new(&self.access_key, &self.secret_key, self.session_token.clone(), None, "environment");
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+            .build_https();
+        let region = Region::new(self.region.clone());
+        let credentials = match &self.credentials {
+            Some(keys) => SharedCredentialsProvider::new(Credentials::new(
+                &keys.access_key,
+                &keys.secret_key,
+                keys.session_token.clone(),
+                None,
+                "LANDLORD environment",
+            )),
+            None => {
+                // aws-config's default chain, built synchronously (its own
+                // builder is async) and on the same HTTP client.
+                let conf =
+                    ProviderConfig::without_region().with_region(Some(region.clone())).with_http_client(http.clone());
+                use aws_config::{ecs, environment, imds, profile, web_identity_token};
+                SharedCredentialsProvider::new(
+                    CredentialsProviderChain::first_try(
+                        "Environment",
+                        environment::EnvironmentVariableCredentialsProvider::new(),
+                    )
+                    .or_else("Profile", profile::ProfileFileCredentialsProvider::builder().configure(&conf).build())
+                    .or_else(
+                        "WebIdentityToken",
+                        web_identity_token::WebIdentityTokenCredentialsProvider::builder().configure(&conf).build(),
+                    )
+                    .or_else("EcsContainer", ecs::EcsCredentialsProvider::builder().configure(&conf).build())
+                    .or_else(
+                        "Ec2InstanceMetadata",
+                        imds::credentials::ImdsCredentialsProvider::builder().configure(&conf).build(),
+                    ),
+                )
+            }
+        };
         let mut config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(self.region.clone()))
+            .http_client(http)
+            .region(region)
             .credentials_provider(credentials)
             .force_path_style(self.path_style)
             // Checksums only where S3 requires them: S3-compatible servers
@@ -185,7 +264,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
             let status = e.raw().status().as_u16();
             let code = e.err().code().unwrap_or("unknown").to_owned();
             let message = format!("{what}: {code} (HTTP {status}): {}", e.err().message().unwrap_or(""));
-            if status >= 500 || status == 429 || code == "SlowDown" || code == "RequestTimeout" {
+            if status >= 500 || status == 429 || transient(&code) {
                 StepFailure::retryable(code, message)
             } else {
                 StepFailure::permanent(code, message)
@@ -193,6 +272,19 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
         }
         other => StepFailure::permanent("s3_error", format!("{what}: {other}")),
     }
+}
+
+/// Codes S3 documents as "try again" whatever the HTTP status.
+fn transient(code: &str) -> bool {
+    matches!(
+        code,
+        "SlowDown" | "RequestTimeout" | "OperationAborted" | "InternalError" | "ServiceUnavailable" | "Throttling"
+    )
+}
+
+/// The server does not implement this call (s3s-fs: tagging, versioning).
+fn unsupported<E: ProvideErrorMetadata>(error: &SdkError<E, Response>) -> bool {
+    matches!(code_of(error), Some("NotImplemented" | "MethodNotAllowed")) || status_of(error) == Some(501)
 }
 
 fn code_of<E: ProvideErrorMetadata>(error: &SdkError<E, Response>) -> Option<&str> {
@@ -252,7 +344,15 @@ impl Storage {
 
     fn place(&self, tenant: &pb::TenantSpec) -> Result<Place, StepFailure> {
         if tenant.tier == pb::Tier::Pooled as i32 {
-            Ok(Place { bucket: self.settings.shared_bucket.clone(), prefix: format!("tenants/{}/", tenant.key) })
+            // The key becomes part of an object key: checked here too, since
+            // `one/two` would land inside tenant `one`'s prefix.
+            let key = TenantKey::parse(&tenant.key).map_err(|e| {
+                StepFailure::permanent(
+                    "invalid_tenant_key",
+                    format!("no prefix for key {:?}: {}: {e}", tenant.key, e.rule()),
+                )
+            })?;
+            Ok(Place { bucket: self.settings.shared_bucket.clone(), prefix: format!("tenants/{}/", key.as_str()) })
         } else {
             Ok(Place { bucket: self.settings.bucket_for(&tenant.key)?, prefix: String::new() })
         }
@@ -273,6 +373,10 @@ impl Storage {
                 let listed =
                     self.client.list_objects_v2().bucket(&place.bucket).prefix(&place.prefix).max_keys(1).send().await;
                 match listed {
+                    Ok(page) if page.contents().is_empty() && place.prefix.is_empty() => {
+                        // An empty bucket may still carry a tenant tag.
+                        Ok(self.tagged_tenant(&place.bucket).await?.map_or(Owner::Empty, Owner::Tenant))
+                    }
                     Ok(page) if page.contents().is_empty() => Ok(Owner::Empty),
                     Ok(_) => Ok(Owner::Unmarked),
                     Err(e) if code_of(&e) == Some("NoSuchBucket") => Ok(Owner::Missing),
@@ -283,10 +387,31 @@ impl Storage {
         }
     }
 
+    /// The `landlord-tenant` tag of a bucket, where the server keeps tags.
+    async fn tagged_tenant(&self, bucket: &str) -> Result<Option<String>, StepFailure> {
+        match self.client.get_bucket_tagging().bucket(bucket).send().await {
+            Ok(tags) => Ok(tags.tag_set().iter().find(|t| t.key() == TAG).map(|t| t.value().to_owned())),
+            // No tags, no tagging on this server, or no bucket: no tag to go by.
+            Err(e)
+                if matches!(code_of(&e), Some("NoSuchTagSet" | "NoSuchTagSetError" | "NoSuchBucket"))
+                    || unsupported(&e) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(classify("reading the bucket's tags", &e)),
+        }
+    }
+
     async fn create(&self, tenant: &pb::TenantSpec) -> Result<pb::StepOk, StepFailure> {
         let place = self.place(tenant)?;
         let own_bucket = place.prefix.is_empty();
-        match self.owner(&place).await? {
+        let mut owner = self.owner(&place).await?;
+        if owner == Owner::Missing && !self.create_bucket(&place.bucket).await? {
+            // It appeared since we looked (a concurrent delivery, or another
+            // pooled tenant creating the shared bucket): look again.
+            owner = self.owner(&place).await?;
+        }
+        match owner {
             Owner::Tenant(id) if id == tenant.tenant_id => {
                 tracing::info!(bucket = %place.bucket, "already there and ours");
                 return Ok(self.created(tenant, &place));
@@ -303,8 +428,7 @@ impl Storage {
                     format!("{}/{} exists with objects and no Landlord marker", place.bucket, place.prefix),
                 ));
             }
-            Owner::Missing => self.create_bucket(&place.bucket).await?,
-            Owner::Empty => {}
+            Owner::Missing | Owner::Empty => {}
         }
         if own_bucket {
             self.configure(&place.bucket, &tenant.tenant_id).await?;
@@ -322,7 +446,9 @@ impl Storage {
         Ok(self.created(tenant, &place))
     }
 
-    async fn create_bucket(&self, bucket: &str) -> Result<(), StepFailure> {
+    /// Creates the bucket: `true` if this call made it, `false` if it was
+    /// already there and reachable with our credentials.
+    async fn create_bucket(&self, bucket: &str) -> Result<bool, StepFailure> {
         let mut request = self.client.create_bucket().bucket(bucket);
         if self.settings.region != "us-east-1" {
             request = request.create_bucket_configuration(
@@ -332,11 +458,22 @@ impl Storage {
             );
         }
         match request.send().await {
-            Ok(_) => Ok(()),
-            // Ours but unmarked: a concurrent delivery created it a moment ago.
-            Err(e) if code_of(&e) == Some("BucketAlreadyOwnedByYou") => Ok(()),
+            Ok(_) => Ok(true),
+            Err(e) if code_of(&e) == Some("BucketAlreadyOwnedByYou") => Ok(false),
+            // AWS: another account's. Other servers (s3s-fs, older MinIO)
+            // answer this for buckets of ours too: a HEAD tells them apart.
             Err(e) if code_of(&e) == Some("BucketAlreadyExists") => {
-                Err(StepFailure::permanent("conflicting_owner", format!("bucket {bucket} is taken by another account")))
+                match self.client.head_bucket().bucket(bucket).send().await {
+                    Ok(_) => Ok(false),
+                    Err(e) if status_of(&e).is_some_and(|s| s < 500) => Err(StepFailure::permanent(
+                        "conflicting_owner",
+                        format!(
+                            "bucket {bucket} exists and is not ours (HEAD answers HTTP {})",
+                            status_of(&e).unwrap_or(0)
+                        ),
+                    )),
+                    Err(e) => Err(classify("checking an existing bucket", &e)),
+                }
             }
             Err(e) => Err(classify("creating the bucket", &e)),
         }
@@ -344,9 +481,6 @@ impl Storage {
 
     /// Tag, encryption and versioning, each where the server supports it.
     async fn configure(&self, bucket: &str, tenant_id: &str) -> Result<(), StepFailure> {
-        let unsupported = |code: Option<&str>, status: Option<u16>| {
-            matches!(code, Some("NotImplemented" | "MethodNotAllowed")) || status == Some(501)
-        };
         let tag = Tag::builder()
             .key(TAG)
             .value(tenant_id)
@@ -356,7 +490,7 @@ impl Storage {
             Tagging::builder().tag_set(tag).build().map_err(|e| StepFailure::permanent("tag", e.to_string()))?;
         match self.client.put_bucket_tagging().bucket(bucket).tagging(tagging).send().await {
             Ok(_) => {}
-            Err(e) if unsupported(code_of(&e), status_of(&e)) => {
+            Err(e) if unsupported(&e) => {
                 tracing::debug!(bucket, "tagging not supported here; the marker object proves ownership");
             }
             Err(e) => return Err(classify("tagging the bucket", &e)),
@@ -383,7 +517,7 @@ impl Storage {
                 .await
             {
                 Ok(_) => {}
-                Err(e) if unsupported(code_of(&e), status_of(&e)) => {
+                Err(e) if unsupported(&e) => {
                     tracing::warn!(bucket, "default encryption is not supported by this S3 server");
                 }
                 Err(e) => return Err(classify("setting default encryption", &e)),
@@ -393,7 +527,7 @@ impl Storage {
             let versioning = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
             match self.client.put_bucket_versioning().bucket(bucket).versioning_configuration(versioning).send().await {
                 Ok(_) => {}
-                Err(e) if unsupported(code_of(&e), status_of(&e)) => {
+                Err(e) if unsupported(&e) => {
                     tracing::warn!(bucket, "versioning is not supported by this S3 server");
                 }
                 Err(e) => return Err(classify("enabling versioning", &e)),
@@ -501,10 +635,13 @@ impl Storage {
                 .await
                 .map_err(|e| classify("deleting objects", &e))?;
             if let Some(error) = answer.errors().first() {
-                return Err(StepFailure::retryable(
-                    error.code().unwrap_or("delete_failed"),
-                    format!("deleting {:?}: {}", error.key(), error.message().unwrap_or("")),
-                ));
+                let code = error.code().unwrap_or("delete_failed");
+                let message = format!("deleting {:?}: {code}: {}", error.key(), error.message().unwrap_or(""));
+                return Err(if code == "AccessDenied" {
+                    StepFailure::permanent(code, message)
+                } else {
+                    StepFailure::retryable(code, message)
+                });
             }
         }
     }
@@ -534,13 +671,9 @@ impl Storage {
                 }
             }
             Err(e) if code_of(&e) == Some("NoSuchBucket") => return Ok(Vec::new()),
-            Err(e)
-                if !matches!(code_of(&e), Some("NotImplemented" | "MethodNotAllowed"))
-                    && status_of(&e) != Some(501) =>
-            {
-                return Err(classify("listing object versions", &e));
-            }
-            Err(_) => {}
+            // No versions on this server: plain listing below.
+            Err(e) if unsupported(&e) => {}
+            Err(e) => return Err(classify("listing object versions", &e)),
         }
         let page =
             match self.client.list_objects_v2().bucket(&place.bucket).prefix(&place.prefix).max_keys(1000).send().await

@@ -148,17 +148,96 @@ async fn a_bucket_that_is_not_ours_is_a_permanent_conflict_and_is_never_deleted(
 }
 
 #[tokio::test]
-async fn hostile_keys_never_make_a_bucket_name() -> Result<()> {
+async fn hostile_keys_never_make_a_bucket_name_or_a_prefix() -> Result<()> {
     let s3 = S3Server::start().await?;
     let storage = storage(&s3)?;
-    for key in ["Acme", "acme_corp", "a;b", "../etc", "x".repeat(60).as_str(), "acme-", "ac\u{0435}me"] {
+    let long = "x".repeat(60);
+    // Sent straight to the service, as if the orchestrator's validation had
+    // been bypassed; each names the S3 rule it breaks.
+    for (key, rule) in [
+        ("Acme", "lowercase"),
+        ("acme_corp", "lowercase"),
+        ("a;b", "lowercase"),
+        ("../etc", "lowercase"),
+        (long.as_str(), "3 to 63"),
+        ("acme-", "begin and end"),
+        ("acme..corp", "adjacent periods"),
+        ("ac\u{0435}me", "lowercase"),
+        ("", "begin and end"),
+    ] {
         let error = run(&storage, "create_bucket", &tenant(key, pb::Tier::Bridge)).await.expect_err(key);
-        assert!(!error.retryable && error.code == "invalid_bucket_name", "{key}: {error}");
-        assert!(error.message.contains("S3's rules"), "{error}");
+        assert!(!error.retryable && error.code == "invalid_bucket_name", "{key:?}: {error}");
+        assert!(error.message.contains("S3's rules") && error.message.contains(rule), "{key:?}: {error}");
+        let error = run(&storage, "delete_bucket", &tenant(key, pb::Tier::Bridge)).await.expect_err(key);
+        assert!(!error.retryable && error.code == "invalid_bucket_name", "{key:?}: {error}");
+    }
+    // Pooled: a key is part of an object key; `one/two` would sit inside
+    // tenant `one`'s prefix.
+    for (key, rule) in
+        [("one/two", "tenant_key.character"), ("../one", "tenant_key.first_character"), ("", "tenant_key.too_short")]
+    {
+        let error = run(&storage, "create_bucket", &tenant(key, pb::Tier::Pooled)).await.expect_err(key);
+        assert!(!error.retryable && error.code == "invalid_tenant_key", "{key:?}: {error}");
+        assert!(error.message.contains(rule), "{key:?}: {error}");
     }
     let buckets = storage.client().list_buckets().send().await?;
-    assert!(buckets.buckets().is_empty());
+    assert!(buckets.buckets().is_empty(), "nothing was created: {:?}", buckets.buckets());
     Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_creates_all_succeed() -> Result<()> {
+    let s3 = S3Server::start().await?;
+    let storage = storage(&s3)?;
+    // Two deliveries of one command at once, and the first pooled tenants
+    // racing to create the shared bucket.
+    let twice = tenant("twice", pb::Tier::Bridge);
+    let (one, two, three) =
+        (tenant("one", pb::Tier::Pooled), tenant("two", pb::Tier::Pooled), tenant("three", pb::Tier::Pooled));
+    let (a, b, c, d, e) = tokio::join!(
+        run(&storage, "create_bucket", &twice),
+        run(&storage, "create_bucket", &twice),
+        run(&storage, "create_bucket", &one),
+        run(&storage, "create_bucket", &two),
+        run(&storage, "create_bucket", &three),
+    );
+    for outcome in [a, b, c, d, e] {
+        outcome?;
+    }
+    assert_eq!(keys(&storage, "landlord-twice", "").await?, [MARKER]);
+    let pooled = keys(&storage, "landlord-pooled", "").await?;
+    assert_eq!(pooled.len(), 3, "{pooled:?}");
+    Ok(())
+}
+
+#[test]
+fn bad_settings_name_the_variable() {
+    let with = |extra: &[(&str, &str)]| {
+        let mut pairs = vec![("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")];
+        pairs.extend_from_slice(extra);
+        Settings::from_env(&Env::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    assert!(with(&[]).is_ok());
+    for (var, value) in [
+        ("LANDLORD_S3_BUCKET_PATTERN", "tenant"),
+        ("LANDLORD_S3_BUCKET_PATTERN", "Tenants_{key}"),
+        ("LANDLORD_S3_SHARED_BUCKET", "x"),
+        ("LANDLORD_S3_ENDPOINT", "localhost:9000"),
+        ("LANDLORD_S3_PATH_STYLE", "maybe"),
+        ("LANDLORD_S3_VERSIONING", "yes please"),
+        ("LANDLORD_S3_ENCRYPTION", "rot13"),
+        ("LANDLORD_S3_REGION", "us east"),
+    ] {
+        let error = with(&[(var, value)]).expect_err(var);
+        assert!(error.contains(var), "{var}={value}: {error}");
+    }
+    let only_key = Settings::from_env(&Env::from_pairs([("AWS_ACCESS_KEY_ID", "k")])).expect_err("no secret");
+    assert!(only_key.to_string().contains("AWS_SECRET_ACCESS_KEY"), "{only_key}");
+    // No static keys: the standard AWS chain, resolved at the first request.
+    let chain = Settings::from_env(&Env::from_pairs(Vec::<(String, String)>::new())).expect("defaults are valid");
+    assert!(chain.credentials.is_none());
 }
 
 #[tokio::test]

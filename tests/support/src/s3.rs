@@ -28,6 +28,14 @@ pub struct S3Server {
 }
 
 impl S3Server {
+    /// The server shared by the tests of this test binary, started on first
+    /// use. Tests that share it must keep apart through their own bucket
+    /// names; tests that kill it or count buckets start their own.
+    pub async fn shared() -> &'static S3Server {
+        static SHARED: tokio::sync::OnceCell<S3Server> = tokio::sync::OnceCell::const_new();
+        SHARED.get_or_init(|| async { S3Server::start().await.unwrap_or_else(|e| panic!("{e:#}")) }).await
+    }
+
     pub async fn start() -> anyhow::Result<Self> {
         let dir = scratch_dir("s3")?;
         std::fs::create_dir_all(dir.join("data"))?;
