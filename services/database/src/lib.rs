@@ -320,7 +320,7 @@ impl<S: SecretStore> Provisioner<S> {
 
     /// The tenant's password: the one kept for it, or a new one, kept first.
     async fn password(&self, tenant: &Tenant) -> Result<(SecretRef, Password), StepFailure> {
-        let reference = SecretRef::database_password(&tenant.id);
+        let reference = secrets::database_password_ref(&tenant.id);
         let candidate = Password::generate().map_err(failure::from_secret)?;
         let kept =
             self.secrets.put_if_absent(&reference, &tenant.id, &candidate).await.map_err(failure::from_secret)?;
@@ -381,7 +381,7 @@ impl<S: SecretStore> Provisioner<S> {
         }
         if tenant.tier != pb::Tier::Pooled {
             // Last: a compensation that failed above can still find it.
-            let reference = SecretRef::database_password(&tenant.id);
+            let reference = secrets::database_password_ref(&tenant.id);
             self.secrets.delete(&reference).await.map_err(failure::from_secret)?;
         }
         Ok(pb::StepOk::default())

@@ -17,7 +17,7 @@ use std::future::Future;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+pub use landlord_runtime::secrets::{SecretRef, SecretsKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use sqlx::PgPool;
 
@@ -72,30 +72,10 @@ impl fmt::Debug for Password {
     }
 }
 
-/// Where a secret is kept: `landlord-secret:database/<tenant id>/password`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SecretRef(String);
-
-impl SecretRef {
-    const SCHEME: &'static str = "landlord-secret:";
-
-    pub fn database_password(tenant_id: &str) -> Self {
-        Self(format!("{}database/{tenant_id}/password", Self::SCHEME))
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        raw.starts_with(Self::SCHEME).then(|| Self(raw.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for SecretRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Where a tenant's database password is kept:
+/// `landlord-secret:database/<tenant id>/password`.
+pub fn database_password_ref(tenant_id: &str) -> SecretRef {
+    SecretRef::new("database", tenant_id, "password")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +86,16 @@ pub enum SecretError {
     Decrypt(SecretRef),
     #[error("the system random number generator failed")]
     Random,
+}
+
+impl From<landlord_runtime::secrets::SecretError> for SecretError {
+    fn from(error: landlord_runtime::secrets::SecretError) -> Self {
+        match error {
+            landlord_runtime::secrets::SecretError::Decrypt(reference) => Self::Decrypt(reference),
+            // Sealing and opening fail only for want of randomness or a bad key.
+            _ => Self::Random,
+        }
+    }
 }
 
 /// Keeps secrets by reference.
@@ -123,52 +113,6 @@ pub trait SecretStore: Send + Sync + 'static {
 
     /// Forgets the secret; nothing kept is fine.
     fn delete(&self, reference: &SecretRef) -> impl Future<Output = Result<(), SecretError>> + Send;
-}
-
-/// The key of [`PgSecretStore`], from `LANDLORD_SECRETS_KEY`.
-#[derive(Clone)]
-pub struct SecretsKey {
-    bytes: [u8; 32],
-}
-
-impl fmt::Debug for SecretsKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretsKey({})", self.id())
-    }
-}
-
-impl SecretsKey {
-    /// Standard base64 of exactly 32 bytes (`openssl rand -base64 32`).
-    pub fn from_base64(encoded: &str) -> Result<Self, String> {
-        let bytes = STANDARD
-            .decode(encoded.trim())
-            .map_err(|e| format!("expected the base64 of 32 random bytes (openssl rand -base64 32): {e}"))?;
-        let bytes: [u8; 32] = bytes
-            .try_into()
-            .map_err(|b: Vec<u8>| format!("expected 32 bytes, got {} (openssl rand -base64 32)", b.len()))?;
-        Ok(Self { bytes })
-    }
-
-    pub fn generate() -> Result<Self, SecretError> {
-        let mut bytes = [0u8; 32];
-        SystemRandom::new().fill(&mut bytes).map_err(|_| SecretError::Random)?;
-        Ok(Self { bytes })
-    }
-
-    pub fn to_base64(&self) -> String {
-        STANDARD.encode(self.bytes)
-    }
-
-    /// Names the key without revealing it (stored with each row, so a
-    /// rotation can find what the old key sealed).
-    pub fn id(&self) -> String {
-        let digest = ring::digest::digest(&ring::digest::SHA256, &self.bytes);
-        digest.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    fn aead(&self) -> Result<LessSafeKey, SecretError> {
-        UnboundKey::new(&CHACHA20_POLY1305, &self.bytes).map(LessSafeKey::new).map_err(|_| SecretError::Random)
-    }
 }
 
 /// [`SecretStore`] on an encrypted PostgreSQL table.
@@ -201,29 +145,13 @@ impl PgSecretStore {
     }
 
     fn seal(&self, reference: &SecretRef, password: &Password) -> Result<(Vec<u8>, Vec<u8>), SecretError> {
-        let mut nonce = [0u8; 12];
-        SystemRandom::new().fill(&mut nonce).map_err(|_| SecretError::Random)?;
-        let mut sealed = password.expose().as_bytes().to_vec();
-        self.key
-            .aead()?
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(reference.as_str().as_bytes()),
-                &mut sealed,
-            )
-            .map_err(|_| SecretError::Random)?;
-        Ok((nonce.to_vec(), sealed))
+        let sealed = self.key.seal(reference, password.expose().as_bytes())?;
+        Ok((sealed.nonce.to_vec(), sealed.ciphertext))
     }
 
-    fn open(&self, reference: &SecretRef, nonce: &[u8], mut sealed: Vec<u8>) -> Result<Password, SecretError> {
-        let fail = || SecretError::Decrypt(reference.clone());
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| fail())?;
-        let plain = self
-            .key
-            .aead()?
-            .open_in_place(nonce, Aad::from(reference.as_str().as_bytes()), &mut sealed)
-            .map_err(|_| fail())?;
-        String::from_utf8(plain.to_vec()).map(Password).map_err(|_| fail())
+    fn open(&self, reference: &SecretRef, nonce: &[u8], sealed: Vec<u8>) -> Result<Password, SecretError> {
+        let plain = self.key.open(reference, nonce, sealed)?;
+        String::from_utf8(plain).map(Password).map_err(|_| SecretError::Decrypt(reference.clone()))
     }
 }
 
@@ -287,13 +215,5 @@ mod tests {
         assert!(v.starts_with("SCRAM-SHA-256$4096:"), "{v}");
         assert!(!v.contains("secret"));
         assert_ne!(v, p.scram_verifier().unwrap(), "a fresh salt each time");
-    }
-
-    #[test]
-    fn keys_parse_from_base64_of_32_bytes() {
-        let key = SecretsKey::generate().unwrap();
-        assert_eq!(SecretsKey::from_base64(&key.to_base64()).unwrap().id(), key.id());
-        assert!(SecretsKey::from_base64("c2hvcnQ=").unwrap_err().contains("expected 32 bytes"));
-        assert!(SecretsKey::from_base64("not base64!").is_err());
     }
 }
