@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use landlord_contract::pb;
-use landlord_notification::{Kind, Ledger, Mailer, Notifier, Settings, SmtpSettings, Templates};
+use landlord_notification::{FirstPassword, Kind, Ledger, Mailer, Notifier, Settings, SmtpSettings, Templates};
 use landlord_runtime::{DeliveryInfo, Env, StepService};
 use landlord_testkit::{NatsServer, SmtpCapture, unique_namespace};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
@@ -97,7 +97,9 @@ async fn main() -> Result<()> {
     })
     .await?;
 
-    let message = notifier.compose(Kind::Welcome, &command(0), "bench").map_err(anyhow::Error::new)?;
+    let message = notifier
+        .compose(Kind::Welcome, &command(0), "bench", &FirstPassword::ForgotPassword)
+        .map_err(anyhow::Error::new)?;
     let (envelope, bytes) = (message.envelope().clone(), message.formatted());
 
     let mailer = Mailer::new(SmtpSettings::parse(&smtp.url()).map_err(anyhow::Error::msg)?);

@@ -21,6 +21,16 @@
 //! | `LANDLORD_APP_URL` | `https://{domain}` | application link; `{domain}` is the tenant's first domain (else `{key}.localhost`) |
 //! | `LANDLORD_SUPPORT_EMAIL` | `support@landlord.localhost` | where to ask |
 //! | `LANDLORD_MAIL_LEDGER_TTL` | `30d` | how long sent-mail records are kept |
+//! | `LANDLORD_SECRETS_KEY` | — | base64 of 32 random bytes, the same as the idp worker's: lets the welcome mail carry the admin's temporary password |
+//! | `LANDLORD_SECRETS_TTL` | `7d` | how long a sealed secret waits in the `<namespace>_secrets` bucket |
+//!
+//! The admin's temporary password reaches the welcome mail through the
+//! secret store, never through the command: the idp worker seals it in the
+//! `<namespace>_secrets` key-value bucket and reports only
+//! `idp.admin_password_ref`, which the orchestrator passes on as an input.
+//! The mail is the one place the password is written out; once it is sent
+//! the sealed copy is purged. A reference whose secret is gone (expired)
+//! still gets its welcome mail, which then points to "Forgot password?".
 
 pub mod ledger;
 pub mod smtp;
@@ -32,7 +42,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use landlord_contract::pb;
-use landlord_runtime::{ConfigError, DeliveryInfo, Env, StepFailure, StepService};
+use landlord_runtime::secrets::{SECRETS_KEY_VAR, SecretError};
+use landlord_runtime::{ConfigError, DeliveryInfo, Env, KvSecrets, SecretRef, SecretsKey, StepFailure, StepService};
 use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
 use tracing::Instrument as _;
@@ -54,6 +65,10 @@ pub struct Settings {
     pub app_url: String,
     pub support_email: String,
     pub ledger_ttl: Duration,
+    /// Opens sealed temporary passwords; without it a password reference
+    /// is refused.
+    pub secrets_key: Option<SecretsKey>,
+    pub secrets_ttl: Duration,
 }
 
 impl Settings {
@@ -76,7 +91,45 @@ impl Settings {
             app_url: env.string("LANDLORD_APP_URL", "https://{domain}"),
             support_email: env.string("LANDLORD_SUPPORT_EMAIL", "support@landlord.localhost"),
             ledger_ttl: env.duration("LANDLORD_MAIL_LEDGER_TTL", Duration::from_secs(30 * 24 * 3600))?,
+            secrets_key: secrets_key(env)?,
+            secrets_ttl: env.duration("LANDLORD_SECRETS_TTL", Duration::from_secs(7 * 24 * 3600))?,
         })
+    }
+}
+
+/// `LANDLORD_SECRETS_KEY`, if set.
+pub fn secrets_key(env: &Env) -> Result<Option<SecretsKey>, ConfigError> {
+    env.raw(SECRETS_KEY_VAR)
+        .map(|key| {
+            SecretsKey::from_base64(&key).map_err(|problem| ConfigError::Invalid {
+                var: SECRETS_KEY_VAR.into(),
+                value: "(hidden)".into(),
+                problem,
+            })
+        })
+        .transpose()
+}
+
+/// What the welcome mail says about the admin's first password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirstPassword {
+    /// The temporary password, opened from the secret store.
+    Temporary(String),
+    /// Keycloak mailed a link to choose one.
+    LinkMailed,
+    /// Nothing was sent: the sign-in page's "Forgot password?" it is.
+    ForgotPassword,
+}
+
+impl FirstPassword {
+    fn instructions(&self) -> String {
+        match self {
+            Self::Temporary(password) => {
+                format!("Temporary password: {password}\nYou will be asked to choose your own when you first sign in.")
+            }
+            Self::LinkMailed => "We sent you a separate mail with a link to choose your password.".into(),
+            Self::ForgotPassword => "To choose your password, use \"Forgot password?\" on the sign-in page.".into(),
+        }
     }
 }
 
@@ -87,16 +140,54 @@ pub struct Notifier {
     templates: Arc<Templates>,
     mailer: Arc<Mailer>,
     ledger: Ledger,
+    secrets: Option<KvSecrets>,
 }
 
 impl Notifier {
     pub fn new(settings: Settings, templates: Templates, ledger: Ledger) -> Self {
         let mailer = Arc::new(Mailer::new(settings.smtp.clone()));
-        Self { settings: Arc::new(settings), templates: Arc::new(templates), mailer, ledger }
+        Self { settings: Arc::new(settings), templates: Arc::new(templates), mailer, ledger, secrets: None }
+    }
+
+    /// Lets welcome mails carry temporary passwords from `secrets`.
+    pub fn with_secrets(mut self, secrets: KvSecrets) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    /// What the welcome mail for `command` says about the first password.
+    pub async fn first_password(&self, command: &pb::StepCommand) -> Result<FirstPassword, StepFailure> {
+        let Some(raw) = command.inputs.get("idp.admin_password_ref") else {
+            return Ok(match command.inputs.get("idp.password_delivery").map(String::as_str) {
+                Some("keycloak-email") => FirstPassword::LinkMailed,
+                _ => FirstPassword::ForgotPassword,
+            });
+        };
+        let reference = SecretRef::parse(raw)
+            .ok_or_else(|| StepFailure::permanent("bad_secret_ref", format!("{raw:?} is not a secret reference")))?;
+        let secrets = self.secrets.as_ref().ok_or_else(|| {
+            StepFailure::permanent(
+                "secrets_unconfigured",
+                format!("the welcome mail should carry a temporary password but {SECRETS_KEY_VAR} is not set"),
+            )
+        })?;
+        match secrets.get(&reference).await.map_err(secret_failure)? {
+            Some(password) => Ok(FirstPassword::Temporary(password)),
+            None => {
+                tracing::warn!(%reference, "the temporary password is no longer kept; the mail points to Forgot password");
+                Ok(FirstPassword::ForgotPassword)
+            }
+        }
     }
 
     /// Builds the mail `kind` for `command`, or says why it cannot be sent.
-    pub fn compose(&self, kind: Kind, command: &pb::StepCommand, message_id: &str) -> Result<Message, StepFailure> {
+    pub fn compose(
+        &self,
+        kind: Kind,
+        command: &pb::StepCommand,
+        message_id: &str,
+        first_password: &FirstPassword,
+    ) -> Result<Message, StepFailure> {
         let tenant =
             command.tenant.as_ref().ok_or_else(|| StepFailure::permanent("no_tenant", "command has no tenant"))?;
         let admin = tenant.admin.clone().unwrap_or_default();
@@ -118,7 +209,7 @@ impl Notifier {
         })?;
         let name = format!("{} {}", admin.first_name, admin.last_name).trim().to_owned();
         let to = Mailbox::new((!name.is_empty()).then_some(name), address);
-        let rendered = self.templates.render(kind, &self.values(tenant, &admin, command));
+        let rendered = self.templates.render(kind, &self.values(tenant, &admin, command, first_password));
         Message::builder()
             .from(self.settings.from.clone())
             .to(to)
@@ -133,6 +224,7 @@ impl Notifier {
         tenant: &pb::TenantSpec,
         admin: &pb::AdminContact,
         command: &pb::StepCommand,
+        first_password: &FirstPassword,
     ) -> HashMap<&'static str, String> {
         let s = &self.settings;
         let domain = tenant.domains.first().cloned().unwrap_or_else(|| format!("{}.localhost", tenant.key));
@@ -144,6 +236,8 @@ impl Notifier {
             ("tenant_name", name),
             ("admin_first_name", admin.first_name.clone()),
             ("admin_last_name", admin.last_name.clone()),
+            ("admin_username", input("idp.admin_username").unwrap_or_else(|| admin.email.trim().to_lowercase())),
+            ("password_instructions", first_password.instructions()),
             ("login_url", input("idp.login_url").unwrap_or_else(|| expand(&s.login_url))),
             ("admin_portal_url", input("idp.admin_portal_url").unwrap_or_else(|| expand(&s.admin_portal_url))),
             ("app_url", expand(&s.app_url)),
@@ -178,9 +272,8 @@ impl StepService for Notifier {
 
 impl Notifier {
     async fn send(&self, kind: Kind, command: &pb::StepCommand, message_id: &str) -> Result<pb::StepOk, StepFailure> {
-        let message = self.compose(kind, command, message_id)?;
         let outputs = HashMap::from([("notification.message_id".to_owned(), ledger::key_for(message_id))]);
-        match self.ledger.claim(message_id).await? {
+        let revision = match self.ledger.claim(message_id).await? {
             Claim::AlreadySent => {
                 tracing::info!(message_id, "mail already sent for this command; not sending it again");
                 return Ok(pb::StepOk { resources: Vec::new(), outputs });
@@ -188,19 +281,47 @@ impl Notifier {
             Claim::Busy => {
                 return Err(StepFailure::retryable("mail_in_progress", "another delivery of this command is sending"));
             }
-            Claim::Mine(revision) => {
-                if let Err(error) = self.mailer.send(message.envelope(), &message.formatted()).await {
-                    self.ledger.release(message_id, revision).await;
-                    tracing::warn!(%error, "mail not sent");
-                    return Err(match error {
-                        smtp::SendError::Transient(m) => StepFailure::retryable("smtp_transient", m),
-                        smtp::SendError::Permanent(m) => StepFailure::permanent("smtp_rejected", m),
-                    });
+            Claim::Mine(revision) => revision,
+        };
+        let first_password = match kind {
+            Kind::Welcome => self.first_password(command).await,
+            Kind::ProvisioningFailed => Ok(FirstPassword::ForgotPassword),
+        };
+        let sent = match first_password.and_then(|p| self.compose(kind, command, message_id, &p)) {
+            Ok(message) => self.mailer.send(message.envelope(), &message.formatted()).await.map_err(|error| {
+                tracing::warn!(%error, "mail not sent");
+                match error {
+                    smtp::SendError::Transient(m) => StepFailure::retryable("smtp_transient", m),
+                    smtp::SendError::Permanent(m) => StepFailure::permanent("smtp_rejected", m),
                 }
-            }
+            }),
+            Err(failure) => Err(failure),
+        };
+        if let Err(failure) = sent {
+            self.ledger.release(message_id, revision).await;
+            return Err(failure);
         }
         self.ledger.mark_sent(message_id).await?;
         tracing::info!(message_id, "mail sent");
+        self.forget_password(command).await;
         Ok(pb::StepOk { resources: Vec::new(), outputs })
+    }
+
+    /// Purges the sealed temporary password once the mail carrying it is
+    /// sent; if that fails it expires with the bucket's time to live.
+    async fn forget_password(&self, command: &pb::StepCommand) {
+        let reference = command.inputs.get("idp.admin_password_ref").and_then(|raw| SecretRef::parse(raw));
+        if let (Some(secrets), Some(reference)) = (&self.secrets, reference)
+            && let Err(error) = secrets.delete(&reference).await
+        {
+            tracing::warn!(%error, %reference, "the sent temporary password is kept until it expires");
+        }
+    }
+}
+
+fn secret_failure(error: SecretError) -> StepFailure {
+    match error {
+        SecretError::Store { .. } | SecretError::Random => StepFailure::retryable("secret_store", error.to_string()),
+        SecretError::Decrypt(_) => StepFailure::permanent("secret_unreadable", error.to_string()),
     }
 }

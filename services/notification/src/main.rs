@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use landlord_contract::StreamKind;
 use landlord_notification::{Ledger, Notifier, SERVICE, Settings, Templates};
-use landlord_runtime::{Config, Env, Service, StepWorker, Telemetry};
+use landlord_runtime::{Config, Env, KvSecrets, Service, StepWorker, Telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -26,8 +26,20 @@ async fn main() -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("opening the sent-mail ledger: {e}"))?;
+    let mut notifier = Notifier::new(settings.clone(), templates, ledger);
+    if let Some(key) = settings.secrets_key {
+        let secrets = KvSecrets::open(
+            &service.broker.jetstream,
+            service.broker.namespace.root(),
+            replicas,
+            settings.secrets_ttl,
+            key,
+        )
+        .await?;
+        notifier = notifier.with_secrets(secrets);
+    }
     let subjects = vec![service.broker.namespace.service_commands(SERVICE)];
-    let worker = StepWorker::new(Notifier::new(settings, templates, ledger), service.publisher.clone());
+    let worker = StepWorker::new(notifier, service.publisher.clone());
     service.consume(StreamKind::Commands, SERVICE, subjects, worker).await?;
     let outcome = service.run().await;
     telemetry.shutdown();

@@ -44,10 +44,12 @@ impl Kind {
 }
 
 /// The fields a template may use.
-pub const FIELDS: [&str; 9] = [
+pub const FIELDS: [&str; 11] = [
     "tenant_name",
     "admin_first_name",
     "admin_last_name",
+    "admin_username",
+    "password_instructions",
     "login_url",
     "admin_portal_url",
     "app_url",

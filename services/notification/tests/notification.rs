@@ -7,7 +7,9 @@ use anyhow::{Context as _, Result};
 use futures_util::StreamExt as _;
 use landlord_contract::{Namespace, pb};
 use landlord_notification::{Ledger, Notifier, Settings, Templates};
-use landlord_runtime::{Config, DeliveryInfo, Env, Envelope, Publisher, Service, StepService};
+use landlord_runtime::{
+    Config, DeliveryInfo, Env, Envelope, KvSecrets, Publisher, SecretRef, SecretsKey, Service, StepService,
+};
 use landlord_testkit::{NatsServer, Process, SmtpCapture, eventually, scratch_dir, unique_namespace, workspace_binary};
 use prost::Message as _;
 
@@ -134,6 +136,50 @@ async fn a_redelivered_command_sends_no_second_mail_even_after_a_restart() -> Re
     // Another command for the same tenant is another mail.
     restarted.run("send_welcome", &command("twice", "Ada"), &delivery(8)).await?;
     assert_eq!(f.smtp.mails_to("admin@twice.test").len(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_temporary_password_travels_sealed_reaches_only_the_mail_and_is_purged_after() -> Result<()> {
+    let f = Fixture::new().await?;
+    let key = SecretsKey::generate()?;
+    let secrets = KvSecrets::open(&f.jetstream, f.namespace.root(), 1, Duration::from_secs(3600), key).await?;
+    // What the idp worker does: seal the password, pass on the reference.
+    let reference = SecretRef::new("idp", "id-sealed", "admin-password");
+    secrets.put_if_absent(&reference, "Tmp-7xQ!pass&<word>").await?;
+    let mut welcome = command("sealed", "Ada");
+    welcome.inputs.insert("idp.admin_password_ref".into(), reference.to_string());
+    welcome.inputs.insert("idp.admin_username".into(), "ada@sealed.test".into());
+    welcome.inputs.insert("idp.password_delivery".into(), "welcome-email".into());
+    // Without the key the reference cannot be honoured: a permanent (non-fatal step) failure.
+    let error = f.notifier().await?.run("send_welcome", &welcome, &delivery(1)).await.expect_err("no key");
+    assert!(!error.retryable && error.code == "secrets_unconfigured", "{error}");
+    assert!(f.smtp.mails().is_empty());
+    let notifier = f.notifier().await?.with_secrets(secrets.clone());
+    notifier.run("send_welcome", &welcome, &delivery(1)).await?;
+    let mails = f.smtp.mails_to("admin@sealed.test");
+    assert_eq!(mails.len(), 1);
+    let raw = &mails[0].raw;
+    assert!(raw.contains("Username:         ada@sealed.test"), "{raw}");
+    assert!(raw.contains("Temporary password: Tmp-7xQ!pass&<word>"), "the text part carries it: {raw}");
+    // The HTML part is quoted-printable: join its soft line breaks.
+    let joined = raw.replace("=\r\n", "").replace("=\n", "");
+    assert!(joined.contains("Tmp-7xQ!pass&amp;&lt;word&gt;"), "the HTML part escapes it: {raw}");
+    assert!(secrets.get(&reference).await?.is_none(), "purged once sent");
+    // A redelivery finds the mail sent; the purged secret is not needed.
+    notifier.run("send_welcome", &welcome, &delivery(1)).await?;
+    assert_eq!(f.smtp.mails_to("admin@sealed.test").len(), 1);
+    // A reference whose secret expired still gets a mail, pointing to "Forgot password?".
+    notifier.run("send_welcome", &welcome, &delivery(2)).await?;
+    let mails = f.smtp.mails_to("admin@sealed.test");
+    assert_eq!(mails.len(), 2);
+    assert!(mails[1].raw.contains("Forgot password?") && !mails[1].raw.contains("Tmp-7xQ"), "{}", mails[1].raw);
+    // Keycloak's own link instead: the mail says so.
+    let mut linked = command("linked", "Ada");
+    linked.inputs.insert("idp.password_delivery".into(), "keycloak-email".into());
+    notifier.run("send_welcome", &linked, &delivery(3)).await?;
+    let raw = &f.smtp.mails_to("admin@linked.test")[0].raw;
+    assert!(raw.contains("separate mail with a link to choose your password"), "{raw}");
     Ok(())
 }
 

@@ -18,6 +18,7 @@
 //! `deploy/install.sh` sets up (`.stack/`), or from `LANDLORD_NATS_SERVER`
 //! and `LANDLORD_PG_BIN`.
 
+mod keycloak_double;
 mod nats;
 mod otlp;
 mod postgres;
@@ -30,6 +31,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub use keycloak_double::{
+    ActionsEmail, KEYCLOAK_DOUBLE_ADMIN, KEYCLOAK_DOUBLE_CLIENT, KeycloakDouble, RecordedRequest,
+};
 pub use nats::{NatsServer, http_get, nats_server_binary};
 pub use otlp::OtlpReceiver;
 pub use postgres::{Postgres, TestDatabase, pg_bin_dir};

@@ -1,0 +1,412 @@
+//! The `idp` worker: each tenant's identity in Keycloak, through the Admin
+//! REST API.
+//!
+//! Serves `landlord.v1.cmd.idp.<action>` for the pipeline's three identity
+//! steps and their compensations:
+//!
+//! | action | bridge and silo tiers | pooled tier |
+//! |---|---|---|
+//! | `create_realm` | realm `tenant-<key>` (display name, login theme, SMTP, token lifetimes) | organization `<key>` in the shared realm |
+//! | `create_client` | public OIDC client `<key>-app`: standard flow, PKCE S256, redirect URIs `https://<domain>/*`, web origins `https://<domain>` | nothing: tenants share the shared realm's application client, reported as `idp.client_mode=shared` |
+//! | `create_admin_user` | the admin user with realm-management `realm-admin` | the admin user in the shared realm, member of the organization |
+//! | `delete_realm` / `delete_client` / `delete_admin_user` | delete what the forward step made | delete the organization / nothing / the user |
+//!
+//! Every object carries the tenant id (`tenantId`: a realm attribute, a
+//! client attribute, a user attribute, an organization attribute). A `409`
+//! from Keycloak counts as success only after the existing object was looked
+//! up and found to carry this tenant's id; anything else is a permanent
+//! `conflict`. Deletes check the same marker before deleting and treat
+//! `404` as already gone. Failures are classified once, in
+//! [`keycloak::KeycloakError`]: unreachable, timeouts, 5xx, 429 and 401 are
+//! retryable; other 4xx are permanent.
+//!
+//! The admin user's temporary password comes from the OS CSPRNG and is
+//! never in a step result, an event or a log line. How the admin gets it
+//! (`LANDLORD_IDP_PASSWORD_DELIVERY`):
+//!
+//! - `welcome-email` (default): the password is sealed with
+//!   `LANDLORD_SECRETS_KEY` into the `<namespace>_secrets` key-value bucket
+//!   *before* the user is created (so a redelivered command finds the same
+//!   one), the result carries only `idp.admin_password_ref`, and the
+//!   notification worker writes it into the welcome mail and purges it.
+//!   Keycloak makes the admin choose a new one at first sign-in (the
+//!   credential is `temporary`).
+//! - `keycloak-email`: the user gets the `UPDATE_PASSWORD` required action
+//!   and Keycloak's own `execute-actions-email` sends a link to choose a
+//!   password, so no secret travels at all; the user then carries
+//!   `passwordEmailSent` so a redelivered command sends no second link.
+//! - `none`: nothing is sent (an operator or "Forgot password?" takes over).
+//!
+//! Configuration, besides the runtime's `LANDLORD_*` variables:
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `LANDLORD_KEYCLOAK_URL` | required | Keycloak's base URL, e.g. `http://127.0.0.1:8080` (plain HTTP only for now) |
+//! | `LANDLORD_KEYCLOAK_PUBLIC_URL` | `LANDLORD_KEYCLOAK_URL` | base of the links handed to the welcome mail |
+//! | `LANDLORD_KEYCLOAK_ADMIN_REALM` | `master` | realm of the admin credentials |
+//! | `LANDLORD_KEYCLOAK_CLIENT_ID` | `admin-cli` | client used to get the admin token |
+//! | `LANDLORD_KEYCLOAK_CLIENT_SECRET` | — | set: client-credentials grant with this secret |
+//! | `LANDLORD_KEYCLOAK_USERNAME`, `LANDLORD_KEYCLOAK_PASSWORD` | — | else: password grant as this admin user |
+//! | `LANDLORD_KEYCLOAK_TIMEOUT` | `10s` | per-request timeout |
+//! | `LANDLORD_KEYCLOAK_SHARED_REALM` | `landlord` | the pooled tier's realm (organizations enabled; unmanaged attributes enabled or `tenantId`/`role` declared) |
+//! | `LANDLORD_KEYCLOAK_SHARED_CLIENT` | `landlord-app` | the pooled tier's application client (reported, not created) |
+//! | `LANDLORD_IDP_LOGIN_THEME` | — | login theme of tenant realms |
+//! | `LANDLORD_IDP_SMTP_URL` | — | tenant realms' mail server (Keycloak's own mails): `smtp://[user:pass@]host[:port][?tls=starttls]` or `smtps://…`; required for `keycloak-email` |
+//! | `LANDLORD_IDP_SMTP_FROM` | `noreply@landlord.localhost` | sender of Keycloak's mails |
+//! | `LANDLORD_IDP_ACCESS_TOKEN_LIFESPAN` | `5m` | tenant realms' access token lifespan |
+//! | `LANDLORD_IDP_SSO_SESSION_IDLE` | `30m` | tenant realms' SSO session idle timeout |
+//! | `LANDLORD_IDP_SSO_SESSION_MAX` | `10h` | tenant realms' SSO session max lifespan |
+//! | `LANDLORD_IDP_EMAIL_VERIFIED` | `false` | mark the admin's email verified |
+//! | `LANDLORD_IDP_ADMIN_ROLE` | `tenant-admin` | value of the admin user's `role` attribute |
+//! | `LANDLORD_IDP_PASSWORD_DELIVERY` | `welcome-email` | `welcome-email`, `keycloak-email` or `none` (see above) |
+//! | `LANDLORD_SECRETS_KEY` | required for `welcome-email` | base64 of 32 random bytes, shared with the notification worker |
+//! | `LANDLORD_SECRETS_TTL` | `7d` | how long a sealed password waits for its welcome mail |
+//! | `LANDLORD_IDP_ACTIONS_LIFESPAN` | `72h` | how long the emailed link stays valid |
+
+pub mod admin_user;
+pub mod keycloak;
+pub mod organization;
+pub mod password;
+pub mod tenant_realm;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use landlord_contract::pb;
+use landlord_runtime::secrets::SECRETS_KEY_VAR;
+use landlord_runtime::{ConfigError, DeliveryInfo, Env, KvSecrets, SecretsKey, StepFailure, StepService};
+use reqwest::Url;
+use serde_json::{Value, json};
+use tracing::Instrument as _;
+
+pub use keycloak::{AdminCredentials, Keycloak, KeycloakError, KeycloakSettings};
+pub use password::TemporaryPassword;
+
+pub const SERVICE: &str = "idp";
+
+/// The attribute that marks every Keycloak object with its tenant's id.
+pub const TENANT_ATTRIBUTE: &str = "tenantId";
+
+/// How the admin learns how to sign in the first time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordDelivery {
+    /// In the welcome mail, through the secret store.
+    WelcomeEmail,
+    /// Keycloak's required-action email (`UPDATE_PASSWORD`).
+    KeycloakEmail,
+    /// Nothing is sent.
+    None,
+}
+
+/// Settings of the tenant realms this worker creates.
+#[derive(Debug, Clone)]
+pub struct RealmSettings {
+    pub login_theme: Option<String>,
+    /// Keycloak's `smtpServer` map, from `LANDLORD_IDP_SMTP_URL`.
+    pub smtp: Option<Value>,
+    pub access_token_lifespan: Duration,
+    pub sso_session_idle: Duration,
+    pub sso_session_max: Duration,
+}
+
+/// The service's own settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub keycloak: KeycloakSettings,
+    pub public_url: String,
+    pub shared_realm: String,
+    pub shared_client: String,
+    pub realm: RealmSettings,
+    pub email_verified: bool,
+    pub admin_role: String,
+    pub password_delivery: PasswordDelivery,
+    pub actions_lifespan: Duration,
+    /// Seals temporary passwords for the welcome mail.
+    pub secrets_key: Option<SecretsKey>,
+    pub secrets_ttl: Duration,
+}
+
+fn invalid(var: &str, value: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { var: var.to_owned(), value: value.into(), problem: problem.into() }
+}
+
+impl Settings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let parse_url = |var: &str, value: String| {
+            let url = Url::parse(&value).map_err(|e| invalid(var, value.clone(), e.to_string()))?;
+            if url.scheme() != "http" {
+                return Err(invalid(var, value, "expected an http:// URL (https is not built in yet)"));
+            }
+            Ok(url)
+        };
+        let url =
+            parse_url("LANDLORD_KEYCLOAK_URL", env.required("LANDLORD_KEYCLOAK_URL", "e.g. http://127.0.0.1:8080")?)?;
+        let client_id = env.string("LANDLORD_KEYCLOAK_CLIENT_ID", "admin-cli");
+        let credentials = match (
+            env.raw("LANDLORD_KEYCLOAK_CLIENT_SECRET"),
+            env.raw("LANDLORD_KEYCLOAK_USERNAME"),
+            env.raw("LANDLORD_KEYCLOAK_PASSWORD"),
+        ) {
+            (Some(client_secret), _, _) => AdminCredentials::ClientCredentials { client_id, client_secret },
+            (None, Some(username), Some(password)) => AdminCredentials::Password { client_id, username, password },
+            _ => {
+                return Err(ConfigError::Missing {
+                    var: "LANDLORD_KEYCLOAK_CLIENT_SECRET".into(),
+                    hint: "or LANDLORD_KEYCLOAK_USERNAME and LANDLORD_KEYCLOAK_PASSWORD",
+                });
+            }
+        };
+        let public_url = env.string("LANDLORD_KEYCLOAK_PUBLIC_URL", url.as_str()).trim_end_matches('/').to_owned();
+        let smtp = match env.raw("LANDLORD_IDP_SMTP_URL") {
+            None => None,
+            Some(value) => Some(
+                smtp_server(&value, &env.string("LANDLORD_IDP_SMTP_FROM", "noreply@landlord.localhost"))
+                    .map_err(|problem| invalid("LANDLORD_IDP_SMTP_URL", "(hidden: may hold a password)", problem))?,
+            ),
+        };
+        let password_delivery =
+            env.parse_with("LANDLORD_IDP_PASSWORD_DELIVERY", PasswordDelivery::WelcomeEmail, |v| match v {
+                "welcome-email" => Ok(PasswordDelivery::WelcomeEmail),
+                "keycloak-email" => Ok(PasswordDelivery::KeycloakEmail),
+                "none" => Ok(PasswordDelivery::None),
+                _ => Err("expected welcome-email, keycloak-email or none".into()),
+            })?;
+        let secrets_key = env
+            .raw(SECRETS_KEY_VAR)
+            .map(|key| SecretsKey::from_base64(&key).map_err(|problem| invalid(SECRETS_KEY_VAR, "(hidden)", problem)))
+            .transpose()?;
+        if password_delivery == PasswordDelivery::WelcomeEmail && secrets_key.is_none() {
+            return Err(ConfigError::Missing {
+                var: SECRETS_KEY_VAR.into(),
+                hint: "the welcome mail's temporary password is sealed with it (openssl rand -base64 32, the same for notification); or set LANDLORD_IDP_PASSWORD_DELIVERY=keycloak-email",
+            });
+        }
+        if password_delivery == PasswordDelivery::KeycloakEmail && smtp.is_none() {
+            return Err(ConfigError::Missing {
+                var: "LANDLORD_IDP_SMTP_URL".into(),
+                hint: "tenant realms need a mail server to send the password link; or set LANDLORD_IDP_PASSWORD_DELIVERY=none",
+            });
+        }
+        Ok(Self {
+            keycloak: KeycloakSettings {
+                url,
+                admin_realm: env.string("LANDLORD_KEYCLOAK_ADMIN_REALM", "master"),
+                credentials,
+                timeout: env.duration("LANDLORD_KEYCLOAK_TIMEOUT", Duration::from_secs(10))?,
+            },
+            public_url,
+            shared_realm: env.string("LANDLORD_KEYCLOAK_SHARED_REALM", "landlord"),
+            shared_client: env.string("LANDLORD_KEYCLOAK_SHARED_CLIENT", "landlord-app"),
+            realm: RealmSettings {
+                login_theme: env.raw("LANDLORD_IDP_LOGIN_THEME"),
+                smtp,
+                access_token_lifespan: env.duration("LANDLORD_IDP_ACCESS_TOKEN_LIFESPAN", Duration::from_secs(300))?,
+                sso_session_idle: env.duration("LANDLORD_IDP_SSO_SESSION_IDLE", Duration::from_secs(1800))?,
+                sso_session_max: env.duration("LANDLORD_IDP_SSO_SESSION_MAX", Duration::from_secs(36_000))?,
+            },
+            email_verified: env.parse("LANDLORD_IDP_EMAIL_VERIFIED", false)?,
+            admin_role: env.string("LANDLORD_IDP_ADMIN_ROLE", "tenant-admin"),
+            password_delivery,
+            actions_lifespan: env.duration("LANDLORD_IDP_ACTIONS_LIFESPAN", Duration::from_secs(72 * 3600))?,
+            secrets_key,
+            secrets_ttl: env.duration("LANDLORD_SECRETS_TTL", Duration::from_secs(7 * 24 * 3600))?,
+        })
+    }
+}
+
+/// Keycloak's `smtpServer` map (all values are strings) from an SMTP URL.
+fn smtp_server(value: &str, from: &str) -> Result<Value, String> {
+    let url = Url::parse(value).map_err(|e| e.to_string())?;
+    let ssl = match url.scheme() {
+        "smtp" => false,
+        "smtps" => true,
+        other => return Err(format!("expected smtp:// or smtps://, got {other}://")),
+    };
+    let host = url.host_str().filter(|h| !h.is_empty()).ok_or("no host")?;
+    let starttls = url.query_pairs().any(|(k, v)| k == "tls" && v == "starttls");
+    let port = url.port().unwrap_or(if ssl { 465 } else { 25 });
+    let mut server = json!({
+        "host": host,
+        "port": port.to_string(),
+        "from": from,
+        "ssl": ssl.to_string(),
+        "starttls": starttls.to_string(),
+        "auth": "false",
+    });
+    if !url.username().is_empty() {
+        server["auth"] = json!("true");
+        server["user"] = json!(url.username());
+        server["password"] = json!(url.password().unwrap_or_default());
+    }
+    Ok(server)
+}
+
+/// The tenant a command is about, with the names derived from it.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: String,
+    pub key: String,
+    pub display_name: String,
+    pub tier: pb::Tier,
+    pub admin: pb::AdminContact,
+    pub domains: Vec<String>,
+}
+
+impl Tenant {
+    fn from_command(command: &pb::StepCommand) -> Result<Self, StepFailure> {
+        let spec =
+            command.tenant.as_ref().ok_or_else(|| StepFailure::permanent("no_tenant", "command has no tenant"))?;
+        if spec.tenant_id.is_empty() || spec.key.is_empty() {
+            return Err(StepFailure::permanent("no_tenant", "the tenant has no id or key"));
+        }
+        Ok(Self {
+            id: spec.tenant_id.clone(),
+            key: spec.key.clone(),
+            display_name: if spec.display_name.is_empty() { spec.key.clone() } else { spec.display_name.clone() },
+            tier: pb::Tier::try_from(spec.tier).unwrap_or(pb::Tier::Unspecified),
+            admin: spec.admin.clone().unwrap_or_default(),
+            domains: spec.domains.clone(),
+        })
+    }
+
+    /// Pooled tenants live in the shared realm; the rest (bridge is the
+    /// default) get their own.
+    pub fn pooled(&self) -> bool {
+        self.tier == pb::Tier::Pooled
+    }
+
+    /// `tenant-<key>`.
+    pub fn realm_name(&self) -> String {
+        format!("tenant-{}", self.key)
+    }
+
+    /// `<key>-app`.
+    pub fn client_id(&self) -> String {
+        format!("{}-app", self.key)
+    }
+
+    /// True when a Keycloak representation's `tenantId` attribute names this
+    /// tenant: a string (realms, clients) or a list of strings (users,
+    /// organizations).
+    pub fn owns(&self, representation: &Value) -> bool {
+        match &representation["attributes"][TENANT_ATTRIBUTE] {
+            Value::String(id) => *id == self.id,
+            Value::Array(ids) => ids.iter().any(|v| v.as_str() == Some(self.id.as_str())),
+            _ => false,
+        }
+    }
+
+    /// The permanent error for an object that exists and is not ours.
+    pub fn conflict(&self, what: &str, detail: &str) -> KeycloakError {
+        KeycloakError::Conflict(format!(
+            "{what} already exists in Keycloak and does not belong to tenant {} ({}): {detail}",
+            self.key, self.id
+        ))
+    }
+}
+
+/// The idp worker's steps.
+#[derive(Debug, Clone)]
+pub struct Idp {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) keycloak: Arc<Keycloak>,
+    pub(crate) secrets: Option<KvSecrets>,
+}
+
+impl Idp {
+    /// The worker; `secrets` is required for `welcome-email` delivery.
+    pub fn new(settings: Settings, secrets: Option<KvSecrets>) -> Result<Self, KeycloakError> {
+        if settings.password_delivery == PasswordDelivery::WelcomeEmail && secrets.is_none() {
+            return Err(KeycloakError::Refused("welcome-email password delivery needs the secret store".into()));
+        }
+        let keycloak = Arc::new(Keycloak::new(settings.keycloak.clone())?);
+        Ok(Self { settings: Arc::new(settings), keycloak, secrets })
+    }
+
+    /// Opens the secret store when the settings need one.
+    pub async fn open_secrets(
+        settings: &Settings,
+        jetstream: &async_nats::jetstream::Context,
+        namespace: &str,
+        replicas: usize,
+    ) -> Result<Option<KvSecrets>, landlord_runtime::secrets::SecretError> {
+        match (&settings.secrets_key, settings.password_delivery) {
+            (Some(key), PasswordDelivery::WelcomeEmail) => {
+                Ok(Some(KvSecrets::open(jetstream, namespace, replicas, settings.secrets_ttl, key.clone()).await?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        action: &str,
+        command: &pb::StepCommand,
+        tenant: &Tenant,
+    ) -> Result<pb::StepOk, StepFailure> {
+        let undo = command.compensate;
+        let outcome = match (action, tenant.pooled()) {
+            ("create_realm", false) if !undo => tenant_realm::create_realm(self, tenant).await,
+            ("create_realm" | "delete_realm", false) => tenant_realm::delete_realm(self, tenant).await,
+            ("create_realm", true) if !undo => organization::create(self, tenant).await,
+            ("create_realm" | "delete_realm", true) => organization::delete(self, tenant, &command.resources).await,
+            ("create_client", false) if !undo => tenant_realm::create_client(self, tenant).await,
+            ("create_client" | "delete_client", false) => tenant_realm::delete_client(self, tenant).await,
+            ("create_client", true) if !undo => Ok(organization::shared_client(self)),
+            ("create_client" | "delete_client", true) => Ok(pb::StepOk::default()),
+            ("create_admin_user", _) if !undo => admin_user::create(self, tenant, &command.inputs).await,
+            ("create_admin_user" | "delete_admin_user", _) => {
+                admin_user::delete(self, tenant, &command.resources).await
+            }
+            (other, _) => {
+                return Err(StepFailure::permanent("unknown_action", format!("idp has no {other:?}")));
+            }
+        };
+        Ok(outcome?)
+    }
+
+    /// The realm this tenant's users live in.
+    pub fn user_realm(&self, tenant: &Tenant) -> String {
+        if tenant.pooled() { self.settings.shared_realm.clone() } else { tenant.realm_name() }
+    }
+}
+
+impl StepService for Idp {
+    async fn run(
+        &self,
+        action: &str,
+        command: &pb::StepCommand,
+        _delivery: &DeliveryInfo,
+    ) -> Result<pb::StepOk, StepFailure> {
+        let tenant = Tenant::from_command(command)?;
+        let span = tracing::info_span!(
+            "idp",
+            action,
+            compensate = command.compensate,
+            tenant = %tenant.key,
+            saga = %command.saga_id,
+            tier = tenant.tier.as_str_name(),
+        );
+        async {
+            let outcome = self.dispatch(action, command, &tenant).await;
+            match &outcome {
+                Ok(_) => tracing::info!("done"),
+                Err(failure) => {
+                    tracing::warn!(code = %failure.code, retryable = failure.retryable, "{}", failure.message)
+                }
+            }
+            outcome
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// A `pb::Resource`.
+pub(crate) fn resource(kind: &str, external_id: &str, metadata: &[(&str, &str)]) -> pb::Resource {
+    pb::Resource {
+        kind: kind.to_owned(),
+        external_id: external_id.to_owned(),
+        metadata: metadata.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+    }
+}

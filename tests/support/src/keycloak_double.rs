@@ -1,0 +1,774 @@
+//! [`KeycloakDouble`]: a contract double of the Keycloak 26 Admin REST API.
+//!
+//! Keycloak cannot be installed on these machines (DESIGN.md, "Real
+//! components"), so the identity worker's tests talk to this double instead:
+//! an in-process HTTP server on a free port with in-memory state that answers
+//! the calls the `idp` worker makes the way Keycloak 26 answers them — paths,
+//! status codes, `Location` headers and error bodies — and nothing more.
+//!
+//! What it implements, checked against Keycloak's admin resources
+//! (`RealmsAdminResource`, `ClientsResource`, `UsersResource`,
+//! `UserResource`, `ClientRoleMappingsResource`, `UserProfileResource`,
+//! `OrganizationsResource`, `OrganizationMemberResource`):
+//!
+//! - `POST /realms/master/protocol/openid-connect/token` with the
+//!   `client_credentials` and `password` grants; tokens expire after
+//!   [`KeycloakDouble::set_token_lifespan`] and an expired or unknown token
+//!   gets `401` on every admin call ([`KeycloakDouble::expire_tokens`]);
+//! - realms: `POST /admin/realms` (`201` + `Location`, `409
+//!   {"errorMessage":"Conflict detected. See logs for details"}`),
+//!   `GET`/`DELETE /admin/realms/{realm}` (`404 {"error":"Realm not found."}`);
+//!   a new realm has a `realm-management` client with the `realm-admin` role
+//!   and the default user profile, which — as in Keycloak 24+ — silently
+//!   drops user attributes it does not declare unless
+//!   `unmanagedAttributePolicy` is set (`GET`/`PUT …/users/profile`);
+//! - clients: `POST`, `GET ?clientId=`, `GET`/`DELETE …/clients/{id}`,
+//!   `GET …/clients/{id}/roles/{role}`;
+//! - users: `POST` (`409` on a taken username or email), `GET ?username=&exact=true`
+//!   or `?email=`, `GET`/`PUT`/`DELETE …/users/{id}`, client role mappings,
+//!   `PUT …/execute-actions-email` (needs the realm's SMTP settings, as
+//!   Keycloak does; the "sent" mails are kept for tests);
+//! - organizations: `POST`, `GET ?search=&exact=` or `?q=key:value`,
+//!   `GET`/`DELETE …/organizations/{id}`, `POST …/members` with the user id
+//!   as the body (`409` when already a member), `GET …/members`.
+//!
+//! For failure tests it can answer the next N requests with a status
+//! ([`KeycloakDouble::fail_next`]), or be stopped so that its port refuses
+//! connections ([`KeycloakDouble::stop`], [`KeycloakDouble::restart`]). It
+//! records every request ([`KeycloakDouble::requests`]). Every answer closes
+//! its connection, so that a stopped double is really unreachable.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+/// The admin user of the double's master realm (password grant).
+pub const KEYCLOAK_DOUBLE_ADMIN: (&str, &str) = ("admin", "admin");
+/// A confidential client of the double's master realm (client credentials).
+pub const KEYCLOAK_DOUBLE_CLIENT: (&str, &str) = ("landlord-idp", "landlord-idp-secret");
+
+/// One request the double received.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub body: String,
+    pub status: u16,
+}
+
+/// An execute-actions email the double "sent".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionsEmail {
+    pub realm: String,
+    pub user_id: String,
+    pub email: String,
+    pub actions: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct Realm {
+    rep: Value,
+    clients: Vec<Value>,
+    /// client uuid → roles.
+    client_roles: HashMap<String, Vec<Value>>,
+    users: Vec<Value>,
+    /// user id → (client uuid → roles).
+    role_mappings: HashMap<String, HashMap<String, Vec<Value>>>,
+    organizations: Vec<Value>,
+    /// organization id → member user ids.
+    members: HashMap<String, Vec<String>>,
+    profile: Value,
+}
+
+#[derive(Debug)]
+struct State {
+    realms: Vec<(String, Realm)>,
+    tokens: HashMap<String, Instant>,
+    token_lifespan: Duration,
+    failures: VecDeque<StatusCode>,
+    requests: Vec<RecordedRequest>,
+    emails: Vec<ActionsEmail>,
+}
+
+/// A contract double of the Keycloak Admin REST API; see the module docs.
+#[derive(Debug)]
+pub struct KeycloakDouble {
+    state: Arc<Mutex<State>>,
+    addr: SocketAddr,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl KeycloakDouble {
+    /// Starts the double on a free port, with its `master` realm.
+    pub async fn start() -> anyhow::Result<Self> {
+        let mut state = State {
+            realms: Vec::new(),
+            tokens: HashMap::new(),
+            token_lifespan: Duration::from_secs(60),
+            failures: VecDeque::new(),
+            requests: Vec::new(),
+            emails: Vec::new(),
+        };
+        state.realms.push(("master".into(), new_realm(json!({"realm": "master", "enabled": true}))));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let mut double = Self { state: Arc::new(Mutex::new(state)), addr, server: None };
+        double.serve(listener);
+        Ok(double)
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let state = self.state.clone();
+        let app = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let state = state.clone();
+            async move { answer(&state, method, uri, headers, body) }
+        });
+        self.server = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+    }
+
+    /// `http://127.0.0.1:<port>`: what `LANDLORD_KEYCLOAK_URL` points at.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stops serving and returns once the port refuses connections (until
+    /// [`Self::restart`]).
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.abort();
+        // The aborted task drops its listener when it is next polled.
+        let addr = self.addr;
+        crate::eventually("the double's port to refuse connections", Duration::from_secs(5), || async move {
+            tokio::net::TcpStream::connect(addr).await.is_err().then_some(())
+        })
+        .await
+    }
+
+    fn abort(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+
+    /// Serves again on the same port, with the same state.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await?;
+        let listener = crate::eventually("the double's port to be free", Duration::from_secs(5), || async {
+            tokio::net::TcpListener::bind(self.addr).await.ok()
+        })
+        .await?;
+        self.serve(listener);
+        Ok(())
+    }
+
+    /// Answers the next `count` requests (any path) with `status` and a
+    /// Keycloak-style error body, before looking at them.
+    pub fn fail_next(&self, count: usize, status: u16) {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        self.lock().failures.extend(std::iter::repeat_n(status, count));
+    }
+
+    /// Lifetime of tokens issued from now on (`expires_in`).
+    pub fn set_token_lifespan(&self, lifespan: Duration) {
+        self.lock().token_lifespan = lifespan;
+    }
+
+    /// Makes every token issued so far expired: the next admin call with one
+    /// gets `401`, as Keycloak answers an expired access token.
+    pub fn expire_tokens(&self) {
+        let now = Instant::now();
+        for expiry in self.lock().tokens.values_mut() {
+            *expiry = now;
+        }
+    }
+
+    /// Every request received so far, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// Requests received with `method` whose path ends with `suffix`.
+    pub fn requests_to(&self, method: &str, suffix: &str) -> Vec<RecordedRequest> {
+        self.requests().into_iter().filter(|r| r.method == method && r.path.ends_with(suffix)).collect()
+    }
+
+    /// Execute-actions emails "sent" so far.
+    pub fn actions_emails(&self) -> Vec<ActionsEmail> {
+        self.lock().emails.clone()
+    }
+
+    /// Creates a realm directly (as an operator would), e.g. the shared realm
+    /// of the pooled tier. `rep` is a RealmRepresentation.
+    pub fn add_realm(&self, rep: Value) {
+        let name = rep["realm"].as_str().unwrap_or_default().to_owned();
+        self.lock().realms.push((name, new_realm(rep)));
+    }
+
+    /// Sets the realm's `unmanagedAttributePolicy` (e.g. `"ENABLED"`).
+    pub fn set_unmanaged_attribute_policy(&self, realm: &str, policy: &str) {
+        if let Some(r) = realm_mut(&mut self.lock(), realm) {
+            r.profile["unmanagedAttributePolicy"] = json!(policy);
+        }
+    }
+
+    /// The realm as `GET /admin/realms/{realm}` would show it.
+    pub fn realm(&self, realm: &str) -> Option<Value> {
+        self.lock().realms.iter().find(|(n, _)| n == realm).map(|(_, r)| r.rep.clone())
+    }
+
+    /// Names of all realms.
+    pub fn realm_names(&self) -> Vec<String> {
+        self.lock().realms.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Clients of a realm (ClientRepresentations).
+    pub fn clients(&self, realm: &str) -> Vec<Value> {
+        self.lock().realms.iter().find(|(n, _)| n == realm).map(|(_, r)| r.clients.clone()).unwrap_or_default()
+    }
+
+    /// Users of a realm (UserRepresentations, without credentials).
+    pub fn users(&self, realm: &str) -> Vec<Value> {
+        self.lock().realms.iter().find(|(n, _)| n == realm).map(|(_, r)| r.users.clone()).unwrap_or_default()
+    }
+
+    /// Organizations of a realm.
+    pub fn organizations(&self, realm: &str) -> Vec<Value> {
+        self.lock().realms.iter().find(|(n, _)| n == realm).map(|(_, r)| r.organizations.clone()).unwrap_or_default()
+    }
+
+    /// User ids that are members of the organization.
+    pub fn members(&self, realm: &str, organization_id: &str) -> Vec<String> {
+        self.lock()
+            .realms
+            .iter()
+            .find(|(n, _)| n == realm)
+            .and_then(|(_, r)| r.members.get(organization_id).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Names of the client roles of `client_uuid` mapped to the user.
+    pub fn client_roles_of(&self, realm: &str, user_id: &str, client_uuid: &str) -> Vec<String> {
+        self.lock()
+            .realms
+            .iter()
+            .find(|(n, _)| n == realm)
+            .and_then(|(_, r)| r.role_mappings.get(user_id).and_then(|m| m.get(client_uuid)).cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|role| role["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for KeycloakDouble {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn new_realm(mut rep: Value) -> Realm {
+    rep["id"] = json!(rep["id"].as_str().map(str::to_owned).unwrap_or_else(new_id));
+    if rep.get("attributes").is_none() {
+        rep["attributes"] = json!({});
+    }
+    let management = json!({"id": new_id(), "clientId": "realm-management", "bearerOnly": true, "attributes": {}});
+    let management_id = management["id"].as_str().unwrap_or_default().to_owned();
+    let realm_admin = json!({"id": new_id(), "name": "realm-admin", "composite": true, "clientRole": true,
+        "containerId": management_id});
+    Realm {
+        rep,
+        clients: vec![management],
+        client_roles: HashMap::from([(management_id, vec![realm_admin])]),
+        // Keycloak 24+'s default user profile: these four attributes, and no
+        // unmanaged attributes (anything else is dropped on write).
+        profile: json!({"attributes": [
+            {"name": "username"}, {"name": "email"}, {"name": "firstName"}, {"name": "lastName"}
+        ], "groups": []}),
+        ..Realm::default()
+    }
+}
+
+fn realm_mut<'a>(state: &'a mut State, name: &str) -> Option<&'a mut Realm> {
+    state.realms.iter_mut().find(|(n, _)| n == name).map(|(_, r)| r)
+}
+
+fn respond(status: StatusCode, body: Option<Value>, location: Option<String>) -> Response {
+    let mut builder = Response::builder().status(status).header(header::CONNECTION, "close");
+    if let Some(location) = location {
+        builder = builder.header(header::LOCATION, location);
+    }
+    let body = match body {
+        Some(body) => {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+            Body::from(body.to_string())
+        }
+        None => Body::empty(),
+    };
+    builder.body(body).unwrap_or_default()
+}
+
+fn error_message(status: StatusCode, message: &str) -> Response {
+    respond(status, Some(json!({"errorMessage": message})), None)
+}
+
+fn not_found(message: &str) -> Response {
+    respond(StatusCode::NOT_FOUND, Some(json!({"error": message})), None)
+}
+
+/// `application/x-www-form-urlencoded` or a query string, decoded.
+fn decode_pairs(input: &str) -> HashMap<String, String> {
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                        Ok(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        Err(_) => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    input
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn answer(state: &Mutex<State>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let mut state = state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let path = uri.path().to_owned();
+    let query = uri.query().unwrap_or_default().to_owned();
+    let body_text = String::from_utf8_lossy(&body).into_owned();
+    let response = match state.failures.pop_front() {
+        Some(status) => respond(status, Some(json!({"error": "unknown_error"})), None),
+        None => route(&mut state, &method, &path, &decode_pairs(&query), &headers, &body_text),
+    };
+    state.requests.push(RecordedRequest {
+        method: method.to_string(),
+        path,
+        query,
+        body: body_text,
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+fn route(
+    state: &mut State,
+    method: &Method,
+    path: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &str,
+) -> Response {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if segments.as_slice() == ["realms", "master", "protocol", "openid-connect", "token"] && method == Method::POST {
+        return token(state, body);
+    }
+    if segments.first() != Some(&"admin") || segments.get(1) != Some(&"realms") {
+        return not_found("Not Found");
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    match state.tokens.get(bearer) {
+        Some(expiry) if *expiry > Instant::now() => {}
+        _ => return respond(StatusCode::UNAUTHORIZED, Some(json!({"error": "HTTP 401 Unauthorized"})), None),
+    }
+    let json_body = || serde_json::from_str::<Value>(body);
+    let base = format!("/admin/realms/{}", segments.get(2).unwrap_or(&""));
+    match (method.clone(), &segments[2..]) {
+        (Method::POST, []) => {
+            let Ok(rep) = json_body() else { return error_message(StatusCode::BAD_REQUEST, "unrecognized field") };
+            let Some(name) = rep["realm"].as_str().map(str::to_owned) else {
+                return error_message(StatusCode::BAD_REQUEST, "Realm name cannot be empty");
+            };
+            if state.realms.iter().any(|(n, _)| *n == name) {
+                return error_message(StatusCode::CONFLICT, "Conflict detected. See logs for details");
+            }
+            state.realms.push((name.clone(), new_realm(rep)));
+            respond(StatusCode::CREATED, None, Some(format!("/admin/realms/{name}")))
+        }
+        (method, [realm, rest @ ..]) => {
+            let realm = realm.to_string();
+            if method == Method::DELETE && rest.is_empty() {
+                let before = state.realms.len();
+                state.realms.retain(|(n, _)| *n != realm);
+                return if state.realms.len() < before {
+                    respond(StatusCode::NO_CONTENT, None, None)
+                } else {
+                    not_found("Realm not found.")
+                };
+            }
+            let Some(r) = realm_mut(state, &realm) else { return not_found("Realm not found.") };
+            let emails = &mut Vec::new();
+            let response = realm_route(r, &method, rest, query, body, &base, &realm, emails);
+            state.emails.append(emails);
+            response
+        }
+        _ => not_found("Not Found"),
+    }
+}
+
+fn token(state: &mut State, body: &str) -> Response {
+    let form = decode_pairs(body);
+    let get = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+    let allowed = match get("grant_type") {
+        "password" => get("client_id") == "admin-cli" && (get("username"), get("password")) == KEYCLOAK_DOUBLE_ADMIN,
+        "client_credentials" => (get("client_id"), get("client_secret")) == KEYCLOAK_DOUBLE_CLIENT,
+        _ => {
+            return respond(
+                StatusCode::BAD_REQUEST,
+                Some(json!({"error": "unsupported_grant_type", "error_description": "Unsupported grant_type"})),
+                None,
+            );
+        }
+    };
+    if !allowed {
+        let (status, error, description) = if get("grant_type") == "password" {
+            (StatusCode::UNAUTHORIZED, "invalid_grant", "Invalid user credentials")
+        } else {
+            (StatusCode::UNAUTHORIZED, "unauthorized_client", "Invalid client or Invalid client credentials")
+        };
+        return respond(status, Some(json!({"error": error, "error_description": description})), None);
+    }
+    let token = format!("double-token-{}", new_id());
+    let lifespan = state.token_lifespan;
+    state.tokens.insert(token.clone(), Instant::now() + lifespan);
+    respond(
+        StatusCode::OK,
+        Some(json!({
+            "access_token": token,
+            "expires_in": lifespan.as_secs(),
+            "refresh_expires_in": 0,
+            "token_type": "Bearer",
+            "not-before-policy": 0,
+            "scope": "profile email",
+        })),
+        None,
+    )
+}
+
+fn find_by<'a>(items: &'a [Value], field: &str, value: &str) -> Option<&'a Value> {
+    items.iter().find(|item| item[field].as_str() == Some(value))
+}
+
+/// Keeps only the user attributes the realm's user profile allows.
+fn managed_attributes(profile: &Value, attributes: &Value) -> Value {
+    if profile["unmanagedAttributePolicy"].as_str().is_some() {
+        return attributes.clone();
+    }
+    let declared: Vec<&str> = profile["attributes"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|d| d["name"].as_str()).collect())
+        .unwrap_or_default();
+    let kept = attributes
+        .as_object()
+        .map(|m| {
+            m.iter().filter(|(k, _)| declared.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+        })
+        .unwrap_or_default();
+    Value::Object(kept)
+}
+
+fn user_view(user: &Value) -> Value {
+    let mut user = user.clone();
+    if let Some(map) = user.as_object_mut() {
+        map.remove("credentials");
+    }
+    user
+}
+
+#[allow(clippy::too_many_arguments)]
+fn realm_route(
+    r: &mut Realm,
+    method: &Method,
+    rest: &[&str],
+    query: &HashMap<String, String>,
+    body: &str,
+    base: &str,
+    realm: &str,
+    emails: &mut Vec<ActionsEmail>,
+) -> Response {
+    let ok = |v: Value| respond(StatusCode::OK, Some(v), None);
+    let no_content = || respond(StatusCode::NO_CONTENT, None, None);
+    let parsed = serde_json::from_str::<Value>(body);
+    let q = |k: &str| query.get(k).map(String::as_str);
+    match (method.clone(), rest) {
+        (Method::GET, []) => ok(r.rep.clone()),
+        (Method::GET, ["users", "profile"]) => ok(r.profile.clone()),
+        (Method::PUT, ["users", "profile"]) => match parsed {
+            Ok(profile) => {
+                r.profile = profile.clone();
+                ok(profile)
+            }
+            Err(_) => error_message(StatusCode::BAD_REQUEST, "Invalid user profile configuration"),
+        },
+        // Clients.
+        (Method::POST, ["clients"]) => {
+            let Ok(mut rep) = parsed else { return error_message(StatusCode::BAD_REQUEST, "unrecognized field") };
+            let client_id = rep["clientId"].as_str().unwrap_or_default().to_owned();
+            if find_by(&r.clients, "clientId", &client_id).is_some() {
+                return error_message(StatusCode::CONFLICT, &format!("Client {client_id} already exists"));
+            }
+            let id = new_id();
+            rep["id"] = json!(id);
+            r.clients.push(rep);
+            respond(StatusCode::CREATED, None, Some(format!("{base}/clients/{id}")))
+        }
+        (Method::GET, ["clients"]) => {
+            let list: Vec<Value> = r
+                .clients
+                .iter()
+                .filter(|c| q("clientId").is_none_or(|id| c["clientId"].as_str() == Some(id)))
+                .cloned()
+                .collect();
+            ok(Value::Array(list))
+        }
+        (Method::GET, ["clients", id]) => match find_by(&r.clients, "id", id) {
+            Some(client) => ok(client.clone()),
+            None => not_found("Could not find client"),
+        },
+        (Method::DELETE, ["clients", id]) => {
+            let before = r.clients.len();
+            r.clients.retain(|c| c["id"].as_str() != Some(id));
+            if r.clients.len() < before { no_content() } else { not_found("Could not find client") }
+        }
+        (Method::GET, ["clients", id, "roles", role]) => {
+            match r.client_roles.get(*id).and_then(|roles| find_by(roles, "name", role)) {
+                Some(role) => ok(role.clone()),
+                None => not_found("Could not find role"),
+            }
+        }
+        // Users.
+        (Method::POST, ["users"]) => {
+            let Ok(mut rep) = parsed else { return error_message(StatusCode::BAD_REQUEST, "unrecognized field") };
+            let username = rep["username"].as_str().unwrap_or_default().to_lowercase();
+            let email = rep["email"].as_str().map(str::to_lowercase);
+            if find_by(&r.users, "username", &username).is_some() {
+                return error_message(StatusCode::CONFLICT, "User exists with same username");
+            }
+            if let Some(email) = &email
+                && find_by(&r.users, "email", email).is_some()
+            {
+                return error_message(StatusCode::CONFLICT, "User exists with same email");
+            }
+            let id = new_id();
+            rep["id"] = json!(id);
+            rep["username"] = json!(username);
+            if let Some(email) = email {
+                rep["email"] = json!(email);
+            }
+            rep["attributes"] = managed_attributes(&r.profile, &rep["attributes"]);
+            rep["createdTimestamp"] = json!(0);
+            if rep.get("requiredActions").is_none() {
+                rep["requiredActions"] = json!([]);
+            }
+            r.users.push(rep);
+            respond(StatusCode::CREATED, None, Some(format!("{base}/users/{id}")))
+        }
+        (Method::GET, ["users"]) => {
+            let exact = q("exact") == Some("true");
+            let matches = |field: &str, user: &Value| {
+                q(field).is_none_or(|wanted| {
+                    let value = user[field].as_str().unwrap_or_default();
+                    let wanted = wanted.to_lowercase();
+                    if exact { value == wanted } else { value.contains(&wanted) }
+                })
+            };
+            let list: Vec<Value> =
+                r.users.iter().filter(|u| matches("username", u) && matches("email", u)).map(user_view).collect();
+            ok(Value::Array(list))
+        }
+        (Method::GET, ["users", id]) => match find_by(&r.users, "id", id) {
+            Some(user) => ok(user_view(user)),
+            None => not_found("User not found"),
+        },
+        (Method::PUT, ["users", id]) => {
+            let Ok(rep) = parsed else { return error_message(StatusCode::BAD_REQUEST, "unrecognized field") };
+            let profile = r.profile.clone();
+            let Some(user) = r.users.iter_mut().find(|u| u["id"].as_str() == Some(id)) else {
+                return not_found("User not found");
+            };
+            if let (Some(user), Some(update)) = (user.as_object_mut(), rep.as_object()) {
+                for (key, value) in update {
+                    if key == "attributes" {
+                        user.insert(key.clone(), managed_attributes(&profile, value));
+                    } else if key != "id" && key != "username" {
+                        user.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            no_content()
+        }
+        (Method::DELETE, ["users", id]) => {
+            let before = r.users.len();
+            r.users.retain(|u| u["id"].as_str() != Some(id));
+            if r.users.len() == before {
+                return not_found("User not found");
+            }
+            r.role_mappings.remove(*id);
+            for members in r.members.values_mut() {
+                members.retain(|m| m != id);
+            }
+            no_content()
+        }
+        (Method::PUT, ["users", id, "execute-actions-email"]) => {
+            let Some(user) = find_by(&r.users, "id", id) else { return not_found("User not found") };
+            let Some(email) = user["email"].as_str().filter(|e| !e.is_empty()) else {
+                return error_message(StatusCode::BAD_REQUEST, "User email missing");
+            };
+            if user["enabled"].as_bool() != Some(true) {
+                return error_message(StatusCode::BAD_REQUEST, "User is disabled");
+            }
+            if r.rep["smtpServer"]["host"].as_str().is_none_or(str::is_empty) {
+                return error_message(StatusCode::INTERNAL_SERVER_ERROR, "Failed to send execute actions email");
+            }
+            let actions = match parsed {
+                Ok(Value::Array(actions)) => actions.iter().filter_map(|a| a.as_str().map(str::to_owned)).collect(),
+                _ => return error_message(StatusCode::BAD_REQUEST, "unrecognized field"),
+            };
+            emails.push(ActionsEmail {
+                realm: realm.to_owned(),
+                user_id: id.to_string(),
+                email: email.to_owned(),
+                actions,
+            });
+            no_content()
+        }
+        (Method::POST, ["users", id, "role-mappings", "clients", client]) => {
+            if find_by(&r.users, "id", id).is_none() {
+                return not_found("User not found");
+            }
+            let Some(known) = r.client_roles.get(*client).cloned() else { return not_found("Client not found") };
+            let Ok(Value::Array(roles)) = parsed else {
+                return error_message(StatusCode::BAD_REQUEST, "unrecognized field");
+            };
+            let mapped = r.role_mappings.entry(id.to_string()).or_default().entry(client.to_string()).or_default();
+            for role in roles {
+                let Some(role) = known.iter().find(|k| k["id"] == role["id"] || k["name"] == role["name"]) else {
+                    return not_found("Could not find role");
+                };
+                if !mapped.contains(role) {
+                    mapped.push(role.clone());
+                }
+            }
+            no_content()
+        }
+        (Method::GET, ["users", id, "role-mappings", "clients", client]) => {
+            ok(Value::Array(r.role_mappings.get(*id).and_then(|m| m.get(*client)).cloned().unwrap_or_default()))
+        }
+        // Organizations (Keycloak 26).
+        (_, ["organizations", ..]) if r.rep["organizationsEnabled"].as_bool() != Some(true) => {
+            error_message(StatusCode::NOT_FOUND, "Organizations not enabled for this realm.")
+        }
+        (Method::POST, ["organizations"]) => {
+            let Ok(mut rep) = parsed else { return error_message(StatusCode::BAD_REQUEST, "unrecognized field") };
+            let name = rep["name"].as_str().unwrap_or_default().to_owned();
+            if name.is_empty() {
+                return error_message(StatusCode::BAD_REQUEST, "Name can not be null");
+            }
+            if find_by(&r.organizations, "name", &name).is_some() {
+                return error_message(StatusCode::CONFLICT, "A organization with the same name already exists.");
+            }
+            let id = new_id();
+            rep["id"] = json!(id);
+            if rep["alias"].as_str().is_none() {
+                rep["alias"] = json!(name);
+            }
+            r.organizations.push(rep);
+            respond(StatusCode::CREATED, None, Some(format!("{base}/organizations/{id}")))
+        }
+        (Method::GET, ["organizations"]) => {
+            let exact = q("exact") == Some("true");
+            let attribute = q("q").and_then(|q| q.split_once(':'));
+            let list: Vec<Value> = r
+                .organizations
+                .iter()
+                .filter(|o| {
+                    q("search").is_none_or(|s| {
+                        let name = o["name"].as_str().unwrap_or_default();
+                        if exact { name == s } else { name.contains(s) }
+                    })
+                })
+                .filter(|o| {
+                    attribute.is_none_or(|(k, v)| {
+                        o["attributes"][k].as_array().is_some_and(|vs| vs.iter().any(|x| x.as_str() == Some(v)))
+                    })
+                })
+                .cloned()
+                .collect();
+            ok(Value::Array(list))
+        }
+        (Method::GET, ["organizations", id]) => match find_by(&r.organizations, "id", id) {
+            Some(org) => ok(org.clone()),
+            None => error_message(StatusCode::NOT_FOUND, "Organization not found."),
+        },
+        (Method::DELETE, ["organizations", id]) => {
+            let before = r.organizations.len();
+            r.organizations.retain(|o| o["id"].as_str() != Some(id));
+            if r.organizations.len() == before {
+                return error_message(StatusCode::NOT_FOUND, "Organization not found.");
+            }
+            r.members.remove(*id);
+            no_content()
+        }
+        (Method::POST, ["organizations", id, "members"]) => {
+            if find_by(&r.organizations, "id", id).is_none() {
+                return error_message(StatusCode::NOT_FOUND, "Organization not found.");
+            }
+            // Keycloak reads the body as the bare user id.
+            let user_id = body.trim().trim_matches('"').to_owned();
+            if find_by(&r.users, "id", &user_id).is_none() {
+                return error_message(StatusCode::BAD_REQUEST, "User does not exist");
+            }
+            let members = r.members.entry(id.to_string()).or_default();
+            if members.contains(&user_id) {
+                return error_message(StatusCode::CONFLICT, "User is already a member of the organization.");
+            }
+            members.push(user_id.clone());
+            respond(StatusCode::CREATED, None, Some(format!("{base}/organizations/{id}/members/{user_id}")))
+        }
+        (Method::GET, ["organizations", id, "members"]) => {
+            let ids = r.members.get(*id).cloned().unwrap_or_default();
+            ok(Value::Array(
+                r.users.iter().filter(|u| ids.iter().any(|i| u["id"] == json!(i))).map(user_view).collect(),
+            ))
+        }
+        _ => not_found("Not Found"),
+    }
+}
