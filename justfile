@@ -15,9 +15,13 @@ default:
 install:
     deploy/install.sh
 
-# Start the local stack (NATS with JetStream, PostgreSQL, S3, SMTP capture) on 127.0.0.1, state in .stack/.
+# Start the local stack (servers, Keycloak double, services) on 127.0.0.1, state in .stack/, and provision a demo tenant.
 up: install
     deploy/stack.sh up
+
+# Follow a tenant's saga, event by event.
+watch key:
+    deploy/stack.sh watch {{key}}
 
 # Stop the local stack.
 down:

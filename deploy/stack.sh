@@ -131,10 +131,94 @@ s3_up() {
 }
 
 smtp_up() {
-  mkdir -p "$home/mail"
+  mkdir -p "$home/mail/tmp" "$home/mail/new" "$home/mail/cur"  # a Maildir
   bg_up smtp "$smtp_port" "$LANDLORD_HOME/venv/bin/python" -m aiosmtpd -n -l "127.0.0.1:$smtp_port" \
     -c aiosmtpd.handlers.Mailbox "$home/mail"
   echo "smtp        smtp://127.0.0.1:$smtp_port (aiosmtpd; every mail lands in $home/mail/new)"
+}
+
+# The services, their health ports, and the Keycloak stand-in.
+services=(orchestrator idp database storage notification)
+keycloak_port=${LANDLORD_KEYCLOAK_DOUBLE_PORT:-18080}
+health_port() {
+  case $1 in
+    orchestrator) echo 18101 ;; idp) echo 18102 ;; database) echo 18103 ;;
+    storage) echo 18104 ;; notification) echo 18105 ;; gateway) echo 18106 ;;
+  esac
+}
+target=${CARGO_TARGET_DIR:-$repo/target}/debug
+
+# Settings every service reads; the secrets key is made once and kept.
+write_service_env() {
+  local file=$home/services.env
+  if [ ! -f "$file" ]; then
+    local key; key=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')
+    umask 077
+    echo "LANDLORD_SECRETS_KEY=$key" >"$file"
+  fi
+  # shellcheck source=/dev/null
+  set -a; . "$file"; set +a
+  export LANDLORD_NATS_URL=nats://127.0.0.1:$nats_port
+  export LANDLORD_DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/landlord
+  export LANDLORD_TENANT_DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/landlord_tenants
+  export LANDLORD_PLANS=$repo/deploy/plans.toml
+  export LANDLORD_S3_ENDPOINT=http://127.0.0.1:$s3_port LANDLORD_S3_PATH_STYLE=true
+  export AWS_ACCESS_KEY_ID=landlord AWS_SECRET_ACCESS_KEY=landlord-secret
+  export LANDLORD_SMTP_URL=smtp://127.0.0.1:$smtp_port
+  export LANDLORD_KEYCLOAK_SHARED_REALM=landlord
+  if [ -n "${KEYCLOAK_URL:-}" ]; then
+    export LANDLORD_KEYCLOAK_URL=$KEYCLOAK_URL
+    [ -n "${KEYCLOAK_CLIENT_SECRET:-}" ] && export LANDLORD_KEYCLOAK_CLIENT_ID=${KEYCLOAK_CLIENT_ID:-landlord-idp} \
+      LANDLORD_KEYCLOAK_CLIENT_SECRET=$KEYCLOAK_CLIENT_SECRET
+    [ -n "${KEYCLOAK_ADMIN_PASSWORD:-}" ] && export LANDLORD_KEYCLOAK_USERNAME=${KEYCLOAK_ADMIN:-admin} \
+      LANDLORD_KEYCLOAK_PASSWORD=$KEYCLOAK_ADMIN_PASSWORD
+  else
+    export LANDLORD_KEYCLOAK_URL=http://127.0.0.1:$keycloak_port
+    export LANDLORD_KEYCLOAK_CLIENT_ID=landlord-idp LANDLORD_KEYCLOAK_CLIENT_SECRET=landlord-idp-secret
+  fi
+  export LANDLORD_LOGIN_URL=$LANDLORD_KEYCLOAK_URL/realms/tenant-{key}/account
+  export LANDLORD_ADMIN_PORTAL_URL=$LANDLORD_KEYCLOAK_URL/admin/tenant-{key}/console/
+  export RUST_LOG=${RUST_LOG:-info}
+}
+
+services_up() {
+  echo "building    the services (cargo build --bins)"
+  (cd "$repo" && cargo build --quiet --workspace --bins)
+  if ! psql -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -tAc \
+      "select 1 from pg_database where datname = 'landlord_tenants'" | grep -q 1; then
+    psql -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -qc "create database landlord_tenants"
+  fi
+  write_service_env
+  if [ -z "${KEYCLOAK_URL:-}" ]; then
+    bg_up keycloak-double "$keycloak_port" "$target/keycloak-double" --port "$keycloak_port" --shared-realm landlord
+    echo "keycloak    $LANDLORD_KEYCLOAK_URL — a CONTRACT DOUBLE of the Keycloak Admin API, not Keycloak (set KEYCLOAK_URL for a real one)"
+  else
+    echo "keycloak    $KEYCLOAK_URL (real Keycloak, from KEYCLOAK_URL)"
+  fi
+  local name port
+  for name in "${services[@]}"; do
+    port=$(health_port "$name")
+    LANDLORD_HTTP_ADDR=127.0.0.1:$port bg_up "$name" "$port" "$target/landlord-$name"
+    wait_for "$name readiness" 30 http_ok "http://127.0.0.1:$port/readyz"
+    echo "$(printf '%-11s' "$name") ready (http://127.0.0.1:$port/readyz, logs $log/$name.log)"
+  done
+}
+
+services_down() {
+  local i
+  for ((i = ${#services[@]} - 1; i >= 0; i--)); do bg_down "${services[$i]}"; done
+  bg_down keycloak-double
+}
+
+# Asks for the demo tenant with the CLI and prints what it got.
+demo() {
+  write_service_env
+  local key=${LANDLORD_DEMO_KEY:-demo}
+  echo
+  echo "requesting the demo tenant '$key' (landlord request, following its saga):"
+  "$target/landlord" request "$key" --name "Demo Inc." --admin-email "admin@$key.localhost" \
+    --first-name Ada --last-name Lovelace --domain "$key.localhost" --timeout 120s
+  "$repo/deploy/show-tenant.sh" "$key"
 }
 
 status() {
@@ -144,14 +228,16 @@ status() {
   else
     echo "postgres    stopped"
   fi
-  for name in s3 smtp; do
+  for name in s3 smtp keycloak-double "${services[@]}"; do
     if pid_alive "$home/$name.pid"; then echo "$(printf '%-11s' "$name") running"; else echo "$(printf '%-11s' "$name") stopped"; fi
   done
 }
 
 case ${1:-} in
-  up) nats_up; pg_up; s3_up; smtp_up ;;
-  down) bg_down smtp; bg_down s3; pg_down; nats_down ;;
+  up) nats_up; pg_up; s3_up; smtp_up; services_up; demo ;;
+  down) services_down; bg_down smtp; bg_down s3; pg_down; nats_down ;;
+  demo) demo ;;
+  watch) write_service_env; "$target/landlord" watch "${2:?usage: $0 watch KEY}" ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|demo|watch KEY" >&2; exit 2 ;;
 esac

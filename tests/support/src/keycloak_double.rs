@@ -109,6 +109,11 @@ pub struct KeycloakDouble {
 impl KeycloakDouble {
     /// Starts the double on a free port, with its `master` realm.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts the double on `addr`, with its `master` realm.
+    pub async fn start_on(addr: SocketAddr) -> anyhow::Result<Self> {
         let mut state = State {
             realms: Vec::new(),
             tokens: HashMap::new(),
@@ -118,7 +123,7 @@ impl KeycloakDouble {
             emails: Vec::new(),
         };
         state.realms.push(("master".into(), new_realm(json!({"realm": "master", "enabled": true}))));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let mut double = Self { state: Arc::new(Mutex::new(state)), addr, server: None };
         double.serve(listener);
