@@ -82,7 +82,10 @@ pub async fn ensure_role(
 ) -> Result<bool, StepFailure> {
     let names = &tenant.names;
     match role(conn, &names.role).await? {
-        Some(existing) if is_marked_for(existing.comment.as_deref(), &tenant.id) => return Ok(false),
+        Some(existing) if is_marked_for(existing.comment.as_deref(), &tenant.id) => {
+            join_role(conn, &ident(&names.role)?).await?;
+            return Ok(false);
+        }
         Some(existing) => return Err(conflict("role", &names.role, &tenant.id, existing.comment.as_deref())),
         None => {}
     }
@@ -106,7 +109,16 @@ pub async fn ensure_role(
         format!("ALTER ROLE {role} SET search_path = {}", ident(&names.schema)?),
     )
     .await?;
+    join_role(conn, &role).await?;
     Ok(true)
+}
+
+/// Makes the provisioning role a member of the tenant's role: creating a
+/// schema or database owned by it, and seeding as it, need that unless the
+/// provisioning role is a superuser (PostgreSQL 15 gives a CREATEROLE role
+/// no membership in the roles it creates). Granting it again is a no-op.
+async fn join_role(conn: &mut PgConnection, role: &str) -> Result<(), StepFailure> {
+    exec(conn, "joining the tenant's role", format!("GRANT {role} TO CURRENT_USER")).await
 }
 
 /// Creates the tenant's schema, owned by its role, and applies `seed` in
