@@ -1,0 +1,206 @@
+//! End to end: the real service binaries against real servers (Keycloak:
+//! the contract double), tenants asked for with the `landlord` CLI, and
+//! every outcome checked in the backends themselves, not only in
+//! Landlord's tables.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use landlord_e2e::{SHARED_REALM, Stack};
+use landlord_testkit::eventually;
+use serde_json::{Value, json};
+
+/// The CLI's verdict: it exits 0 on ACTIVE, 1 on FAILED.
+fn outcome(output: &std::process::Output) -> (bool, String) {
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+/// The temporary password the idp worker gave Keycloak for `realm`'s admin.
+fn posted_password(stack: &Stack, realm: &str) -> Result<String> {
+    let created = stack.keycloak.requests_to("POST", &format!("/admin/realms/{realm}/users"));
+    let body: Value = serde_json::from_str(&created.first().context("no user was created")?.body)?;
+    Ok(body["credentials"][0]["value"].as_str().context("no password")?.to_owned())
+}
+
+fn tenant_id_of(value: &Value) -> Option<String> {
+    match &value["attributes"]["tenantId"] {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(a) => a.first().and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+async fn count(db: &mut sqlx::PgConnection, sql: &str, name: &str) -> Result<i64> {
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).bind(name).fetch_one(db).await?)
+}
+
+#[tokio::test]
+async fn every_tier_is_provisioned_and_checked_in_each_backend() -> Result<()> {
+    let stack = Stack::start().await?;
+    let (bridge, silo, pooled) = tokio::join!(
+        stack.request("bridgeco", "standard"),
+        stack.request("siloco", "enterprise"),
+        stack.request("poolco", "free"),
+    );
+    for (key, output) in [("bridgeco", bridge?), ("siloco", silo?), ("poolco", pooled?)] {
+        let (ok, text) = outcome(&output);
+        assert!(ok && text.contains("ACTIVE"), "{key}: {text}\n{}", stack.logs());
+    }
+    let mut data = stack.tenant_data().await?;
+
+    // Bridge: realm, client, admin; schema and role; bucket; the welcome mail.
+    let (id, status) = stack.tenant("bridgeco").await?;
+    assert_eq!(status, "ACTIVE");
+    let realm = stack.keycloak.realm("tenant-bridgeco").context("no realm")?;
+    assert_eq!(tenant_id_of(&realm).as_deref(), Some(id.as_str()));
+    let client = stack.keycloak.clients("tenant-bridgeco").into_iter().find(|c| c["clientId"] == "bridgeco-app");
+    let client = client.context("no client")?;
+    assert_eq!(client["publicClient"], true);
+    assert_eq!(client["attributes"]["pkce.code.challenge.method"], "S256");
+    assert_eq!(client["redirectUris"], json!(["https://bridgeco.example.com/*"]));
+    let users = stack.keycloak.users("tenant-bridgeco");
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0]["username"], "admin@bridgeco.test");
+    let schema_owner: String =
+        sqlx::query_scalar("SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = $1")
+            .bind("tenant_bridgeco")
+            .fetch_one(&mut data)
+            .await?;
+    assert_eq!(schema_owner, "tenant_bridgeco");
+    assert!(stack.buckets()?.contains(&"landlord-bridgeco".to_owned()));
+    let password = posted_password(&stack, "tenant-bridgeco")?;
+    let mails = stack.smtp.mails_to("admin@bridgeco.test");
+    assert_eq!(mails.len(), 1, "one welcome mail");
+    assert!(mails[0].raw.contains(&format!("Temporary password: {password}")), "{}", mails[0].raw);
+    for service in landlord_e2e::SERVICES {
+        assert!(!stack.log(service).contains(&password), "{service} logged the temporary password");
+    }
+
+    // Silo: its own realm and database.
+    assert!(stack.keycloak.realm("tenant-siloco").is_some());
+    let databases = count(&mut data, "SELECT count(*) FROM pg_database WHERE datname = $1", "tenant_siloco").await?;
+    assert_eq!(databases, 1);
+    let roles = count(&mut data, "SELECT count(*) FROM pg_roles WHERE rolname = $1", "tenant_siloco").await?;
+    assert_eq!(roles, 1);
+    assert!(stack.buckets()?.contains(&"landlord-siloco".to_owned()));
+
+    // Pooled: an organization in the shared realm, rows, a prefix.
+    let (pooled_id, _) = stack.tenant("poolco").await?;
+    assert!(stack.keycloak.realm("tenant-poolco").is_none(), "no realm of its own");
+    let orgs = stack.keycloak.organizations(SHARED_REALM);
+    let org = orgs.iter().find(|o| o["name"] == "poolco").context("no organization")?;
+    assert_eq!(tenant_id_of(org).as_deref(), Some(pooled_id.as_str()));
+    let members = stack.keycloak.members(SHARED_REALM, org["id"].as_str().unwrap_or_default());
+    assert_eq!(members.len(), 1);
+    let rows =
+        count(&mut data, "SELECT count(*) FROM landlord_pooled.tenants WHERE tenant_id::text = $1", &pooled_id).await?;
+    assert_eq!(rows, 1);
+    let prefix = stack.s3.data_dir().join("landlord-pooled").join("tenants").join("poolco");
+    assert!(prefix.is_dir(), "no prefix {}", prefix.display());
+    assert_eq!(stack.smtp.mails().len(), 3, "a welcome mail each");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stopped_s3_server_fails_the_tenant_and_undoes_exactly_what_was_done() -> Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.s3.kill();
+    let (ok, text) = outcome(&stack.request("nobucket", "standard").await?);
+    assert!(!ok && text.contains("FAILED at storage"), "{text}\n{}", stack.logs());
+    let (_, status) = stack.tenant("nobucket").await?;
+    assert_eq!(status, "FAILED");
+    // The identity and the database steps were undone, in the backends.
+    assert!(stack.keycloak.realm("tenant-nobucket").is_none(), "the realm is gone");
+    let mut data = stack.tenant_data().await?;
+    assert_eq!(count(&mut data, "SELECT count(*) FROM pg_namespace WHERE nspname = $1", "tenant_nobucket").await?, 0);
+    assert_eq!(count(&mut data, "SELECT count(*) FROM pg_roles WHERE rolname = $1", "tenant_nobucket").await?, 0);
+    let steps = stack.steps("nobucket").await?;
+    let states: Vec<(&str, &str)> = steps.iter().map(|(n, s, _)| (n.as_str(), s.as_str())).collect();
+    assert_eq!(
+        states,
+        [
+            ("idp_realm", "compensated"),
+            ("idp_client", "compensated"),
+            ("idp_admin_user", "compensated"),
+            ("database", "compensated"),
+            ("storage", "failed"),
+            ("welcome_email", "pending"),
+        ]
+    );
+    // Every resource recorded is marked deleted.
+    let resources = stack.resources("nobucket").await?;
+    assert!(!resources.is_empty() && resources.iter().all(|(_, _, deleted)| *deleted), "{resources:?}");
+    // The admin is told (the failure mail is sent after the saga ended).
+    let mails = eventually("the failure mail", Duration::from_secs(20), || async {
+        let mails = stack.smtp.mails_to("admin@nobucket.test");
+        (!mails.is_empty()).then_some(mails)
+    })
+    .await?;
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].raw.contains("What failed: storage"), "{}", mails[0].raw);
+    // Back up, the next tenant goes through.
+    stack.s3.restart().await?;
+    let (ok, text) = outcome(&stack.request("withbucket", "standard").await?);
+    assert!(ok, "{text}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_smtp_outage_leaves_the_tenant_active_with_the_mail_reported() -> Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.smtp.kill();
+    let (ok, text) = outcome(&stack.request("nomail", "standard").await?);
+    assert!(ok && text.contains("ACTIVE"), "mail trouble never fails a tenant: {text}");
+    assert!(text.contains("welcome_email attempt 3"), "retried before giving up: {text}");
+    let steps = stack.steps("nomail").await?;
+    let (_, state, error) = steps.iter().find(|(n, _, _)| n == "welcome_email").context("no mail step")?;
+    assert_eq!(state, "failed");
+    assert!(error.as_deref().unwrap_or_default().contains("smtp"), "{error:?}");
+    assert!(stack.keycloak.realm("tenant-nomail").is_some(), "nothing was undone");
+    assert!(stack.buckets()?.contains(&"landlord-nomail".to_owned()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn keycloak_answering_500_fails_the_tenant_before_anything_exists() -> Result<()> {
+    let stack = Stack::start().await?;
+    stack.keycloak.fail_next(1_000, 500);
+    let (ok, text) = outcome(&stack.request("noidp", "standard").await?);
+    assert!(!ok && text.contains("FAILED at idp_realm"), "{text}");
+    assert!(text.contains("keycloak_unavailable"), "{text}");
+    let mut data = stack.tenant_data().await?;
+    assert_eq!(count(&mut data, "SELECT count(*) FROM pg_namespace WHERE nspname = $1", "tenant_noidp").await?, 0);
+    assert!(!stack.buckets()?.contains(&"landlord-noidp".to_owned()));
+    assert!(stack.resources("noidp").await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_revoked_database_privilege_undoes_the_identity_steps() -> Result<()> {
+    let mut stack = Stack::servers().await?;
+    // The database worker runs as a provisioning role, as in production,
+    // not as a superuser.
+    let mut data = stack.tenant_data().await?;
+    let database = stack.tenant_data.name.clone();
+    for statement in [
+        "CREATE ROLE provisioner LOGIN CREATEROLE CREATEDB".to_owned(),
+        format!("ALTER DATABASE \"{database}\" OWNER TO provisioner"),
+        "ALTER SCHEMA public OWNER TO provisioner".to_owned(),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut data).await?;
+    }
+    stack.tenant_data_url = stack.pg.url(&database).replace("postgres@", "provisioner@");
+    stack.start_services().await?;
+    let (ok, text) = outcome(&stack.request("granted", "standard").await?);
+    assert!(ok, "the provisioning role is enough: {text}\n{}", stack.log("database"));
+    // The operator takes CREATEROLE away: the next tenant cannot get a role.
+    sqlx::raw_sql("ALTER ROLE provisioner NOCREATEROLE").execute(&mut data).await?;
+    let (ok, text) = outcome(&stack.request("revoked", "standard").await?);
+    assert!(!ok && text.contains("FAILED at database"), "{text}\n{}", stack.log("database"));
+    assert!(stack.keycloak.realm("tenant-revoked").is_none(), "the realm was undone");
+    assert!(stack.keycloak.realm("tenant-granted").is_some(), "the other tenant is untouched");
+    assert_eq!(count(&mut data, "SELECT count(*) FROM pg_namespace WHERE nspname = $1", "tenant_revoked").await?, 0);
+    assert!(!stack.buckets()?.contains(&"landlord-revoked".to_owned()));
+    Ok(())
+}
