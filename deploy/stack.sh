@@ -214,10 +214,17 @@ services_down() {
 demo() {
   write_service_env
   local key=${LANDLORD_DEMO_KEY:-demo}
+  local status
+  status=$(psql -h 127.0.0.1 -p "$pg_port" -U postgres -d landlord -tA -v key="$key" \
+    <<<"select status from tenants where key = :'key'" 2>/dev/null || true)
   echo
-  echo "requesting the demo tenant '$key' (landlord request, following its saga):"
-  "$target/landlord" request "$key" --name "Demo Inc." --admin-email "admin@$key.localhost" \
-    --first-name Ada --last-name Lovelace --domain "$key.localhost" --timeout 120s
+  if [ -n "$status" ]; then
+    echo "the demo tenant '$key' exists already ($status); LANDLORD_DEMO_KEY=<key> deploy/stack.sh demo asks for another"
+  else
+    echo "requesting the demo tenant '$key' (landlord request, following its saga):"
+    "$target/landlord" request "$key" --name "Demo Inc." --admin-email "admin@$key.localhost" \
+      --first-name Ada --last-name Lovelace --domain "$key.localhost" --timeout 120s
+  fi
   "$repo/deploy/show-tenant.sh" "$key"
 }
 
@@ -238,6 +245,7 @@ case ${1:-} in
   down) services_down; bg_down smtp; bg_down s3; pg_down; nats_down ;;
   demo) demo ;;
   watch) write_service_env; "$target/landlord" watch "${2:?usage: $0 watch KEY}" ;;
+  audit) write_service_env; shift; "$target/landlord" audit "$@" ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status|demo|watch KEY" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|demo|watch KEY|audit [--remove-orphans]" >&2; exit 2 ;;
 esac

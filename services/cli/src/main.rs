@@ -5,6 +5,7 @@
 //!                  [--first-name <name>] [--last-name <name>] [--domain <domain>]...
 //!                  [--id <idempotency id>] [--no-wait] [--timeout <duration>]
 //! landlord watch <key> [--timeout <duration>]
+//! landlord audit [--remove-orphans]
 //! ```
 //!
 //! `request` publishes a `TenantRequested` on the events stream — what any
@@ -14,7 +15,10 @@
 //! the tenant is ACTIVE (exit 0) or rejected, failed or cancelled (exit 1).
 //! `watch` prints a tenant's events from the start of the stream the same
 //! way. The broker comes from the runtime's variables (`LANDLORD_NATS_URL`,
-//! `LANDLORD_NAMESPACE`); usage errors exit 2.
+//! `LANDLORD_NAMESPACE`); usage errors exit 2. `audit` compares the
+//! backends with the control plane's resources (see [`audit`]).
+
+mod audit;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -30,7 +34,8 @@ const USAGE: &str = "usage:
   landlord request <key> --admin-email <email> [--name <display name>] [--plan <plan>]
                    [--first-name <name>] [--last-name <name>] [--domain <domain>]...
                    [--id <idempotency id>] [--no-wait] [--timeout <duration, default 120s>]
-  landlord watch <key> [--timeout <duration, default 120s>]";
+  landlord watch <key> [--timeout <duration, default 120s>]
+  landlord audit [--remove-orphans]";
 
 /// The command line, parsed.
 #[derive(Debug, Default)]
@@ -45,6 +50,7 @@ struct Args {
     domains: Vec<String>,
     id: Option<String>,
     wait: bool,
+    remove_orphans: bool,
     timeout: Duration,
 }
 
@@ -52,7 +58,7 @@ fn parse(raw: Vec<String>) -> Result<Args, String> {
     let mut args = Args { wait: true, timeout: Duration::from_secs(120), ..Default::default() };
     let mut raw = raw.into_iter();
     args.command = raw.next().ok_or("no command")?;
-    if !matches!(args.command.as_str(), "request" | "watch") {
+    if !matches!(args.command.as_str(), "request" | "watch" | "audit") {
         return Err(format!("unknown command {:?}", args.command));
     }
     while let Some(arg) = raw.next() {
@@ -66,6 +72,7 @@ fn parse(raw: Vec<String>) -> Result<Args, String> {
             "--domain" => args.domains.push(value()?),
             "--id" => args.id = Some(value()?),
             "--no-wait" => args.wait = false,
+            "--remove-orphans" if args.command == "audit" => args.remove_orphans = true,
             "--timeout" => {
                 let v = value()?;
                 args.timeout = humantime::parse_duration(&v).map_err(|e| format!("--timeout {v:?}: {e}"))?;
@@ -75,7 +82,7 @@ fn parse(raw: Vec<String>) -> Result<Args, String> {
             extra => return Err(format!("unexpected argument {extra:?}")),
         }
     }
-    if args.key.is_empty() {
+    if args.key.is_empty() && args.command != "audit" {
         return Err("no tenant key".into());
     }
     if args.command == "request" && args.admin_email.is_none() {
@@ -105,6 +112,9 @@ async fn main() -> ExitCode {
 
 /// True when the tenant ended (or, not waiting, was asked for) well.
 async fn run(args: Args) -> Result<bool> {
+    if args.command == "audit" {
+        return audit::run(args.remove_orphans).await;
+    }
     let key = match TenantKey::parse(&args.key) {
         Ok(key) => key,
         Err(error) => {
@@ -253,5 +263,7 @@ mod tests {
         assert_eq!(args("watch acme --plan").unwrap_err(), "--plan needs a value");
         assert_eq!(args("watch acme --force").unwrap_err(), "unknown option --force");
         assert_eq!(args("watch").unwrap_err(), "no tenant key");
+        assert!(args("audit --remove-orphans").unwrap().remove_orphans);
+        assert_eq!(args("watch acme --remove-orphans").unwrap_err(), "unknown option --remove-orphans");
     }
 }

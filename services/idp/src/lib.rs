@@ -365,6 +365,11 @@ impl Idp {
         Ok(outcome?)
     }
 
+    /// The admin API client.
+    pub fn keycloak(&self) -> &Keycloak {
+        &self.keycloak
+    }
+
     /// The realm this tenant's users live in.
     pub fn user_realm(&self, tenant: &Tenant) -> String {
         if tenant.pooled() { self.settings.shared_realm.clone() } else { tenant.realm_name() }

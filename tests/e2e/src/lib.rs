@@ -265,6 +265,27 @@ impl Stack {
         Ok(output)
     }
 
+    /// `landlord audit [--remove-orphans]`: whether it found no drift (or
+    /// removed it all), and what it printed.
+    pub async fn audit(&self, remove_orphans: bool) -> Result<(bool, String)> {
+        let mut command = tokio::process::Command::new(workspace_binary("landlord")?);
+        command.arg("audit").envs(self.env(0));
+        if remove_orphans {
+            command.arg("--remove-orphans");
+        }
+        let output = command.output().await?;
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        Ok((output.status.success(), text))
+    }
+
+    /// Fails unless the audit finds every backend as the control plane
+    /// recorded it.
+    pub async fn assert_no_drift(&self) -> Result<()> {
+        let (clean, text) = self.audit(false).await?;
+        anyhow::ensure!(clean && text.contains("no drift"), "the audit found drift:\n{text}");
+        Ok(())
+    }
+
     pub async fn control(&self) -> Result<PgConnection> {
         Ok(PgConnection::connect(&self.control.url).await?)
     }

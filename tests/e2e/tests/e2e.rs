@@ -99,7 +99,7 @@ async fn every_tier_is_provisioned_and_checked_in_each_backend() -> Result<()> {
     let prefix = stack.s3.data_dir().join("landlord-pooled").join("tenants").join("poolco");
     assert!(prefix.is_dir(), "no prefix {}", prefix.display());
     assert_eq!(stack.smtp.mails().len(), 3, "a welcome mail each");
-    Ok(())
+    stack.assert_no_drift().await
 }
 
 #[tokio::test]
@@ -143,7 +143,7 @@ async fn a_stopped_s3_server_fails_the_tenant_and_undoes_exactly_what_was_done()
     stack.s3.restart().await?;
     let (ok, text) = outcome(&stack.request("withbucket", "standard").await?);
     assert!(ok, "{text}");
-    Ok(())
+    stack.assert_no_drift().await
 }
 
 #[tokio::test]
@@ -159,7 +159,7 @@ async fn an_smtp_outage_leaves_the_tenant_active_with_the_mail_reported() -> Res
     assert!(error.as_deref().unwrap_or_default().contains("smtp"), "{error:?}");
     assert!(stack.keycloak.realm("tenant-nomail").is_some(), "nothing was undone");
     assert!(stack.buckets()?.contains(&"landlord-nomail".to_owned()));
-    Ok(())
+    stack.assert_no_drift().await
 }
 
 #[tokio::test]
@@ -173,7 +173,8 @@ async fn keycloak_answering_500_fails_the_tenant_before_anything_exists() -> Res
     assert_eq!(count(&mut data, "SELECT count(*) FROM pg_namespace WHERE nspname = $1", "tenant_noidp").await?, 0);
     assert!(!stack.buckets()?.contains(&"landlord-noidp".to_owned()));
     assert!(stack.resources("noidp").await?.is_empty());
-    Ok(())
+    stack.keycloak.clear_failures();
+    stack.assert_no_drift().await
 }
 
 #[tokio::test]
@@ -202,5 +203,72 @@ async fn a_revoked_database_privilege_undoes_the_identity_steps() -> Result<()> 
     assert!(stack.keycloak.realm("tenant-granted").is_some(), "the other tenant is untouched");
     assert_eq!(count(&mut data, "SELECT count(*) FROM pg_namespace WHERE nspname = $1", "tenant_revoked").await?, 0);
     assert!(!stack.buckets()?.contains(&"landlord-revoked".to_owned()));
+    stack.assert_no_drift().await
+}
+
+#[tokio::test]
+async fn the_audit_reports_drift_both_ways_and_removes_only_marked_orphans() -> Result<()> {
+    let stack = Stack::start().await?;
+    for (key, plan) in [("kept", "standard"), ("lost", "standard"), ("pool", "free"), ("gone", "enterprise")] {
+        let (ok, text) = outcome(&stack.request(key, plan).await?);
+        assert!(ok, "{key}: {text}");
+    }
+    stack.assert_no_drift().await?;
+    // Drift: the control plane forgets some of "lost"'s and "pool"'s
+    // resources (as a crash between the backend and the record would
+    // leave them), and "gone"'s realm disappears behind Landlord's back.
+    let mut control = stack.control().await?;
+    sqlx::query(
+        "UPDATE resources SET deleted_at = now() WHERE tenant_id = (SELECT id FROM tenants WHERE key = $1)
+         AND kind IN ('s3.bucket', 'postgres.schema', 'postgres.role', 'keycloak.realm')",
+    )
+    .bind("lost")
+    .execute(&mut control)
+    .await?;
+    sqlx::query(
+        "UPDATE resources SET deleted_at = now() WHERE tenant_id = (SELECT id FROM tenants WHERE key = $1)
+         AND kind IN ('s3.prefix', 'keycloak.organization', 'postgres.pooled_tenant')",
+    )
+    .bind("pool")
+    .execute(&mut control)
+    .await?;
+    let (_, gone_status) = stack.tenant("gone").await?;
+    assert_eq!(gone_status, "ACTIVE");
+    stack.keycloak.delete_realm("tenant-gone");
+    // An unmarked bucket and schema of someone else's are none of the audit's business.
+    std::fs::create_dir_all(stack.s3.data_dir().join("not-landlords"))?;
+    let mut data = stack.tenant_data().await?;
+    sqlx::raw_sql("CREATE SCHEMA tenant_unmarked").execute(&mut data).await?;
+
+    let (clean, report) = stack.audit(false).await?;
+    assert!(!clean, "{report}");
+    for line in [
+        "orphan   s3.bucket               landlord-lost",
+        "orphan   postgres.schema         tenant_lost",
+        "orphan   postgres.role           tenant_lost",
+        "orphan   keycloak.realm          tenant-lost",
+        "orphan   s3.prefix               landlord-pooled/tenants/pool/",
+        "orphan   keycloak.organization",
+        "orphan   postgres.pooled_tenant",
+        "missing  keycloak.realm          tenant-gone",
+    ] {
+        assert!(report.contains(line), "no {line:?} in:\n{report}");
+    }
+    assert!(!report.contains("not-landlords") && !report.contains("tenant_unmarked"), "{report}");
+    assert!(!report.contains("kept"), "the healthy tenant is not drift: {report}");
+
+    let (_, removal) = stack.audit(true).await?;
+    assert_eq!(removal.matches("removed").count(), 7, "{removal}");
+    assert!(!removal.contains("NOT removed"), "{removal}");
+    assert!(stack.keycloak.realm("tenant-lost").is_none());
+    assert!(!stack.buckets()?.contains(&"landlord-lost".to_owned()));
+    assert!(stack.buckets()?.contains(&"not-landlords".to_owned()), "unmarked: left alone");
+    assert_eq!(count(&mut data, "SELECT count(*) FROM pg_namespace WHERE nspname = $1", "tenant_lost").await?, 0);
+    assert_eq!(count(&mut data, "SELECT count(*) FROM pg_namespace WHERE nspname = $1", "tenant_unmarked").await?, 1);
+    assert!(stack.keycloak.realm("tenant-kept").is_some(), "the healthy tenant is untouched");
+    // What is missing cannot be removed: it stays reported.
+    let (clean, after) = stack.audit(false).await?;
+    assert!(!clean && after.contains("missing  keycloak.realm          tenant-gone"), "{after}");
+    assert!(!after.contains("orphan"), "{after}");
     Ok(())
 }

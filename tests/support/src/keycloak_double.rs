@@ -15,7 +15,7 @@
 //!   `client_credentials` and `password` grants; tokens expire after
 //!   [`KeycloakDouble::set_token_lifespan`] and an expired or unknown token
 //!   gets `401` on every admin call ([`KeycloakDouble::expire_tokens`]);
-//! - realms: `POST /admin/realms` (`201` + `Location`, `409
+//! - realms: `GET /admin/realms` (every realm), `POST /admin/realms` (`201` + `Location`, `409
 //!   {"errorMessage":"Conflict detected. See logs for details"}`),
 //!   `GET`/`DELETE /admin/realms/{realm}` (`404 {"error":"Realm not found."}`);
 //!   a new realm has a `realm-management` client with the `realm-admin` role
@@ -186,6 +186,11 @@ impl KeycloakDouble {
         self.lock().failures.extend(std::iter::repeat_n(status, count));
     }
 
+    /// Forgets failures asked for with [`Self::fail_next`] and not yet served.
+    pub fn clear_failures(&self) {
+        self.lock().failures.clear();
+    }
+
     /// Lifetime of tokens issued from now on (`expires_in`).
     pub fn set_token_lifespan(&self, lifespan: Duration) {
         self.lock().token_lifespan = lifespan;
@@ -220,6 +225,11 @@ impl KeycloakDouble {
     pub fn add_realm(&self, rep: Value) {
         let name = rep["realm"].as_str().unwrap_or_default().to_owned();
         self.lock().realms.push((name, new_realm(rep)));
+    }
+
+    /// Deletes a realm directly, behind the client's back (drift for audits).
+    pub fn delete_realm(&self, realm: &str) {
+        self.lock().realms.retain(|(name, _)| name != realm);
     }
 
     /// Sets the realm's `unmanagedAttributePolicy` (e.g. `"ENABLED"`).
@@ -417,6 +427,11 @@ fn route(
     let json_body = || serde_json::from_str::<Value>(body);
     let base = format!("/admin/realms/{}", segments.get(2).unwrap_or(&""));
     match (method.clone(), &segments[2..]) {
+        // RealmsAdminResource.getRealms: every realm's representation.
+        (Method::GET, []) => {
+            let realms = state.realms.iter().map(|(_, r)| r.rep.clone()).collect();
+            respond(StatusCode::OK, Some(Value::Array(realms)), None)
+        }
         (Method::POST, []) => {
             let Ok(rep) = json_body() else { return error_message(StatusCode::BAD_REQUEST, "unrecognized field") };
             let Some(name) = rep["realm"].as_str().map(str::to_owned) else {
