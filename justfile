@@ -61,3 +61,7 @@ bench-database: install
 # Benchmark the storage worker against s3s-fs, next to bare CreateBucket/DeleteBucket → bench/results/storage.{json,md}.
 bench-storage: install
     RUST_LOG=warn cargo bench -p landlord-storage --bench storage
+
+# Benchmark the whole system: 1,000 bridge tenants at 1/16/64 in flight through the service binaries, next to the workers' steps called directly (the floor) → bench/results/full.{json,md}.
+bench: install
+    RUST_LOG=warn cargo bench -p landlord-e2e --bench full

@@ -108,12 +108,19 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// The servers and the double, no services yet.
+    /// The servers and the double, no services yet; PostgreSQL with fsync
+    /// off, as tests want it.
     pub async fn servers() -> Result<Self> {
+        Self::servers_with(false).await
+    }
+
+    /// The servers and the double; `durable`: PostgreSQL with fsync on, as
+    /// a deployment runs it (benchmarks).
+    pub async fn servers_with(durable: bool) -> Result<Self> {
         static TURN: std::sync::OnceLock<std::sync::Arc<tokio::sync::Mutex<()>>> = std::sync::OnceLock::new();
         let turn = TURN.get_or_init(Default::default).clone().lock_owned().await;
         let nats = NatsServer::start().await?;
-        let pg = tokio::task::spawn_blocking(Postgres::start).await??;
+        let pg = tokio::task::spawn_blocking(move || Postgres::start_with(durable)).await??;
         let control = pg.fresh_database().await?;
         let tenant_data = pg.fresh_database().await?;
         let keycloak = KeycloakDouble::start().await?;
@@ -142,7 +149,12 @@ impl Stack {
 
     /// The servers, the double and every service, ready.
     pub async fn start() -> Result<Self> {
-        let mut stack = Self::servers().await?;
+        Self::start_with(false).await
+    }
+
+    /// [`Self::start`], with a durable PostgreSQL when `durable`.
+    pub async fn start_with(durable: bool) -> Result<Self> {
+        let mut stack = Self::servers_with(durable).await?;
         stack.start_services().await?;
         Ok(stack)
     }
@@ -152,6 +164,11 @@ impl Stack {
             self.start_service(name).await?;
         }
         Ok(())
+    }
+
+    /// What the services are given, for running their code in process.
+    pub fn service_env(&self) -> Vec<(String, String)> {
+        self.env(0)
     }
 
     /// What every service is given; each reads what it needs.

@@ -12,12 +12,14 @@
 //!   in a Maildir for tests to read;
 //! - [`KeycloakDouble`]: a contract double of the Keycloak Admin REST API
 //!   (Keycloak cannot be installed here);
-//! - [`eventually`]: wait on a condition instead of sleeping.
+//! - [`eventually`]: wait on a condition instead of sleeping;
+//! - [`bench`]: percentiles, machine and versions for benchmark results.
 //!
 //! Server binaries come from the project-local toolchain that
 //! `deploy/install.sh` sets up (`.stack/`), or from `LANDLORD_NATS_SERVER`
 //! and `LANDLORD_PG_BIN`.
 
+pub mod bench;
 mod keycloak_double;
 mod nats;
 mod otlp;

@@ -1,0 +1,280 @@
+//! `just bench`: bridge-tier tenants through the whole system — the five
+//! service binaries as processes, NATS, a durable PostgreSQL, s3s-fs,
+//! aiosmtpd and the Keycloak contract double — at 1, 16 and 64 in flight,
+//! next to the floor: the same backend operations (the workers' own step
+//! code for realm, client, admin user, database, bucket and welcome mail)
+//! run directly, in sequence per tenant, without the bus or the
+//! orchestrator, at the same concurrency.
+//!
+//! `BENCH_TENANTS` (default 1000) tenants per concurrency level. Writes
+//! bench/results/full.{json,md}.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use futures_util::StreamExt as _;
+use landlord_contract::{EventKind, TenantKey, pb};
+use landlord_e2e::Stack;
+use landlord_runtime::{Broker, DeliveryInfo, Env, Envelope, KvSecrets, Publisher, SecretsKey, StepService};
+use landlord_testkit::bench::{command_output, machine, summary};
+use tokio::sync::{Semaphore, oneshot};
+
+const LEVELS: [usize; 3] = [1, 16, 64];
+
+type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<bool>>>>;
+
+/// Requests `n` tenants, `in_flight` at a time; each latency runs from the
+/// publish to the TenantActivated event.
+async fn through_the_stack(stack: &Stack, level: usize, n: usize, in_flight: usize) -> Result<(Vec<f64>, f64)> {
+    let broker = Broker::connect(&stack.nats.url(), "bench", stack.namespace.clone()).await?;
+    let publisher = Publisher::new(&broker, "bench");
+    let waiters: Waiters = Arc::default();
+    let mut finished = broker.client.subscribe(stack.namespace.event_filter(None, None)).await?;
+    let dispatch = {
+        let waiters = waiters.clone();
+        tokio::spawn(async move {
+            while let Some(message) = finished.next().await {
+                let mut tokens = message.subject.rsplit('.');
+                let kind = tokens.next().and_then(EventKind::from_name);
+                let key = tokens.next().unwrap_or_default().to_owned();
+                let ok = match kind {
+                    Some(EventKind::Activated) => true,
+                    Some(EventKind::ProvisioningFailed | EventKind::Rejected) => false,
+                    _ => continue,
+                };
+                if let Some(waiter) = waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&key) {
+                    let _ = waiter.send(ok);
+                }
+            }
+        })
+    };
+    let gate = Arc::new(Semaphore::new(in_flight));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let permit = gate.clone().acquire_owned().await?;
+        let key = format!("b{level}-{i}");
+        let (tx, rx) = oneshot::channel();
+        waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), tx);
+        let request = pb::TenantRequested {
+            idempotency_id: format!("bench-{key}"),
+            key: key.clone(),
+            display_name: key.clone(),
+            plan: "standard".into(),
+            admin: Some(pb::AdminContact {
+                email: format!("admin@{key}.test"),
+                first_name: "Ada".into(),
+                last_name: "Lovelace".into(),
+            }),
+            domains: vec![format!("{key}.example.com")],
+            source: "bench".into(),
+            ..Default::default()
+        };
+        let tenant_key = TenantKey::parse(&key)?;
+        let begin = Instant::now();
+        publisher.publish_event(&tenant_key, &request, &Envelope::new(request.idempotency_id.clone())).await?;
+        tasks.push(tokio::spawn(async move {
+            let ok = tokio::time::timeout(Duration::from_secs(120), rx).await;
+            drop(permit);
+            match ok {
+                Ok(Ok(true)) => Ok(begin.elapsed().as_secs_f64() * 1000.0),
+                other => Err(anyhow::anyhow!("tenant {key} did not become ACTIVE: {other:?}")),
+            }
+        }));
+    }
+    let mut latencies = Vec::with_capacity(n);
+    for task in tasks {
+        latencies.push(task.await??);
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    dispatch.abort();
+    Ok((latencies, rate))
+}
+
+/// The workers' own step code, in process, called in pipeline order.
+struct Direct {
+    idp: landlord_idp::Idp,
+    database: landlord_database::Provisioner,
+    storage: landlord_storage::Storage,
+    notifier: landlord_notification::Notifier,
+}
+
+impl Direct {
+    async fn new(stack: &Stack) -> Result<Self> {
+        let env = Env::from_pairs(stack.service_env());
+        let broker = Broker::connect(&stack.nats.url(), "floor", stack.namespace.clone()).await?;
+        let root = stack.namespace.root();
+        let idp_settings = landlord_idp::Settings::from_env(&env)?;
+        let secrets = landlord_idp::Idp::open_secrets(&idp_settings, &broker.jetstream, root, 1).await?;
+        let notification = landlord_notification::Settings::from_env(&env)?;
+        let ledger = landlord_notification::Ledger::open(
+            &broker.jetstream,
+            root,
+            1,
+            Duration::from_secs(3600),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let key = SecretsKey::from_base64(&env.raw("LANDLORD_SECRETS_KEY").context("no key")?)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let mail_secrets = KvSecrets::open(&broker.jetstream, root, 1, Duration::from_secs(3600), key).await?;
+        Ok(Self {
+            idp: landlord_idp::Idp::new(idp_settings, secrets)?,
+            database: landlord_database::Provisioner::connect(landlord_database::Settings::from_env(&env)?)?,
+            storage: landlord_storage::Storage::new(landlord_storage::Settings::from_env(&env)?),
+            notifier: landlord_notification::Notifier::new(
+                notification,
+                landlord_notification::Templates::load(None)?,
+                ledger,
+            )
+            .with_secrets(mail_secrets),
+        })
+    }
+
+    /// One tenant's six steps, each fed the outputs before it.
+    async fn provision(&self, key: &str, serial: u64) -> Result<f64> {
+        let spec = pb::TenantSpec {
+            tenant_id: uuid::Uuid::new_v4().to_string(),
+            key: key.to_owned(),
+            display_name: key.to_owned(),
+            plan: "standard".into(),
+            tier: pb::Tier::Bridge as i32,
+            admin: Some(pb::AdminContact {
+                email: format!("admin@{key}.test"),
+                first_name: "Ada".into(),
+                last_name: "Lovelace".into(),
+            }),
+            domains: vec![format!("{key}.example.com")],
+            labels: HashMap::new(),
+        };
+        let begin = Instant::now();
+        let mut inputs = HashMap::new();
+        for (i, (service, action)) in [
+            ("idp", "create_realm"),
+            ("idp", "create_client"),
+            ("idp", "create_admin_user"),
+            ("database", "provision"),
+            ("storage", "create_bucket"),
+            ("notification", "send_welcome"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let command = pb::StepCommand {
+                saga_id: format!("floor-{key}"),
+                step: action.into(),
+                attempt: 1,
+                tenant: Some(spec.clone()),
+                inputs: inputs.clone(),
+                ..Default::default()
+            };
+            let delivery = DeliveryInfo {
+                subject: String::new(),
+                headers: Default::default(),
+                event: None,
+                // Unique per command: the mail ledger de-duplicates on it.
+                stream_sequence: serial * 8 + u64::try_from(i).unwrap_or(0) + 1,
+                delivered: 1,
+                max_deliver: 1,
+            };
+            let outcome = match service {
+                "idp" => self.idp.run(action, &command, &delivery).await,
+                "database" => self.database.run(action, &command, &delivery).await,
+                "storage" => self.storage.run(action, &command, &delivery).await,
+                _ => self.notifier.run(action, &command, &delivery).await,
+            };
+            let ok = outcome.map_err(|f| anyhow::anyhow!("{key} {service}.{action}: {f}"))?;
+            inputs.extend(ok.outputs);
+        }
+        Ok(begin.elapsed().as_secs_f64() * 1000.0)
+    }
+}
+
+async fn floor(direct: Arc<Direct>, level: usize, n: usize, in_flight: usize) -> Result<(Vec<f64>, f64)> {
+    let gate = Arc::new(Semaphore::new(in_flight));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let permit = gate.clone().acquire_owned().await?;
+        let direct = direct.clone();
+        tasks.push(tokio::spawn(async move {
+            let serial = u64::try_from(level * 1_000_000 + i).unwrap_or(0);
+            let latency = direct.provision(&format!("f{level}-{i}"), serial).await;
+            drop(permit);
+            latency
+        }));
+    }
+    let mut latencies = Vec::with_capacity(n);
+    for task in tasks {
+        latencies.push(task.await??);
+    }
+    Ok((latencies, n as f64 / started.elapsed().as_secs_f64()))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let n: usize = std::env::var("BENCH_TENANTS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let stack = Stack::start_with(true).await?;
+    let direct = Arc::new(Direct::new(&stack).await?);
+    let mut rows = Vec::new();
+    let mut json_rows = Vec::new();
+    for in_flight in LEVELS {
+        let (stack_ms, stack_rate) = through_the_stack(&stack, in_flight, n, in_flight).await?;
+        let (floor_ms, floor_rate) = floor(direct.clone(), in_flight, n, in_flight).await?;
+        let (stack_summary, floor_summary) = (summary(stack_ms), summary(floor_ms));
+        let p50_ratio = stack_summary["p50"].as_f64().unwrap_or(0.0) / floor_summary["p50"].as_f64().unwrap_or(1.0);
+        let rate_ratio = stack_rate / floor_rate;
+        println!(
+            "{in_flight:>3} in flight: stack {stack_rate:.1}/s p50 {:.1} ms p99 {:.1} ms | floor {floor_rate:.1}/s p50 {:.1} ms p99 {:.1} ms",
+            stack_summary["p50"].as_f64().unwrap_or(0.0),
+            stack_summary["p99"].as_f64().unwrap_or(0.0),
+            floor_summary["p50"].as_f64().unwrap_or(0.0),
+            floor_summary["p99"].as_f64().unwrap_or(0.0),
+        );
+        rows.push(format!(
+            "| {in_flight} | {stack_rate:.1} | {:.1} / {:.1} | {floor_rate:.1} | {:.1} / {:.1} | {p50_ratio:.2} | {rate_ratio:.2} |",
+            stack_summary["p50"].as_f64().unwrap_or(0.0),
+            stack_summary["p99"].as_f64().unwrap_or(0.0),
+            floor_summary["p50"].as_f64().unwrap_or(0.0),
+            floor_summary["p99"].as_f64().unwrap_or(0.0),
+        ));
+        json_rows.push(serde_json::json!({
+            "in_flight": in_flight,
+            "stack": { "tenants_per_s": stack_rate, "latency_ms": stack_summary },
+            "floor": { "tenants_per_s": floor_rate, "latency_ms": floor_summary },
+            "p50_ratio": p50_ratio,
+            "throughput_ratio": rate_ratio,
+        }));
+    }
+    let versions = serde_json::json!({
+        "rustc": command_output("rustc", &["--version"]),
+        "nats-server": command_output(&landlord_testkit::nats_server_binary()?.display().to_string(), &["--version"]),
+        "postgres": command_output(&landlord_testkit::pg_bin_dir()?.join("postgres").display().to_string(), &["--version"]),
+        "s3s-fs": "0.14.1",
+        "keycloak": "contract double (tests/support)",
+    });
+    let results = serde_json::json!({
+        "bench": "full",
+        "tenants_per_level": n,
+        "tier": "bridge",
+        "levels": json_rows,
+        "machine": machine(),
+        "versions": versions,
+        "goals": { "p50_ratio_at_1": "≤ 1.25", "throughput_ratio_at_64": "≥ 0.8" },
+    });
+    let dir = landlord_testkit::workspace_root().join("bench/results");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("full.json"), serde_json::to_string_pretty(&results)?)?;
+    let md = format!(
+        "# bench (full stack)\n\n{n} bridge-tier tenants per level through the whole system (five service binaries, NATS, durable PostgreSQL, s3s-fs, aiosmtpd, the Keycloak contract double), latency from the TenantRequested publish to the TenantActivated event; next to the floor: the workers' own step code for the same six operations called directly, in sequence per tenant, at the same concurrency.\n\n| in flight | stack tenants/s | stack p50 / p99 ms | floor tenants/s | floor p50 / p99 ms | p50 ratio (goal ≤ 1.25 at 1) | throughput ratio (goal ≥ 0.8 at 64) |\n|---|---|---|---|---|---|---|\n{}\n\nMachine: {}\n\nVersions: {}\n",
+        rows.join("\n"),
+        machine(),
+        versions
+    );
+    std::fs::write(dir.join("full.md"), md)?;
+    println!("wrote bench/results/full.{{json,md}}");
+    Ok(())
+}
