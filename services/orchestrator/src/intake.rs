@@ -184,6 +184,9 @@ pub async fn apply(
         .bind(valid.key.as_str())
         .fetch_optional(&mut **tx)
         .await?;
+    if let Some(retry_of) = request.retry_of.as_deref() {
+        return retry(tx, namespace, &valid, request, request_id, existing.map(|(id, _)| id), retry_of).await;
+    }
     if let Some((_, idempotency_id)) = existing {
         if idempotency_id == request.idempotency_id {
             return Ok((Intake::Repeated, Vec::new()));
@@ -231,6 +234,67 @@ pub async fn apply(
         let pending = crate::outbox::write(tx, &[rejected_event(namespace, request, request_id, &rejection)]).await?;
         return Ok((Intake::Rejected(rejection), pending));
     }
+    start_saga(tx, namespace, &valid, request, tenant, saga).await
+}
+
+/// A retry of a FAILED tenant (`retry_of`): the tenant goes back to PENDING
+/// and a new saga, named by the retry's idempotency id, provisions it again.
+/// Anything else carrying `retry_of` is rejected with the reason.
+async fn retry(
+    tx: &mut Tx,
+    namespace: &Namespace,
+    valid: &ValidRequest<'_>,
+    request: &pb::TenantRequested,
+    request_id: &str,
+    existing: Option<Uuid>,
+    retry_of: &str,
+) -> sqlx::Result<(Intake, Vec<Pending>)> {
+    let rejection = match existing {
+        Some(tenant) if tenant.to_string() == retry_of => {
+            let saga = saga_id("provision", &request.idempotency_id);
+            let seen: Option<(Uuid,)> =
+                sqlx::query_as("SELECT id FROM sagas WHERE id = $1").bind(saga).fetch_optional(&mut **tx).await?;
+            if seen.is_some() {
+                return Ok((Intake::Repeated, Vec::new()));
+            }
+            let status: String = sqlx::query_scalar("SELECT status FROM tenants WHERE id = $1 FOR UPDATE")
+                .bind(tenant)
+                .fetch_one(&mut **tx)
+                .await?;
+            if status == "FAILED" {
+                sqlx::query(
+                    "UPDATE tenants SET status = 'PENDING', failed_step = NULL, failure_reason = NULL,
+                            updated_at = now(), version = version + 1
+                     WHERE id = $1",
+                )
+                .bind(tenant)
+                .execute(&mut **tx)
+                .await?;
+                return start_saga(tx, namespace, valid, request, tenant, saga).await;
+            }
+            Rejection::new(
+                "retry.not_failed",
+                format!("tenant {:?} is {status}: only a FAILED tenant is retried", valid.key.as_str()),
+            )
+        }
+        _ => Rejection::new(
+            "retry.unknown_tenant",
+            format!("tenant key {:?} does not belong to tenant {retry_of:?}", valid.key.as_str()),
+        ),
+    };
+    let pending = crate::outbox::write(tx, &[rejected_event(namespace, request, request_id, &rejection)]).await?;
+    Ok((Intake::Rejected(rejection), pending))
+}
+
+/// Creates saga `saga` for `tenant` with the plan's steps and starts it.
+async fn start_saga(
+    tx: &mut Tx,
+    namespace: &Namespace,
+    valid: &ValidRequest<'_>,
+    request: &pb::TenantRequested,
+    tenant: Uuid,
+    saga: Uuid,
+) -> sqlx::Result<(Intake, Vec<Pending>)> {
     sqlx::query("INSERT INTO sagas (id, tenant_id, operation, idempotency_id, state) VALUES ($1, $2, 'provision', $3, 'running')")
         .bind(saga)
         .bind(tenant)

@@ -44,6 +44,7 @@ pub fn migrator() -> Migrator {
         migration(1, "control plane", include_str!("../../../migrations/0001_control_plane.sql")),
         migration(2, "outbox trace context", include_str!("../../../migrations/0002_outbox_trace_context.sql")),
         migration(3, "inbox retention", include_str!("../../../migrations/0003_inbox_retention.sql")),
+        migration(4, "gateway", include_str!("../../../migrations/0004_gateway.sql")),
     ])
 }
 
@@ -242,7 +243,7 @@ pub async fn attach(service: &mut Service, plans: Plans, timing: Timing) -> anyh
         service.publisher.clone(),
         timing.relay_grace,
         timing.relay_poll,
-        timing.inbox_retention,
+        Some(timing.inbox_retention),
         service.shutdown_token(),
     ));
     service.spawn(timer(core.clone(), timing.timer_interval, service.shutdown_token()));

@@ -215,18 +215,21 @@ pub async fn cleaner(pool: PgPool, mut published: mpsc::UnboundedReceiver<Vec<i6
 const BATCH: i64 = 256;
 
 /// Publishes rows older than `grace` every `poll` until `shutdown`: what a
-/// crash or a broker outage left behind, from this replica or another. Also
-/// prunes inbox ids older than `retention`.
+/// crash or a broker outage left behind, from this replica or another. With
+/// a `retention`, also prunes inbox ids older than that (the inbox's owner,
+/// the orchestrator, does; the gateway only relays).
 pub async fn sweep(
     pool: PgPool,
     publisher: Publisher,
     grace: Duration,
     poll: Duration,
-    retention: Duration,
+    retention: Option<Duration>,
     shutdown: CancellationToken,
 ) {
     loop {
-        if let Err(error) = prune_inbox(&pool, retention).await {
+        if let Some(retention) = retention
+            && let Err(error) = prune_inbox(&pool, retention).await
+        {
             tracing::warn!(%error, "pruning the inbox failed; retrying");
         }
         loop {

@@ -1,0 +1,496 @@
+//! The Clerk webhook bridge (DESIGN.md, "Failure policy"; issue 6).
+//!
+//! Deliveries come through Svix: `svix-id`, `svix-timestamp` and
+//! `svix-signature` headers, the signature an HMAC-SHA256 over
+//! `{svix-id}.{svix-timestamp}.{raw body}` keyed with the base64 secret after
+//! `whsec_`, sent as space-separated `v1,<base64>` values of which any may
+//! match (key rotation), compared in constant time; timestamps more than five
+//! minutes off either way are refused. A verified delivery is recorded by
+//! `svix-id` in PostgreSQL — a redelivery or a replay is acknowledged and
+//! changes nothing — and answered 200 as soon as its transaction commits.
+//!
+//! `organization.created` carries no email, so a tenant is requested once
+//! both the organization and an `org:admin` membership (with the admin's
+//! `public_user_data`) have arrived, in either order. The organization's row
+//! is locked by both, so exactly one delivery finds both halves present and
+//! writes the one `TenantRequested` (idempotency id `clerk:<org id>`). The
+//! key comes from the slug, made valid where that is unambiguous (lower
+//! case, `_`/`.`/space to `-`, other characters dropped, cut to the maximum
+//! length) or the organization is marked rejected with the rule it broke.
+//! Organizations still waiting for their admin are listed at
+//! `/v1/clerk/organizations` and logged as overdue after
+//! `LANDLORD_CLERK_ADMIN_WAIT`. Every delivery is also published, verbatim,
+//! on `<root>.v1.events._clerk.<type>` for later consumers.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use landlord_contract::{Event as _, KeyError, TenantKey, pb};
+use landlord_orchestrator::intake;
+use landlord_orchestrator::outbox::Outgoing;
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::App;
+use crate::auth::{Caller, READ};
+use crate::problem::{Problem, Result};
+
+/// How far a delivery's timestamp may be from our clock, either way.
+pub const TOLERANCE: Duration = Duration::from_secs(300);
+
+/// The tenant key rule's maximum length (`landlord_contract`'s `MAX_LEN`,
+/// which the crate does not export; a test keeps the two in step).
+const KEY_MAX_LEN: usize = 40;
+
+/// CloudEvents type of a Clerk event republished as received.
+pub const CLERK_CE_TYPE: &str = "com.clerk.webhook";
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub secret: SigningSecret,
+    pub plan: String,
+    pub admin_wait: Duration,
+}
+
+/// A Svix signing secret, `whsec_<base64 key>`.
+#[derive(Clone)]
+pub struct SigningSecret(hmac::Key);
+
+impl std::fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningSecret(..)")
+    }
+}
+
+impl SigningSecret {
+    pub fn parse(raw: &str) -> std::result::Result<Self, String> {
+        let encoded = raw.trim().strip_prefix("whsec_").ok_or("expected whsec_<base64>")?;
+        let key = STANDARD.decode(encoded).map_err(|e| format!("the part after whsec_ is not base64: {e}"))?;
+        if key.is_empty() {
+            return Err("the key is empty".into());
+        }
+        Ok(Self(hmac::Key::new(hmac::HMAC_SHA256, &key)))
+    }
+
+    /// `v1,<base64 signature>` of a delivery (senders and tests).
+    pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        let signature = hmac::sign(&self.0, &signed_content(id, timestamp, body));
+        format!("v1,{}", STANDARD.encode(signature.as_ref()))
+    }
+
+    /// Checks the Svix headers of a delivery against `body` at time `now`
+    /// (Unix seconds); returns the `svix-id`.
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<String> {
+        let header = |name: &str| {
+            headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()).ok_or_else(|| {
+                Problem::bad_request(
+                    "webhook-headers",
+                    format!("the {name} header is missing; is this a Svix delivery?"),
+                )
+            })
+        };
+        let id = header("svix-id")?;
+        let timestamp: i64 = header("svix-timestamp")?
+            .parse()
+            .map_err(|_| Problem::bad_request("webhook-headers", "svix-timestamp is not a number of seconds"))?;
+        let signatures = header("svix-signature")?;
+        let skew = now - timestamp;
+        let tolerance = TOLERANCE.as_secs() as i64;
+        if skew.abs() > tolerance {
+            let when = if skew > 0 { "old" } else { "ahead of our clock" };
+            return Err(Problem::unauthenticated(
+                "webhook-timestamp",
+                format!("svix-timestamp is {}s {when}; at most {tolerance}s either way is accepted", skew.abs()),
+            ));
+        }
+        let content = signed_content(id, timestamp, body);
+        let matched = signatures
+            .split_whitespace()
+            .filter_map(|s| s.strip_prefix("v1,"))
+            .filter_map(|s| STANDARD.decode(s).ok())
+            // ring compares in constant time.
+            .any(|signature| hmac::verify(&self.0, &content, &signature).is_ok());
+        if !matched {
+            return Err(Problem::unauthenticated(
+                "webhook-signature",
+                "no v1 signature in svix-signature matches this body with our signing secret",
+            ));
+        }
+        Ok(id.to_owned())
+    }
+}
+
+fn signed_content(id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
+    let mut content = format!("{id}.{timestamp}.").into_bytes();
+    content.extend_from_slice(body);
+    content
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// A tenant key from an organization's slug, or the rule it cannot meet.
+pub fn key_from_slug(slug: &str) -> std::result::Result<TenantKey, KeyError> {
+    let mut key = String::new();
+    for c in slug.chars().map(|c| c.to_ascii_lowercase()) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            key.push(c);
+        } else if matches!(c, '-' | '_' | '.' | ' ') && !key.is_empty() && !key.ends_with('-') {
+            key.push('-');
+        }
+    }
+    key.truncate(KEY_MAX_LEN);
+    while key.ends_with('-') {
+        key.pop();
+    }
+    TenantKey::parse(&key)
+}
+
+#[derive(Debug, Deserialize)]
+struct Delivery {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    data: Value,
+}
+
+/// What the bridge made of a delivery.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Outcome {
+    /// `accepted`, or `duplicate` for an svix-id seen before.
+    pub delivery: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization: Option<OrganizationView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, sqlx::FromRow)]
+pub struct OrganizationView {
+    pub org_id: String,
+    pub slug: Option<String>,
+    pub name: Option<String>,
+    pub tenant_key: Option<String>,
+    pub admin_email: Option<String>,
+    /// `waiting_for_organization`, `waiting_for_admin`, `requested` or `rejected`.
+    pub state: String,
+    pub rejected_rule: Option<String>,
+    pub rejected_reason: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub requested_at: Option<OffsetDateTime>,
+    /// Waiting longer than `LANDLORD_CLERK_ADMIN_WAIT`.
+    pub overdue: bool,
+}
+
+const VIEW: &str = "org_id, slug, name, tenant_key, admin_email,
+    CASE WHEN rejected_rule IS NOT NULL THEN 'rejected'
+         WHEN requested_at IS NOT NULL THEN 'requested'
+         WHEN organization_at IS NULL THEN 'waiting_for_organization'
+         ELSE 'waiting_for_admin' END AS state,
+    rejected_rule, rejected_reason, created_at, requested_at,
+    (requested_at IS NULL AND rejected_rule IS NULL AND created_at < now() - make_interval(secs => $1)) AS overdue";
+
+fn text(value: &Value, pointer: &str) -> Option<String> {
+    value.pointer(pointer).and_then(Value::as_str).map(str::to_owned).filter(|s| !s.is_empty())
+}
+
+/// `POST /v1/webhooks/clerk`.
+pub async fn webhook(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Result<Response> {
+    let Some(settings) = app.clerk.clone() else { return Err(Problem::not_found("no such endpoint")) };
+    let svix_id = settings.secret.verify(&headers, &body, unix_now())?;
+    let delivery: Delivery = serde_json::from_slice(&body)
+        .map_err(|e| Problem::bad_request("malformed-body", format!("the delivery is not a Clerk event: {e}")))?;
+    let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut tx = app.pool.begin().await?;
+    let fresh = sqlx::query(
+        "INSERT INTO webhook_deliveries (svix_id, event_type, payload) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(&svix_id)
+    .bind(&delivery.kind)
+    .bind(&payload)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !fresh {
+        tracing::debug!(svix_id, "webhook delivery seen before");
+        return Ok(Json(Outcome { delivery: "duplicate".into(), organization: None }).into_response());
+    }
+    let token: String = delivery.kind.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '.').collect();
+    let token = token.to_ascii_lowercase().replace('.', "_");
+    let token = if token.is_empty() { "unknown".to_owned() } else { token };
+    let mut messages = vec![Outgoing {
+        subject: format!("{}.v1.events._clerk.{token}", app.namespace.root()),
+        msg_id: format!("clerk.{svix_id}"),
+        ce_type: CLERK_CE_TYPE,
+        tenant_key: None,
+        correlation_id: None,
+        payload: body.to_vec(),
+        trace: landlord_runtime::telemetry::current_trace(),
+    }];
+    let org_id = match delivery.kind.as_str() {
+        "organization.created" => {
+            let org_id = text(&delivery.data, "/id")
+                .ok_or_else(|| Problem::bad_request("malformed-body", "organization.created without data.id"))?;
+            sqlx::query(
+                "INSERT INTO clerk_organizations (org_id, slug, name, organization_at) VALUES ($1, $2, $3, now())
+                 ON CONFLICT (org_id) DO UPDATE SET slug = $2, name = $3,
+                     organization_at = coalesce(clerk_organizations.organization_at, now())",
+            )
+            .bind(&org_id)
+            .bind(text(&delivery.data, "/slug"))
+            .bind(text(&delivery.data, "/name"))
+            .execute(&mut *tx)
+            .await?;
+            Some(org_id)
+        }
+        "organizationMembership.created" if text(&delivery.data, "/role").as_deref() == Some("org:admin") => {
+            let org_id = text(&delivery.data, "/organization/id").ok_or_else(|| {
+                Problem::bad_request("malformed-body", "organizationMembership.created without data.organization.id")
+            })?;
+            let user = &delivery.data["public_user_data"];
+            // The first admin to arrive is the tenant's admin.
+            sqlx::query(
+                "INSERT INTO clerk_organizations (org_id, admin_user_id, admin_email, admin_first_name,
+                                                  admin_last_name, admin_at)
+                 VALUES ($1, $2, $3, $4, $5, now())
+                 ON CONFLICT (org_id) DO UPDATE SET
+                     admin_user_id = coalesce(clerk_organizations.admin_user_id, $2),
+                     admin_email = coalesce(clerk_organizations.admin_email, $3),
+                     admin_first_name = coalesce(clerk_organizations.admin_first_name, $4),
+                     admin_last_name = coalesce(clerk_organizations.admin_last_name, $5),
+                     admin_at = coalesce(clerk_organizations.admin_at, now())",
+            )
+            .bind(&org_id)
+            .bind(text(user, "/user_id"))
+            .bind(text(user, "/identifier"))
+            .bind(text(user, "/first_name"))
+            .bind(text(user, "/last_name"))
+            .execute(&mut *tx)
+            .await?;
+            Some(org_id)
+        }
+        _ => None,
+    };
+    let mut organization = None;
+    if let Some(org_id) = &org_id {
+        if let Some(request) = ready_request(&mut tx, &app, &settings, org_id).await? {
+            messages.push(request);
+        }
+        organization = Some(view(&mut tx, org_id, settings.admin_wait).await?);
+    }
+    let pending = landlord_orchestrator::outbox::write(&mut tx, &messages).await?;
+    tx.commit().await?;
+    app.dispatcher.dispatch(pending).await;
+    tracing::info!(svix_id, kind = %delivery.kind, org = org_id.as_deref().unwrap_or(""), "clerk event accepted");
+    Ok(Json(Outcome { delivery: "accepted".into(), organization }).into_response())
+}
+
+#[derive(sqlx::FromRow)]
+struct OrgRow {
+    slug: Option<String>,
+    name: Option<String>,
+    admin_email: Option<String>,
+    admin_first_name: Option<String>,
+    admin_last_name: Option<String>,
+    organization_at: Option<OffsetDateTime>,
+    requested_at: Option<OffsetDateTime>,
+    rejected_rule: Option<String>,
+}
+
+/// With the organization's row locked: the `TenantRequested` if both
+/// halves are here and none was written before; a rejection is recorded.
+async fn ready_request(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    app: &App,
+    settings: &Settings,
+    org_id: &str,
+) -> Result<Option<Outgoing>> {
+    let row: OrgRow = sqlx::query_as(
+        "SELECT slug, name, admin_email, admin_first_name, admin_last_name, organization_at, requested_at,
+                rejected_rule
+         FROM clerk_organizations WHERE org_id = $1 FOR UPDATE",
+    )
+    .bind(org_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    if row.organization_at.is_none() || row.requested_at.is_some() || row.rejected_rule.is_some() {
+        return Ok(None);
+    }
+    let Some(email) = row.admin_email else { return Ok(None) };
+    let slug = row.slug.clone().unwrap_or_default();
+    let key = match key_from_slug(&slug) {
+        Ok(key) => key,
+        Err(error) => {
+            let reason = format!("slug {slug:?} cannot be a tenant key: {error}");
+            return reject(tx, org_id, error.rule(), &reason).await;
+        }
+    };
+    let request = pb::TenantRequested {
+        idempotency_id: format!("clerk:{org_id}"),
+        key: key.to_string(),
+        display_name: row.name.clone().unwrap_or_else(|| slug.clone()),
+        plan: settings.plan.clone(),
+        tier: pb::Tier::Unspecified as i32,
+        admin: Some(pb::AdminContact {
+            email,
+            first_name: row.admin_first_name.unwrap_or_default(),
+            last_name: row.admin_last_name.unwrap_or_default(),
+        }),
+        domains: Vec::new(),
+        source: "clerk".into(),
+        labels: [("clerk.organization_id".to_owned(), org_id.to_owned())].into_iter().collect(),
+        retry_of: None,
+    };
+    if let Err(rejection) = intake::validate(&request, &app.plans) {
+        return reject(tx, org_id, &rejection.rule, &rejection.reason).await;
+    }
+    sqlx::query("UPDATE clerk_organizations SET tenant_key = $2, requested_at = now() WHERE org_id = $1")
+        .bind(org_id)
+        .bind(key.as_str())
+        .execute(&mut **tx)
+        .await?;
+    let subject = app.namespace.event_subject(&key, pb::TenantRequested::KIND);
+    Ok(Some(Outgoing::new(subject, format!("gateway.clerk.{org_id}.requested"), &request).about(key.as_str(), None)))
+}
+
+/// Records why an organization cannot become a tenant.
+async fn reject(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    org_id: &str,
+    rule: &str,
+    reason: &str,
+) -> Result<Option<Outgoing>> {
+    sqlx::query("UPDATE clerk_organizations SET rejected_rule = $2, rejected_reason = $3 WHERE org_id = $1")
+        .bind(org_id)
+        .bind(rule)
+        .bind(reason)
+        .execute(&mut **tx)
+        .await?;
+    tracing::warn!(org_id, rule, reason, "clerk organization cannot become a tenant");
+    Ok(None)
+}
+
+async fn view(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    org_id: &str,
+    wait: Duration,
+) -> Result<OrganizationView> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {VIEW} FROM clerk_organizations WHERE org_id = $2")))
+        .bind(wait.as_secs_f64())
+        .bind(org_id)
+        .fetch_one(&mut **tx)
+        .await?)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationsQuery {
+    /// Only organizations in this state.
+    pub state: Option<String>,
+}
+
+const STATES: [&str; 4] = ["waiting_for_organization", "waiting_for_admin", "requested", "rejected"];
+
+/// `GET /v1/clerk/organizations[?state=waiting_for_admin]`, oldest first.
+pub async fn organizations(
+    State(app): State<App>,
+    caller: Caller,
+    query: std::result::Result<Query<OrganizationsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response> {
+    caller.require(READ)?;
+    let Some(settings) = app.clerk.clone() else { return Err(Problem::not_found("no such endpoint")) };
+    let Query(query) =
+        query.map_err(|e| Problem::bad_request("query", format!("the query string is not valid: {e}")))?;
+    if let Some(state) = &query.state
+        && !STATES.contains(&state.as_str())
+    {
+        return Err(Problem::bad_request("state", format!("state {state:?} is not one of: {}", STATES.join(", "))));
+    }
+    let all: Vec<OrganizationView> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT * FROM (SELECT {VIEW} FROM clerk_organizations) o WHERE $2::text IS NULL OR state = $2
+         ORDER BY created_at, org_id LIMIT 1000"
+    )))
+    .bind(settings.admin_wait.as_secs_f64())
+    .bind(&query.state)
+    .fetch_all(&app.pool)
+    .await?;
+    Ok(Json(serde_json::json!({ "items": all })).into_response())
+}
+
+/// Logs, once a minute, the organizations waiting for their admin longer
+/// than `wait`: a tenant that never gets its admin is reported.
+pub async fn report_waiting(pool: PgPool, wait: Duration, shutdown: CancellationToken) {
+    loop {
+        let overdue: sqlx::Result<Vec<(String, Option<String>)>> = sqlx::query_as(
+            "SELECT org_id, slug FROM clerk_organizations
+             WHERE requested_at IS NULL AND rejected_rule IS NULL AND created_at < now() - make_interval(secs => $1)
+             ORDER BY created_at LIMIT 100",
+        )
+        .bind(wait.as_secs_f64())
+        .fetch_all(&pool)
+        .await;
+        match overdue {
+            Ok(orgs) if !orgs.is_empty() => {
+                tracing::warn!(count = orgs.len(), ?orgs, "clerk organizations still waiting for their admin");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot look for organizations waiting for their admin"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_become_keys_or_name_the_rule() {
+        assert_eq!(key_from_slug("Acme_Corp").unwrap().as_str(), "acme-corp");
+        assert_eq!(key_from_slug("acme--corp.").unwrap().as_str(), "acme-corp");
+        assert_eq!(key_from_slug("ÀCME inc").unwrap().as_str(), "cme-inc");
+        assert_eq!(key_from_slug(&"a".repeat(60)).unwrap().as_str().len(), KEY_MAX_LEN);
+        assert_eq!(key_from_slug("1acme").unwrap_err().rule(), "tenant_key.first_character");
+        assert_eq!(key_from_slug("admin").unwrap_err().rule(), "tenant_key.reserved");
+        assert_eq!(key_from_slug("a").unwrap_err().rule(), "tenant_key.too_short");
+        assert!(TenantKey::parse(&"a".repeat(KEY_MAX_LEN)).is_ok());
+        assert_eq!(TenantKey::parse(&"a".repeat(KEY_MAX_LEN + 1)).unwrap_err().rule(), "tenant_key.too_long");
+    }
+
+    #[test]
+    fn signatures_verify_as_svix_describes() {
+        // The example from Svix's documentation of manual verification.
+        let secret = SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let body = br#"{"test": 2432232314}"#;
+        let expected = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+        assert_eq!(secret.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body), expected);
+        let mut headers = HeaderMap::new();
+        headers.insert("svix-id", "msg_p5jXN8AQM9LWM0D4loKWxJek".parse().unwrap());
+        headers.insert("svix-timestamp", "1614265330".parse().unwrap());
+        headers.insert("svix-signature", format!("v1,bm90IGl0 {expected}").parse().unwrap());
+        assert!(secret.verify(&headers, body, 1614265330 + 299).is_ok());
+        assert_eq!(
+            secret.verify(&headers, body, 1614265330 + 301).unwrap_err().kind,
+            "urn:landlord:problem:webhook-timestamp"
+        );
+        assert_eq!(
+            secret.verify(&headers, b"{}", 1614265330).unwrap_err().kind,
+            "urn:landlord:problem:webhook-signature"
+        );
+    }
+}

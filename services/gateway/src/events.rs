@@ -1,0 +1,127 @@
+//! `GET /v1/events`: lifecycle events as Server-Sent Events, for
+//! dashboards.
+//!
+//! Each connection reads the events stream through its own ordered consumer
+//! (JetStream redelivers nothing to it and it recreates itself on a gap), so
+//! events arrive in stream order. The SSE `id` is the stream sequence: a
+//! client that reconnects with `Last-Event-ID: n` (or `?last_event_id=n`,
+//! for the first connection of a browser `EventSource`) continues at
+//! sequence `n + 1`, missing nothing and repeating nothing. Without one the
+//! feed starts with the next new event. `tenant` and `type` (an event name
+//! such as `step_failed`) narrow the feed by subject, on the server.
+
+use std::convert::Infallible;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use futures_util::StreamExt as _;
+use landlord_contract::{EventKind, StreamKind, TenantKey, header};
+use serde::Deserialize;
+
+use crate::App;
+use crate::auth::{Caller, READ};
+use crate::problem::{Problem, Result};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    pub tenant: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub last_event_id: Option<String>,
+}
+
+fn sequence(raw: &str) -> Result<u64> {
+    raw.trim().parse().map_err(|_| {
+        Problem::bad_request("last-event-id", format!("Last-Event-ID {raw:?} is not a stream sequence number"))
+    })
+}
+
+/// `GET /v1/events?tenant=&type=` with optional `Last-Event-ID`.
+pub async fn feed(
+    State(app): State<App>,
+    caller: Caller,
+    headers: HeaderMap,
+    query: std::result::Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response> {
+    caller.require(READ)?;
+    let Query(query) =
+        query.map_err(|e| Problem::bad_request("query", format!("the query string is not valid: {e}")))?;
+    let tenant = query
+        .tenant
+        .as_deref()
+        .map(TenantKey::parse)
+        .transpose()
+        .map_err(|e| Problem::invalid(e.rule(), e.to_string()))?;
+    let kind = match query.kind.as_deref() {
+        None => None,
+        Some(name) => Some(EventKind::from_name(name).ok_or_else(|| {
+            let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.name()).collect();
+            Problem::bad_request("type", format!("type {name:?} is not one of: {}", known.join(", ")))
+        })?),
+    };
+    let last = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+        Some(raw) => Some(sequence(raw)?),
+        None => query.last_event_id.as_deref().map(sequence).transpose()?,
+    };
+    let deliver_policy = match last {
+        Some(n) => DeliverPolicy::ByStartSequence { start_sequence: n + 1 },
+        None => DeliverPolicy::New,
+    };
+    let stream = app
+        .jetstream
+        .get_stream(app.namespace.stream_name(StreamKind::Events))
+        .await
+        .map_err(|e| Problem::unavailable("the event stream", &e))?;
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: app.namespace.event_filter(tenant.as_ref(), kind),
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Problem::unavailable("the event stream", &e))?;
+    let messages = consumer.messages().await.map_err(|e| Problem::unavailable("the event stream", &e))?;
+    let events = messages.filter_map(|message| async move {
+        match message {
+            Ok(message) => Some(Ok::<_, Infallible>(to_event(&message))),
+            Err(error) => {
+                // The ordered consumer recreates itself; the client sees
+                // nothing but a pause.
+                tracing::warn!(%error, "event feed interrupted");
+                None
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+fn to_event(message: &async_nats::jetstream::Message) -> Event {
+    let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let subject = message.subject.as_str();
+    let mut tokens = subject.rsplit('.');
+    let name = tokens.next().unwrap_or("").to_owned();
+    let tenant = tokens.next().unwrap_or("").to_owned();
+    let attribute = |name: &str| {
+        message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned()).unwrap_or_default()
+    };
+    let data = serde_json::json!({
+        "sequence": sequence,
+        "subject": subject,
+        "tenant": tenant,
+        "event": name,
+        "id": attribute(header::ID),
+        "type": attribute(header::TYPE),
+        "time": attribute(header::TIME),
+        "source": attribute(header::SOURCE),
+        "correlation_id": attribute(header::CORRELATION_ID),
+        // The protobuf message (proto/landlord/v1/events.proto), base64.
+        "payload": STANDARD.encode(&message.payload),
+    });
+    Event::default().id(sequence.to_string()).event(name).data(data.to_string())
+}

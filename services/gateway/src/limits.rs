@@ -1,0 +1,114 @@
+//! Request limits and access logs, applied to every API request in one
+//! middleware: a token bucket per client address, a deadline for the answer
+//! (the body of a stream, once started, is not cut), and one structured log
+//! line per request. The body size limit is axum's `DefaultBodyLimit`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::problem::Problem;
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub body_bytes: usize,
+    pub timeout: Duration,
+    pub rate_per_second: f64,
+    pub burst: f64,
+}
+
+/// Token buckets by client address.
+#[derive(Debug, Clone)]
+pub struct Limiter {
+    limits: Limits,
+    buckets: Arc<Mutex<HashMap<IpAddr, (f64, Instant)>>>,
+}
+
+impl Limiter {
+    pub fn new(limits: Limits) -> Self {
+        Self { limits, buckets: Arc::default() }
+    }
+
+    /// Takes a token for `client`, or says in how many seconds one is due.
+    fn take(&self, client: IpAddr) -> Result<(), u64> {
+        let now = Instant::now();
+        let Ok(mut buckets) = self.buckets.lock() else { return Ok(()) };
+        if buckets.len() > 100_000 {
+            // Forget idle clients rather than grow without bound.
+            let full = self.limits.burst / self.limits.rate_per_second;
+            buckets.retain(|_, (_, at)| now.duration_since(*at).as_secs_f64() < full);
+        }
+        let (tokens, at) = buckets.entry(client).or_insert((self.limits.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.limits.rate_per_second).min(self.limits.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / self.limits.rate_per_second).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+pub async fn guard(State(limiter): State<Limiter>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = match client.map(|c| limiter.take(c)) {
+        Some(Err(retry_after)) => {
+            let mut problem = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                format!(
+                    "more than {} requests per second from this client; retry in {retry_after}s",
+                    limiter.limits.rate_per_second
+                ),
+            );
+            problem.retry_after = Some(retry_after);
+            problem.into_response()
+        }
+        _ => match tokio::time::timeout(limiter.limits.timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("no answer within {:?}; the request may still take effect", limiter.limits.timeout),
+            )
+            .into_response(),
+        },
+    };
+    tracing::info!(
+        target: "access",
+        client = client.map(|c| c.to_string()).unwrap_or_default(),
+        %method,
+        path,
+        status = response.status().as_u16(),
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_empties_and_says_when_to_come_back() {
+        let limiter =
+            Limiter::new(Limits { body_bytes: 0, timeout: Duration::from_secs(1), rate_per_second: 1.0, burst: 2.0 });
+        let client = IpAddr::from([127, 0, 0, 1]);
+        assert!(limiter.take(client).is_ok());
+        assert!(limiter.take(client).is_ok());
+        assert_eq!(limiter.take(client), Err(1));
+        assert!(limiter.take(IpAddr::from([127, 0, 0, 2])).is_ok());
+    }
+}

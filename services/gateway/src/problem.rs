@@ -1,0 +1,127 @@
+//! Errors as RFC 9457 problem details (`application/problem+json`).
+//!
+//! Every refusal names what was wrong: `type` is a stable URN per kind of
+//! problem, `detail` is a sentence for people, and validation problems carry
+//! the rule that was broken in `rule`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+pub type Result<T, E = Problem> = std::result::Result<T, E>;
+
+/// A problem, boxed: it travels in every handler's `Err`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem(Box<Details>);
+
+impl std::ops::Deref for Problem {
+    type Target = Details;
+
+    fn deref(&self) -> &Details {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Problem {
+    fn deref_mut(&mut self) -> &mut Details {
+        &mut self.0
+    }
+}
+
+/// The members of `application/problem+json`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Details {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The broken rule, for validation problems (e.g. `tenant_key.too_short`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// For 401s: sent back as `WWW-Authenticate` too.
+    #[serde(skip)]
+    pub authenticate: Option<String>,
+    /// For 429s: seconds until a retry can succeed.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, kind: &str, detail: impl Into<String>) -> Self {
+        Self(Box::new(Details {
+            kind: format!("urn:landlord:problem:{kind}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            rule: None,
+            authenticate: None,
+            retry_after: None,
+        }))
+    }
+
+    pub fn with_rule(mut self, rule: impl Into<String>) -> Self {
+        self.rule = Some(rule.into());
+        self
+    }
+
+    pub fn bad_request(kind: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, kind, detail)
+    }
+
+    /// A request that parsed but broke a rule.
+    pub fn invalid(rule: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail).with_rule(rule)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+
+    pub fn conflict(kind: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, kind, detail)
+    }
+
+    /// 401: who the caller is could not be established.
+    pub fn unauthenticated(kind: &str, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        let mut problem = Self::new(StatusCode::UNAUTHORIZED, kind, detail.clone());
+        let description = detail.replace('"', "'");
+        problem.authenticate = Some(format!("Bearer error=\"invalid_token\", error_description=\"{description}\""));
+        problem
+    }
+
+    /// 403: the caller is known but may not do this.
+    pub fn forbidden(kind: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, kind, detail)
+    }
+
+    /// A dependency failed; the details go to the log, not to the caller.
+    pub fn unavailable(what: &str, error: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%error, what, "request failed");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("{what} is unavailable; try again"))
+    }
+}
+
+impl From<sqlx::Error> for Problem {
+    fn from(error: sqlx::Error) -> Self {
+        Self::unavailable("the control-plane database", &error)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&*self.0).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(value) = self.authenticate.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, value);
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}

@@ -1,0 +1,977 @@
+//! The gateway against a real nats-server and PostgreSQL, with the real
+//! orchestrator (in-process, as its own tests run it) and a scripted worker
+//! (a test double for the real workers) serving the plans' steps. Each test
+//! has its own namespace and database.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result};
+use futures_util::TryStreamExt as _;
+use landlord_contract::{Namespace, StreamKind, pb};
+use landlord_gateway::auth::{Audience, Claims, READ, WRITE};
+use landlord_gateway::clerk::SigningSecret;
+use landlord_gateway::{GatewayConfig, Tokens, limits::Limits};
+use landlord_orchestrator::{Plans, Timing};
+use landlord_runtime::{Config, DeliveryInfo, Env, Service, StepFailure, StepService, StepWorker};
+use landlord_testkit::{NatsServer, Postgres, eventually, unique_namespace};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(30);
+const JWT_SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
+const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const OLD_WEBHOOK_SECRET: &str = "whsec_b2xkIGtleSBvbGQga2V5IG9sZCBrZXk=";
+
+/// Two plans of two steps each, both served by the scripted worker.
+const PLANS: &str = r#"
+[defaults]
+timeout = "2s"
+max_attempts = 2
+backoff = ["100ms"]
+
+[plans.standard]
+tier = "bridge"
+pipeline = "two"
+
+[plans.stuck]
+tier = "silo"
+pipeline = "stuck"
+
+[[pipelines.two]]
+name = "s1"
+command = "work.create_s1"
+compensation = "work.delete_s1"
+[[pipelines.two]]
+name = "s2"
+command = "work.create_s2"
+compensation = "work.delete_s2"
+
+[[pipelines.stuck]]
+name = "s1"
+command = "work.create_s1"
+compensation = "work.delete_s1"
+[[pipelines.stuck]]
+name = "s2"
+command = "work.create_s2"
+compensation = "work.delete_s2"
+timeout = "60s"
+"#;
+
+/// Succeeds, reporting one resource per step, unless the tenant's label
+/// `script.<step>` says otherwise: `fail-once` fails that step permanently
+/// in the tenant's first saga only; `hold` answers only once the test
+/// releases held steps.
+struct Scripted {
+    failed: Mutex<HashSet<String>>,
+    release: tokio::sync::watch::Receiver<bool>,
+}
+
+impl StepService for Scripted {
+    async fn run(
+        &self,
+        action: &str,
+        command: &pb::StepCommand,
+        _delivery: &DeliveryInfo,
+    ) -> Result<pb::StepOk, StepFailure> {
+        let tenant = command.tenant.clone().unwrap_or_default();
+        let script = tenant.labels.get(&format!("script.{}", command.step)).cloned().unwrap_or_default();
+        if !command.compensate && script == "hold" {
+            let mut release = self.release.clone();
+            let _ = release.wait_for(|released| *released).await;
+        }
+        if !command.compensate && script == "fail-once" {
+            let first = self.failed.lock().map(|mut f| f.insert(tenant.key.clone())).unwrap_or(false);
+            if first {
+                return Err(StepFailure::permanent("scripted", format!("{action} fails once")));
+            }
+        }
+        Ok(pb::StepOk {
+            resources: if command.compensate {
+                Vec::new()
+            } else {
+                vec![pb::Resource {
+                    kind: format!("test.{}", command.step),
+                    external_id: format!("{}-{}", tenant.key, command.step),
+                    metadata: HashMap::new(),
+                }]
+            },
+            ..Default::default()
+        })
+    }
+}
+
+struct Harness {
+    api: String,
+    health: SocketAddr,
+    http: reqwest::Client,
+    tokens: Tokens,
+    clerk: SigningSecret,
+    namespace: Namespace,
+    jetstream: async_nats::jetstream::Context,
+    pool: PgPool,
+    release: tokio::sync::watch::Sender<bool>,
+    stops: Vec<CancellationToken>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for stop in &self.stops {
+            stop.cancel();
+        }
+    }
+}
+
+fn env(url: &str, namespace: &Namespace, database: &str) -> Env {
+    Env::from_pairs([
+        ("LANDLORD_NATS_URL", url.to_owned()),
+        ("LANDLORD_NAMESPACE", namespace.root().to_owned()),
+        ("LANDLORD_DATABASE_URL", database.to_owned()),
+        ("LANDLORD_BACKOFF", "50ms".to_owned()),
+    ])
+}
+
+fn limits() -> Limits {
+    Limits { body_bytes: 16 * 1024, timeout: Duration::from_secs(10), rate_per_second: 10_000.0, burst: 10_000.0 }
+}
+
+impl Harness {
+    async fn new() -> Result<Self> {
+        Self::with_limits(limits()).await
+    }
+
+    async fn with_limits(limits: Limits) -> Result<Self> {
+        let url = NatsServer::shared().await.url();
+        let namespace = unique_namespace();
+        let database = tokio::task::spawn_blocking(Postgres::shared).await??.fresh_database().await?;
+        let plans = Plans::parse(PLANS).map_err(anyhow::Error::msg)?;
+        let mut stops = Vec::new();
+
+        let config = GatewayConfig {
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            jwt_secret: JWT_SECRET.as_bytes().to_vec(),
+            jwt_audience: "landlord".into(),
+            jwt_issuer: "landlord".into(),
+            plans: plans.clone(),
+            clerk: Some(landlord_gateway::clerk::Settings {
+                secret: SigningSecret::parse(WEBHOOK_SECRET).map_err(anyhow::Error::msg)?,
+                plan: "standard".into(),
+                admin_wait: Duration::from_secs(3600),
+            }),
+            limits,
+            relay_poll: Duration::from_millis(100),
+            relay_grace: Duration::from_millis(500),
+        };
+        let tokens = config.tokens();
+        let mut gateway = Service::build(Config::from("gateway", &env(&url, &namespace, &database.url))?).await?;
+        let api = landlord_gateway::attach(&mut gateway, config).await?;
+        let health = gateway.http_addr();
+        let pool = gateway.database.clone().context("pool")?;
+        let jetstream = gateway.broker.jetstream.clone();
+        stops.push(gateway.shutdown_token());
+        tokio::spawn(gateway.run());
+
+        let mut orchestrator =
+            Service::build(Config::from("orchestrator", &env(&url, &namespace, &database.url))?).await?;
+        let timing = Timing {
+            timer_interval: Duration::from_millis(50),
+            relay_poll: Duration::from_millis(100),
+            relay_grace: Duration::from_millis(500),
+            inbox_retention: Duration::from_secs(3600),
+        };
+        landlord_orchestrator::attach(&mut orchestrator, plans, timing).await?;
+        stops.push(orchestrator.shutdown_token());
+        tokio::spawn(orchestrator.run());
+
+        let worker_env = Env::from_pairs([
+            ("LANDLORD_NATS_URL", url.clone()),
+            ("LANDLORD_NAMESPACE", namespace.root().to_owned()),
+            ("LANDLORD_MAX_DELIVER", "1".to_owned()),
+        ]);
+        let mut worker = Service::build(Config::from("work", &worker_env)?).await?;
+        let (release, released) = tokio::sync::watch::channel(false);
+        let scripted = Scripted { failed: Mutex::default(), release: released };
+        let handler = StepWorker::new(scripted, worker.publisher.clone());
+        worker.consume(StreamKind::Commands, "work", vec![namespace.service_commands("work")], handler).await?;
+        stops.push(worker.shutdown_token());
+        tokio::spawn(worker.run());
+
+        Ok(Self {
+            api: format!("http://{}", api.api_addr),
+            health,
+            http: reqwest::Client::new(),
+            tokens,
+            clerk: SigningSecret::parse(WEBHOOK_SECRET).map_err(anyhow::Error::msg)?,
+            namespace,
+            jetstream,
+            pool,
+            release,
+            stops,
+        })
+    }
+
+    fn token(&self, scopes: &[&str]) -> String {
+        let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+        self.tokens.mint("tester", &scopes, Duration::from_secs(600))
+    }
+
+    fn admin(&self) -> String {
+        self.token(&[READ, WRITE])
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Result<(StatusCode, Value)> {
+        let response = self.http.get(format!("{}{path}", self.api)).bearer_auth(token).send().await?;
+        Ok((response.status(), response.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, idempotency: Option<&str>, body: &Value) -> Result<Answer> {
+        let mut request = self.http.post(format!("{}{path}", self.api)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(key) = idempotency {
+            request = request.header("Idempotency-Key", key);
+        }
+        Answer::of(request.send().await?).await
+    }
+
+    async fn create(&self, key: &str, plan: &str, labels: Value) -> Result<Value> {
+        let answer = self
+            .post("/v1/tenants", Some(&self.admin()), Some(&format!("idem-{key}")), &tenant(key, plan, labels))
+            .await?;
+        anyhow::ensure!(answer.status == StatusCode::ACCEPTED, "create {key}: {answer:?}");
+        Ok(answer.body)
+    }
+
+    /// Waits until the tenant reads back in `status`.
+    async fn until_status(&self, key: &str, status: &str) -> Result<Value> {
+        let token = self.admin();
+        let last = Arc::new(Mutex::new(Value::Null));
+        let found = eventually(&format!("{key} to be {status}"), WAIT, || {
+            let token = token.clone();
+            let last = last.clone();
+            async move {
+                let (code, body) = self.get(&format!("/v1/tenants/{key}"), &token).await.ok()?;
+                if let Ok(mut last) = last.lock() {
+                    *last = body.clone();
+                }
+                (code == StatusCode::OK && body["status"] == status).then_some(body)
+            }
+        })
+        .await;
+        found.with_context(|| format!("last seen: {:?}", last.lock().map(|l| l.to_string())))
+    }
+
+    /// How many messages the events stream holds on `subject`.
+    async fn count(&self, subject: &str) -> Result<u64> {
+        let stream = self.jetstream.get_stream(self.namespace.stream_name(StreamKind::Events)).await?;
+        let mut info = stream.info_with_subjects(subject).await?;
+        let mut total = 0;
+        while let Some((_, count)) = info.try_next().await? {
+            total += count as u64;
+        }
+        Ok(total)
+    }
+
+    fn requested_subject(&self, key: &str) -> String {
+        format!("{}.v1.events.{key}.requested", self.namespace.root())
+    }
+
+    async fn deliver(&self, svix_id: &str, timestamp: i64, signature: &str, body: &str) -> Result<Answer> {
+        let response = self
+            .http
+            .post(format!("{}/v1/webhooks/clerk", self.api))
+            .header("svix-id", svix_id)
+            .header("svix-timestamp", timestamp.to_string())
+            .header("svix-signature", signature)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await?;
+        Answer::of(response).await
+    }
+
+    /// A correctly signed delivery, now.
+    async fn webhook(&self, svix_id: &str, event: &Value) -> Result<Answer> {
+        let body = event.to_string();
+        let now = unix_now();
+        self.deliver(svix_id, now, &self.clerk.sign(svix_id, now, body.as_bytes()), &body).await
+    }
+}
+
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    async fn of(response: reqwest::Response) -> Result<Self> {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await?;
+        Ok(Self { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::String(text)) })
+    }
+
+    /// Asserts a problem+json answer of `status` and `kind`.
+    fn problem(&self, status: StatusCode, kind: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(
+            self.headers.get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/problem+json"),
+            "{self:?}"
+        );
+        assert_eq!(self.body["type"], format!("urn:landlord:problem:{kind}"), "{self:?}");
+        assert!(self.body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{self:?}");
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn tenant(key: &str, plan: &str, labels: Value) -> Value {
+    json!({
+        "key": key,
+        "display_name": format!("Tenant {key}"),
+        "plan": plan,
+        "admin": {"email": format!("admin@{key}.test"), "first_name": "Ada", "last_name": "L"},
+        "domains": [format!("{key}.test")],
+        "labels": labels,
+    })
+}
+
+#[tokio::test]
+async fn auth_failures_say_why() -> Result<()> {
+    let h = Harness::new().await?;
+    let body = tenant("acme", "standard", json!({}));
+    h.post("/v1/tenants", None, Some("k1"), &body).await?.problem(StatusCode::UNAUTHORIZED, "token-missing");
+    let answer = h.post("/v1/tenants", Some("not-a-jwt"), Some("k1"), &body).await?;
+    answer.problem(StatusCode::UNAUTHORIZED, "token-malformed");
+    assert!(answer.headers.get("www-authenticate").is_some());
+    let now = unix_now() as u64;
+    let mut claims = Claims {
+        sub: "x".into(),
+        iss: "landlord".into(),
+        aud: Audience::One("landlord".into()),
+        exp: now - 600,
+        iat: now - 1200,
+        nbf: None,
+        scope: format!("{READ} {WRITE}"),
+    };
+    let answer = h.post("/v1/tenants", Some(&h.tokens.sign(&claims)), Some("k1"), &body).await?;
+    answer.problem(StatusCode::UNAUTHORIZED, "token-expired");
+    claims.exp = now + 600;
+    claims.aud = Audience::One("someone-else".into());
+    h.post("/v1/tenants", Some(&h.tokens.sign(&claims)), Some("k1"), &body)
+        .await?
+        .problem(StatusCode::UNAUTHORIZED, "token-audience");
+    let foreign = Tokens::new(b"another-secret-another-secret-!!", "landlord", "landlord");
+    h.post("/v1/tenants", Some(&foreign.mint("x", &[WRITE.into()], Duration::from_secs(60))), Some("k1"), &body)
+        .await?
+        .problem(StatusCode::UNAUTHORIZED, "token-signature");
+    let answer = h.post("/v1/tenants", Some(&h.token(&[READ])), Some("k1"), &body).await?;
+    answer.problem(StatusCode::FORBIDDEN, "missing-scope");
+    assert!(answer.body["detail"].as_str().unwrap_or("").contains("tenants:write"), "{answer:?}");
+    let (status, _) = h.get("/v1/tenants", &h.token(&[WRITE])).await?;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for path in ["/v1/tenants/acme/cancel", "/v1/tenants/acme/retry"] {
+        h.post(path, Some(&h.token(&[READ])), None, &json!({})).await?.problem(StatusCode::FORBIDDEN, "missing-scope");
+        h.post(path, None, None, &json!({})).await?.problem(StatusCode::UNAUTHORIZED, "token-missing");
+    }
+    h.post("/v1/nothing", Some(&h.admin()), None, &json!({})).await?.problem(StatusCode::NOT_FOUND, "not-found");
+    // Nothing was accepted.
+    let accepted: i64 = sqlx::query_scalar("SELECT count(*) FROM api_requests").fetch_one(&h.pool).await?;
+    assert_eq!(accepted, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tenant_is_accepted_once_and_followed_to_active() -> Result<()> {
+    let h = Harness::new().await?;
+    let admin = h.admin();
+    let body = tenant("acme", "standard", json!({}));
+    h.post("/v1/tenants", Some(&admin), None, &body).await?.problem(StatusCode::BAD_REQUEST, "idempotency-key");
+    let bad = h.post("/v1/tenants", Some(&admin), Some("k0"), &tenant("1acme", "standard", json!({}))).await?;
+    bad.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+    assert_eq!(bad.body["rule"], "tenant_key.first_character");
+    let bad = h.post("/v1/tenants", Some(&admin), Some("k0"), &tenant("acme", "platinum", json!({}))).await?;
+    assert_eq!(bad.body["rule"], "plan.unknown", "{bad:?}");
+    let mut no_email = body.clone();
+    no_email["admin"]["email"] = json!("nobody");
+    let bad = h.post("/v1/tenants", Some(&admin), Some("k0"), &no_email).await?;
+    assert_eq!(bad.body["rule"], "admin.email.invalid", "{bad:?}");
+    h.post("/v1/tenants", Some(&admin), Some("k0"), &json!({"key": "acme"}))
+        .await?
+        .problem(StatusCode::BAD_REQUEST, "malformed-body");
+
+    let first = h.post("/v1/tenants", Some(&admin), Some("k1"), &body).await?;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{first:?}");
+    let id = first.body["tenant_id"].as_str().context("tenant_id")?.to_owned();
+    assert_eq!(first.body["status_url"], format!("/v1/tenants/{id}"));
+    assert_eq!(first.headers.get("location").and_then(|v| v.to_str().ok()), Some(format!("/v1/tenants/{id}").as_str()));
+    let again = h.post("/v1/tenants", Some(&admin), Some("k1"), &body).await?;
+    assert_eq!((again.status, &again.body), (StatusCode::ACCEPTED, &first.body));
+    let mut changed = body.clone();
+    changed["display_name"] = json!("Something else");
+    let reused = h.post("/v1/tenants", Some(&admin), Some("k1"), &changed).await?;
+    reused.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+    assert_eq!(reused.body["rule"], "idempotency_key.reused");
+    let taken = h.post("/v1/tenants", Some(&admin), Some("k2"), &body).await?;
+    taken.problem(StatusCode::CONFLICT, "tenant-key-taken");
+
+    let active = h.until_status("acme", "ACTIVE").await?;
+    assert_eq!(active["id"], id.as_str());
+    assert_eq!(active["tier"], "bridge");
+    assert_eq!(active["plan"], "standard");
+    assert_eq!(active["domains"], json!(["acme.test"]));
+    assert_eq!(active["admin"]["email"], "admin@acme.test");
+    let saga = &active["saga"];
+    assert_eq!(saga["state"], "succeeded");
+    assert_eq!(saga["percent"], 100);
+    let steps = saga["steps"].as_array().context("steps")?;
+    assert_eq!(steps.len(), 2);
+    for step in steps {
+        assert_eq!(step["state"], "succeeded", "{step}");
+        assert_eq!(step["attempts"], 1);
+        assert!(step["started_at"].is_string() && step["finished_at"].is_string() && step["duration_ms"].is_number());
+    }
+    let kinds: Vec<&str> =
+        active["resources"].as_array().context("resources")?.iter().filter_map(|r| r["kind"].as_str()).collect();
+    assert_eq!(kinds, ["test.s1", "test.s2"]);
+    let (status, by_id) = h.get(&format!("/v1/tenants/{id}"), &h.token(&[READ])).await?;
+    assert_eq!((status, by_id["key"].as_str()), (StatusCode::OK, Some("acme")));
+    let (status, missing) = h.get("/v1/tenants/nobody", &admin).await?;
+    assert_eq!((status, missing["type"].as_str()), (StatusCode::NOT_FOUND, Some("urn:landlord:problem:not-found")));
+    // One request reached the broker, however often it was sent.
+    assert_eq!(h.count(&h.requested_subject("acme")).await?, 1);
+    // Racing requests for one key under different Idempotency-Keys: one wins.
+    let body = tenant("bravo", "standard", json!({}));
+    let keys: Vec<String> = (0..10).map(|i| format!("race-{i}")).collect();
+    let answers =
+        futures_util::future::join_all(keys.iter().map(|k| h.post("/v1/tenants", Some(&admin), Some(k), &body))).await;
+    let mut statuses: Vec<u16> = Vec::new();
+    for answer in answers {
+        let answer = answer?;
+        if answer.status != StatusCode::ACCEPTED {
+            answer.problem(StatusCode::CONFLICT, "tenant-key-taken");
+        }
+        statuses.push(answer.status.as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 202).count(), 1, "{statuses:?}");
+    h.until_status("bravo", "ACTIVE").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn tenants_are_listed_by_status_and_plan_page_by_page() -> Result<()> {
+    let h = Harness::new().await?;
+    let admin = h.admin();
+    for key in ["alpha", "bravo", "charlie"] {
+        h.create(key, "standard", json!({})).await?;
+    }
+    h.create("delta", "stuck", json!({"script.s2": "hold"})).await?;
+    for key in ["alpha", "bravo", "charlie"] {
+        h.until_status(key, "ACTIVE").await?;
+    }
+    h.until_status("delta", "PROVISIONING").await?;
+    let (status, page) = h.get("/v1/tenants?status=ACTIVE&limit=2", &admin).await?;
+    assert_eq!(status, StatusCode::OK);
+    let keys = |page: &Value| -> Vec<String> {
+        page["items"].as_array().into_iter().flatten().filter_map(|t| t["key"].as_str().map(str::to_owned)).collect()
+    };
+    let mut seen = keys(&page);
+    assert_eq!(seen.len(), 2);
+    let cursor = page["next_cursor"].as_str().context("next_cursor")?;
+    let (_, rest) = h.get(&format!("/v1/tenants?status=ACTIVE&limit=2&cursor={cursor}"), &admin).await?;
+    seen.extend(keys(&rest));
+    assert!(rest["next_cursor"].is_null(), "{rest}");
+    seen.sort();
+    assert_eq!(seen, ["alpha", "bravo", "charlie"]);
+    let (_, stuck) = h.get("/v1/tenants?plan=stuck", &admin).await?;
+    assert_eq!(keys(&stuck), ["delta"]);
+    let (_, all) = h.get("/v1/tenants", &admin).await?;
+    assert_eq!(keys(&all).len(), 4);
+    for (query, kind) in
+        [("status=SLEEPING", "status"), ("limit=0", "limit"), ("cursor=bogus", "cursor"), ("colour=red", "query")]
+    {
+        let (status, problem) = h.get(&format!("/v1/tenants?{query}"), &admin).await?;
+        assert_eq!(
+            (status, problem["type"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(format!("urn:landlord:problem:{kind}").as_str())),
+            "{query}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_running_provisioning_is_cancelled_and_a_failed_one_retried() -> Result<()> {
+    let h = Harness::new().await?;
+    let admin = h.admin();
+    h.post("/v1/tenants/ghost/cancel", Some(&admin), None, &json!({}))
+        .await?
+        .problem(StatusCode::NOT_FOUND, "not-found");
+    h.create("stuck", "stuck", json!({"script.s2": "hold"})).await?;
+    eventually("s2 to be running", WAIT, || async {
+        let (_, t) = h.get("/v1/tenants/stuck", &admin).await.ok()?;
+        (t["saga"]["current_step"] == "s2" && t["saga"]["steps"][1]["state"] == "running").then_some(())
+    })
+    .await?;
+    h.post("/v1/tenants/stuck/retry", Some(&admin), None, &json!({}))
+        .await?
+        .problem(StatusCode::CONFLICT, "not-retryable");
+    let cancel = h.post("/v1/tenants/stuck/cancel", Some(&admin), None, &json!({"reason": "changed my mind"})).await?;
+    assert_eq!(cancel.status, StatusCode::ACCEPTED, "{cancel:?}");
+    // The cancel is recorded at once and takes effect when the step in
+    // flight answers.
+    eventually("the cancel to be recorded", WAIT, || async {
+        let (_, t) = h.get("/v1/tenants/stuck", &admin).await.ok()?;
+        (t["saga"]["cancel_reason"] == "changed my mind").then_some(())
+    })
+    .await?;
+    h.release.send_replace(true);
+    let cancelled = h.until_status("stuck", "CANCELLED").await?;
+    assert_eq!(cancelled["saga"]["state"], "cancelled");
+    assert_eq!(cancelled["saga"]["steps"][0]["state"], "compensated");
+    assert_eq!(cancelled["saga"]["steps"][1]["state"], "compensated");
+    let resources = cancelled["resources"].as_array().context("resources")?;
+    assert_eq!(resources.len(), 2);
+    assert!(resources.iter().all(|r| r["deleted_at"].is_string()), "{cancelled}");
+    h.post("/v1/tenants/stuck/cancel", Some(&admin), None, &json!({}))
+        .await?
+        .problem(StatusCode::CONFLICT, "not-cancellable");
+
+    h.create("flaky", "standard", json!({"script.s2": "fail-once"})).await?;
+    let failed = h.until_status("flaky", "FAILED").await?;
+    assert_eq!(failed["failed_step"], "s2");
+    assert!(failed["saga"]["steps"][1]["last_error"].as_str().is_some_and(|e| e.contains("fails once")), "{failed}");
+    let retry = h.post("/v1/tenants/flaky/retry", Some(&admin), None, &json!({})).await?;
+    assert_eq!(retry.status, StatusCode::ACCEPTED, "{retry:?}");
+    assert_eq!(retry.body["tenant_id"], failed["id"]);
+    let active = h.until_status("flaky", "ACTIVE").await?;
+    assert_eq!(active["id"], failed["id"]);
+    assert_ne!(active["saga"]["id"], failed["saga"]["id"]);
+    assert_eq!(active["saga"]["state"], "succeeded");
+    let sagas: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sagas s JOIN tenants t ON t.id = s.tenant_id WHERE t.key = 'flaky'")
+            .fetch_one(&h.pool)
+            .await?;
+    assert_eq!(sagas, 2);
+    h.post("/v1/tenants/flaky/retry", Some(&admin), None, &json!({}))
+        .await?
+        .problem(StatusCode::CONFLICT, "not-retryable");
+    h.post("/v1/tenants/Bad/retry", Some(&admin), None, &json!({}))
+        .await?
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+    Ok(())
+}
+
+fn organization(id: &str, slug: &str) -> Value {
+    json!({"type": "organization.created", "object": "event",
+           "data": {"id": id, "slug": slug, "name": format!("Org {slug}"), "created_by": "user_1", "object": "organization"}})
+}
+
+fn membership(org: &str, email: &str) -> Value {
+    json!({"type": "organizationMembership.created", "object": "event",
+           "data": {"object": "organization_membership", "role": "org:admin",
+                    "organization": {"id": org},
+                    "public_user_data": {"user_id": "user_1", "identifier": email, "first_name": "Grace", "last_name": "H"}}})
+}
+
+#[tokio::test]
+async fn webhook_signatures_timestamps_and_replays_follow_the_design() -> Result<()> {
+    let h = Harness::new().await?;
+    let event = json!({"type": "user.created", "object": "event", "data": {"id": "user_9"}});
+    let body = event.to_string();
+    let now = unix_now();
+    let good = h.clerk.sign("msg_1", now, body.as_bytes());
+    let accepted = h.deliver("msg_1", now, &good, &body).await?;
+    assert_eq!((accepted.status, &accepted.body["delivery"]), (StatusCode::OK, &json!("accepted")));
+    let replay = h.deliver("msg_1", now, &good, &body).await?;
+    assert_eq!((replay.status, &replay.body["delivery"]), (StatusCode::OK, &json!("duplicate")));
+    assert_eq!(h.count(&format!("{}.v1.events._clerk.user_created", h.namespace.root())).await?, 1);
+
+    let tampered = h.deliver("msg_2", now, &good, &body.replace("user_9", "user_8")).await?;
+    tampered.problem(StatusCode::UNAUTHORIZED, "webhook-signature");
+    let stale = now - 360;
+    h.deliver("msg_3", stale, &h.clerk.sign("msg_3", stale, body.as_bytes()), &body)
+        .await?
+        .problem(StatusCode::UNAUTHORIZED, "webhook-timestamp");
+    let ahead = now + 360;
+    h.deliver("msg_4", ahead, &h.clerk.sign("msg_4", ahead, body.as_bytes()), &body)
+        .await?
+        .problem(StatusCode::UNAUTHORIZED, "webhook-timestamp");
+    let old = SigningSecret::parse(OLD_WEBHOOK_SECRET).map_err(anyhow::Error::msg)?;
+    let only_old = old.sign("msg_5", now, body.as_bytes());
+    h.deliver("msg_5", now, &only_old, &body).await?.problem(StatusCode::UNAUTHORIZED, "webhook-signature");
+    let rotated = format!("{only_old} v1,bm90IGEgc2lnbmF0dXJl {}", h.clerk.sign("msg_5", now, body.as_bytes()));
+    let answer = h.deliver("msg_5", now, &rotated, &body).await?;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    let missing = h.http.post(format!("{}/v1/webhooks/clerk", h.api)).body(body.clone()).send().await?;
+    Answer::of(missing).await?.problem(StatusCode::BAD_REQUEST, "webhook-headers");
+    // Refused deliveries left no trace.
+    let recorded: Vec<String> =
+        sqlx::query_scalar("SELECT svix_id FROM webhook_deliveries ORDER BY svix_id").fetch_all(&h.pool).await?;
+    assert_eq!(recorded, ["msg_1", "msg_5"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_organization_waits_for_its_admin_in_either_order() -> Result<()> {
+    let h = Harness::new().await?;
+    let admin = h.admin();
+    // Organization first: it waits, and is reported as waiting.
+    let answer = h.webhook("m1", &organization("org_a", "Alpha_Org")).await?;
+    assert_eq!(answer.body["organization"]["state"], "waiting_for_admin", "{answer:?}");
+    let (_, waiting) = h.get("/v1/clerk/organizations?state=waiting_for_admin", &h.token(&[READ])).await?;
+    assert_eq!(waiting["items"][0]["org_id"], "org_a", "{waiting}");
+    assert_eq!(waiting["items"][0]["overdue"], false);
+    let answer = h.webhook("m2", &membership("org_a", "grace@alpha.test")).await?;
+    assert_eq!(answer.body["organization"]["state"], "requested", "{answer:?}");
+    let tenant = h.until_status("alpha-org", "ACTIVE").await?;
+    assert_eq!(tenant["admin"]["email"], "grace@alpha.test");
+    assert_eq!(tenant["display_name"], "Org Alpha_Org");
+    assert_eq!(tenant["labels"]["clerk.organization_id"], "org_a");
+    // Admin first.
+    h.webhook("m3", &membership("org_b", "ada@bravo.test")).await?;
+    let answer = h.webhook("m4", &organization("org_b", "bravo")).await?;
+    assert_eq!(answer.body["organization"]["state"], "requested", "{answer:?}");
+    h.until_status("bravo", "ACTIVE").await?;
+    // A slug that cannot be a key is rejected with the rule it broke.
+    h.webhook("m5", &organization("org_c", "admin")).await?;
+    let answer = h.webhook("m6", &membership("org_c", "x@c.test")).await?;
+    assert_eq!(answer.body["organization"]["state"], "rejected", "{answer:?}");
+    assert_eq!(answer.body["organization"]["rejected_rule"], "tenant_key.reserved");
+    // A member who is not an admin does not make a tenant.
+    h.webhook("m7", &organization("org_d", "delta")).await?;
+    let mut member = membership("org_d", "m@d.test");
+    member["data"]["role"] = json!("org:member");
+    let answer = h.webhook("m8", &member).await?;
+    assert!(answer.body.get("organization").is_none(), "{answer:?}");
+    let (_, waiting) = h.get("/v1/clerk/organizations?state=waiting_for_admin", &admin).await?;
+    let ids: Vec<&str> =
+        waiting["items"].as_array().into_iter().flatten().filter_map(|o| o["org_id"].as_str()).collect();
+    assert_eq!(ids, ["org_d"]);
+    let (status, _) = h.get("/v1/clerk/organizations?state=asleep", &admin).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Every delivery is published for later consumers.
+    assert_eq!(h.count(&format!("{}.v1.events._clerk.>", h.namespace.root())).await?, 8);
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_and_repeated_deliveries_make_one_tenant() -> Result<()> {
+    let h = Arc::new(Harness::new().await?);
+    let org = organization("org_x", "xray");
+    let body = org.to_string();
+    let now = unix_now();
+    let signature = h.clerk.sign("same", now, body.as_bytes());
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (h, body, signature) = (h.clone(), body.clone(), signature.clone());
+        tasks.push(tokio::spawn(async move { h.deliver("same", now, &signature, &body).await }));
+    }
+    for i in 0..10 {
+        let h = h.clone();
+        let event = if i % 2 == 0 { organization("org_x", "xray") } else { membership("org_x", "admin@xray.test") };
+        tasks.push(tokio::spawn(async move { h.webhook(&format!("distinct-{i}"), &event).await }));
+    }
+    let mut duplicates = 0;
+    for task in tasks {
+        let answer = task.await??;
+        assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+        if answer.body["delivery"] == "duplicate" {
+            duplicates += 1;
+        }
+    }
+    assert_eq!(duplicates, 99);
+    h.until_status("xray", "ACTIVE").await?;
+    assert_eq!(h.count(&h.requested_subject("xray")).await?, 1);
+    let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants").fetch_one(&h.pool).await?;
+    assert_eq!(tenants, 1);
+    let sagas: i64 = sqlx::query_scalar("SELECT count(*) FROM sagas").fetch_one(&h.pool).await?;
+    assert_eq!(sagas, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn limits_health_and_the_mint_token_command() -> Result<()> {
+    let h = Harness::with_limits(Limits { rate_per_second: 0.05, burst: 3.0, ..limits() }).await?;
+    let admin = h.admin();
+    let big = json!({"key": "x".repeat(20_000)});
+    let answer = h.post("/v1/tenants", Some(&admin), Some("k"), &big).await?;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE, "{answer:?}");
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(h.get("/v1/tenants", &admin).await?.0);
+    }
+    let limited = Answer::of(h.http.get(format!("{}/v1/tenants", h.api)).bearer_auth(&admin).send().await?).await?;
+    limited.problem(StatusCode::TOO_MANY_REQUESTS, "rate-limited");
+    assert_eq!(limited.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("20"));
+    // The refused body took the first token: two pass, then the bucket is empty.
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
+    let ready = reqwest::get(format!("http://{}/readyz", h.health)).await?;
+    assert_eq!(ready.status(), StatusCode::OK);
+    let metrics = reqwest::get(format!("http://{}/metrics", h.health)).await?;
+    assert_eq!(metrics.status(), StatusCode::OK);
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_landlord-gateway"))
+        .args(["mint-token", "--scope", "tenants:read", "--ttl", "5m", "--subject", "ops"])
+        .env("LANDLORD_JWT_SECRET", JWT_SECRET)
+        .output()?;
+    assert!(output.status.success(), "{output:?}");
+    let token = String::from_utf8(output.stdout)?.trim().to_owned();
+    let claims = h.tokens.verify(&token).map_err(|p| anyhow::anyhow!("{p:?}"))?;
+    assert_eq!((claims.sub.as_str(), claims.scope.as_str()), ("ops", "tenants:read"));
+    assert!(claims.exp - claims.iat == 300);
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_landlord-gateway"))
+        .args(["mint-token", "--scope", "tenants:everything"])
+        .env("LANDLORD_JWT_SECRET", JWT_SECRET)
+        .output()?;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown scope"));
+    Ok(())
+}
+
+/// An SSE connection to the feed, read frame by frame.
+struct Feed {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FeedEvent {
+    id: u64,
+    event: String,
+    data: Value,
+}
+
+impl Feed {
+    async fn open(h: &Harness, query: &str, last_event_id: Option<u64>) -> Result<Self> {
+        let mut request = h.http.get(format!("{}/v1/events{query}", h.api)).bearer_auth(h.token(&[READ]));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await?;
+        anyhow::ensure!(response.status() == StatusCode::OK, "feed: {}", response.status());
+        anyhow::ensure!(
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()) == Some("text/event-stream"),
+            "feed content type"
+        );
+        Ok(Self { response, buffer: String::new() })
+    }
+
+    /// The next event (keep-alive comments skipped).
+    async fn next(&mut self) -> Result<FeedEvent> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, String::new(), String::new());
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().parse()?);
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if let Some(id) = id {
+                    return Ok(FeedEvent { id, event, data: serde_json::from_str(&data)? });
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(WAIT, self.response.chunk())
+                .await
+                .context("no event within the wait")??
+                .context("the feed ended")?;
+            self.buffer.push_str(std::str::from_utf8(&chunk)?);
+        }
+    }
+
+    async fn until(&mut self, event: &str) -> Result<Vec<FeedEvent>> {
+        let mut seen = Vec::new();
+        loop {
+            let next = self.next().await?;
+            let done = next.event == event;
+            seen.push(next);
+            if done {
+                return Ok(seen);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_event_feed_resumes_after_a_reconnect_without_gaps_or_repeats() -> Result<()> {
+    let h = Harness::new().await?;
+    let mut live = Feed::open(&h, "?tenant=echo", None).await?;
+    let mut failures = Feed::open(&h, "?type=provisioning_started", None).await?;
+    h.create("echo", "standard", json!({})).await?;
+    h.create("foxtrot", "standard", json!({})).await?;
+    // The first few events, then the client goes away.
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        first.push(live.next().await?);
+    }
+    drop(live);
+    let last = first.last().map(|e| e.id).context("events")?;
+    let mut resumed = Feed::open(&h, "?tenant=echo", Some(last)).await?;
+    let rest = resumed.until("activated").await?;
+    let mut joined = first.clone();
+    joined.extend(rest);
+    // Everything about echo from the start of the stream, in one go.
+    let mut full = Feed::open(&h, "?tenant=echo", Some(0)).await?;
+    let all = full.until("activated").await?;
+    assert_eq!(joined, all, "reconnecting lost or repeated events");
+    let ids: Vec<u64> = all.iter().map(|e| e.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert!(all.iter().all(|e| e.data["tenant"] == "echo" && e.data["sequence"] == e.id));
+    let names: Vec<&str> = all.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names.first(), Some(&"requested"));
+    assert!(names.contains(&"step_succeeded"), "{names:?}");
+    // The type filter sees both tenants, and only that type.
+    let a = failures.next().await?;
+    let b = failures.next().await?;
+    let mut tenants = [a.data["tenant"].as_str().unwrap_or(""), b.data["tenant"].as_str().unwrap_or("")];
+    tenants.sort();
+    assert_eq!(tenants, ["echo", "foxtrot"]);
+    assert!([&a, &b].iter().all(|e| e.event == "provisioning_started"));
+    for (query, status) in
+        [("?type=bogus", StatusCode::BAD_REQUEST), ("?tenant=Nope", StatusCode::UNPROCESSABLE_ENTITY)]
+    {
+        let (code, _) = h.get(&format!("/v1/events{query}"), &h.admin()).await?;
+        assert_eq!(code, status, "{query}");
+    }
+    let bad_id =
+        h.http.get(format!("{}/v1/events", h.api)).bearer_auth(h.admin()).header("Last-Event-ID", "x").send().await?;
+    assert_eq!(bad_id.status(), StatusCode::BAD_REQUEST);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_served_openapi_document_is_the_committed_one_and_names_every_route() -> Result<()> {
+    let h = Harness::new().await?;
+    let served: Value = h.http.get(format!("{}/v1/openapi.json", h.api)).send().await?.json().await?;
+    let committed: Value = serde_json::from_str(include_str!("../openapi.json"))?;
+    assert_eq!(
+        served, committed,
+        "services/gateway/openapi.json is stale: run `cargo run -p landlord-gateway -- openapi > services/gateway/openapi.json`"
+    );
+    assert_eq!(include_str!("../openapi.json"), landlord_gateway::openapi::pretty());
+    assert_eq!(served["openapi"], "3.1.0");
+    let paths: Vec<&String> = served["paths"].as_object().context("paths")?.keys().collect();
+    // Every documented path answers something other than "no such endpoint".
+    for path in paths {
+        let concrete = path.replace("{id_or_key}", "acme").replace("{key}", "acme");
+        for method in served["paths"][path].as_object().context("methods")?.keys() {
+            let request = match method.as_str() {
+                "get" => h.http.get(format!("{}{concrete}", h.api)),
+                _ => h.http.post(format!("{}{concrete}", h.api)),
+            };
+            let answer = Answer::of(request.send().await?).await?;
+            assert_ne!(answer.body["detail"], "no such endpoint", "{method} {path}");
+        }
+    }
+    Ok(())
+}
+
+fn encode(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A small deterministic generator (xorshift), so a failure reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+
+    /// A value of the kind `schema` asks for, or deliberately not.
+    fn value(&mut self, depth: u32) -> Value {
+        const STRINGS: &[&str] =
+            &["", "acme", "Acme", "a--b", "1abc", "ab", "x@y.test", "ACTIVE", "standard", "silo", "ü\u{0}\"'", "admin"];
+        match self.next() % if depth > 2 { 5 } else { 7 } {
+            0 => Value::Null,
+            1 => json!(self.next().is_multiple_of(3)),
+            2 => json!((self.next() % 1000) as i64 - 500),
+            3 | 4 => json!(self.pick(STRINGS).repeat((self.next() % 3 + 1) as usize)),
+            5 => Value::Array((0..self.next() % 3).map(|_| self.value(depth + 1)).collect()),
+            _ => {
+                const KEYS: &[&str] =
+                    &["key", "display_name", "plan", "tier", "admin", "email", "domains", "labels", "reason", "type"];
+                let mut map = serde_json::Map::new();
+                for _ in 0..self.next() % 6 {
+                    map.insert(self.pick(KEYS).to_owned(), self.value(depth + 1));
+                }
+                Value::Object(map)
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn requests_generated_from_the_openapi_document_never_get_a_5xx() -> Result<()> {
+    let h = Harness::new().await?;
+    h.create("acme", "standard", json!({})).await?;
+    let document = landlord_gateway::openapi::document();
+    let paths = document["paths"].as_object().context("paths")?;
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    const SEGMENTS: &[&str] = &["acme", "ACME", "a%20b", "%F0%9F%92%A9", "00000000-0000-0000-0000-000000000000", "x"];
+    let mut sent = 0;
+    for (path, methods) in paths {
+        for (method, operation) in methods.as_object().context("methods")? {
+            for _ in 0..25 {
+                let concrete = path.replace("{id_or_key}", rng.pick(SEGMENTS)).replace("{key}", rng.pick(SEGMENTS));
+                let mut query = Vec::new();
+                for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                    if parameter["in"] == "query" && rng.next().is_multiple_of(2) {
+                        let value = match rng.value(0) {
+                            Value::String(s) => s,
+                            other => other.to_string(),
+                        };
+                        query.push((parameter["name"].as_str().unwrap_or("").to_owned(), value));
+                    }
+                }
+                let encoded: Vec<String> = query.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+                let url = format!("{}{concrete}?{}", h.api, encoded.join("&"));
+                let mut request = match method.as_str() {
+                    "get" => h.http.get(&url),
+                    _ => h
+                        .http
+                        .post(&url)
+                        .header("Idempotency-Key", format!("fuzz-{}", rng.next() % 4))
+                        .json(&rng.value(0)),
+                };
+                if !rng.next().is_multiple_of(4) {
+                    request = request.bearer_auth(h.admin());
+                }
+                let response = request.send().await?;
+                let status = response.status();
+                assert!(!status.is_server_error(), "{method} {url} {query:?} → {status}: {:?}", response.text().await);
+                sent += 1;
+            }
+        }
+    }
+    assert!(sent >= 200, "{sent}");
+    Ok(())
+}
