@@ -15,13 +15,7 @@ use landlord_contract::pb;
 use landlord_database::{Provisioner, SecretsKey, Settings};
 use landlord_runtime::{DeliveryInfo, Env, StepService};
 use landlord_testkit::Postgres;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
+use landlord_testkit::bench::{machine, percentile};
 
 fn delivery() -> DeliveryInfo {
     DeliveryInfo {
@@ -182,15 +176,6 @@ async fn main() -> Result<()> {
     let version = |cmd: std::path::PathBuf, arg: &str| -> Result<String> {
         Ok(String::from_utf8_lossy(&std::process::Command::new(cmd).arg(arg).output()?.stdout).trim().to_owned())
     };
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_default();
     let report = serde_json::json!({
         "benchmark": "database",
         "postgres": "durable (fsync on, synchronous_commit on)",
@@ -199,7 +184,7 @@ async fn main() -> Result<()> {
         "tiers": tiers,
         "bridge_with_existing_schemas": scale_results,
         "ratio_largest_to_smallest_p50": ratio,
-        "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu": cpu },
+        "machine": machine(),
         "versions": {
             "postgres": version(landlord_testkit::pg_bin_dir()?.join("postgres"), "--version")?,
             "rustc": version("rustc".into(), "--version")?,
@@ -208,8 +193,8 @@ async fn main() -> Result<()> {
     let out = landlord_testkit::workspace_root().join("bench/results");
     std::fs::write(out.join("database.json"), serde_json::to_string_pretty(&report)? + "\n")?;
     let md = format!(
-        "# bench-database\n\nOne tenant at a time through `Provisioner::run` (what the worker does per command), on a durable PostgreSQL (fsync on); seed `default@1` (10 tables). Compensation of silo includes DROP DATABASE (a forced checkpoint).\n\n| tier | tenants | provision p50 / p99 ms | compensation p50 / p99 ms |\n|---|---|---|---|\n{tier_rows}\nBridge provisioning with many tenants already there (filler tenants: role + schema + 10 tables each):\n\n| tenant schemas (target) | after | tables in the database | provision p50 / p99 ms |\n|---|---|---|---|\n{scale_rows}\nRatio of p50 at the largest to the smallest scale: **{ratio:.2}** (goal ≤ 1.2).\n\nMachine: {} cores, {cpu}. Versions: {}\n",
-        report["machine"]["cores"], report["versions"],
+        "# bench-database\n\nOne tenant at a time through `Provisioner::run` (what the worker does per command), on a durable PostgreSQL (fsync on); seed `default@1` (10 tables). Compensation of silo includes DROP DATABASE (a forced checkpoint).\n\n| tier | tenants | provision p50 / p99 ms | compensation p50 / p99 ms |\n|---|---|---|---|\n{tier_rows}\nBridge provisioning with many tenants already there (filler tenants: role + schema + 10 tables each):\n\n| tenant schemas (target) | after | tables in the database | provision p50 / p99 ms |\n|---|---|---|---|\n{scale_rows}\nRatio of p50 at the largest to the smallest scale: **{ratio:.2}** (goal ≤ 1.2).\n\nMachine: {}. Versions: {}\n",
+        report["machine"], report["versions"],
     );
     std::fs::write(out.join("database.md"), md)?;
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -16,22 +16,11 @@ use anyhow::Result;
 use landlord_contract::pb;
 use landlord_notification::{FirstPassword, Kind, Ledger, Mailer, Notifier, Settings, SmtpSettings, Templates};
 use landlord_runtime::{DeliveryInfo, Env, StepService};
+use landlord_testkit::bench::summary;
 use landlord_testkit::{NatsServer, SmtpCapture, unique_namespace};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 const MAILS: usize = 300;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn summary(mut ms: Vec<f64>) -> serde_json::Value {
-    ms.sort_by(f64::total_cmp);
-    serde_json::json!({ "p50": percentile(&ms, 0.5), "p99": percentile(&ms, 0.99), "mails": ms.len() })
-}
 
 fn command(i: usize) -> pb::StepCommand {
     pb::StepCommand {

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use landlord_contract::{Namespace, StreamKind, header, pb};
 use landlord_runtime::{Config, DeliveryInfo, Env, Service, StepFailure, StepService, StepWorker, Telemetry};
+use landlord_testkit::bench::{command_output, machine};
 use landlord_testkit::{NatsServer, unique_namespace};
 use prost::Message as _;
 use tokio::sync::Semaphore;
@@ -247,42 +248,6 @@ async fn measure(side: Side, server: &NatsServer) -> Result<(Measurement, Measur
     };
     stop.cancel();
     Ok((one, many))
-}
-
-fn command_output(program: &str, args: &[&str]) -> String {
-    std::process::Command::new(program)
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn machine() -> serde_json::Value {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .unwrap_or("unknown")
-        .trim()
-        .to_owned();
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem = meminfo
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .nth(1)
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .unwrap_or(0)
-        / 1024
-        / 1024;
-    serde_json::json!({
-        "cpu": cpu,
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "memory_gib": mem,
-        "os": command_output("uname", &["-sr"]),
-    })
 }
 
 #[tokio::main]

@@ -15,21 +15,10 @@ use anyhow::Result;
 use landlord_contract::pb;
 use landlord_runtime::{DeliveryInfo, Env, StepService};
 use landlord_storage::{Settings, Storage};
+use landlord_testkit::bench::summary;
 use landlord_testkit::{S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
 
 const TENANTS: usize = 300;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn summary(mut ms: Vec<f64>) -> serde_json::Value {
-    ms.sort_by(f64::total_cmp);
-    serde_json::json!({ "p50": percentile(&ms, 0.5), "p99": percentile(&ms, 0.99), "runs": ms.len() })
-}
 
 fn command(i: usize, tier: pb::Tier, compensate: bool) -> pb::StepCommand {
     pb::StepCommand {

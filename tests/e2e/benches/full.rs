@@ -217,7 +217,15 @@ async fn floor(direct: Arc<Direct>, level: usize, n: usize, in_flight: usize) ->
 #[tokio::main]
 async fn main() -> Result<()> {
     let n: usize = std::env::var("BENCH_TENANTS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
-    let stack = Stack::start_with(true).await?;
+    let mut stack = Stack::servers_with(true).await?;
+    // The tests' short deadlines are for failing fast; a deployment waits
+    // for a pooled connection rather than failing a step under load.
+    stack.overrides = vec![
+        ("LANDLORD_TENANT_DATABASE_TIMEOUT".into(), "60s".into()),
+        ("LANDLORD_KEYCLOAK_TIMEOUT".into(), "30s".into()),
+        ("LANDLORD_SMTP_TIMEOUT".into(), "30s".into()),
+    ];
+    stack.start_services().await?;
     let direct = Arc::new(Direct::new(&stack).await?);
     let mut rows = Vec::new();
     let mut json_rows = Vec::new();

@@ -103,6 +103,8 @@ pub struct Stack {
     dir: PathBuf,
     plans: PathBuf,
     services: BTreeMap<&'static str, Running>,
+    /// Settings that replace the tests' defaults (set before the services start).
+    pub overrides: Vec<(String, String)>,
     /// Last, so that it is released after everything above is dropped.
     _turn: tokio::sync::OwnedMutexGuard<()>,
 }
@@ -143,6 +145,7 @@ impl Stack {
             dir,
             plans,
             services: BTreeMap::new(),
+            overrides: Vec::new(),
             _turn: turn,
         })
     }
@@ -202,7 +205,10 @@ impl Stack {
             ("LANDLORD_KEYCLOAK_SHARED_REALM", SHARED_REALM.to_owned()),
             ("LANDLORD_KEYCLOAK_TIMEOUT", "2s".to_owned()),
         ];
-        pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+        let mut env: Vec<(String, String)> = pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        env.retain(|(k, _)| !self.overrides.iter().any(|(o, _)| o == k));
+        env.extend(self.overrides.iter().cloned());
+        env
     }
 
     /// Starts (or starts again) one service and waits until it is ready.

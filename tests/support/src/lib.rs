@@ -87,10 +87,13 @@ pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
                 cargo.env_remove(name.as_ref());
             }
         }
+        // Under tests: the same targets `cargo test --workspace` builds, so
+        // features unify the same way and nothing is rebuilt. Under a
+        // release benchmark: the binaries only.
+        let targets: &[&str] = if profile.is_empty() { &["--bins", "--tests"] } else { &["--bins"] };
         let status = cargo
-            // The same targets `cargo test --workspace` builds, so features
-            // unify the same way and nothing is rebuilt.
-            .args(["build", "--quiet", "--workspace", "--bins", "--tests"])
+            .args(["build", "--quiet", "--workspace"])
+            .args(targets)
             .args(profile)
             .current_dir(workspace_root())
             .status();
