@@ -70,6 +70,10 @@ cat <<NEXT
 
 try next:
   deploy/stack.sh watch $key                      # its saga, event by event (the landlord CLI)
+  deploy/stack.sh token                           # an admin token for the API on http://127.0.0.1:18100
+  curl -H "Authorization: Bearer \$(deploy/stack.sh token)" http://127.0.0.1:18100/v1/tenants/$key
+  curl -N -H "Authorization: Bearer \$(deploy/stack.sh token)" http://127.0.0.1:18100/v1/events   # live feed (SSE)
+  deploy/stack.sh audit                           # backends against the control plane
   deploy/just status                              # what runs
   psql -h 127.0.0.1 -p $pg_port -U postgres landlord -c 'select key, status, tier from tenants'
   deploy/just down                                # stop everything (state stays in .stack/)

@@ -138,7 +138,8 @@ smtp_up() {
 }
 
 # The services, their health ports, and the Keycloak stand-in.
-services=(orchestrator idp database storage notification)
+services=(orchestrator idp database storage notification gateway)
+api_port=${LANDLORD_API_PORT:-18100}
 keycloak_port=${LANDLORD_KEYCLOAK_DOUBLE_PORT:-18080}
 health_port() {
   case $1 in
@@ -150,12 +151,15 @@ target=${CARGO_TARGET_DIR:-$repo/target}/debug
 
 # Settings every service reads; the secrets key is made once and kept.
 write_service_env() {
-  local file=$home/services.env
-  if [ ! -f "$file" ]; then
-    local key; key=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')
+  local file=$home/services.env random='import base64, os; print(base64.b64encode(os.urandom(32)).decode())'
+  (
     umask 077
-    echo "LANDLORD_SECRETS_KEY=$key" >"$file"
-  fi
+    touch "$file"
+    grep -q '^LANDLORD_SECRETS_KEY=' "$file" || echo "LANDLORD_SECRETS_KEY=$(python3 -c "$random")" >>"$file"
+    grep -q '^LANDLORD_JWT_SECRET=' "$file" || echo "LANDLORD_JWT_SECRET=$(python3 -c "$random")" >>"$file"
+    grep -q '^LANDLORD_CLERK_WEBHOOK_SECRET=' "$file" ||
+      echo "LANDLORD_CLERK_WEBHOOK_SECRET=whsec_$(python3 -c "$random")" >>"$file"
+  )
   # shellcheck source=/dev/null
   set -a; . "$file"; set +a
   export LANDLORD_NATS_URL=nats://127.0.0.1:$nats_port
@@ -178,6 +182,7 @@ write_service_env() {
   fi
   export LANDLORD_LOGIN_URL=$LANDLORD_KEYCLOAK_URL/realms/tenant-{key}/account
   export LANDLORD_ADMIN_PORTAL_URL=$LANDLORD_KEYCLOAK_URL/admin/tenant-{key}/console/
+  export LANDLORD_API_ADDR=127.0.0.1:$api_port
   export RUST_LOG=${RUST_LOG:-info}
 }
 
@@ -221,9 +226,23 @@ demo() {
   if [ -n "$status" ]; then
     echo "the demo tenant '$key' exists already ($status); LANDLORD_DEMO_KEY=<key> deploy/stack.sh demo asks for another"
   else
-    echo "requesting the demo tenant '$key' (landlord request, following its saga):"
-    "$target/landlord" request "$key" --name "Demo Inc." --admin-email "admin@$key.localhost" \
-      --first-name Ada --last-name Lovelace --domain "$key.localhost" --timeout 120s
+    echo "requesting the demo tenant '$key' through the API (POST /v1/tenants with a token from landlord-gateway mint-token):"
+    local token
+    token=$("$target/landlord-gateway" mint-token --scope tenants:write --ttl 10m --subject demo)
+    KEY=$key TOKEN=$token API=http://127.0.0.1:$api_port python3 - <<'PY'
+import json, os, urllib.request
+key = os.environ["KEY"]
+body = {"key": key, "display_name": "Demo Inc.", "plan": "standard",
+        "admin": {"email": f"admin@{key}.localhost", "first_name": "Ada", "last_name": "Lovelace"},
+        "domains": [f"{key}.localhost"]}
+request = urllib.request.Request(os.environ["API"] + "/v1/tenants", data=json.dumps(body).encode(), method="POST",
+                                 headers={"Authorization": "Bearer " + os.environ["TOKEN"],
+                                          "Content-Type": "application/json", "Idempotency-Key": f"demo-{key}"})
+with urllib.request.urlopen(request, timeout=10) as answer:
+    print(f"  {answer.status} {answer.reason}: {answer.read().decode()}")
+PY
+    echo "following its saga (landlord watch):"
+    "$target/landlord" watch "$key" --timeout 120s
   fi
   "$repo/deploy/show-tenant.sh" "$key"
 }
@@ -246,6 +265,7 @@ case ${1:-} in
   demo) demo ;;
   watch) write_service_env; "$target/landlord" watch "${2:?usage: $0 watch KEY}" ;;
   audit) write_service_env; shift; "$target/landlord" audit "$@" ;;
+  token) write_service_env; "$target/landlord-gateway" mint-token --scope tenants:read,tenants:write --ttl 1h --subject admin ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status|demo|watch KEY|audit [--remove-orphans]" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|demo|watch KEY|audit [--remove-orphans]|token" >&2; exit 2 ;;
 esac
