@@ -306,14 +306,7 @@ async fn remove_orphan(
         }],
         ..Default::default()
     };
-    let delivery = DeliveryInfo {
-        subject: String::new(),
-        headers: Default::default(),
-        event: None,
-        stream_sequence: 0,
-        delivered: 1,
-        max_deliver: 1,
-    };
+    let delivery = DeliveryInfo::direct(0);
     let outcome = match object.kind {
         "keycloak.realm" | "keycloak.organization" => idp.run("delete_realm", &command, &delivery).await,
         "s3.bucket" | "s3.prefix" => storage.run("delete_bucket", &command, &delivery).await,

@@ -18,14 +18,7 @@ use landlord_testkit::Postgres;
 use landlord_testkit::bench::{machine, percentile};
 
 fn delivery() -> DeliveryInfo {
-    DeliveryInfo {
-        subject: String::new(),
-        headers: Default::default(),
-        event: None,
-        stream_sequence: 1,
-        delivered: 1,
-        max_deliver: 5,
-    }
+    DeliveryInfo::direct(1)
 }
 
 fn command(key: &str, id: &str, tier: pb::Tier, compensate: bool) -> pb::StepCommand {

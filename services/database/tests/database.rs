@@ -42,14 +42,7 @@ fn command(spec: &pb::TenantSpec, compensate: bool) -> pb::StepCommand {
 }
 
 fn delivery() -> DeliveryInfo {
-    DeliveryInfo {
-        subject: String::new(),
-        headers: Default::default(),
-        event: None,
-        stream_sequence: 1,
-        delivered: 1,
-        max_deliver: 5,
-    }
+    DeliveryInfo::direct(1)
 }
 
 struct Fixture {

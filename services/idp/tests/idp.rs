@@ -50,14 +50,7 @@ fn command(spec: &pb::TenantSpec, step: &str, compensate: bool) -> pb::StepComma
 }
 
 fn delivery() -> DeliveryInfo {
-    DeliveryInfo {
-        subject: String::new(),
-        headers: Default::default(),
-        event: None,
-        stream_sequence: 1,
-        delivered: 1,
-        max_deliver: 5,
-    }
+    DeliveryInfo::direct(1)
 }
 
 /// Settings for the double; password delivery through Keycloak's own mail

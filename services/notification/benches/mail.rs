@@ -72,14 +72,7 @@ async fn main() -> Result<()> {
     let step = timed(|i| {
         let notifier = &notifier;
         async move {
-            let delivery = DeliveryInfo {
-                subject: String::new(),
-                headers: Default::default(),
-                event: None,
-                stream_sequence: i as u64,
-                delivered: 1,
-                max_deliver: 1,
-            };
+            let delivery = DeliveryInfo::direct(i as u64);
             notifier.run("send_welcome", &command(i), &delivery).await?;
             Ok(())
         }

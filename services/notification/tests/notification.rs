@@ -37,14 +37,7 @@ fn command(key: &str, first_name: &str) -> pb::StepCommand {
 }
 
 fn delivery(sequence: u64) -> DeliveryInfo {
-    DeliveryInfo {
-        subject: String::new(),
-        headers: Default::default(),
-        event: None,
-        stream_sequence: sequence,
-        delivered: 1,
-        max_deliver: 5,
-    }
+    DeliveryInfo::direct(sequence)
 }
 
 struct Fixture {

@@ -66,6 +66,20 @@ pub struct DeliveryInfo {
 }
 
 impl DeliveryInfo {
+    /// A first and only delivery with no headers, for calling a
+    /// [`crate::StepService`] directly (tests, benchmarks, the audit);
+    /// `stream_sequence` gives it its message id (`seq-<n>`).
+    pub fn direct(stream_sequence: u64) -> Self {
+        Self {
+            subject: String::new(),
+            headers: HeaderMap::new(),
+            event: None,
+            stream_sequence,
+            delivered: 1,
+            max_deliver: 1,
+        }
+    }
+
     /// No redelivery will follow a failure of this one.
     pub fn is_last_delivery(&self) -> bool {
         self.delivered >= self.max_deliver

@@ -37,14 +37,7 @@ fn command(i: usize, tier: pb::Tier, compensate: bool) -> pb::StepCommand {
 }
 
 fn delivery() -> DeliveryInfo {
-    DeliveryInfo {
-        subject: String::new(),
-        headers: Default::default(),
-        event: None,
-        stream_sequence: 1,
-        delivered: 1,
-        max_deliver: 1,
-    }
+    DeliveryInfo::direct(1)
 }
 
 /// Creates then deletes `TENANTS` tenants of `tier`, timing each step.

@@ -38,14 +38,7 @@ fn command(tenant: pb::TenantSpec) -> pb::StepCommand {
 }
 
 fn delivery() -> DeliveryInfo {
-    DeliveryInfo {
-        subject: String::new(),
-        headers: Default::default(),
-        event: None,
-        stream_sequence: 1,
-        delivered: 1,
-        max_deliver: 5,
-    }
+    DeliveryInfo::direct(1)
 }
 
 async fn run(storage: &Storage, action: &str, tenant: &pb::TenantSpec) -> Result<pb::StepOk, StepFailure> {

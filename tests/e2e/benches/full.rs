@@ -171,15 +171,8 @@ impl Direct {
                 inputs: inputs.clone(),
                 ..Default::default()
             };
-            let delivery = DeliveryInfo {
-                subject: String::new(),
-                headers: Default::default(),
-                event: None,
-                // Unique per command: the mail ledger de-duplicates on it.
-                stream_sequence: serial * 8 + u64::try_from(i).unwrap_or(0) + 1,
-                delivered: 1,
-                max_deliver: 1,
-            };
+            // Unique per command: the mail ledger de-duplicates on it.
+            let delivery = DeliveryInfo::direct(serial * 8 + u64::try_from(i).unwrap_or(0) + 1);
             let outcome = match service {
                 "idp" => self.idp.run(action, &command, &delivery).await,
                 "database" => self.database.run(action, &command, &delivery).await,
