@@ -3,7 +3,8 @@
 //! **contract double** (Keycloak cannot be installed here), and the service
 //! binaries built from this workspace, each on its own ports and subject
 //! namespace, so that tests can run side by side. Tenants are asked for
-//! with the `landlord` CLI, as a person would.
+//! with the `landlord` CLI, as a person would, or through the gateway
+//! ([`GATEWAY`], started on demand) as Clerk's webhooks ask for them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use landlord_contract::Namespace;
 use landlord_runtime::SecretsKey;
+use landlord_testkit::svix::SvixSigner;
 use landlord_testkit::{
     KEYCLOAK_DOUBLE_CLIENT, KeycloakDouble, NatsServer, Postgres, Process, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server,
     SmtpCapture, TestDatabase, eventually, free_port, http_get, scratch_dir, unique_namespace, workspace_binary,
@@ -21,6 +23,11 @@ use sqlx::{Connection as _, PgConnection};
 
 /// The services, in the order they start.
 pub const SERVICES: [&str; 5] = ["orchestrator", "idp", "database", "storage", "notification"];
+
+/// The gateway (HTTP API and Clerk bridge). Not among [`SERVICES`]: only
+/// the tests that speak HTTP start it ([`Stack::start_service`]), which
+/// spares the others a process on two cores.
+pub const GATEWAY: &str = "gateway";
 
 /// The shared realm of pooled tenants, as an operator sets it up.
 pub const SHARED_REALM: &str = "landlord";
@@ -98,6 +105,13 @@ pub struct Stack {
     pub smtp: SmtpCapture,
     pub keycloak: KeycloakDouble,
     secrets_key: SecretsKey,
+    /// Signs Clerk deliveries with the secret the gateway verifies them with
+    /// (`LANDLORD_CLERK_WEBHOOK_SECRET`, generated per stack).
+    pub clerk: SvixSigner,
+    /// The gateway's HS256 key for bearer tokens (`LANDLORD_JWT_SECRET`).
+    pub jwt_secret: String,
+    /// The gateway's API port, kept across its restarts.
+    api_port: u16,
     /// Replaces the database worker's tenant-data URL (another role).
     pub tenant_data_url: String,
     dir: PathBuf,
@@ -142,6 +156,9 @@ impl Stack {
             smtp: SmtpCapture::start().await?,
             keycloak,
             secrets_key: SecretsKey::generate()?,
+            clerk: SvixSigner::generate()?,
+            jwt_secret: SecretsKey::generate()?.to_base64(),
+            api_port: free_port(),
             dir,
             plans,
             services: BTreeMap::new(),
@@ -176,6 +193,11 @@ impl Stack {
 
     /// What every service is given; each reads what it needs.
     fn env(&self, port: u16) -> Vec<(String, String)> {
+        self.env_with(port, Vec::new())
+    }
+
+    /// [`Self::env`] and `extra`; [`Self::overrides`] still win.
+    fn env_with(&self, port: u16, extra: Vec<(&str, String)>) -> Vec<(String, String)> {
         let pairs = [
             ("LANDLORD_NATS_URL", self.nats.url()),
             ("LANDLORD_NAMESPACE", self.namespace.root().to_owned()),
@@ -205,13 +227,34 @@ impl Stack {
             ("LANDLORD_KEYCLOAK_SHARED_REALM", SHARED_REALM.to_owned()),
             ("LANDLORD_KEYCLOAK_TIMEOUT", "2s".to_owned()),
         ];
-        let mut env: Vec<(String, String)> = pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let mut env: Vec<(String, String)> = pairs.into_iter().chain(extra).map(|(k, v)| (k.to_owned(), v)).collect();
         env.retain(|(k, _)| !self.overrides.iter().any(|(o, _)| o == k));
         env.extend(self.overrides.iter().cloned());
         env
     }
 
-    /// Starts (or starts again) one service and waits until it is ready.
+    /// What the gateway is given besides what every service gets.
+    fn gateway_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("LANDLORD_API_ADDR", format!("127.0.0.1:{}", self.api_port)),
+            ("LANDLORD_JWT_SECRET", self.jwt_secret.clone()),
+            ("LANDLORD_CLERK_WEBHOOK_SECRET", self.clerk.secret().to_owned()),
+            // Every request of a test comes from 127.0.0.1, which the
+            // per-client rate limit would otherwise treat as one client.
+            ("LANDLORD_API_RATE", "100000".to_owned()),
+            ("LANDLORD_API_BURST", "100000".to_owned()),
+            ("LANDLORD_RELAY_POLL", "100ms".to_owned()),
+        ]
+    }
+
+    /// The gateway's API, e.g. `http://127.0.0.1:PORT`.
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    /// Starts (or starts again) one service and waits until it is ready;
+    /// the gateway also until its API answers (its health endpoint is up
+    /// before the API listens).
     pub async fn start_service(&mut self, name: &'static str) -> Result<()> {
         let port = match self.services.remove(name) {
             Some(mut old) => {
@@ -221,7 +264,12 @@ impl Stack {
             None => free_port(),
         };
         let binary = workspace_binary(&format!("landlord-{name}"))?;
-        let process = Process::start(name, &binary, &[], &self.env(port), &self.dir)?;
+        let (env, api) = if name == GATEWAY {
+            (self.env_with(port, self.gateway_env()), Some(self.api_port))
+        } else {
+            (self.env(port), None)
+        };
+        let process = Process::start(name, &binary, &[], &env, &self.dir)?;
         let mut running = Running { process, port };
         let ready = eventually(&format!("{name} to be ready"), Duration::from_secs(30), || {
             let exited = running.process.try_status();
@@ -229,8 +277,11 @@ impl Stack {
                 if exited.is_some() {
                     return Some(false);
                 }
-                let answer = tokio::task::spawn_blocking(move || http_get(port, "/readyz")).await.ok().flatten();
-                answer.is_some_and(|(status, _)| status == 200).then_some(true)
+                let answers = tokio::task::spawn_blocking(move || {
+                    let ok = |port, path| http_get(port, path).is_some_and(|(status, _)| status == 200);
+                    ok(port, "/readyz") && api.is_none_or(|api| ok(api, "/v1/openapi.json"))
+                });
+                answers.await.unwrap_or(false).then_some(true)
             }
         })
         .await;

@@ -27,6 +27,7 @@ mod postgres;
 mod process;
 mod s3;
 mod smtp;
+pub mod svix;
 
 use std::future::Future;
 use std::path::PathBuf;
