@@ -12,6 +12,7 @@
 pub mod intake;
 pub mod outbox;
 pub mod plans;
+mod results;
 pub mod saga;
 
 use std::borrow::Cow;
@@ -137,35 +138,6 @@ impl Handler for Intake {
     }
 }
 
-struct Results(Arc<Core>);
-
-impl Handler for Results {
-    type Message = pb::StepResult;
-
-    async fn handle(&self, delivery: Delivery<pb::StepResult>) -> Result<(), HandlerError> {
-        let core = &self.0;
-        let result = delivery.message;
-        let Ok(saga_id) = Uuid::parse_str(&result.saga_id) else {
-            return Err(HandlerError::permanent(format!("saga id {:?} is not a UUID", result.saga_id)));
-        };
-        let mut tx = core.pool.begin().await.map_err(db_error)?;
-        let loaded = saga::Saga::load_for_message(&mut tx, &core.namespace, saga_id, &delivery.info.message_id())
-            .await
-            .map_err(db_error)?;
-        let mut saga = match loaded {
-            saga::Loaded::Saga(saga) => saga,
-            saga::Loaded::AlreadyApplied => {
-                tracing::debug!(msg_id = %delivery.info.message_id(), "already applied");
-                return Ok(());
-            }
-            saga::Loaded::Missing => return Err(HandlerError::permanent(format!("no saga {saga_id}"))),
-        };
-        saga.on_result(&result);
-        let pending = saga.save(&mut tx).await.map_err(db_error)?;
-        core.commit(tx, pending).await
-    }
-}
-
 struct Cancel(Arc<Core>);
 
 impl Handler for Cancel {
@@ -250,7 +222,11 @@ pub async fn attach(service: &mut Service, plans: Plans, timing: Timing) -> anyh
     let requested = namespace.event_filter(None, Some(EventKind::Requested));
     service.consume(StreamKind::Events, "orchestrator-intake", vec![requested], Intake(core.clone())).await?;
     let results = format!("{}.v1.result.>", namespace.root());
-    service.consume(StreamKind::Results, "orchestrator-results", vec![results], Results(core.clone())).await?;
+    let (handler, appliers) = results::batched(core.clone(), &service.shutdown_token());
+    for applier in appliers {
+        service.spawn(applier);
+    }
+    service.consume(StreamKind::Results, "orchestrator-results", vec![results], handler).await?;
     let cancel = namespace.command_subject(Action::ORCHESTRATOR_CANCEL.service, Action::ORCHESTRATOR_CANCEL.name);
     service.consume(StreamKind::Commands, "orchestrator-commands", vec![cancel], Cancel(core)).await?;
     Ok(())

@@ -9,7 +9,7 @@
 //! compensations of the completed steps, newest first, each retried until it
 //! succeeds. Nothing is undone once the tenant is ACTIVE.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use landlord_contract::pb::{self, StepState, step_result::Outcome};
@@ -78,18 +78,27 @@ pub struct StepRow {
 struct SagaAndTenant {
     saga: SagaRow,
     tenant: TenantRow,
-    /// Whether the message being applied was new to the inbox.
-    fresh: bool,
+    /// The message ids of the batch that were new to the inbox.
+    fresh: Vec<String>,
 }
 
-/// What [`Saga::load_for_message`] found.
-#[derive(Debug)]
-pub enum Loaded {
-    Saga(Box<Saga>),
-    /// No such saga.
-    Missing,
-    /// The message was applied before.
-    AlreadyApplied,
+/// Sagas loaded for a batch of messages ([`Saga::load_for_messages`]).
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The sagas with at least one message new to the inbox, locked.
+    pub sagas: HashMap<Uuid, Saga>,
+    /// The message ids that were new to the inbox.
+    pub fresh: HashSet<String>,
+    /// The saga ids asked for that do not exist.
+    pub missing: HashSet<Uuid>,
+}
+
+/// A step row with its saga, as loaded for a batch.
+#[derive(sqlx::FromRow)]
+struct SagaStep {
+    saga_id: Uuid,
+    #[sqlx(flatten)]
+    step: StepRow,
 }
 
 impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for SagaAndTenant {
@@ -141,57 +150,86 @@ impl Saga {
     /// Loads and locks a saga. With `skip_locked`, a saga another
     /// transaction holds is skipped (`None`) instead of waited for.
     pub async fn load(tx: &mut Tx, namespace: &Namespace, id: Uuid, skip_locked: bool) -> sqlx::Result<Option<Self>> {
-        Ok(Self::load_with(tx, namespace, id, skip_locked, None).await?.map(|(saga, _)| saga))
+        Ok(Self::load_many(tx, namespace, &[id], &[], skip_locked).await?.sagas.remove(&id))
     }
 
-    /// Records `msg_id` in the inbox and loads and locks the saga it is
-    /// for, in one round trip; `AlreadyApplied` if the message was applied
-    /// before.
-    pub async fn load_for_message(tx: &mut Tx, namespace: &Namespace, id: Uuid, msg_id: &str) -> sqlx::Result<Loaded> {
-        Ok(match Self::load_with(tx, namespace, id, false, Some(msg_id)).await? {
-            None => Loaded::Missing,
-            Some((_, false)) => Loaded::AlreadyApplied,
-            Some((saga, true)) => Loaded::Saga(Box::new(saga)),
-        })
-    }
-
-    async fn load_with(
+    /// Records the message ids in the inbox and loads and locks the sagas
+    /// the messages are for — the ones with a message new to the inbox —
+    /// in one round trip for the sagas and one for their steps, however
+    /// many messages there are.
+    pub async fn load_for_messages(
         tx: &mut Tx,
         namespace: &Namespace,
-        id: Uuid,
+        messages: &[(Uuid, &str)],
+    ) -> sqlx::Result<Batch> {
+        let mut ids: Vec<Uuid> = messages.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Self::load_many(tx, namespace, &ids, messages, false).await
+    }
+
+    async fn load_many(
+        tx: &mut Tx,
+        namespace: &Namespace,
+        ids: &[Uuid],
+        messages: &[(Uuid, &str)],
         skip_locked: bool,
-        msg_id: Option<&str>,
-    ) -> sqlx::Result<Option<(Self, bool)>> {
-        // The tenant row is locked with its saga so that, after waiting for
-        // another holder, both are read as that holder left them.
+    ) -> sqlx::Result<Batch> {
+        // Locks are taken in saga id order, so two transactions loading
+        // overlapping batches cannot deadlock. The tenant row is locked with
+        // its saga so that, after waiting for another holder, both are read
+        // as that holder left them. Message ids are inserted in order for
+        // the same reason.
         let lock = if skip_locked { "FOR UPDATE OF s, t SKIP LOCKED" } else { "FOR UPDATE OF s, t" };
-        let row: Option<SagaAndTenant> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let mut msg_ids: Vec<&str> = messages.iter().map(|(_, m)| *m).collect();
+        msg_ids.sort_unstable();
+        msg_ids.dedup();
+        let rows: Vec<SagaAndTenant> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "WITH fresh AS (
-                INSERT INTO inbox (msg_id) SELECT $2 WHERE $2::text IS NOT NULL ON CONFLICT DO NOTHING RETURNING 1
+                INSERT INTO inbox (msg_id) SELECT m FROM unnest($2::text[]) AS u(m) ORDER BY m
+                ON CONFLICT DO NOTHING RETURNING msg_id
              )
              SELECT s.id, s.tenant_id, s.state, s.cancel_reason, s.cancel_requested_by, s.failed_step,
                     s.failure_reason, t.key, t.display_name, t.plan, t.tier, t.status, t.domains, t.admin_email,
-                    t.admin_first_name, t.admin_last_name, t.labels, EXISTS (SELECT FROM fresh) AS fresh
-             FROM sagas s JOIN tenants t ON t.id = s.tenant_id WHERE s.id = $1 {lock}"
+                    t.admin_first_name, t.admin_last_name, t.labels, ARRAY(SELECT msg_id FROM fresh) AS fresh
+             FROM sagas s JOIN tenants t ON t.id = s.tenant_id WHERE s.id = ANY($1) ORDER BY s.id {lock}"
         )))
-        .bind(id)
-        .bind(msg_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let Some(SagaAndTenant { saga, tenant, fresh }) = row else { return Ok(None) };
-        if msg_id.is_some() && !fresh {
-            return Ok(Some((Self::new(namespace, saga, tenant, Vec::new()), false)));
-        }
-        let steps: Vec<StepRow> = sqlx::query_as(
-            "SELECT position, name, service, action, compensation, fatal, timeout_ms, max_attempts, backoff_ms,
-                    params, state, attempts, command_id, redriven, deadline, started_at, finished_at, last_error,
-                    output
-             FROM saga_steps WHERE saga_id = $1 ORDER BY position",
-        )
-        .bind(id)
+        .bind(ids)
+        .bind(&msg_ids)
         .fetch_all(&mut **tx)
         .await?;
-        Ok(Some((Self::new(namespace, saga, tenant, steps), true)))
+        let fresh: HashSet<String> = rows.first().map(|r| r.fresh.iter().cloned().collect()).unwrap_or_default();
+        // Sagas whose messages were all applied before are left alone.
+        let wanted: Vec<Uuid> = rows
+            .iter()
+            .map(|r| r.saga.id)
+            .filter(|id| messages.is_empty() || messages.iter().any(|(s, m)| s == id && fresh.contains(*m)))
+            .collect();
+        let mut steps: HashMap<Uuid, Vec<StepRow>> = HashMap::new();
+        if !wanted.is_empty() {
+            let rows: Vec<SagaStep> = sqlx::query_as(
+                "SELECT saga_id, position, name, service, action, compensation, fatal, timeout_ms, max_attempts,
+                        backoff_ms, params, state, attempts, command_id, redriven, deadline, started_at, finished_at,
+                        last_error, output
+                 FROM saga_steps WHERE saga_id = ANY($1) ORDER BY saga_id, position",
+            )
+            .bind(&wanted)
+            .fetch_all(&mut **tx)
+            .await?;
+            for row in rows {
+                steps.entry(row.saga_id).or_default().push(row.step);
+            }
+        }
+        let missing = ids.iter().filter(|id| !rows.iter().any(|r| r.saga.id == **id)).copied().collect();
+        let sagas = rows
+            .into_iter()
+            .filter(|r| wanted.contains(&r.saga.id))
+            .map(|r| {
+                let steps = steps.remove(&r.saga.id).unwrap_or_default();
+                (r.saga.id, Self::new(namespace, r.saga, r.tenant, steps))
+            })
+            .collect();
+        Ok(Batch { sagas, fresh, missing })
     }
 
     fn new(namespace: &Namespace, saga: SagaRow, tenant: TenantRow, steps: Vec<StepRow>) -> Self {
@@ -214,93 +252,107 @@ impl Saga {
     /// Writes back what changed, the audit trail and the outbox; returns the
     /// outbox rows to publish after commit.
     pub async fn save(self, tx: &mut Tx) -> sqlx::Result<Vec<crate::outbox::Pending>> {
-        if self.saga != self.loaded_saga {
-            sqlx::query(
-                "UPDATE sagas SET state = $2, cancel_reason = $3, cancel_requested_by = $4, failed_step = $5,
-                    failure_reason = $6, updated_at = now(),
-                    finished_at = CASE WHEN $2 IN ('succeeded', 'failed', 'cancelled') THEN now() END
-             WHERE id = $1",
-            )
-            .bind(self.saga.id)
-            .bind(&self.saga.state)
-            .bind(&self.saga.cancel_reason)
-            .bind(&self.saga.cancel_requested_by)
-            .bind(&self.saga.failed_step)
-            .bind(&self.saga.failure_reason)
-            .execute(&mut **tx)
-            .await?;
+        Self::save_all(vec![self], tx).await
+    }
+
+    /// Writes back what changed in `sagas` — sagas, tenants, steps,
+    /// resources created and undone, the audit trail and the outbox — in one
+    /// statement, however many sagas there are; returns the outbox rows to
+    /// publish after commit, in the order the sagas decided them.
+    pub async fn save_all(sagas: Vec<Self>, tx: &mut Tx) -> sqlx::Result<Vec<crate::outbox::Pending>> {
+        let mut c = Changes::default();
+        let mut outgoing = Vec::new();
+        for saga in sagas {
+            c.add(&saga);
+            outgoing.extend(saga.outgoing);
         }
-        if self.tenant.status != self.loaded_status {
-            sqlx::query(
-                "UPDATE tenants SET status = $2, failed_step = $3, failure_reason = $4, updated_at = now(),
-                        version = version + 1
-                 WHERE id = $1",
-            )
-            .bind(self.tenant.id)
-            .bind(&self.tenant.status)
-            .bind(&self.saga.failed_step)
-            .bind(&self.saga.failure_reason)
-            .execute(&mut **tx)
-            .await?;
-        }
-        // Everything else in one statement: the changed steps, resources
-        // created and undone, the audit trail and the outbox.
-        let steps: Vec<&StepRow> =
-            self.steps.iter().zip(&self.dirty).filter(|(_, dirty)| **dirty).map(|(step, _)| step).collect();
-        let (audit_actions, audit_details): (Vec<String>, Vec<Value>) = self.audit.into_iter().unzip();
-        let outbox = crate::outbox::Columns::of(&self.outgoing);
+        let outbox = crate::outbox::Columns::of(&outgoing);
         let ids: Vec<i64> = sqlx::query_scalar(
-            "WITH steps AS (
+            "WITH sagas_changed AS (
+                UPDATE sagas s
+                SET state = u.state, cancel_reason = u.cancel_reason, cancel_requested_by = u.cancel_requested_by,
+                    failed_step = u.failed_step, failure_reason = u.failure_reason, updated_at = now(),
+                    finished_at = CASE WHEN u.state IN ('succeeded', 'failed', 'cancelled') THEN now() END
+                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+                     AS u(id, state, cancel_reason, cancel_requested_by, failed_step, failure_reason)
+                WHERE s.id = u.id
+             ), tenants_changed AS (
+                UPDATE tenants t
+                SET status = u.status, failed_step = u.failed_step, failure_reason = u.failure_reason,
+                    updated_at = now(), version = t.version + 1
+                FROM unnest($7::uuid[], $8::text[], $9::text[], $10::text[])
+                     AS u(id, status, failed_step, failure_reason)
+                WHERE t.id = u.id
+             ), steps AS (
                 UPDATE saga_steps st
                 SET state = u.state, attempts = u.attempts, command_id = u.command_id, redriven = u.redriven,
                     deadline = u.deadline, started_at = u.started_at, finished_at = u.finished_at,
                     last_error = u.last_error, output = u.output
-                FROM unnest($3::int[], $4::text[], $5::int[], $6::text[], $7::bool[], $8::timestamptz[],
-                            $9::timestamptz[], $10::timestamptz[], $11::text[], $12::jsonb[])
-                     AS u(position, state, attempts, command_id, redriven, deadline, started_at, finished_at,
-                          last_error, output)
-                WHERE st.saga_id = $1 AND st.position = u.position
+                FROM unnest($11::uuid[], $12::int[], $13::text[], $14::int[], $15::text[], $16::bool[],
+                            $17::timestamptz[], $18::timestamptz[], $19::timestamptz[], $20::text[], $21::jsonb[])
+                     AS u(saga_id, position, state, attempts, command_id, redriven, deadline, started_at,
+                          finished_at, last_error, output)
+                WHERE st.saga_id = u.saga_id AND st.position = u.position
              ), created AS (
                 INSERT INTO resources (tenant_id, saga_id, step, kind, external_id, metadata)
-                SELECT $2, $1, u.step, u.kind, u.external_id, u.metadata
-                FROM unnest($13::text[], $14::text[], $15::text[], $16::jsonb[]) AS u(step, kind, external_id, metadata)
+                SELECT u.tenant_id, u.saga_id, u.step, u.kind, u.external_id, u.metadata
+                FROM unnest($22::uuid[], $23::uuid[], $24::text[], $25::text[], $26::text[], $27::jsonb[])
+                     AS u(tenant_id, saga_id, step, kind, external_id, metadata)
                 ON CONFLICT (tenant_id, kind, external_id) DO UPDATE SET deleted_at = NULL
              ), undone AS (
-                UPDATE resources SET deleted_at = now()
-                WHERE saga_id = $1 AND step = ANY($17) AND deleted_at IS NULL
+                UPDATE resources r SET deleted_at = now()
+                FROM unnest($28::uuid[], $29::text[]) AS u(saga_id, step)
+                WHERE r.saga_id = u.saga_id AND r.step = u.step AND r.deleted_at IS NULL
              ), audit AS (
                 INSERT INTO audit_log (actor, tenant_id, saga_id, action, detail)
-                SELECT 'orchestrator', $2, $1, a, d FROM unnest($18::text[], $19::jsonb[]) AS u(a, d)
+                SELECT 'orchestrator', u.tenant_id, u.saga_id, u.action, u.detail
+                FROM unnest($30::uuid[], $31::uuid[], $32::text[], $33::jsonb[])
+                     WITH ORDINALITY AS u(tenant_id, saga_id, action, detail, n)
+                ORDER BY n
              ), outbox AS (
                 INSERT INTO outbox (subject, msg_id, ce_type, tenant_key, correlation_id, payload, traceparent,
                                     tracestate)
                 SELECT a, b, c, d, e, f, g, h
-                FROM unnest($20::text[], $21::text[], $22::text[], $23::text[], $24::text[], $25::bytea[],
-                            $26::text[], $27::text[]) WITH ORDINALITY AS u(a, b, c, d, e, f, g, h, n)
+                FROM unnest($34::text[], $35::text[], $36::text[], $37::text[], $38::text[], $39::bytea[],
+                            $40::text[], $41::text[]) WITH ORDINALITY AS u(a, b, c, d, e, f, g, h, n)
                 ORDER BY n
                 RETURNING id
              )
              SELECT id FROM outbox",
         )
-        .bind(self.saga.id)
-        .bind(self.tenant.id)
-        .bind(steps.iter().map(|s| s.position).collect::<Vec<_>>())
-        .bind(steps.iter().map(|s| s.state.as_str()).collect::<Vec<_>>())
-        .bind(steps.iter().map(|s| s.attempts).collect::<Vec<_>>())
-        .bind(steps.iter().map(|s| s.command_id.as_deref()).collect::<Vec<_>>())
-        .bind(steps.iter().map(|s| s.redriven).collect::<Vec<_>>())
-        .bind(steps.iter().map(|s| s.deadline).collect::<Vec<_>>())
-        .bind(steps.iter().map(|s| s.started_at).collect::<Vec<_>>())
-        .bind(steps.iter().map(|s| s.finished_at).collect::<Vec<_>>())
-        .bind(steps.iter().map(|s| s.last_error.as_deref()).collect::<Vec<_>>())
-        .bind(steps.iter().map(|s| Json(&s.output.0)).collect::<Vec<_>>())
-        .bind(self.created.iter().map(|(step, _)| step.as_str()).collect::<Vec<_>>())
-        .bind(self.created.iter().map(|(_, r)| r.kind.as_str()).collect::<Vec<_>>())
-        .bind(self.created.iter().map(|(_, r)| r.external_id.as_str()).collect::<Vec<_>>())
-        .bind(self.created.iter().map(|(_, r)| Json(&r.metadata)).collect::<Vec<_>>())
-        .bind(&self.undone)
-        .bind(&audit_actions)
-        .bind(&audit_details)
+        .bind(&c.saga_ids)
+        .bind(&c.saga_states)
+        .bind(&c.cancel_reasons)
+        .bind(&c.cancel_requested_by)
+        .bind(&c.saga_failed_steps)
+        .bind(&c.saga_failure_reasons)
+        .bind(&c.tenant_ids)
+        .bind(&c.tenant_statuses)
+        .bind(&c.tenant_failed_steps)
+        .bind(&c.tenant_failure_reasons)
+        .bind(&c.step_sagas)
+        .bind(&c.positions)
+        .bind(&c.step_states)
+        .bind(&c.attempts)
+        .bind(&c.command_ids)
+        .bind(&c.redriven)
+        .bind(&c.deadlines)
+        .bind(&c.started_at)
+        .bind(&c.finished_at)
+        .bind(&c.last_errors)
+        .bind(&c.outputs)
+        .bind(&c.created_tenants)
+        .bind(&c.created_sagas)
+        .bind(&c.created_steps)
+        .bind(&c.created_kinds)
+        .bind(&c.created_external_ids)
+        .bind(&c.created_metadata)
+        .bind(&c.undone_sagas)
+        .bind(&c.undone_steps)
+        .bind(&c.audit_tenants)
+        .bind(&c.audit_sagas)
+        .bind(&c.audit_actions)
+        .bind(&c.audit_details)
         .bind(&outbox.subjects)
         .bind(&outbox.msg_ids)
         .bind(&outbox.ce_types)
@@ -311,7 +363,7 @@ impl Saga {
         .bind(&outbox.tracestates)
         .fetch_all(&mut **tx)
         .await?;
-        Ok(crate::outbox::pending(ids, &self.outgoing))
+        Ok(crate::outbox::pending(ids, &outgoing))
     }
 
     fn touch(&mut self, i: usize) -> &mut StepRow {
@@ -795,6 +847,95 @@ impl Saga {
         let id = format!("{}.failure_email", self.saga.id);
         let saga_id = self.saga_id();
         self.outgoing.push(Outgoing::new(subject, id, &command).about(&self.tenant.key, Some(&saga_id)));
+    }
+}
+
+/// What a batch of sagas changed, as arrays for `unnest` ([`Saga::save_all`]).
+#[derive(Default)]
+struct Changes {
+    saga_ids: Vec<Uuid>,
+    saga_states: Vec<String>,
+    cancel_reasons: Vec<Option<String>>,
+    cancel_requested_by: Vec<Option<String>>,
+    saga_failed_steps: Vec<Option<String>>,
+    saga_failure_reasons: Vec<Option<String>>,
+    tenant_ids: Vec<Uuid>,
+    tenant_statuses: Vec<String>,
+    tenant_failed_steps: Vec<Option<String>>,
+    tenant_failure_reasons: Vec<Option<String>>,
+    step_sagas: Vec<Uuid>,
+    positions: Vec<i32>,
+    step_states: Vec<String>,
+    attempts: Vec<i32>,
+    command_ids: Vec<Option<String>>,
+    redriven: Vec<bool>,
+    deadlines: Vec<Option<OffsetDateTime>>,
+    started_at: Vec<Option<OffsetDateTime>>,
+    finished_at: Vec<Option<OffsetDateTime>>,
+    last_errors: Vec<Option<String>>,
+    outputs: Vec<Json<StepOutput>>,
+    created_tenants: Vec<Uuid>,
+    created_sagas: Vec<Uuid>,
+    created_steps: Vec<String>,
+    created_kinds: Vec<String>,
+    created_external_ids: Vec<String>,
+    created_metadata: Vec<Json<HashMap<String, String>>>,
+    undone_sagas: Vec<Uuid>,
+    undone_steps: Vec<String>,
+    audit_tenants: Vec<Uuid>,
+    audit_sagas: Vec<Uuid>,
+    audit_actions: Vec<String>,
+    audit_details: Vec<Value>,
+}
+
+impl Changes {
+    fn add(&mut self, saga: &Saga) {
+        let (id, tenant) = (saga.saga.id, saga.tenant.id);
+        if saga.saga != saga.loaded_saga {
+            self.saga_ids.push(id);
+            self.saga_states.push(saga.saga.state.clone());
+            self.cancel_reasons.push(saga.saga.cancel_reason.clone());
+            self.cancel_requested_by.push(saga.saga.cancel_requested_by.clone());
+            self.saga_failed_steps.push(saga.saga.failed_step.clone());
+            self.saga_failure_reasons.push(saga.saga.failure_reason.clone());
+        }
+        if saga.tenant.status != saga.loaded_status {
+            self.tenant_ids.push(tenant);
+            self.tenant_statuses.push(saga.tenant.status.clone());
+            self.tenant_failed_steps.push(saga.saga.failed_step.clone());
+            self.tenant_failure_reasons.push(saga.saga.failure_reason.clone());
+        }
+        for (step, _) in saga.steps.iter().zip(&saga.dirty).filter(|(_, dirty)| **dirty) {
+            self.step_sagas.push(id);
+            self.positions.push(step.position);
+            self.step_states.push(step.state.clone());
+            self.attempts.push(step.attempts);
+            self.command_ids.push(step.command_id.clone());
+            self.redriven.push(step.redriven);
+            self.deadlines.push(step.deadline);
+            self.started_at.push(step.started_at);
+            self.finished_at.push(step.finished_at);
+            self.last_errors.push(step.last_error.clone());
+            self.outputs.push(Json(step.output.0.clone()));
+        }
+        for (step, record) in &saga.created {
+            self.created_tenants.push(tenant);
+            self.created_sagas.push(id);
+            self.created_steps.push(step.clone());
+            self.created_kinds.push(record.kind.clone());
+            self.created_external_ids.push(record.external_id.clone());
+            self.created_metadata.push(Json(record.metadata.clone()));
+        }
+        for step in &saga.undone {
+            self.undone_sagas.push(id);
+            self.undone_steps.push(step.clone());
+        }
+        for (action, detail) in &saga.audit {
+            self.audit_tenants.push(tenant);
+            self.audit_sagas.push(id);
+            self.audit_actions.push(action.clone());
+            self.audit_details.push(detail.clone());
+        }
     }
 }
 

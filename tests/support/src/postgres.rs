@@ -123,6 +123,11 @@ impl Postgres {
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
+        // More settings for a look inside, e.g. `LANDLORD_TEST_PG_SETTINGS=
+        // "shared_preload_libraries=pg_stat_statements"` when profiling a bench.
+        for setting in std::env::var("LANDLORD_TEST_PG_SETTINGS").unwrap_or_default().split_whitespace() {
+            server.args(["-c", setting]);
+        }
         if let Some((uid, gid)) = self.run_as {
             server.uid(uid).gid(gid);
         }

@@ -1,0 +1,269 @@
+//! Step results, applied in batches.
+//!
+//! Each result the consumer hands over waits in a queue; an applier takes
+//! everything waiting (up to a batch) and applies it in one transaction:
+//! one statement records the message ids in the inbox and locks the sagas,
+//! one loads their steps, one writes every change and the outbox. One at a
+//! time that is the same work as before; under load the commit and the
+//! statements are shared by the whole batch. A batch that fails is applied
+//! again one result at a time, so one bad result cannot hold up the others,
+//! and each result is acked only after the transaction holding it commits.
+
+use std::sync::Arc;
+
+use landlord_contract::pb;
+use landlord_runtime::{Delivery, Handler, HandlerError};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::saga::Saga;
+use crate::{Core, db_error};
+
+/// Most results applied in one transaction.
+const MAX_BATCH: usize = 64;
+
+/// Appliers per orchestrator: transactions in flight at once.
+const APPLIERS: usize = 4;
+
+struct Item {
+    saga_id: Uuid,
+    msg_id: String,
+    result: pb::StepResult,
+    /// The handler's trace context: what the result decides continues it.
+    trace: Option<(String, Option<String>)>,
+    reply: oneshot::Sender<Result<(), HandlerError>>,
+}
+
+/// The results consumer's handler: queues a result and waits for the
+/// transaction that applied it.
+pub(crate) struct Results {
+    queue: mpsc::Sender<Item>,
+}
+
+/// The handler and the appliers to spawn next to it.
+pub(crate) fn batched(
+    core: Arc<Core>,
+    shutdown: &CancellationToken,
+) -> (Results, Vec<impl Future<Output = ()> + Send + 'static>) {
+    let (queue, receiver) = mpsc::channel(MAX_BATCH * APPLIERS);
+    let receiver = Arc::new(Mutex::new(receiver));
+    let appliers = (0..APPLIERS).map(|_| applier(core.clone(), receiver.clone(), shutdown.clone())).collect::<Vec<_>>();
+    (Results { queue }, appliers)
+}
+
+fn shutting_down() -> HandlerError {
+    HandlerError::retryable("the orchestrator is shutting down")
+}
+
+impl Handler for Results {
+    type Message = pb::StepResult;
+
+    async fn handle(&self, delivery: Delivery<pb::StepResult>) -> Result<(), HandlerError> {
+        let result = delivery.message;
+        let Ok(saga_id) = Uuid::parse_str(&result.saga_id) else {
+            return Err(HandlerError::permanent(format!("saga id {:?} is not a UUID", result.saga_id)));
+        };
+        let (reply, answer) = oneshot::channel();
+        let item = Item {
+            saga_id,
+            msg_id: delivery.info.message_id(),
+            result,
+            trace: landlord_runtime::telemetry::current_trace(),
+            reply,
+        };
+        self.queue.send(item).await.map_err(|_| shutting_down())?;
+        answer.await.unwrap_or_else(|_| Err(shutting_down()))
+    }
+}
+
+async fn applier(core: Arc<Core>, queue: Arc<Mutex<mpsc::Receiver<Item>>>, shutdown: CancellationToken) {
+    loop {
+        let items = {
+            let mut queue = queue.lock().await;
+            let first = tokio::select! {
+                // Results still queued are answered "retry" by their handlers.
+                () = shutdown.cancelled() => return,
+                item = queue.recv() => match item {
+                    Some(item) => item,
+                    None => return,
+                },
+            };
+            let mut items = vec![first];
+            while items.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(item) => items.push(item),
+                    Err(_) => break,
+                }
+            }
+            items
+        };
+        apply(&core, items).await;
+    }
+}
+
+async fn apply(core: &Core, items: Vec<Item>) {
+    if items.len() > 1 {
+        match apply_batch(core, &items).await {
+            Ok(outcomes) => {
+                for (item, outcome) in items.into_iter().zip(outcomes) {
+                    let _ = item.reply.send(outcome);
+                }
+                return;
+            }
+            Err(error) => tracing::info!(%error, size = items.len(), "a batch of results failed; applying one by one"),
+        }
+    }
+    for item in items {
+        let outcome = match apply_batch(core, std::slice::from_ref(&item)).await {
+            Ok(mut outcomes) => outcomes.pop().unwrap_or(Ok(())),
+            Err(error) => Err(db_error(error)),
+        };
+        let _ = item.reply.send(outcome);
+    }
+}
+
+/// Applies `items` in one transaction; the outcome of each, in order.
+async fn apply_batch(core: &Core, items: &[Item]) -> sqlx::Result<Vec<Result<(), HandlerError>>> {
+    let mut tx = core.pool.begin().await?;
+    let messages: Vec<(Uuid, &str)> = items.iter().map(|i| (i.saga_id, i.msg_id.as_str())).collect();
+    let mut batch = Saga::load_for_messages(&mut tx, &core.namespace, &messages).await?;
+    let outcomes = items
+        .iter()
+        .map(|item| {
+            if batch.missing.contains(&item.saga_id) {
+                return Err(HandlerError::permanent(format!("no saga {}", item.saga_id)));
+            }
+            // Applied before, or twice in this batch.
+            if !batch.fresh.remove(&item.msg_id) {
+                tracing::debug!(msg_id = %item.msg_id, "already applied");
+                return Ok(());
+            }
+            if let Some(saga) = batch.sagas.get_mut(&item.saga_id) {
+                let decided = saga.outgoing.len();
+                saga.on_result(&item.result);
+                for message in &mut saga.outgoing[decided..] {
+                    message.trace.clone_from(&item.trace);
+                }
+            }
+            Ok(())
+        })
+        .collect();
+    let pending = Saga::save_all(batch.sagas.into_values().collect(), &mut tx).await?;
+    tx.commit().await?;
+    core.dispatcher.dispatch(pending).await;
+    Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use landlord_runtime::{Broker, Publisher};
+    use landlord_testkit::{NatsServer, Postgres, unique_namespace};
+
+    use super::*;
+    use crate::intake::{self, Intake};
+    use crate::{Plans, outbox};
+
+    fn request(key: &str) -> pb::TenantRequested {
+        pb::TenantRequested {
+            idempotency_id: key.to_owned(),
+            key: key.to_owned(),
+            display_name: key.to_owned(),
+            plan: "standard".into(),
+            admin: Some(pb::AdminContact { email: format!("admin@{key}.test"), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    fn item(
+        saga_id: Uuid,
+        msg_id: &str,
+        step: &str,
+        command_id: &str,
+    ) -> (Item, oneshot::Receiver<Result<(), HandlerError>>) {
+        let (reply, answer) = oneshot::channel();
+        let result = pb::StepResult {
+            saga_id: saga_id.to_string(),
+            step: step.to_owned(),
+            command_id: command_id.to_owned(),
+            outcome: Some(pb::step_result::Outcome::Ok(pb::StepOk::default())),
+            ..Default::default()
+        };
+        (Item { saga_id, msg_id: msg_id.to_owned(), result, trace: None, reply }, answer)
+    }
+
+    /// One transaction applies results for several sagas: each saga moves
+    /// one step, a message repeated within the batch or applied before
+    /// changes nothing, a result for an unknown saga is refused alone.
+    #[tokio::test]
+    async fn a_batch_applies_each_fresh_result_once_and_refuses_only_the_unknown_saga() -> anyhow::Result<()> {
+        let nats = NatsServer::shared().await;
+        let database = tokio::task::spawn_blocking(Postgres::shared).await??.fresh_database().await?;
+        let pool = sqlx::PgPool::connect(&database.url).await?;
+        crate::migrator().run(&pool).await?;
+        let namespace = unique_namespace();
+        let broker = Broker::connect(&nats.url(), "test", namespace.clone()).await?;
+        let (dispatcher, _published) = outbox::Dispatcher::new(Publisher::new(&broker, "test"));
+        let plans = Plans::load(&landlord_testkit::workspace_root().join("deploy/plans.toml").display().to_string())?;
+        let core = Core { pool: pool.clone(), namespace: namespace.clone(), plans, dispatcher };
+
+        let mut sagas = Vec::new();
+        for key in ["batch-a", "batch-b", "batch-c"] {
+            let mut tx = pool.begin().await?;
+            let (outcome, _) = intake::apply(&mut tx, &namespace, &core.plans, &request(key), key).await?;
+            tx.commit().await?;
+            let Intake::Accepted { saga_id, .. } = outcome else { anyhow::bail!("{key} not accepted: {outcome:?}") };
+            let (step, command_id): (String, String) =
+                sqlx::query_as("SELECT name, command_id FROM saga_steps WHERE saga_id = $1 AND state = 'running'")
+                    .bind(saga_id)
+                    .fetch_one(&pool)
+                    .await?;
+            sagas.push((saga_id, step, command_id));
+        }
+        let [(a, a_step, a_cmd), (b, b_step, b_cmd), (c, c_step, c_cmd)] =
+            <[_; 3]>::try_from(sagas).map_err(|_| anyhow::anyhow!("three sagas"))?;
+        // `c`'s result was applied before this batch.
+        sqlx::query("INSERT INTO inbox (msg_id) VALUES ('m-c')").execute(&pool).await?;
+        let unknown = Uuid::new_v4();
+        let (items, answers): (Vec<_>, Vec<_>) = [
+            item(a, "m-a", &a_step, &a_cmd),
+            item(b, "m-b", &b_step, &b_cmd),
+            item(a, "m-a", &a_step, &a_cmd),
+            item(unknown, "m-x", "idp-realm", "nothing"),
+            item(c, "m-c", &c_step, &c_cmd),
+        ]
+        .into_iter()
+        .unzip();
+        apply(&core, items).await;
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.push(answer.await?);
+        }
+        assert!(
+            outcomes[0].is_ok() && outcomes[1].is_ok() && outcomes[2].is_ok() && outcomes[4].is_ok(),
+            "{outcomes:?}"
+        );
+        let refused = outcomes[3].as_ref().err().map(ToString::to_string).unwrap_or_default();
+        assert!(refused.contains(&format!("no saga {unknown}")), "{refused}");
+
+        let progress = |saga: Uuid| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_as::<_, (String, i32)>(
+                    "SELECT state, attempts FROM saga_steps WHERE saga_id = $1 ORDER BY position LIMIT 2",
+                )
+                .bind(saga)
+                .fetch_all(&pool)
+                .await
+            }
+        };
+        let moved = vec![("succeeded".to_owned(), 1), ("running".to_owned(), 1)];
+        assert_eq!(progress(a).await?, moved, "applied once although it came twice");
+        assert_eq!(progress(b).await?, moved);
+        assert_eq!(progress(c).await?, vec![("running".to_owned(), 1), ("pending".to_owned(), 0)], "applied before");
+        let inbox: Vec<String> =
+            sqlx::query_scalar("SELECT msg_id FROM inbox ORDER BY msg_id").fetch_all(&pool).await?;
+        assert_eq!(inbox, ["m-a", "m-b", "m-c", "m-x"]);
+        Ok(())
+    }
+}
