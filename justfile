@@ -62,6 +62,10 @@ bench-database: install
 bench-storage: install
     RUST_LOG=warn cargo bench -p landlord-storage --bench storage
 
+# Benchmark the HTTP API: GET /v1/tenants/{key} and signed Clerk webhooks at 1,000 requests/s open-loop, next to a bare sqlx route and a bare INSERT+COMMIT → bench/results/api.{json,md}.
+bench-api: install
+    RUST_LOG=warn cargo bench -p landlord-gateway --bench api
+
 # Benchmark the whole system: 1,000 bridge tenants at 1/16/64 in flight through the service binaries, next to the workers' steps called directly (the floor) → bench/results/full.{json,md}.
 bench: install
     RUST_LOG=warn cargo bench -p landlord-e2e --bench full

@@ -101,6 +101,7 @@ ce_types!(
     StepCommand,
     StepResult,
     CancelSaga,
+    ClerkEvent,
 );
 
 events!(

@@ -7,7 +7,8 @@
 //! match (key rotation), compared in constant time; timestamps more than five
 //! minutes off either way are refused. A verified delivery is recorded by
 //! `svix-id` in PostgreSQL — a redelivery or a replay is acknowledged and
-//! changes nothing — and answered 200 as soon as its transaction commits.
+//! changes nothing — and answered 200 as soon as its transaction commits
+//! (what it publishes goes out right after, without holding the answer).
 //!
 //! `organization.created` carries no email, so a tenant is requested once
 //! both the organization and an `org:admin` membership (with the admin's
@@ -19,8 +20,17 @@
 //! length) or the organization is marked rejected with the rule it broke.
 //! Organizations still waiting for their admin are listed at
 //! `/v1/clerk/organizations` and logged as overdue after
-//! `LANDLORD_CLERK_ADMIN_WAIT`. Every delivery is also published, verbatim,
-//! on `<root>.v1.events._clerk.<type>` for later consumers.
+//! `LANDLORD_CLERK_ADMIN_WAIT`. With `LANDLORD_CLERK_SECRET_KEY` set, the
+//! admin of an organization left waiting is also looked up in Clerk's
+//! Backend API, in the background ([`crate::clerk_backend`]); whichever
+//! source names the admin first makes the one `TenantRequested`.
+//!
+//! Every delivery — the organization flow and everything else
+//! (`organization.deleted`, `organizationMembership.*`, `user.*`, …) — is
+//! also published on `<root>.v1.events._clerk.<type>` as a
+//! `landlord.v1.ClerkEvent` (proto/landlord/v1/clerk.proto), which carries
+//! the delivery's JSON verbatim in `data`, written to the outbox in the
+//! delivery's transaction like everything the gateway publishes.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -43,6 +53,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::App;
 use crate::auth::{Caller, READ};
+use crate::clerk_backend::{Admin, BackendSettings};
 use crate::problem::{Problem, Result};
 
 /// How far a delivery's timestamp may be from our clock, either way.
@@ -52,14 +63,13 @@ pub const TOLERANCE: Duration = Duration::from_secs(300);
 /// which the crate does not export; a test keeps the two in step).
 const KEY_MAX_LEN: usize = 40;
 
-/// CloudEvents type of a Clerk event republished as received.
-pub const CLERK_CE_TYPE: &str = "com.clerk.webhook";
-
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub secret: SigningSecret,
     pub plan: String,
     pub admin_wait: Duration,
+    /// Clerk's Backend API, to look admins up; `None`: wait for memberships.
+    pub backend: Option<BackendSettings>,
 }
 
 /// A Svix signing secret, `whsec_<base64 key>`.
@@ -163,6 +173,10 @@ struct Delivery {
     kind: String,
     #[serde(default)]
     data: Value,
+    #[serde(default)]
+    timestamp: Option<i64>,
+    #[serde(default)]
+    instance_id: Option<String>,
 }
 
 /// What the bridge made of a delivery.
@@ -211,14 +225,36 @@ pub async fn webhook(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
     let svix_id = settings.secret.verify(&headers, &body, unix_now())?;
     let delivery: Delivery = serde_json::from_slice(&body)
         .map_err(|e| Problem::bad_request("malformed-body", format!("the delivery is not a Clerk event: {e}")))?;
-    let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // Parsed above, so valid JSON (and UTF-8): stored as sent, PostgreSQL
+    // makes the jsonb (no second parse and re-serialisation here).
+    let payload = std::str::from_utf8(&body).unwrap_or("null");
+    let token: String = delivery.kind.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '.').collect();
+    let token = token.to_ascii_lowercase().replace('.', "_");
+    let token = if token.is_empty() { "unknown".to_owned() } else { token };
+    let event = pb::ClerkEvent {
+        r#type: delivery.kind.clone(),
+        svix_id: svix_id.clone(),
+        object_id: text(&delivery.data, "/id").unwrap_or_default(),
+        timestamp: delivery.timestamp.unwrap_or_default(),
+        data: body.to_vec(),
+        instance_id: delivery.instance_id.clone().unwrap_or_default(),
+        delivered_at: svix_timestamp(&headers),
+    };
+    let subject = format!("{}.v1.events._clerk.{token}", app.namespace.root());
+    let event = Outgoing::new(subject, format!("clerk.{svix_id}"), &event);
+    let admin_membership = delivery.kind == "organizationMembership.created"
+        && text(&delivery.data, "/role").as_deref() == Some("org:admin");
+    if delivery.kind != "organization.created" && !admin_membership {
+        return record_event(&app, &svix_id, &delivery.kind, payload, event).await;
+    }
     let mut tx = app.pool.begin().await?;
     let fresh = sqlx::query(
-        "INSERT INTO webhook_deliveries (svix_id, event_type, payload) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        "INSERT INTO webhook_deliveries (svix_id, event_type, payload) VALUES ($1, $2, $3::jsonb)
+         ON CONFLICT DO NOTHING",
     )
     .bind(&svix_id)
     .bind(&delivery.kind)
-    .bind(&payload)
+    .bind(payload)
     .execute(&mut *tx)
     .await?
     .rows_affected()
@@ -227,18 +263,8 @@ pub async fn webhook(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
         tracing::debug!(svix_id, "webhook delivery seen before");
         return Ok(Json(Outcome { delivery: "duplicate".into(), organization: None }).into_response());
     }
-    let token: String = delivery.kind.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '.').collect();
-    let token = token.to_ascii_lowercase().replace('.', "_");
-    let token = if token.is_empty() { "unknown".to_owned() } else { token };
-    let mut messages = vec![Outgoing {
-        subject: format!("{}.v1.events._clerk.{token}", app.namespace.root()),
-        msg_id: format!("clerk.{svix_id}"),
-        ce_type: CLERK_CE_TYPE,
-        tenant_key: None,
-        correlation_id: None,
-        payload: body.to_vec(),
-        trace: landlord_runtime::telemetry::current_trace(),
-    }];
+    let mut messages = vec![event];
+    let mut created_by = None;
     let org_id = match delivery.kind.as_str() {
         "organization.created" => {
             let org_id = text(&delivery.data, "/id")
@@ -253,32 +279,21 @@ pub async fn webhook(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
             .bind(text(&delivery.data, "/name"))
             .execute(&mut *tx)
             .await?;
+            created_by = text(&delivery.data, "/created_by");
             Some(org_id)
         }
-        "organizationMembership.created" if text(&delivery.data, "/role").as_deref() == Some("org:admin") => {
+        "organizationMembership.created" if admin_membership => {
             let org_id = text(&delivery.data, "/organization/id").ok_or_else(|| {
                 Problem::bad_request("malformed-body", "organizationMembership.created without data.organization.id")
             })?;
             let user = &delivery.data["public_user_data"];
-            // The first admin to arrive is the tenant's admin.
-            sqlx::query(
-                "INSERT INTO clerk_organizations (org_id, admin_user_id, admin_email, admin_first_name,
-                                                  admin_last_name, admin_at)
-                 VALUES ($1, $2, $3, $4, $5, now())
-                 ON CONFLICT (org_id) DO UPDATE SET
-                     admin_user_id = coalesce(clerk_organizations.admin_user_id, $2),
-                     admin_email = coalesce(clerk_organizations.admin_email, $3),
-                     admin_first_name = coalesce(clerk_organizations.admin_first_name, $4),
-                     admin_last_name = coalesce(clerk_organizations.admin_last_name, $5),
-                     admin_at = coalesce(clerk_organizations.admin_at, now())",
-            )
-            .bind(&org_id)
-            .bind(text(user, "/user_id"))
-            .bind(text(user, "/identifier"))
-            .bind(text(user, "/first_name"))
-            .bind(text(user, "/last_name"))
-            .execute(&mut *tx)
-            .await?;
+            let admin = AdminFields {
+                user_id: text(user, "/user_id"),
+                email: text(user, "/identifier"),
+                first_name: text(user, "/first_name"),
+                last_name: text(user, "/last_name"),
+            };
+            record_admin(&mut tx, &org_id, admin).await?;
             Some(org_id)
         }
         _ => None,
@@ -292,9 +307,131 @@ pub async fn webhook(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
     }
     let pending = landlord_orchestrator::outbox::write(&mut tx, &messages).await?;
     tx.commit().await?;
-    app.dispatcher.dispatch(pending).await;
+    // Committed is accepted: the answer does not wait for the broker's ack
+    // (Svix wants a fast 2xx). If this publish fails, or the process stops
+    // before it is done, the relay's sweep publishes the rows later.
+    let dispatcher = app.dispatcher.clone();
+    tokio::spawn(async move { dispatcher.dispatch(pending).await });
     tracing::info!(svix_id, kind = %delivery.kind, org = org_id.as_deref().unwrap_or(""), "clerk event accepted");
+    if let (Some(lookups), Some(org), Some(user_id)) = (&app.lookups, &organization, created_by)
+        && org.state == "waiting_for_admin"
+    {
+        lookups.request(&org.org_id, &user_id);
+    }
     Ok(Json(Outcome { delivery: "accepted".into(), organization }).into_response())
+}
+
+/// A delivery outside the organization flow: recorded, and its
+/// `ClerkEvent` written to the outbox, in one statement — one round trip,
+/// committed on its own (the same effect as the transaction the
+/// organization flow needs, for a quarter of the round trips).
+async fn record_event(app: &App, svix_id: &str, kind: &str, payload: &str, event: Outgoing) -> Result<Response> {
+    let (traceparent, tracestate) = match &event.trace {
+        Some((parent, state)) => (Some(parent.as_str()), state.as_deref()),
+        None => (None, None),
+    };
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "WITH delivery AS (
+             INSERT INTO webhook_deliveries (svix_id, event_type, payload) VALUES ($1, $2, $3::jsonb)
+             ON CONFLICT DO NOTHING RETURNING svix_id)
+         INSERT INTO outbox (subject, msg_id, ce_type, tenant_key, correlation_id, payload, traceparent, tracestate)
+         SELECT $4, $5, $6, $7, $8, $9, $10, $11 FROM delivery
+         RETURNING id",
+    )
+    .bind(svix_id)
+    .bind(kind)
+    .bind(payload)
+    .bind(&event.subject)
+    .bind(&event.msg_id)
+    .bind(event.ce_type)
+    .bind(&event.tenant_key)
+    .bind(&event.correlation_id)
+    .bind(&event.payload)
+    .bind(traceparent)
+    .bind(tracestate)
+    .fetch_all(&app.pool)
+    .await?;
+    if ids.is_empty() {
+        tracing::debug!(svix_id, "webhook delivery seen before");
+        return Ok(Json(Outcome { delivery: "duplicate".into(), organization: None }).into_response());
+    }
+    let pending = landlord_orchestrator::outbox::pending(ids, std::slice::from_ref(&event));
+    let dispatcher = app.dispatcher.clone();
+    tokio::spawn(async move { dispatcher.dispatch(pending).await });
+    tracing::info!(svix_id, kind, "clerk event accepted");
+    Ok(Json(Outcome { delivery: "accepted".into(), organization: None }).into_response())
+}
+
+/// `svix-timestamp` (already checked by the signature verification).
+fn svix_timestamp(headers: &HeaderMap) -> i64 {
+    headers.get("svix-timestamp").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// An admin as a membership or a lookup describes them.
+struct AdminFields {
+    user_id: Option<String>,
+    email: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+}
+
+/// Records an organization's admin; the first admin to arrive, from a
+/// membership or a Backend API lookup, is the tenant's admin.
+async fn record_admin(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    org_id: &str,
+    admin: AdminFields,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO clerk_organizations (org_id, admin_user_id, admin_email, admin_first_name,
+                                          admin_last_name, admin_at)
+         VALUES ($1, $2, $3, $4, $5, now())
+         ON CONFLICT (org_id) DO UPDATE SET
+             admin_user_id = coalesce(clerk_organizations.admin_user_id, $2),
+             admin_email = coalesce(clerk_organizations.admin_email, $3),
+             admin_first_name = coalesce(clerk_organizations.admin_first_name, $4),
+             admin_last_name = coalesce(clerk_organizations.admin_last_name, $5),
+             admin_at = coalesce(clerk_organizations.admin_at, now())",
+    )
+    .bind(org_id)
+    .bind(admin.user_id)
+    .bind(admin.email)
+    .bind(admin.first_name)
+    .bind(admin.last_name)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The admin a Backend API lookup found for `org_id`: recorded as a
+/// membership's would be, and the tenant requested if the organization
+/// was waiting only for that. Returns what became of the organization.
+pub async fn admin_found(app: &App, org_id: &str, admin: &Admin) -> Result<&'static str> {
+    let Some(settings) = app.clerk.clone() else { return Ok("ignored: the Clerk bridge is off") };
+    let mut tx = app.pool.begin().await?;
+    let waiting: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT admin_email FROM clerk_organizations WHERE org_id = $1 FOR UPDATE")
+            .bind(org_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match waiting {
+        None => return Ok("ignored: unknown organization"),
+        Some((Some(_),)) => return Ok("ignored: the organization already has its admin"),
+        Some((None,)) => {}
+    }
+    let fields = AdminFields {
+        user_id: Some(admin.user_id.clone()),
+        email: Some(admin.email.clone()),
+        first_name: admin.first_name.clone(),
+        last_name: admin.last_name.clone(),
+    };
+    record_admin(&mut tx, org_id, fields).await?;
+    let request = ready_request(&mut tx, app, &settings, org_id).await?;
+    let requested = request.is_some();
+    let pending = landlord_orchestrator::outbox::write(&mut tx, &request.into_iter().collect::<Vec<_>>()).await?;
+    tx.commit().await?;
+    app.dispatcher.dispatch(pending).await;
+    Ok(if requested { "tenant requested" } else { "recorded" })
 }
 
 #[derive(sqlx::FromRow)]

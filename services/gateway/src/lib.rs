@@ -8,17 +8,21 @@
 //! - `/v1/webhooks/clerk`: the Clerk bridge, Svix-verified and de-duplicated
 //!   on `svix-id` in PostgreSQL; an organization and its `org:admin`
 //!   membership, in either order, become one `TenantRequested`
-//!   ([`clerk`]); `/v1/clerk/organizations` reports organizations still
-//!   waiting for their admin;
+//!   ([`clerk`]), or the admin is looked up in Clerk's Backend API
+//!   ([`clerk_backend`]); `/v1/clerk/organizations` reports organizations
+//!   still waiting for their admin; every Clerk event is republished as a
+//!   protobuf `ClerkEvent`;
 //! - `/v1/events`: lifecycle events as Server-Sent Events, filtered by
 //!   tenant and type, resumable with `Last-Event-ID` (the stream sequence)
 //!   ([`events`]);
 //! - `/v1/openapi.json`: the OpenAPI 3.1 document ([`openapi`]), also
 //!   committed as `services/gateway/openapi.json`;
-//! - bearer JWTs (HS256) with scopes `tenants:read` / `tenants:write`; every
-//!   401/403 says why ([`auth`]); `landlord-gateway mint-token` mints an
+//! - bearer JWTs with scopes `tenants:read` / `tenants:write`, HS256 with a
+//!   shared secret and/or RS256 with keys from a JWKS ([`jwks`]); every
+//!   401/403/503 says why ([`auth`]); `landlord-gateway mint-token` mints an
 //!   admin token from the configured secret;
-//! - limits: body size, a per-request timeout, a per-client rate limit and
+//! - limits: body size, a per-request timeout, a per-client rate limit (not
+//!   on the signed Clerk webhook, which Svix sends from few addresses) and
 //!   one structured access-log line per request ([`limits`]);
 //! - `/livez`, `/readyz`, `/metrics` on `LANDLORD_HTTP_ADDR` like every
 //!   service (the runtime's health endpoint), the API on `LANDLORD_API_ADDR`.
@@ -38,16 +42,21 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `LANDLORD_API_ADDR` | `127.0.0.1:18100` | where the API listens |
-//! | `LANDLORD_JWT_SECRET` | required | HS256 key for bearer tokens, at least 32 bytes |
+//! | `LANDLORD_JWT_SECRET` | — | HS256 key for bearer tokens, at least 32 bytes; this or `LANDLORD_JWKS_URL` is required, both may be set |
+//! | `LANDLORD_JWKS_URL` | — | JWKS of the issuer of RS256 tokens (`http://` only: the HTTP client has no TLS built in) |
+//! | `LANDLORD_JWKS_REFRESH` | `5m` | how often the JWKS is refetched in the background |
+//! | `LANDLORD_JWKS_REFETCH_MIN` | `10s` | least time between refetches forced by tokens with an unknown `kid` |
 //! | `LANDLORD_JWT_AUDIENCE` | `landlord` | required `aud` of tokens |
 //! | `LANDLORD_JWT_ISSUER` | `landlord` | required `iss` of tokens |
 //! | `LANDLORD_PLANS` | `deploy/plans.toml` | plans file, the orchestrator's: requests are validated against it |
 //! | `LANDLORD_CLERK_WEBHOOK_SECRET` | — | Svix signing secret `whsec_…`; unset: no Clerk endpoints |
 //! | `LANDLORD_CLERK_PLAN` | `standard` | plan of tenants made from Clerk organizations |
 //! | `LANDLORD_CLERK_ADMIN_WAIT` | `1h` | an organization waiting longer for its admin is reported overdue |
+//! | `LANDLORD_CLERK_SECRET_KEY` | — | Clerk Backend API key (`sk_…`); set: admins are also looked up in the Backend API |
+//! | `LANDLORD_CLERK_API_URL` | `https://api.clerk.com` | the Backend API; `http://` only (no TLS built in), so in practice an egress proxy to Clerk |
 //! | `LANDLORD_API_BODY_LIMIT` | `65536` | largest request body, bytes |
 //! | `LANDLORD_API_TIMEOUT` | `10s` | longest time to an answer |
-//! | `LANDLORD_API_RATE` | `50` | requests per second per client address (token bucket) |
+//! | `LANDLORD_API_RATE` | `50` | requests per second per client address (token bucket); raise it for trusted callers behind one address |
 //! | `LANDLORD_API_BURST` | `100` | bucket size |
 //! | `LANDLORD_RELAY_POLL` | `500ms` | how often the outbox is swept for rows left behind |
 //! | `LANDLORD_RELAY_GRACE` | `2s` | how old a row must be before the sweep publishes it |
@@ -57,7 +66,9 @@
 
 pub mod auth;
 pub mod clerk;
+pub mod clerk_backend;
 pub mod events;
+pub mod jwks;
 pub mod limits;
 pub mod openapi;
 pub mod problem;
@@ -76,7 +87,7 @@ use landlord_orchestrator::outbox::{self, Dispatcher};
 use landlord_runtime::{ConfigError, Env, Service};
 use sqlx::PgPool;
 
-pub use auth::Tokens;
+pub use auth::{Tokens, Verifier};
 
 pub const SERVICE: &str = "gateway";
 
@@ -84,7 +95,10 @@ pub const SERVICE: &str = "gateway";
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub api_addr: SocketAddr,
-    pub jwt_secret: Vec<u8>,
+    /// HS256 secret; `None`: HS256 tokens are refused.
+    pub jwt_secret: Option<Vec<u8>>,
+    /// Where RS256 keys come from; `None`: RS256 tokens are refused.
+    pub jwks: Option<jwks::JwksSettings>,
     pub jwt_audience: String,
     pub jwt_issuer: String,
     pub plans: Plans,
@@ -96,7 +110,22 @@ pub struct GatewayConfig {
 
 impl GatewayConfig {
     pub fn from_env(env: &Env) -> anyhow::Result<Self> {
-        let jwt_secret = jwt_secret(env)?;
+        let jwt_secret = env.raw("LANDLORD_JWT_SECRET").map(|_| jwt_secret(env)).transpose()?;
+        let jwks = match env.raw("LANDLORD_JWKS_URL") {
+            None => None,
+            Some(url) => Some(jwks::JwksSettings {
+                url: http_url("LANDLORD_JWKS_URL", &url)?,
+                refresh: env.duration("LANDLORD_JWKS_REFRESH", Duration::from_secs(300))?,
+                min_refetch: env.duration("LANDLORD_JWKS_REFETCH_MIN", Duration::from_secs(10))?,
+                timeout: Duration::from_secs(5),
+            }),
+        };
+        if jwt_secret.is_none() && jwks.is_none() {
+            anyhow::bail!(
+                "no way to check bearer tokens: set LANDLORD_JWT_SECRET (HS256, at least 32 bytes), \
+                 LANDLORD_JWKS_URL (RS256 keys of your issuer), or both"
+            );
+        }
         let plans_path = env.string("LANDLORD_PLANS", "deploy/plans.toml");
         let plans = Plans::load(&plans_path)?;
         let clerk = match env.raw("LANDLORD_CLERK_WEBHOOK_SECRET") {
@@ -109,6 +138,20 @@ impl GatewayConfig {
                 })?,
                 plan: env.string("LANDLORD_CLERK_PLAN", "standard"),
                 admin_wait: env.duration("LANDLORD_CLERK_ADMIN_WAIT", Duration::from_secs(3600))?,
+                backend: match env.raw("LANDLORD_CLERK_SECRET_KEY") {
+                    None => None,
+                    Some(secret_key) => Some(clerk_backend::BackendSettings {
+                        url: http_url(
+                            "LANDLORD_CLERK_API_URL",
+                            &env.string("LANDLORD_CLERK_API_URL", "https://api.clerk.com"),
+                        )?,
+                        secret_key,
+                        attempts: 8,
+                        backoff: Duration::from_millis(500),
+                        max_backoff: Duration::from_secs(30),
+                        timeout: Duration::from_secs(10),
+                    }),
+                },
             }),
         };
         if let Some(clerk) = &clerk
@@ -121,6 +164,7 @@ impl GatewayConfig {
         Ok(Self {
             api_addr: env.parse("LANDLORD_API_ADDR", SocketAddr::from(([127, 0, 0, 1], 18100)))?,
             jwt_secret,
+            jwks,
             jwt_audience: env.string("LANDLORD_JWT_AUDIENCE", "landlord"),
             jwt_issuer: env.string("LANDLORD_JWT_ISSUER", "landlord"),
             plans,
@@ -137,9 +181,30 @@ impl GatewayConfig {
         })
     }
 
-    pub fn tokens(&self) -> Tokens {
-        Tokens::new(&self.jwt_secret, &self.jwt_audience, &self.jwt_issuer)
+    /// The HS256 key, when a secret is configured (it also mints tokens).
+    pub fn tokens(&self) -> Option<Tokens> {
+        self.jwt_secret.as_ref().map(|secret| Tokens::new(secret, &self.jwt_audience, &self.jwt_issuer))
     }
+}
+
+/// An `http://` URL, without a trailing slash. The HTTP client is built
+/// without TLS (the workspace's reqwest has no TLS feature, and adding one
+/// brings a second crypto stack): an `https://` service is reached through
+/// an egress proxy.
+fn http_url(var: &str, value: &str) -> Result<String, ConfigError> {
+    let invalid = |problem: &str| ConfigError::Invalid {
+        var: var.to_owned(),
+        value: value.to_owned(),
+        problem: problem.to_owned(),
+    };
+    let url = reqwest::Url::parse(value).map_err(|e| invalid(&e.to_string()))?;
+    if url.scheme() != "http" {
+        return Err(invalid(
+            "expected an http:// URL: https is not built into the gateway yet; reach the service through an \
+             http:// egress proxy",
+        ));
+    }
+    Ok(value.trim_end_matches('/').to_owned())
 }
 
 /// `LANDLORD_JWT_SECRET`, which `mint-token` needs without the rest.
@@ -162,14 +227,16 @@ pub struct App {
     pub namespace: Namespace,
     pub plans: Arc<Plans>,
     pub dispatcher: Dispatcher,
-    pub tokens: Arc<Tokens>,
+    pub verifier: Arc<Verifier>,
     pub clerk: Option<Arc<clerk::Settings>>,
+    /// Backend API lookups of admins, when a Clerk secret key is set.
+    pub lookups: Option<clerk_backend::Lookups>,
     pub jetstream: async_nats::jetstream::Context,
 }
 
-impl auth::HasTokens for App {
-    fn tokens(&self) -> &Tokens {
-        &self.tokens
+impl auth::HasVerifier for App {
+    fn verifier(&self) -> &Verifier {
+        &self.verifier
     }
 }
 
@@ -195,6 +262,42 @@ pub fn router(app: App, limits: &limits::Limits) -> Router {
         .layer(axum::middleware::from_fn_with_state(limiter, limits::guard))
 }
 
+/// How long the ids of published outbox rows are gathered before one
+/// DELETE removes them all (well inside the sweep's grace, so the sweep
+/// never sees them).
+const CLEAN_WINDOW: Duration = Duration::from_millis(100);
+
+/// Passes the ids of published outbox rows on to the cleaner a window at
+/// a time. The cleaner deletes whatever has arrived when it wakes; at a
+/// thousand webhook deliveries a second that was nearly one DELETE
+/// transaction per delivery — as much PostgreSQL work as the deliveries
+/// themselves (bench/results/api.md). Ids not passed on before shutdown
+/// only mean the sweep publishes those rows again, which the broker drops
+/// as duplicates.
+async fn gather(
+    mut published: tokio::sync::mpsc::UnboundedReceiver<Vec<i64>>,
+    cleaner: tokio::sync::mpsc::UnboundedSender<Vec<i64>>,
+    window: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let mut ids = tokio::select! {
+            ids = published.recv() => match ids { Some(ids) => ids, None => return },
+            () = shutdown.cancelled() => return,
+        };
+        tokio::select! {
+            () = tokio::time::sleep(window) => {}
+            () = shutdown.cancelled() => {}
+        }
+        while let Ok(more) = published.try_recv() {
+            ids.extend(more);
+        }
+        if cleaner.send(ids).is_err() {
+            return;
+        }
+    }
+}
+
 /// The running API.
 #[derive(Debug, Clone, Copy)]
 pub struct Gateway {
@@ -207,7 +310,9 @@ pub async fn attach(service: &mut Service, config: GatewayConfig) -> anyhow::Res
     let pool = service.database.clone().ok_or_else(|| anyhow::anyhow!("the gateway needs LANDLORD_DATABASE_URL"))?;
     landlord_orchestrator::migrator().run(&pool).await?;
     let (dispatcher, published) = Dispatcher::new(service.publisher.clone());
-    service.spawn(outbox::cleaner(pool.clone(), published, service.shutdown_token()));
+    let (gathered, to_clean) = tokio::sync::mpsc::unbounded_channel();
+    service.spawn(gather(published, gathered, CLEAN_WINDOW, service.shutdown_token()));
+    service.spawn(outbox::cleaner(pool.clone(), to_clean, service.shutdown_token()));
     service.spawn(outbox::sweep(
         pool.clone(),
         service.publisher.clone(),
@@ -216,17 +321,38 @@ pub async fn attach(service: &mut Service, config: GatewayConfig) -> anyhow::Res
         None,
         service.shutdown_token(),
     ));
+    let jwks = match &config.jwks {
+        None => None,
+        Some(settings) => {
+            let jwks = Arc::new(jwks::Jwks::new(settings.clone())?);
+            // Not fatal: a token with an unknown key refetches, and a JWKS
+            // that is down is answered 503 until it is back.
+            if let Ok(count) = jwks.fetch().await {
+                tracing::info!(url = %settings.url, count, "JWKS keys loaded");
+            }
+            service.spawn(jwks.clone().refresh(service.shutdown_token()));
+            Some(jwks)
+        }
+    };
+    let verifier = Verifier::new(config.tokens(), jwks, &config.jwt_audience, &config.jwt_issuer);
+    let backend = config.clerk.as_ref().and_then(|c| c.backend.clone());
+    let (lookups, lookup_queue) = clerk_backend::Lookups::new();
     let app = App {
         pool,
         namespace: service.broker.namespace.clone(),
         plans: Arc::new(config.plans.clone()),
         dispatcher,
-        tokens: Arc::new(config.tokens()),
+        verifier: Arc::new(verifier),
         clerk: config.clerk.clone().map(Arc::new),
+        lookups: backend.is_some().then_some(lookups),
         jetstream: service.broker.jetstream.clone(),
     };
     if let Some(clerk) = &app.clerk {
         service.spawn(clerk::report_waiting(app.pool.clone(), clerk.admin_wait, service.shutdown_token()));
+    }
+    if let Some(settings) = backend {
+        let backend = Arc::new(clerk_backend::Backend::new(settings)?);
+        service.spawn(clerk_backend::run(app.clone(), backend, lookup_queue, service.shutdown_token()));
     }
     let router = router(app, &config.limits);
     let listener = tokio::net::TcpListener::bind(config.api_addr)
@@ -244,4 +370,43 @@ pub async fn attach(service: &mut Service, config: GatewayConfig) -> anyhow::Res
     });
     tracing::info!(%api_addr, "gateway API listening");
     Ok(Gateway { api_addr })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> anyhow::Result<GatewayConfig> {
+        let plans = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/plans.toml");
+        let mut all = vec![("LANDLORD_PLANS", plans)];
+        all.extend_from_slice(pairs);
+        GatewayConfig::from_env(&Env::from_pairs(all))
+    }
+
+    #[test]
+    fn a_secret_or_a_jwks_is_required_and_urls_must_be_http() {
+        const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
+        let error = config(&[]).unwrap_err().to_string();
+        assert!(error.contains("LANDLORD_JWT_SECRET") && error.contains("LANDLORD_JWKS_URL"), "{error}");
+        let only_secret = config(&[("LANDLORD_JWT_SECRET", SECRET)]).unwrap();
+        assert!(only_secret.jwks.is_none() && only_secret.tokens().is_some());
+        let only_jwks = config(&[("LANDLORD_JWKS_URL", "http://idp.internal/jwks.json/")]).unwrap();
+        let jwks = only_jwks.jwks.as_ref().unwrap();
+        assert_eq!(jwks.url, "http://idp.internal/jwks.json");
+        assert_eq!((jwks.refresh, jwks.min_refetch), (Duration::from_secs(300), Duration::from_secs(10)));
+        assert!(only_jwks.tokens().is_none());
+        let error = config(&[("LANDLORD_JWKS_URL", "https://idp.example/jwks.json")]).unwrap_err().to_string();
+        assert!(error.contains("https is not built in"), "{error}");
+        let clerk = [
+            ("LANDLORD_JWT_SECRET", SECRET),
+            ("LANDLORD_CLERK_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            ("LANDLORD_CLERK_SECRET_KEY", "sk_test_x"),
+        ];
+        // The default Backend API URL is https: it needs a proxy for now.
+        assert!(config(&clerk).unwrap_err().to_string().contains("LANDLORD_CLERK_API_URL"));
+        let mut proxied = clerk.to_vec();
+        proxied.push(("LANDLORD_CLERK_API_URL", "http://clerk-egress:8080"));
+        let backend = config(&proxied).unwrap().clerk.unwrap().backend.unwrap();
+        assert_eq!((backend.url.as_str(), backend.secret_key.as_str()), ("http://clerk-egress:8080", "sk_test_x"));
+    }
 }

@@ -23,11 +23,22 @@ fn secured(scope: &str) -> Value {
     json!([{"bearer": [scope]}])
 }
 
-fn auth_problems() -> [(&'static str, Value); 3] {
+fn auth_problems() -> [(&'static str, Value); 4] {
     [
-        ("401", problem("No valid bearer token: missing, malformed, bad signature, expired, wrong audience or issuer")),
+        (
+            "401",
+            problem(
+                "No valid bearer token: missing, malformed, an algorithm not accepted, a missing or unknown key id (kid), bad signature, expired, wrong audience or issuer",
+            ),
+        ),
         ("403", problem("The token lacks the scope this needs")),
         ("429", problem("Too many requests from this client; see Retry-After")),
+        (
+            "503",
+            problem(
+                "A dependency is unavailable, e.g. the JWKS cannot be fetched for a token's key not seen yet; see Retry-After",
+            ),
+        ),
     ]
 }
 
@@ -61,7 +72,7 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                           "description": format!("HS256 JWT with aud/iss as configured and scopes {READ}, {WRITE} in `scope`")}
+                           "description": format!("JWT with aud/iss as configured and scopes {READ}, {WRITE} in `scope`: HS256 with the shared secret (LANDLORD_JWT_SECRET) and/or RS256 with a key named by `kid` from the JWKS at LANDLORD_JWKS_URL, as configured")}
             },
             "schemas": {
                 "Problem": {"type": "object", "required": ["type", "title", "status", "detail"], "properties": {

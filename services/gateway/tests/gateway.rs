@@ -13,6 +13,8 @@ use futures_util::TryStreamExt as _;
 use landlord_contract::{Namespace, StreamKind, pb};
 use landlord_gateway::auth::{Audience, Claims, READ, WRITE};
 use landlord_gateway::clerk::SigningSecret;
+use landlord_gateway::clerk_backend::BackendSettings;
+use landlord_gateway::jwks::JwksSettings;
 use landlord_gateway::{GatewayConfig, Tokens, limits::Limits};
 use landlord_orchestrator::{Plans, Timing};
 use landlord_runtime::{Config, DeliveryInfo, Env, Service, StepFailure, StepService, StepWorker};
@@ -20,12 +22,14 @@ use landlord_testkit::{NatsServer, Postgres, eventually, unique_namespace};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use time::format_description::well_known::Rfc3339;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);
 const JWT_SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
 const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const OLD_WEBHOOK_SECRET: &str = "whsec_b2xkIGtleSBvbGQga2V5IG9sZCBrZXk=";
+const CLERK_SECRET_KEY: &str = "sk_test_contract_double_secret";
 
 /// Two plans of two steps each, both served by the scripted worker.
 const PLANS: &str = r#"
@@ -139,12 +143,34 @@ fn limits() -> Limits {
     Limits { body_bytes: 16 * 1024, timeout: Duration::from_secs(10), rate_per_second: 10_000.0, burst: 10_000.0 }
 }
 
+/// What a test's gateway is configured with, besides the defaults.
+struct Setup {
+    limits: Limits,
+    /// The HS256 secret is configured (the tests' tokens are minted with it
+    /// either way).
+    hs256: bool,
+    jwks: Option<JwksSettings>,
+    /// Base URL of the Clerk Backend API (a contract double).
+    clerk_api: Option<String>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self { limits: limits(), hs256: true, jwks: None, clerk_api: None }
+    }
+}
+
 impl Harness {
     async fn new() -> Result<Self> {
-        Self::with_limits(limits()).await
+        Self::build(Setup::default()).await
     }
 
     async fn with_limits(limits: Limits) -> Result<Self> {
+        Self::build(Setup { limits, ..Setup::default() }).await
+    }
+
+    async fn build(setup: Setup) -> Result<Self> {
+        let Setup { limits, hs256, jwks, clerk_api } = setup;
         let url = NatsServer::shared().await.url();
         let namespace = unique_namespace();
         let database = tokio::task::spawn_blocking(Postgres::shared).await??.fresh_database().await?;
@@ -153,7 +179,8 @@ impl Harness {
 
         let config = GatewayConfig {
             api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            jwt_secret: JWT_SECRET.as_bytes().to_vec(),
+            jwt_secret: hs256.then(|| JWT_SECRET.as_bytes().to_vec()),
+            jwks,
             jwt_audience: "landlord".into(),
             jwt_issuer: "landlord".into(),
             plans: plans.clone(),
@@ -161,12 +188,20 @@ impl Harness {
                 secret: SigningSecret::parse(WEBHOOK_SECRET).map_err(anyhow::Error::msg)?,
                 plan: "standard".into(),
                 admin_wait: Duration::from_secs(3600),
+                backend: clerk_api.map(|url| BackendSettings {
+                    url,
+                    secret_key: CLERK_SECRET_KEY.into(),
+                    attempts: 4,
+                    backoff: Duration::from_millis(50),
+                    max_backoff: Duration::from_millis(200),
+                    timeout: Duration::from_secs(5),
+                }),
             }),
             limits,
             relay_poll: Duration::from_millis(100),
             relay_grace: Duration::from_millis(500),
         };
-        let tokens = config.tokens();
+        let tokens = Tokens::new(JWT_SECRET.as_bytes(), "landlord", "landlord");
         let mut gateway = Service::build(Config::from("gateway", &env(&url, &namespace, &database.url))?).await?;
         let api = landlord_gateway::attach(&mut gateway, config).await?;
         let health = gateway.http_addr();
@@ -223,6 +258,10 @@ impl Harness {
         self.token(&[READ, WRITE])
     }
 
+    async fn answer(&self, path: &str, token: &str) -> Result<Answer> {
+        Answer::of(self.http.get(format!("{}{path}", self.api)).bearer_auth(token).send().await?).await
+    }
+
     async fn get(&self, path: &str, token: &str) -> Result<(StatusCode, Value)> {
         let response = self.http.get(format!("{}{path}", self.api)).bearer_auth(token).send().await?;
         Ok((response.status(), response.json().await.unwrap_or(Value::Null)))
@@ -275,6 +314,24 @@ impl Harness {
             total += count as u64;
         }
         Ok(total)
+    }
+
+    /// Waits until the events stream holds exactly `expected` messages on
+    /// `subject` (and says how many it held last).
+    async fn until_count(&self, subject: &str, expected: u64) -> Result<()> {
+        let last = Arc::new(Mutex::new(0));
+        let reached = eventually(&format!("{expected} messages on {subject}"), WAIT, || {
+            let last = last.clone();
+            async move {
+                let count = self.count(subject).await.ok()?;
+                if let Ok(mut last) = last.lock() {
+                    *last = count;
+                }
+                (count == expected).then_some(())
+            }
+        })
+        .await;
+        reached.with_context(|| format!("last count: {:?}", last.lock().map(|l| *l)))
     }
 
     fn requested_subject(&self, key: &str) -> String {
@@ -444,6 +501,18 @@ async fn a_tenant_is_accepted_once_and_followed_to_active() -> Result<()> {
     let kinds: Vec<&str> =
         active["resources"].as_array().context("resources")?.iter().filter_map(|r| r["kind"].as_str()).collect();
     assert_eq!(kinds, ["test.s1", "test.s2"]);
+    // Times are RFC 3339 in UTC throughout, however they were read.
+    for at in [
+        &active["created_at"],
+        &active["resources"][0]["created_at"],
+        &saga["started_at"],
+        &saga["finished_at"],
+        &steps[0]["started_at"],
+        &steps[1]["finished_at"],
+    ] {
+        let at = at.as_str().context("a time")?;
+        assert!(at.ends_with('Z') && time::OffsetDateTime::parse(at, &Rfc3339).is_ok(), "{at}");
+    }
     let (status, by_id) = h.get(&format!("/v1/tenants/{id}"), &h.token(&[READ])).await?;
     assert_eq!((status, by_id["key"].as_str()), (StatusCode::OK, Some("acme")));
     let (status, missing) = h.get("/v1/tenants/nobody", &admin).await?;
@@ -573,8 +642,13 @@ async fn a_running_provisioning_is_cancelled_and_a_failed_one_retried() -> Resul
 }
 
 fn organization(id: &str, slug: &str) -> Value {
-    json!({"type": "organization.created", "object": "event",
-           "data": {"id": id, "slug": slug, "name": format!("Org {slug}"), "created_by": "user_1", "object": "organization"}})
+    organization_by(id, slug, "user_1")
+}
+
+fn organization_by(id: &str, slug: &str, created_by: &str) -> Value {
+    json!({"type": "organization.created", "object": "event", "timestamp": 1_654_012_591_835_i64,
+           "data": {"id": id, "slug": slug, "name": format!("Org {slug}"), "created_by": created_by,
+                    "object": "organization"}})
 }
 
 fn membership(org: &str, email: &str) -> Value {
@@ -595,7 +669,18 @@ async fn webhook_signatures_timestamps_and_replays_follow_the_design() -> Result
     assert_eq!((accepted.status, &accepted.body["delivery"]), (StatusCode::OK, &json!("accepted")));
     let replay = h.deliver("msg_1", now, &good, &body).await?;
     assert_eq!((replay.status, &replay.body["delivery"]), (StatusCode::OK, &json!("duplicate")));
-    assert_eq!(h.count(&format!("{}.v1.events._clerk.user_created", h.namespace.root())).await?, 1);
+    let subject = format!("{}.v1.events._clerk.user_created", h.namespace.root());
+    // Published right after the answer (which does not wait for it).
+    h.until_count(&subject, 1).await?;
+    // Republished as protobuf, the delivery's JSON carried verbatim.
+    let stream = h.jetstream.get_stream(h.namespace.stream_name(StreamKind::Events)).await?;
+    let published = stream.get_last_raw_message_by_subject(&subject).await?;
+    let ce_type = published.headers.get("ce-type").map(|v| v.as_str().to_owned());
+    assert_eq!(ce_type.as_deref(), Some("landlord.v1.ClerkEvent"));
+    let event = <pb::ClerkEvent as prost::Message>::decode(published.payload)?;
+    assert_eq!((event.r#type.as_str(), event.svix_id.as_str()), ("user.created", "msg_1"));
+    assert_eq!((event.object_id.as_str(), event.delivered_at), ("user_9", now));
+    assert_eq!(event.data, body.as_bytes());
 
     let tampered = h.deliver("msg_2", now, &good, &body.replace("user_9", "user_8")).await?;
     tampered.problem(StatusCode::UNAUTHORIZED, "webhook-signature");
@@ -661,7 +746,7 @@ async fn an_organization_waits_for_its_admin_in_either_order() -> Result<()> {
     let (status, _) = h.get("/v1/clerk/organizations?state=asleep", &admin).await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     // Every delivery is published for later consumers.
-    assert_eq!(h.count(&format!("{}.v1.events._clerk.>", h.namespace.root())).await?, 8);
+    h.until_count(&format!("{}.v1.events._clerk.>", h.namespace.root()), 8).await?;
     Ok(())
 }
 
@@ -716,6 +801,13 @@ async fn limits_health_and_the_mint_token_command() -> Result<()> {
     assert_eq!(limited.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("20"));
     // The refused body took the first token: two pass, then the bucket is empty.
     assert_eq!(statuses, [StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
+    // Signed Clerk deliveries are not under the per-client limit: Svix
+    // sends every organization's events from a few addresses.
+    for i in 0..3 {
+        let event = json!({"type": "user.created", "object": "event", "data": {"id": format!("user_{i}")}});
+        let delivered = h.webhook(&format!("msg_limit_{i}"), &event).await?;
+        assert!(delivered.status.is_success(), "{delivered:?}");
+    }
     let ready = reqwest::get(format!("http://{}/readyz", h.health)).await?;
     assert_eq!(ready.status(), StatusCode::OK);
     let metrics = reqwest::get(format!("http://{}/metrics", h.health)).await?;
@@ -973,5 +1065,430 @@ async fn requests_generated_from_the_openapi_document_never_get_a_5xx() -> Resul
         }
     }
     assert!(sent >= 200, "{sent}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// RS256 tokens from a JWKS.
+
+/// Test-only RSA keys (services/gateway/tests/fixtures/README.md).
+const KEY_A: &[u8] = include_bytes!("fixtures/test-only-jwks-key-a.pk8.der");
+const KEY_B: &[u8] = include_bytes!("fixtures/test-only-jwks-key-b.pk8.der");
+
+/// An issuer's signing key: signs RS256 tokens, and is published in a JWKS.
+struct SigningKey {
+    kid: String,
+    pair: ring::signature::RsaKeyPair,
+}
+
+impl SigningKey {
+    fn load(kid: &str, pkcs8: &[u8]) -> Result<Self> {
+        let pair = ring::signature::RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Self { kid: kid.to_owned(), pair })
+    }
+
+    fn jwk(&self) -> Value {
+        use base64::Engine as _;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let public = ring::signature::RsaPublicKeyComponents::<Vec<u8>>::from(self.pair.public());
+        json!({"kty": "RSA", "kid": self.kid, "use": "sig", "alg": "RS256", "n": b64(&public.n), "e": b64(&public.e)})
+    }
+
+    /// An RS256 token over `claims`, naming `kid` in its header.
+    fn sign_as(&self, kid: &str, claims: &Claims) -> Result<String> {
+        use base64::Engine as _;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let header = b64(json!({"alg": "RS256", "typ": "JWT", "kid": kid}).to_string().as_bytes());
+        let input = format!("{header}.{}", b64(&serde_json::to_vec(claims)?));
+        let mut signature = vec![0; self.pair.public().modulus_len()];
+        self.pair
+            .sign(
+                &ring::signature::RSA_PKCS1_SHA256,
+                &ring::rand::SystemRandom::new(),
+                input.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(format!("{input}.{}", b64(&signature)))
+    }
+
+    fn sign(&self, claims: &Claims) -> Result<String> {
+        self.sign_as(&self.kid, claims)
+    }
+}
+
+fn claims(scope: &str) -> Claims {
+    let now = unix_now() as u64;
+    Claims {
+        sub: "rsa-user".into(),
+        iss: "landlord".into(),
+        aud: Audience::One("landlord".into()),
+        exp: now + 600,
+        iat: now,
+        nbf: None,
+        scope: scope.into(),
+    }
+}
+
+/// An issuer's JWKS endpoint: a real HTTP server whose key set the test
+/// changes, counting fetches.
+struct JwksServer {
+    url: String,
+    keys: Arc<Mutex<Vec<Value>>>,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
+    stop: CancellationToken,
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl JwksServer {
+    async fn start(keys: Vec<Value>) -> Result<Self> {
+        let keys = Arc::new(Mutex::new(keys));
+        let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (served, counter) = (keys.clone(), fetches.clone());
+        let app = axum::Router::new().route(
+            "/.well-known/jwks.json",
+            axum::routing::get(move || {
+                let (served, counter) = (served.clone(), counter.clone());
+                async move {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let keys = served.lock().map(|k| k.clone()).unwrap_or_default();
+                    axum::Json(json!({ "keys": keys }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/.well-known/jwks.json", listener.local_addr()?);
+        let stop = CancellationToken::new();
+        let until = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).with_graceful_shutdown(async move { until.cancelled().await }).await;
+        });
+        Ok(Self { url, keys, fetches, stop })
+    }
+
+    fn publish(&self, keys: Vec<Value>) {
+        if let Ok(mut served) = self.keys.lock() {
+            *served = keys;
+        }
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn jwks_settings(url: &str) -> JwksSettings {
+    JwksSettings {
+        url: url.to_owned(),
+        refresh: Duration::from_secs(3600),
+        // Long: a test sees exactly which requests may refetch.
+        min_refetch: Duration::from_secs(3600),
+        timeout: Duration::from_secs(5),
+    }
+}
+
+#[tokio::test]
+async fn rs256_tokens_are_checked_against_the_jwks_and_forced_refetches_are_rate_limited() -> Result<()> {
+    let a = SigningKey::load("key-a", KEY_A)?;
+    let b = SigningKey::load("key-b", KEY_B)?;
+    // Besides key a, keys the gateway must ignore: not RSA, not for signing.
+    let ignored = vec![
+        json!({"kty": "EC", "kid": "ec", "crv": "P-256", "x": "AA", "y": "AA"}),
+        json!({"kty": "oct", "kid": "hmac", "k": base64_of(JWT_SECRET)}),
+        {
+            let mut enc = b.jwk();
+            enc["kid"] = json!("key-b-enc");
+            enc["use"] = json!("enc");
+            enc
+        },
+    ];
+    let issuer = JwksServer::start([vec![a.jwk()], ignored.clone()].concat()).await?;
+    let h = Harness::build(Setup { hs256: false, jwks: Some(jwks_settings(&issuer.url)), ..Setup::default() }).await?;
+    assert_eq!(issuer.fetches(), 1, "fetched once at start");
+
+    let (status, page) = h.get("/v1/tenants", &a.sign(&claims(READ))?).await?;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let answer =
+        h.post("/v1/tenants", Some(&a.sign(&claims(READ))?), Some("k"), &tenant("x", "standard", json!({}))).await?;
+    answer.problem(StatusCode::FORBIDDEN, "missing-scope");
+    let mut expired = claims(READ);
+    expired.exp = unix_now() as u64 - 600;
+    h.answer("/v1/tenants", &a.sign(&expired)?).await?.problem(StatusCode::UNAUTHORIZED, "token-expired");
+    let mut elsewhere = claims(READ);
+    elsewhere.aud = Audience::One("another-api".into());
+    let answer = h.answer("/v1/tenants", &a.sign(&elsewhere)?).await?;
+    answer.problem(StatusCode::UNAUTHORIZED, "token-audience");
+    assert!(answer.body["detail"].as_str().unwrap_or("").contains("another-api"), "{answer:?}");
+    // Signed by another key under key a's name.
+    h.answer("/v1/tenants", &b.sign_as("key-a", &claims(READ))?)
+        .await?
+        .problem(StatusCode::UNAUTHORIZED, "token-signature");
+    // Algorithm confusion: HS256 (even with the JWKS's own "oct" key's
+    // bytes) and alg none are refused when only a JWKS is configured.
+    let answer = h.answer("/v1/tenants", &h.tokens.sign(&claims(READ))).await?;
+    answer.problem(StatusCode::UNAUTHORIZED, "token-algorithm");
+    assert!(answer.body["detail"].as_str().unwrap_or("").contains("HS256"), "{answer:?}");
+    let unsigned = {
+        use base64::Engine as _;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        format!("{}.{}.", b64(br#"{"alg":"none","kid":"key-a"}"#), b64(&serde_json::to_vec(&claims(READ))?))
+    };
+    h.answer("/v1/tenants", &unsigned).await?.problem(StatusCode::UNAUTHORIZED, "token-algorithm");
+    // An ignored key cannot verify anything.
+    h.answer("/v1/tenants", &b.sign_as("key-b-enc", &claims(READ))?)
+        .await?
+        .problem(StatusCode::UNAUTHORIZED, "token-kid");
+    assert_eq!(issuer.fetches(), 2, "the first unknown kid forced one refetch");
+
+    // The issuer rotates key b in. Its first token makes the gateway
+    // refetch — but the forced refetch above was moments ago, and forced
+    // refetches are at most one per LANDLORD_JWKS_REFETCH_MIN: refused.
+    issuer.publish([vec![a.jwk(), b.jwk()], ignored].concat());
+    let answer = h.answer("/v1/tenants", &b.sign(&claims(READ))?).await?;
+    answer.problem(StatusCode::UNAUTHORIZED, "token-kid");
+    assert!(answer.body["detail"].as_str().unwrap_or("").contains("\"key-b\""), "{answer:?}");
+    assert_eq!(issuer.fetches(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unknown_kid_refetches_the_jwks_once_and_a_wrong_one_is_named() -> Result<()> {
+    let a = SigningKey::load("key-a", KEY_A)?;
+    let b = SigningKey::load("key-b", KEY_B)?;
+    let issuer = JwksServer::start(vec![a.jwk()]).await?;
+    let h = Harness::build(Setup { hs256: false, jwks: Some(jwks_settings(&issuer.url)), ..Setup::default() }).await?;
+    assert_eq!(h.get("/v1/tenants", &a.sign(&claims(READ))?).await?.0, StatusCode::OK);
+    // Key b rotated in: the first token signed with it refetches the set
+    // and is accepted; concurrent ones share that one refetch.
+    issuer.publish(vec![a.jwk(), b.jwk()]);
+    let token = b.sign(&claims(READ))?;
+    let answers = futures_util::future::join_all((0..8).map(|_| h.get("/v1/tenants", &token))).await;
+    for answer in answers {
+        assert_eq!(answer?.0, StatusCode::OK);
+    }
+    assert_eq!(issuer.fetches(), 2, "one refetch for the rotated key");
+    // A kid nobody publishes: 401 naming it (no second refetch this soon).
+    let answer = h.answer("/v1/tenants", &b.sign_as("key-zz", &claims(READ))?).await?;
+    answer.problem(StatusCode::UNAUTHORIZED, "token-kid");
+    let detail = answer.body["detail"].as_str().unwrap_or("");
+    assert!(detail.contains("\"key-zz\"") && detail.contains("key-a") && detail.contains("key-b"), "{answer:?}");
+    assert_eq!(issuer.fetches(), 2);
+    // Until the next refresh (LANDLORD_JWKS_REFRESH) the known keys are
+    // used as cached: the JWKS is not asked per request.
+    issuer.publish(vec![b.jwk()]);
+    assert_eq!(h.get("/v1/tenants", &a.sign(&claims(READ))?).await?.0, StatusCode::OK);
+    assert_eq!(issuer.fetches(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_jwks_that_cannot_be_fetched_is_a_503_that_says_so() -> Result<()> {
+    let a = SigningKey::load("key-a", KEY_A)?;
+    // A port nobody listens on.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        format!("http://{}/jwks.json", listener.local_addr()?)
+    };
+    // Both configured: HS256 tokens keep working while the JWKS is down.
+    let h = Harness::build(Setup { hs256: true, jwks: Some(jwks_settings(&dead)), ..Setup::default() }).await?;
+    for _ in 0..2 {
+        let answer = h.answer("/v1/tenants", &a.sign(&claims(READ))?).await?;
+        answer.problem(StatusCode::SERVICE_UNAVAILABLE, "jwks-unavailable");
+        let detail = answer.body["detail"].as_str().unwrap_or("");
+        assert!(detail.contains("\"key-a\"") && detail.contains(&dead), "{answer:?}");
+        let retry_after: u64 =
+            answer.headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        assert!(retry_after >= 1, "{answer:?}");
+    }
+    assert_eq!(h.get("/v1/tenants", &h.admin()).await?.0, StatusCode::OK);
+    Ok(())
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+// ---------------------------------------------------------------------------
+// Clerk's Backend API.
+
+/// A contract double of Clerk's Backend API, as far as the gateway uses it:
+/// `GET /v1/users/{user_id}` with `Authorization: Bearer <secret key>`
+/// answers Clerk's documented user object (`id`, `first_name`,
+/// `last_name`, `primary_email_address_id`, `email_addresses[]` of
+/// `{id, object, email_address, verification, linked_to}`, …), 404 with
+/// Clerk's error shape (`errors[]` of `{message, long_message, code}`) for
+/// an unknown user, 401 for a wrong secret key; a user can be scripted to
+/// answer some statuses first (500, 429, …). It records every call.
+struct ClerkBackendDouble {
+    url: String,
+    state: Arc<Mutex<ClerkState>>,
+    stop: CancellationToken,
+}
+
+#[derive(Default)]
+struct ClerkState {
+    users: HashMap<String, Value>,
+    scripts: HashMap<String, std::collections::VecDeque<u16>>,
+    calls: Vec<String>,
+    unauthorized: usize,
+}
+
+impl Drop for ClerkBackendDouble {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn clerk_error(status: u16, code: &str, message: &str) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let body = json!({"errors": [{"message": message, "long_message": message, "code": code}],
+                      "clerk_trace_id": "trace_double"});
+    (
+        axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+impl ClerkBackendDouble {
+    async fn start() -> Result<Self> {
+        use axum::response::IntoResponse as _;
+        let state = Arc::new(Mutex::new(ClerkState::default()));
+        let shared = state.clone();
+        let app = axum::Router::new().route(
+            "/v1/users/{user_id}",
+            axum::routing::get(
+                move |axum::extract::Path(user_id): axum::extract::Path<String>, headers: axum::http::HeaderMap| {
+                    let shared = shared.clone();
+                    async move {
+                        let Ok(mut state) = shared.lock() else { return clerk_error(500, "internal", "poisoned") };
+                        let bearer = headers.get("authorization").and_then(|v| v.to_str().ok());
+                        if bearer != Some(&format!("Bearer {CLERK_SECRET_KEY}")) {
+                            state.unauthorized += 1;
+                            return clerk_error(401, "authentication_invalid", "The secret key is not valid");
+                        }
+                        state.calls.push(user_id.clone());
+                        if let Some(status) = state.scripts.get_mut(&user_id).and_then(|s| s.pop_front()) {
+                            return clerk_error(status, "scripted", "A scripted failure of the contract double");
+                        }
+                        match state.users.get(&user_id) {
+                            Some(user) => axum::Json(user.clone()).into_response(),
+                            None => clerk_error(404, "resource_not_found", "User not found"),
+                        }
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let stop = CancellationToken::new();
+        let until = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).with_graceful_shutdown(async move { until.cancelled().await }).await;
+        });
+        Ok(Self { url, state, stop })
+    }
+
+    /// A user as Clerk describes one: a second, non-primary address first.
+    fn add_user(&self, id: &str, email: &str, first: &str, last: &str) {
+        let address = |n: u32, email: &str| {
+            json!({"id": format!("idn_{id}_{n}"), "object": "email_address", "email_address": email,
+                   "reserved": false, "linked_to": [],
+                   "verification": {"status": "verified", "strategy": "email_code", "attempts": 1, "expire_at": null}})
+        };
+        let user = json!({
+            "id": id, "object": "user", "username": null, "first_name": first, "last_name": last,
+            "image_url": "https://img.clerk.com/x", "has_image": false,
+            "primary_email_address_id": format!("idn_{id}_2"), "primary_phone_number_id": null,
+            "primary_web3_wallet_id": null, "password_enabled": true, "two_factor_enabled": false,
+            "email_addresses": [address(1, &format!("old.{email}")), address(2, email)],
+            "phone_numbers": [], "web3_wallets": [], "external_accounts": [],
+            "public_metadata": {}, "private_metadata": {}, "unsafe_metadata": {},
+            "external_id": null, "last_sign_in_at": null, "banned": false, "locked": false,
+            "created_at": 1_716_883_200_000_i64, "updated_at": 1_716_883_200_000_i64,
+        });
+        if let Ok(mut state) = self.state.lock() {
+            state.users.insert(id.to_owned(), user);
+        }
+    }
+
+    fn script(&self, id: &str, statuses: &[u16]) {
+        if let Ok(mut state) = self.state.lock() {
+            state.scripts.insert(id.to_owned(), statuses.iter().copied().collect());
+        }
+    }
+
+    fn calls(&self, id: &str) -> usize {
+        self.state.lock().map(|s| s.calls.iter().filter(|c| *c == id).count()).unwrap_or(0)
+    }
+
+    fn unauthorized(&self) -> usize {
+        self.state.lock().map(|s| s.unauthorized).unwrap_or(0)
+    }
+}
+
+#[tokio::test]
+async fn the_clerk_backend_api_contract_double_supplies_a_missing_admin_and_one_tenant_results() -> Result<()> {
+    let clerk = ClerkBackendDouble::start().await?;
+    clerk.add_user("user_lima", "lin@lima.test", "Lin", "Ma");
+    clerk.add_user("user_flaky", "flo@flaky.test", "Flo", "Ky");
+    clerk.script("user_flaky", &[500, 503]);
+    let h = Harness::build(Setup { clerk_api: Some(clerk.url.clone()), ..Setup::default() }).await?;
+
+    // No membership event comes: the lookup names the admin. The webhook
+    // was answered before it (the organization was still waiting then).
+    let answer = h.webhook("l1", &organization_by("org_lima", "lima", "user_lima")).await?;
+    assert_eq!(answer.body["organization"]["state"], "waiting_for_admin", "{answer:?}");
+    let tenant = h.until_status("lima", "ACTIVE").await?;
+    assert_eq!(tenant["admin"]["email"], "lin@lima.test", "the primary address, not the first one");
+    assert_eq!(
+        (tenant["admin"]["first_name"].as_str(), tenant["admin"]["last_name"].as_str()),
+        (Some("Lin"), Some("Ma"))
+    );
+    // The membership arriving too changes nothing: one tenant.
+    let answer = h.webhook("l2", &membership("org_lima", "someone-else@lima.test")).await?;
+    assert_eq!(answer.body["organization"]["state"], "requested", "{answer:?}");
+    assert_eq!(answer.body["organization"]["admin_email"], "lin@lima.test");
+    assert_eq!(h.count(&h.requested_subject("lima")).await?, 1);
+    assert_eq!(clerk.calls("user_lima"), 1);
+
+    // 500, then 503, then the user: retried with backoff.
+    h.webhook("f1", &organization_by("org_flaky", "flaky", "user_flaky")).await?;
+    let tenant = h.until_status("flaky", "ACTIVE").await?;
+    assert_eq!(tenant["admin"]["email"], "flo@flaky.test");
+    assert_eq!(clerk.calls("user_flaky"), 3);
+    assert_eq!(h.count(&h.requested_subject("flaky")).await?, 1);
+    let requests: Vec<String> =
+        sqlx::query_scalar("SELECT idempotency_id FROM tenants ORDER BY key").fetch_all(&h.pool).await?;
+    assert_eq!(requests, ["clerk:org_flaky", "clerk:org_lima"]);
+    assert_eq!(clerk.unauthorized(), 0, "every call carried the secret key");
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_the_clerk_backend_api_contract_double_a_404_waits_for_the_membership() -> Result<()> {
+    let clerk = ClerkBackendDouble::start().await?;
+    let h = Harness::build(Setup { clerk_api: Some(clerk.url.clone()), ..Setup::default() }).await?;
+    h.webhook("g1", &organization_by("org_gone", "mike", "user_gone")).await?;
+    eventually("the lookup to reach the contract double", WAIT, || async {
+        (clerk.calls("user_gone") > 0).then_some(())
+    })
+    .await?;
+    // 404 is final: still waiting, and listed as such.
+    let (_, waiting) = h.get("/v1/clerk/organizations?state=waiting_for_admin", &h.admin()).await?;
+    assert_eq!(waiting["items"][0]["org_id"], "org_gone", "{waiting}");
+    // The membership supplies the admin; one tenant.
+    let answer = h.webhook("g2", &membership("org_gone", "mike@mike.test")).await?;
+    assert_eq!(answer.body["organization"]["state"], "requested", "{answer:?}");
+    let tenant = h.until_status("mike", "ACTIVE").await?;
+    assert_eq!(tenant["admin"]["email"], "mike@mike.test");
+    assert_eq!(h.count(&h.requested_subject("mike")).await?, 1);
+    assert_eq!(clerk.calls("user_gone"), 1, "a 404 is not retried");
     Ok(())
 }
