@@ -89,28 +89,45 @@ pub async fn ensure_role(
         Some(existing) => return Err(conflict("role", &names.role, &tenant.id, existing.comment.as_deref())),
         None => {}
     }
-    let role = ident(&names.role)?;
     // The verifier, not the password, goes into the statement.
     let verifier = password.scram_verifier().map_err(crate::failure::from_secret)?;
-    exec(
-        conn,
-        "creating the role",
-        format!(
-            "CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS \
-             CONNECTION LIMIT {connection_limit} PASSWORD {}",
-            literal(&verifier)?
-        ),
-    )
-    .await?;
-    exec(conn, "marking the role", format!("COMMENT ON ROLE {role} IS {}", literal(&marker(&tenant.id))?)).await?;
-    exec(
-        conn,
-        "setting the role's search_path",
-        format!("ALTER ROLE {role} SET search_path = {}", ident(&names.schema)?),
-    )
-    .await?;
-    join_role(conn, &role).await?;
+    for (what, sql) in role_statements(tenant, &verifier, connection_limit)? {
+        exec(conn, what, sql).await?;
+    }
     Ok(true)
+}
+
+/// The statements that make the tenant's login role, in order, each with
+/// what it does (for error messages): create it with `verifier` (a SCRAM
+/// verifier, never a password), mark it, set its `search_path`, and make
+/// the provisioning role a member. Run by [`ensure_role`] after its
+/// look-up, and by bench-database's floor as they are.
+pub fn role_statements(
+    tenant: &Tenant,
+    verifier: &str,
+    connection_limit: i64,
+) -> Result<Vec<(&'static str, String)>, StepFailure> {
+    let names = &tenant.names;
+    let role = ident(&names.role)?;
+    Ok(vec![
+        (
+            "creating the role",
+            format!(
+                "CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS \
+                 CONNECTION LIMIT {connection_limit} PASSWORD {}",
+                literal(verifier)?
+            ),
+        ),
+        ("marking the role", format!("COMMENT ON ROLE {role} IS {}", literal(&marker(&tenant.id))?)),
+        ("setting the role's search_path", format!("ALTER ROLE {role} SET search_path = {}", ident(&names.schema)?)),
+        (JOIN_ROLE, join_role_sql(&role)),
+    ])
+}
+
+const JOIN_ROLE: &str = "joining the tenant's role";
+
+fn join_role_sql(role: &str) -> String {
+    format!("GRANT {role} TO CURRENT_USER")
 }
 
 /// Makes the provisioning role a member of the tenant's role: creating a
@@ -118,7 +135,7 @@ pub async fn ensure_role(
 /// provisioning role is a superuser (PostgreSQL 15 gives a CREATEROLE role
 /// no membership in the roles it creates). Granting it again is a no-op.
 async fn join_role(conn: &mut PgConnection, role: &str) -> Result<(), StepFailure> {
-    exec(conn, "joining the tenant's role", format!("GRANT {role} TO CURRENT_USER")).await
+    exec(conn, JOIN_ROLE, join_role_sql(role)).await
 }
 
 /// Creates the tenant's schema, owned by its role, and applies `seed` in
@@ -126,7 +143,6 @@ async fn join_role(conn: &mut PgConnection, role: &str) -> Result<(), StepFailur
 /// An existing schema must carry the marker and belong to the role.
 pub async fn ensure_schema(conn: &mut PgConnection, tenant: &Tenant, seed: &Seed) -> Result<(), StepFailure> {
     let names = &tenant.names;
-    let (schema_id, role) = (ident(&names.schema)?, ident(&names.role)?);
     match schema(conn, &names.schema).await? {
         Some(existing) if is_marked_for(existing.comment.as_deref(), &tenant.id) && existing.owner == names.role => {
             return verify(conn, &names.schema, seed).await;
@@ -134,20 +150,37 @@ pub async fn ensure_schema(conn: &mut PgConnection, tenant: &Tenant, seed: &Seed
         Some(existing) => return Err(conflict("schema", &names.schema, &tenant.id, existing.comment.as_deref())),
         None => {}
     }
-    exec(conn, "creating the schema", format!("CREATE SCHEMA {schema_id} AUTHORIZATION {role}")).await?;
-    let comment = format!("{} seed={} sha256={}", marker(&tenant.id), seed.label(), seed.checksum());
-    exec(conn, "marking the schema", format!("COMMENT ON SCHEMA {schema_id} IS {}", literal(&comment)?)).await?;
-    // The seed runs with the tenant's own privileges: whatever it says, it
-    // cannot reach past the tenant's schema.
-    exec(conn, "switching to the tenant's role", format!("SET LOCAL ROLE {role}")).await?;
-    exec(conn, "setting the search_path", format!("SET LOCAL search_path = {schema_id}")).await?;
+    for (what, sql) in schema_statements(tenant, seed)? {
+        exec(conn, what, sql).await?;
+    }
     sqlx::raw_sql(seed.sql)
         .execute(&mut *conn)
         .await
         .map_err(|e| classify(&format!("applying seed {}", seed.label()), &e))?;
-    exec(conn, "leaving the tenant's role", "RESET ROLE".to_owned()).await?;
+    exec(conn, "leaving the tenant's role", LEAVE_ROLE.to_owned()).await?;
     verify(conn, &names.schema, seed).await
 }
+
+/// The statements that make the tenant's schema, owned by its role and
+/// marked with the seed, and then switch to the role for the seed — which
+/// runs next, followed by [`LEAVE_ROLE`]. Run by [`ensure_schema`] after
+/// its look-up, and by bench-database's floor as they are.
+pub fn schema_statements(tenant: &Tenant, seed: &Seed) -> Result<Vec<(&'static str, String)>, StepFailure> {
+    let names = &tenant.names;
+    let (schema_id, role) = (ident(&names.schema)?, ident(&names.role)?);
+    let comment = format!("{} seed={} sha256={}", marker(&tenant.id), seed.label(), seed.checksum());
+    Ok(vec![
+        ("creating the schema", format!("CREATE SCHEMA {schema_id} AUTHORIZATION {role}")),
+        ("marking the schema", format!("COMMENT ON SCHEMA {schema_id} IS {}", literal(&comment)?)),
+        // The seed runs with the tenant's own privileges: whatever it says,
+        // it cannot reach past the tenant's schema.
+        ("switching to the tenant's role", format!("SET LOCAL ROLE {role}")),
+        ("setting the search_path", format!("SET LOCAL search_path = {schema_id}")),
+    ])
+}
+
+/// Ends the seed's turn as the tenant's role.
+pub const LEAVE_ROLE: &str = "RESET ROLE";
 
 /// Checks what the seed promised, by name.
 pub async fn verify(conn: &mut PgConnection, schema_name: &str, seed: &Seed) -> Result<(), StepFailure> {

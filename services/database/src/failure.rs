@@ -80,6 +80,17 @@ pub fn from_secret(error: SecretError) -> StepFailure {
     }
 }
 
+/// A failure of the store delivery copies are sealed into (the runtime's
+/// key-value secret store): unreachable is retryable, unreadable permanent.
+pub fn from_delivery(error: landlord_runtime::secrets::SecretError) -> StepFailure {
+    use landlord_runtime::secrets::SecretError as KvError;
+    match &error {
+        KvError::Store { .. } => StepFailure::retryable("delivery_store", error.to_string()),
+        KvError::Random => StepFailure::retryable("random", error.to_string()),
+        KvError::Decrypt(_) => StepFailure::permanent("secret_unreadable", error.to_string()),
+    }
+}
+
 /// An existing object that does not carry this tenant's marker.
 pub fn conflict(kind: &str, name: &str, tenant_id: &str, comment: Option<&str>) -> StepFailure {
     StepFailure::permanent(

@@ -24,6 +24,37 @@
 //! PostgreSQL only as SCRAM verifiers, and are kept encrypted in the
 //! [`secrets`] store; results carry only `database.password_ref`.
 //!
+//! The password reaches the tenant admin through a channel meant for
+//! secrets, never an event or a log line
+//! (`LANDLORD_DATABASE_PASSWORD_DELIVERY`):
+//!
+//! - `welcome-email` (default): once the tenant's objects are in place the
+//!   worker also seals a *delivery copy* with `LANDLORD_SECRETS_KEY` into
+//!   the runtime's `<namespace>_secrets` key-value bucket — the one the idp
+//!   worker hands the admin's temporary password over in — and reports its
+//!   reference as `database.delivery_ref` (`database.password_ref` keeps
+//!   naming the durable copy). The copy is made from the durable one, so a
+//!   redelivered provision seals the same password again, never a new one.
+//!   The notification worker writes it into the welcome mail's "Your
+//!   database" section and purges it once the mail is sent; unsent, it
+//!   expires with the bucket (`LANDLORD_SECRETS_TTL`). Compensation
+//!   forgets both copies.
+//! - `none`: no copy and no `database.delivery_ref`; the password stays in
+//!   the durable store for an operator to hand over.
+//!
+//! What the tenant needs to connect is in the result, never the password:
+//! `database.host`, `database.port`, `database.name`, `database.schema`,
+//! `database.role` and `database.url` (`postgresql://<role>@<host>:<port>/<name>`),
+//! plus `database.password_delivery`. A [`Provisioner`] built without a
+//! delivery store ([`Provisioner::connect`] alone, as the audit does for
+//! compensations) seals no copy and says `database.password_delivery=none`;
+//! the service binary always attaches the store when delivery is
+//! `welcome-email`.
+//!
+//! `/readyz` checks the tenant-data database too (`checks.tenant_data_database`,
+//! see [`Provisioner::readiness_check`]): a worker that cannot reach it is
+//! not ready.
+//!
 //! At start (and before the first command, if the server was down) the
 //! service hardens the tenant-data server once, idempotently: PUBLIC loses
 //! CONNECT and TEMPORARY on every non-template database (roles that need
@@ -41,7 +72,11 @@
 //! | `LANDLORD_TENANT_DATABASE_POOL_SIZE` | `8` | connections to it |
 //! | `LANDLORD_TENANT_DATABASE_TIMEOUT` | `30s` | statement timeout; also bounds waiting for a connection (a sixth of it, at least 1s) |
 //! | `LANDLORD_TENANT_CONNECTION_LIMIT` | `20` | connections each tenant role may open (`-1`: no limit) |
-//! | `LANDLORD_SECRETS_KEY` | required | base64 of 32 random bytes (`openssl rand -base64 32`): the key of the secret store |
+//! | `LANDLORD_TENANT_DATABASE_PUBLIC_HOST` | host of `LANDLORD_TENANT_DATABASE_URL` | the host tenants connect to (`database.host`), when it differs from the worker's |
+//! | `LANDLORD_TENANT_DATABASE_PUBLIC_PORT` | port of `LANDLORD_TENANT_DATABASE_URL` | the port tenants connect to (`database.port`) |
+//! | `LANDLORD_SECRETS_KEY` | required | base64 of 32 random bytes (`openssl rand -base64 32`): the key of the secret store and of the delivery copy; the notification worker needs the same one |
+//! | `LANDLORD_DATABASE_PASSWORD_DELIVERY` | `welcome-email` | `welcome-email` or `none` (see above) |
+//! | `LANDLORD_SECRETS_TTL` | `7d` | how long a delivery copy waits for its welcome mail (the `<namespace>_secrets` bucket's max age, as for the idp worker) |
 
 pub mod catalog;
 pub mod failure;
@@ -56,7 +91,8 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use landlord_contract::{TenantKey, pb};
-use landlord_runtime::{ConfigError, DeliveryInfo, Env, StepFailure, StepService};
+use landlord_runtime::health::ReadinessCheck;
+use landlord_runtime::{Broker, ConfigError, DeliveryInfo, Env, KvSecrets, StepFailure, StepService};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, PgConnection, PgPool};
 use tokio::sync::OnceCell;
@@ -77,6 +113,24 @@ pub mod kind {
     pub const POOLED_TENANT: &str = "postgres.pooled_tenant";
 }
 
+/// How the tenant admin gets the database password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordDelivery {
+    /// A sealed delivery copy for the welcome mail (crate docs).
+    WelcomeEmail,
+    /// Nothing is sent; the password stays in the durable store.
+    None,
+}
+
+impl PasswordDelivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WelcomeEmail => "welcome-email",
+            Self::None => "none",
+        }
+    }
+}
+
 /// The service's own settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -85,6 +139,12 @@ pub struct Settings {
     pub timeout: Duration,
     pub connection_limit: i64,
     pub secrets_key: SecretsKey,
+    /// Where tenants connect: `database.host` and `database.port`.
+    pub public_host: String,
+    pub public_port: u16,
+    pub password_delivery: PasswordDelivery,
+    /// Max age of the `<namespace>_secrets` bucket holding delivery copies.
+    pub secrets_ttl: Duration,
 }
 
 impl Settings {
@@ -108,12 +168,28 @@ impl Settings {
             value: "(hidden)".into(),
             problem,
         })?;
+        let password_delivery =
+            env.parse_with("LANDLORD_DATABASE_PASSWORD_DELIVERY", PasswordDelivery::WelcomeEmail, |v| match v {
+                "welcome-email" => Ok(PasswordDelivery::WelcomeEmail),
+                "none" => Ok(PasswordDelivery::None),
+                _ => Err("expected welcome-email or none".into()),
+            })?;
+        let public_port = u16::try_from(env.bounded(
+            "LANDLORD_TENANT_DATABASE_PUBLIC_PORT",
+            i64::from(connect.get_port()),
+            1..=i64::from(u16::MAX),
+        )?)
+        .unwrap_or(connect.get_port());
         Ok(Self {
+            public_host: env.string("LANDLORD_TENANT_DATABASE_PUBLIC_HOST", connect.get_host()),
+            public_port,
             connect,
             pool_size: u32::try_from(env.bounded("LANDLORD_TENANT_DATABASE_POOL_SIZE", 8, 1..=1000)?).unwrap_or(8),
             timeout: env.duration("LANDLORD_TENANT_DATABASE_TIMEOUT", Duration::from_secs(30))?,
             connection_limit: env.bounded("LANDLORD_TENANT_CONNECTION_LIMIT", 20, -1..=10_000)?,
             secrets_key,
+            password_delivery,
+            secrets_ttl: env.duration("LANDLORD_SECRETS_TTL", Duration::from_secs(7 * 24 * 3600))?,
         })
     }
 
@@ -227,6 +303,32 @@ pub(crate) async fn exec(conn: &mut PgConnection, what: &str, sql: String) -> Re
     sqlx::query(sqlx::AssertSqlSafe(sql)).execute(conn).await.map(|_| ()).map_err(|e| classify(what, &e))
 }
 
+/// The bridge tier's DDL and seed for `tenant`, in the order the worker
+/// runs them inside its one transaction, without its look-ups, its seed
+/// verification or its secret handling; `verifier` goes into CREATE ROLE
+/// (see [`Password::scram_verifier`]). Not used by the worker: this is
+/// what bench-database runs on a bare connection as the worker's floor,
+/// built from the same statement builders the worker uses.
+pub fn bridge_sql(
+    tenant: &Tenant,
+    verifier: &str,
+    connection_limit: i64,
+    seed: &Seed,
+) -> Result<Vec<String>, StepFailure> {
+    let mut sql: Vec<String> =
+        catalog::role_statements(tenant, verifier, connection_limit)?.into_iter().map(|(_, s)| s).collect();
+    sql.push(tenants_grant(tenant)?);
+    sql.extend(catalog::schema_statements(tenant, seed)?.into_iter().map(|(_, s)| s));
+    sql.push(seed.sql.to_owned());
+    sql.push(catalog::LEAVE_ROLE.to_owned());
+    Ok(sql)
+}
+
+/// Makes a bridge tenant's role a member of [`TENANTS_ROLE`].
+fn tenants_grant(tenant: &Tenant) -> Result<String, StepFailure> {
+    Ok(format!("GRANT {} TO {}", catalog::ident(TENANTS_ROLE)?, catalog::ident(&tenant.names.role)?))
+}
+
 /// The database worker's steps.
 #[derive(Debug)]
 pub struct Provisioner<S = PgSecretStore> {
@@ -235,6 +337,8 @@ pub struct Provisioner<S = PgSecretStore> {
     /// The tenant-data database's name.
     database: String,
     secrets: S,
+    /// Where delivery copies go (`welcome-email`); `None`: no copies.
+    delivery: Option<KvSecrets>,
     hardened: OnceCell<()>,
 }
 
@@ -248,14 +352,63 @@ impl Provisioner<PgSecretStore> {
     }
 }
 
+/// Opens the store delivery copies are sealed into when the settings ask
+/// for `welcome-email`: the runtime's `<namespace>_secrets` bucket, with
+/// `LANDLORD_SECRETS_TTL` as its max age (as the idp worker opens it).
+pub async fn open_delivery(
+    settings: &Settings,
+    broker: &Broker,
+    replicas: usize,
+) -> Result<Option<KvSecrets>, landlord_runtime::secrets::SecretError> {
+    match settings.password_delivery {
+        PasswordDelivery::WelcomeEmail => Ok(Some(
+            KvSecrets::open(
+                &broker.jetstream,
+                broker.namespace.root(),
+                replicas,
+                settings.secrets_ttl,
+                settings.secrets_key.clone(),
+            )
+            .await?,
+        )),
+        PasswordDelivery::None => Ok(None),
+    }
+}
+
+/// The name of the tenant-data database's check in `/readyz`.
+pub const READINESS_CHECK: &str = "tenant_data_database";
+
 impl<S: SecretStore> Provisioner<S> {
     pub fn with_store(settings: Settings, pool: PgPool, secrets: S) -> Result<Self, ConfigError> {
         let database = settings.connect.get_database().unwrap_or("postgres").to_owned();
-        Ok(Self { pool, settings, database, secrets, hardened: OnceCell::new() })
+        Ok(Self { pool, settings, database, secrets, delivery: None, hardened: OnceCell::new() })
+    }
+
+    /// Seals delivery copies into `delivery` (see [`open_delivery`]); kept
+    /// only when the settings ask for `welcome-email`.
+    pub fn with_delivery(mut self, delivery: Option<KvSecrets>) -> Self {
+        let wanted = self.settings.password_delivery == PasswordDelivery::WelcomeEmail;
+        self.delivery = delivery.filter(|_| wanted);
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The store delivery copies are sealed into, if any.
+    pub fn delivery(&self) -> Option<&KvSecrets> {
+        self.delivery.as_ref()
+    }
+
+    /// `/readyz`'s check of the tenant-data database: `SELECT 1` on the
+    /// worker's own pool, named [`READINESS_CHECK`].
+    pub fn readiness_check(&self) -> ReadinessCheck {
+        ReadinessCheck::postgres(READINESS_CHECK, self.pool.clone())
     }
 
     pub fn secrets(&self) -> &S {
@@ -338,14 +491,44 @@ impl<S: SecretStore> Provisioner<S> {
             pb::Tier::Silo => {
                 let (reference, password) = self.password(tenant).await?;
                 silo::provision(self, tenant, seed, &password).await?;
-                Ok(self.outputs(tenant, &tenant.names.database, &reference, seed))
+                let delivered = self.deliver(tenant, &password).await?;
+                Ok(self.outputs(tenant, &tenant.names.database, &reference, delivered.as_ref(), seed))
             }
             _ => {
                 let (reference, password) = self.password(tenant).await?;
                 self.provision_bridge(tenant, seed, &password).await?;
-                Ok(self.outputs(tenant, &self.database, &reference, seed))
+                let delivered = self.deliver(tenant, &password).await?;
+                Ok(self.outputs(tenant, &self.database, &reference, delivered.as_ref(), seed))
             }
         }
+    }
+
+    /// Seals the delivery copy of `password` (the durable one, so every
+    /// delivery of the command seals the same) unless one is kept already;
+    /// returns its reference, or `None` without a delivery store. Runs
+    /// after the tenant's objects exist: a provision that fails leaves no
+    /// copy waiting for a mail.
+    async fn deliver(&self, tenant: &Tenant, password: &Password) -> Result<Option<SecretRef>, StepFailure> {
+        let Some(store) = &self.delivery else {
+            return Ok(None);
+        };
+        let reference = secrets::database_delivery_ref(&tenant.id);
+        for _ in 0..3 {
+            let stale = match store.put_if_absent(&reference, password.expose()).await {
+                Ok(kept) => Password::from_plain(kept) != *password,
+                // Sealed with an earlier key: unreadable to the mail as well.
+                Err(landlord_runtime::secrets::SecretError::Decrypt(_)) => true,
+                Err(error) => return Err(failure::from_delivery(error)),
+            };
+            if !stale {
+                return Ok(Some(reference));
+            }
+            // A copy of an earlier password of this tenant id (undone and
+            // made again while the copy waited): replace it.
+            tracing::warn!(%reference, "replacing a stale delivery copy");
+            store.delete(&reference).await.map_err(failure::from_delivery)?;
+        }
+        Err(StepFailure::retryable("delivery_copy_contended", format!("{reference} kept changing while sealing it")))
     }
 
     /// Role, CONNECT on the tenant-data database, schema and seed: one
@@ -353,12 +536,7 @@ impl<S: SecretStore> Provisioner<S> {
     async fn provision_bridge(&self, tenant: &Tenant, seed: &Seed, password: &Password) -> Result<(), StepFailure> {
         let mut tx = self.begin().await?;
         let created = catalog::ensure_role(&mut tx, tenant, password, self.settings.connection_limit).await?;
-        exec(
-            &mut tx,
-            "granting CONNECT",
-            format!("GRANT {} TO {}", catalog::ident(TENANTS_ROLE)?, catalog::ident(&tenant.names.role)?),
-        )
-        .await?;
+        exec(&mut tx, "granting CONNECT", tenants_grant(tenant)?).await?;
         catalog::ensure_schema(&mut tx, tenant, seed).await?;
         tx.commit().await.map_err(|e| classify("committing", &e))?;
         tracing::info!(role_created = created, schema = %tenant.names.schema, seed = %seed.label(), "bridge tenant ready");
@@ -380,14 +558,24 @@ impl<S: SecretStore> Provisioner<S> {
             }
         }
         if tenant.tier != pb::Tier::Pooled {
-            // Last: a compensation that failed above can still find it.
+            // Last: a compensation that failed above can still find them.
+            if let Some(store) = &self.delivery {
+                store.delete(&secrets::database_delivery_ref(&tenant.id)).await.map_err(failure::from_delivery)?;
+            }
             let reference = secrets::database_password_ref(&tenant.id);
             self.secrets.delete(&reference).await.map_err(failure::from_secret)?;
         }
         Ok(pb::StepOk::default())
     }
 
-    fn outputs(&self, tenant: &Tenant, database: &str, reference: &SecretRef, seed: &Seed) -> pb::StepOk {
+    fn outputs(
+        &self,
+        tenant: &Tenant,
+        database: &str,
+        reference: &SecretRef,
+        delivered: Option<&SecretRef>,
+        seed: &Seed,
+    ) -> pb::StepOk {
         let names = &tenant.names;
         let tier = if tenant.tier == pb::Tier::Silo { "silo" } else { "bridge" };
         let mut resources =
@@ -415,8 +603,20 @@ impl<S: SecretStore> Provisioner<S> {
             ("database.password_ref".to_owned(), reference.to_string()),
             ("database.seed".to_owned(), seed.label()),
         ]);
-        outputs.insert("database.host".into(), self.settings.connect.get_host().to_owned());
-        outputs.insert("database.port".into(), self.settings.connect.get_port().to_string());
+        let (host, port) = (&self.settings.public_host, self.settings.public_port);
+        // No password in it: that reaches the admin only as a sealed copy.
+        let authority = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+        outputs.insert("database.url".into(), format!("postgresql://{}@{authority}:{port}/{database}", names.role));
+        outputs.insert("database.host".into(), host.clone());
+        outputs.insert("database.port".into(), port.to_string());
+        let delivery = match delivered {
+            Some(delivered) => {
+                outputs.insert("database.delivery_ref".into(), delivered.to_string());
+                PasswordDelivery::WelcomeEmail
+            }
+            None => PasswordDelivery::None,
+        };
+        outputs.insert("database.password_delivery".into(), delivery.as_str().to_owned());
         pb::StepOk { resources, outputs }
     }
 

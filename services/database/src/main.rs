@@ -1,7 +1,7 @@
 //! `landlord-database`: see the crate docs.
 
 use landlord_contract::StreamKind;
-use landlord_database::{Provisioner, SERVICE, Settings};
+use landlord_database::{Provisioner, SERVICE, Settings, open_delivery};
 use landlord_runtime::{Config, Env, Service, StepWorker, Telemetry};
 
 #[tokio::main]
@@ -10,11 +10,15 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from(SERVICE, &env)?;
     let settings = Settings::from_env(&env)?;
     let telemetry = Telemetry::init(SERVICE, config.otlp_endpoint.as_deref())?;
-    let mut service = Service::build(config).await?;
     let provisioner = Provisioner::connect(settings)?;
+    let mut service = Service::build(config).await?;
+    // First thing once /readyz is up, so it is not "ready" without it for long.
+    service.add_readiness_check(provisioner.readiness_check());
+    let delivery = open_delivery(provisioner.settings(), &service.broker, service.config.streams.replicas).await?;
+    let provisioner = provisioner.with_delivery(delivery);
     if let Err(failure) = provisioner.prepare().await {
         // Not fatal: the first command tries again, and fails as retryable
-        // while the server is away.
+        // while the server is away (and /readyz says so meanwhile).
         tracing::warn!(%failure, "the tenant-data database is not ready yet");
     }
     let subjects = vec![service.broker.namespace.service_commands(SERVICE)];

@@ -2,9 +2,12 @@
 //! log ever carries one.
 //!
 //! A provision stores the password under a [`SecretRef`] and reports only
-//! the reference (`database.password_ref`); whatever hands credentials to
-//! the tenant admin (a channel meant for secrets, not an event) reads it
-//! back through [`SecretStore::get`]. The implementation here,
+//! the reference (`database.password_ref`). This is the durable copy, kept
+//! as long as the tenant: the handover to the tenant admin goes through a
+//! separate, short-lived *delivery copy* ([`database_delivery_ref`], sealed
+//! into the runtime's key-value secret store for the welcome mail, see the
+//! crate docs), so purging that one after the mail never loses the
+//! password itself. The implementation here,
 //! [`PgSecretStore`], keeps ChaCha20-Poly1305 ciphertexts in the table
 //! `landlord_secrets.secrets` of the tenant-data database: the schema grants
 //! nothing to PUBLIC, so tenant roles can neither read nor list it, and a
@@ -76,6 +79,13 @@ impl fmt::Debug for Password {
 /// `landlord-secret:database/<tenant id>/password`.
 pub fn database_password_ref(tenant_id: &str) -> SecretRef {
     SecretRef::new("database", tenant_id, "password")
+}
+
+/// Where the welcome mail finds the tenant's database password: the
+/// delivery copy in the runtime's `<namespace>_secrets` bucket,
+/// `landlord-secret:database/<tenant id>/delivery-password`.
+pub fn database_delivery_ref(tenant_id: &str) -> SecretRef {
+    SecretRef::new("database", tenant_id, "delivery-password")
 }
 
 #[derive(Debug, thiserror::Error)]

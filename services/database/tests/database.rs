@@ -8,9 +8,13 @@ use anyhow::{Context as _, Result};
 use futures_util::StreamExt as _;
 use landlord_contract::pb;
 use landlord_database::ident::{quote_ident, quote_literal};
-use landlord_database::{PgSecretStore, Provisioner, SecretRef, SecretStore, SecretsKey, Settings};
-use landlord_runtime::{Config, DeliveryInfo, Env, Envelope, Publisher, Service, StepFailure, StepService};
-use landlord_testkit::{NatsServer, Postgres, Process, eventually, scratch_dir, unique_namespace, workspace_binary};
+use landlord_database::{PgSecretStore, Provisioner, SecretRef, SecretStore, SecretsKey, Settings, open_delivery};
+use landlord_runtime::{
+    Broker, Config, DeliveryInfo, Env, Envelope, KvSecrets, Publisher, Service, StepFailure, StepService,
+};
+use landlord_testkit::{
+    NatsServer, Postgres, Process, eventually, free_port, http_get, scratch_dir, unique_namespace, workspace_binary,
+};
 use prost::Message as _;
 use sqlx::{Connection as _, PgConnection};
 
@@ -54,11 +58,46 @@ struct Fixture {
 }
 
 fn settings(url: &str, key: &SecretsKey) -> Result<Settings> {
-    Ok(Settings::from_env(&Env::from_pairs([
-        ("LANDLORD_TENANT_DATABASE_URL", url.to_owned()),
-        ("LANDLORD_SECRETS_KEY", key.to_base64()),
-        ("LANDLORD_TENANT_DATABASE_TIMEOUT", "6s".to_owned()),
-    ]))?)
+    settings_with(url, key, &[])
+}
+
+fn settings_with(url: &str, key: &SecretsKey, extra: &[(&str, &str)]) -> Result<Settings> {
+    let mut pairs = vec![
+        ("LANDLORD_TENANT_DATABASE_URL".to_owned(), url.to_owned()),
+        ("LANDLORD_SECRETS_KEY".to_owned(), key.to_base64()),
+        ("LANDLORD_TENANT_DATABASE_TIMEOUT".to_owned(), "6s".to_owned()),
+    ];
+    pairs.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    Ok(Settings::from_env(&Env::from_pairs(pairs))?)
+}
+
+/// Testkit clusters trust every connection, under which any password would
+/// "work": this one checks passwords (SCRAM) for every role but the
+/// superuser. Returns once a wrong password is refused.
+async fn require_passwords(postgres: &Postgres) -> Result<()> {
+    let mut admin = PgConnection::connect(&postgres.url("postgres")).await?;
+    let (file,): (String,) = sqlx::query_as("SHOW hba_file").fetch_one(&mut admin).await?;
+    let rules = "ARRAY['local all postgres trust', 'host all postgres 127.0.0.1/32 trust', \
+                 'host all all 127.0.0.1/32 scram-sha-256']";
+    let file = quote_literal(&file).map_err(anyhow::Error::msg)?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("COPY (SELECT unnest({rules})) TO {file}"))).execute(&mut admin).await?;
+    sqlx::query("SELECT pg_reload_conf()").execute(&mut admin).await?;
+    let probe = format!("probe_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE {probe} LOGIN PASSWORD 'right'"))).execute(&mut admin).await?;
+    let port = postgres.port();
+    eventually("pg_hba.conf to require passwords", WAIT, || {
+        let options = sqlx::postgres::PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(port)
+            .username(&probe)
+            .password("wrong")
+            .database("postgres");
+        async move {
+            let refused = PgConnection::connect_with(&options).await.err()?;
+            (sqlstate(&refused).as_deref() == Some("28P01")).then_some(())
+        }
+    })
+    .await
 }
 
 impl Fixture {
@@ -558,6 +597,154 @@ async fn a_fresh_service_reads_back_the_password_with_the_same_key_only() -> Res
     Ok(())
 }
 
+/// Connects with what the result says (host, port, database, role) and
+/// `password`.
+async fn connect_with_outputs(ok: &pb::StepOk, password: &str) -> Result<PgConnection, sqlx::Error> {
+    let options = sqlx::postgres::PgConnectOptions::new()
+        .host(&ok.outputs["database.host"])
+        .port(ok.outputs["database.port"].parse().unwrap_or(5432))
+        .username(&ok.outputs["database.role"])
+        .password(password)
+        .database(&ok.outputs["database.name"]);
+    PgConnection::connect_with(&options).await
+}
+
+#[tokio::test]
+async fn the_password_reaches_the_admin_only_through_a_sealed_delivery_copy() -> Result<()> {
+    let postgres = tokio::task::spawn_blocking(Postgres::start).await??;
+    require_passwords(&postgres).await?;
+    let db = postgres.fresh_database().await?;
+    let nats = NatsServer::shared().await;
+    let namespace = unique_namespace();
+    let broker = Broker::connect(&nats.url(), "database-test", namespace.clone()).await?;
+    let key = SecretsKey::generate()?;
+    let settings = settings(&db.url, &key)?;
+    let store = open_delivery(&settings, &broker, 1).await?;
+    let provisioner = Provisioner::connect(settings)?.with_delivery(store);
+    provisioner.prepare().await?;
+    // The notification worker's side: the same bucket, opened with the same key.
+    let mail = KvSecrets::open(&broker.jetstream, namespace.root(), 1, Duration::from_secs(3600), key).await?;
+    let bucket = broker.jetstream.get_key_value(format!("{}_secrets", namespace.root())).await?;
+
+    for tier in [pb::Tier::Bridge, pb::Tier::Silo] {
+        let spec = tenant(&unique_key("handover"), tier);
+        let ok = provisioner.run("provision", &command(&spec, false), &delivery()).await?;
+        assert_eq!(ok.outputs["database.password_delivery"], "welcome-email");
+        let durable = SecretRef::parse(&ok.outputs["database.password_ref"]).context("durable reference")?;
+        let reference = SecretRef::parse(&ok.outputs["database.delivery_ref"]).context("delivery reference")?;
+        assert_eq!(reference.as_str(), format!("landlord-secret:database/{}/delivery-password", spec.tenant_id));
+        assert_ne!(reference, durable, "the delivery copy has a reference of its own");
+        let copy = mail.get(&reference).await?.context("a delivery copy is sealed")?;
+        assert_eq!(copy.len(), 43);
+
+        // It is the password that logs in, with the connection details the result gives.
+        let mut session = connect_with_outputs(&ok, &copy).await?;
+        let (user,): (String,) = sqlx::query_as("SELECT current_user::text").fetch_one(&mut session).await?;
+        assert_eq!(user, ok.outputs["database.role"]);
+        let wrong = connect_with_outputs(&ok, "not-the-password").await.unwrap_err();
+        assert_eq!(sqlstate(&wrong).as_deref(), Some("28P01"), "passwords are checked: {wrong}");
+        assert_eq!(
+            ok.outputs["database.url"],
+            format!(
+                "postgresql://{}@{}:{}/{}",
+                ok.outputs["database.role"],
+                ok.outputs["database.host"],
+                ok.outputs["database.port"],
+                ok.outputs["database.name"]
+            )
+        );
+
+        // Sealed in the bucket, and nowhere in the result.
+        let stored = bucket.get(format!("database/{}/delivery-password", spec.tenant_id)).await?.context("stored")?;
+        assert!(!stored.windows(copy.len()).any(|w| w == copy.as_bytes()), "stored in the clear");
+        assert!(!ok.encode_to_vec().windows(copy.len()).any(|w| w == copy.as_bytes()), "password in the StepOk");
+
+        // A redelivered provision reuses it; after the mail purged it, a
+        // late redelivery seals the same password, never a new one.
+        let again = provisioner.run("provision", &command(&spec, false), &delivery()).await?;
+        assert_eq!(again.outputs, ok.outputs);
+        assert_eq!(mail.get(&reference).await?.as_deref(), Some(copy.as_str()));
+        mail.delete(&reference).await?;
+        provisioner.run("provision", &command(&spec, false), &delivery()).await?;
+        assert_eq!(mail.get(&reference).await?.as_deref(), Some(copy.as_str()));
+
+        // Compensation forgets both copies.
+        drop(session);
+        let mut undo = command(&spec, true);
+        undo.resources = ok.resources.clone();
+        provisioner.run("deprovision", &undo, &delivery()).await?;
+        assert!(mail.get(&reference).await?.is_none());
+        assert!(provisioner.secrets().get(&durable).await?.is_none());
+    }
+
+    // A stale copy (say, of an earlier password for the same tenant id) is replaced.
+    let spec = tenant(&unique_key("stale"), pb::Tier::Bridge);
+    let stale = SecretRef::new("database", &spec.tenant_id, "delivery-password");
+    mail.put_if_absent(&stale, "an-earlier-password").await?;
+    let ok = provisioner.run("provision", &command(&spec, false), &delivery()).await?;
+    let copy = mail.get(&stale).await?.context("sealed")?;
+    assert_ne!(copy, "an-earlier-password");
+    connect_with_outputs(&ok, &copy).await?;
+
+    // `none`: no delivery copy, no reference; the durable copy stays.
+    let none = settings_with(&db.url, &SecretsKey::generate()?, &[("LANDLORD_DATABASE_PASSWORD_DELIVERY", "none")])?;
+    assert!(open_delivery(&none, &broker, 1).await?.is_none());
+    let quiet = Provisioner::connect(none)?.with_delivery(Some(mail.clone()));
+    assert!(quiet.delivery().is_none(), "a store is not used when delivery is none");
+    let spec = tenant(&unique_key("nomail"), pb::Tier::Bridge);
+    let ok = quiet.run("provision", &command(&spec, false), &delivery()).await?;
+    assert_eq!(ok.outputs["database.password_delivery"], "none");
+    assert!(!ok.outputs.contains_key("database.delivery_ref"));
+    assert!(ok.outputs.contains_key("database.password_ref"));
+    let unsent = SecretRef::new("database", &spec.tenant_id, "delivery-password");
+    assert!(mail.get(&unsent).await?.is_none());
+    drop(postgres);
+    Ok(())
+}
+
+#[tokio::test]
+async fn readyz_of_the_worker_follows_the_tenant_data_database() -> Result<()> {
+    let nats = NatsServer::shared().await;
+    let mut postgres = tokio::task::spawn_blocking(Postgres::start).await??;
+    let db = postgres.fresh_database().await?;
+    let namespace = unique_namespace();
+    let port = free_port();
+    let _service = Process::start(
+        "database-readyz",
+        &workspace_binary("landlord-database")?,
+        &[],
+        &[
+            ("LANDLORD_NATS_URL".into(), nats.url()),
+            ("LANDLORD_NAMESPACE".into(), namespace.root().to_owned()),
+            ("LANDLORD_HTTP_ADDR".into(), format!("127.0.0.1:{port}")),
+            ("LANDLORD_TENANT_DATABASE_URL".into(), db.url.clone()),
+            ("LANDLORD_SECRETS_KEY".into(), SecretsKey::generate()?.to_base64()),
+        ],
+        &scratch_dir("logs")?,
+    )?;
+    // The endpoint is up a moment before the worker adds its check: wait for both.
+    let readyz = |want: u16| async move {
+        let (status, body) = tokio::task::spawn_blocking(move || http_get(port, "/readyz")).await.ok()??;
+        let body: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (status == want && body["checks"]["tenant_data_database"].is_string()).then_some(body)
+    };
+    let body = eventually("the worker to be ready", WAIT, || readyz(200)).await?;
+    assert_eq!(body["checks"]["tenant_data_database"], "ok", "{body}");
+    assert_eq!((body["broker"].as_str(), body["database"].as_str()), (Some("ok"), Some("not used")), "{body}");
+
+    postgres = tokio::task::spawn_blocking(move || postgres.stop().map(|()| postgres)).await??;
+    let body = eventually("503 while the tenant-data server is down", WAIT, || readyz(503)).await?;
+    assert_eq!(body["status"], "not ready", "{body}");
+    let check = body["checks"]["tenant_data_database"].as_str().unwrap_or_default();
+    assert!(check.starts_with("unreachable"), "names the tenant-data database: {body}");
+    assert_eq!(body["broker"], "ok", "only the tenant-data database is down: {body}");
+
+    postgres = tokio::task::spawn_blocking(move || postgres.restart().map(|()| postgres)).await??;
+    eventually("ready again once it is back", WAIT, || readyz(200)).await?;
+    drop(postgres);
+    Ok(())
+}
+
 #[test]
 fn settings_errors_name_the_variable_and_hide_secrets() {
     let err =
@@ -569,6 +756,18 @@ fn settings_errors_name_the_variable_and_hide_secrets() {
     assert!(err(&[url]).starts_with("LANDLORD_SECRETS_KEY is required"));
     let e = err(&[url, ("LANDLORD_SECRETS_KEY", "c2hvcnQ=")]);
     assert!(e.starts_with("LANDLORD_SECRETS_KEY") && e.contains("32 bytes"), "{e}");
+    let key = SecretsKey::generate().map(|k| k.to_base64()).unwrap_or_default();
+    let key = ("LANDLORD_SECRETS_KEY", key.as_str());
+    let e = err(&[url, key, ("LANDLORD_DATABASE_PASSWORD_DELIVERY", "carrier-pigeon")]);
+    assert!(e.starts_with("LANDLORD_DATABASE_PASSWORD_DELIVERY") && e.contains("welcome-email or none"), "{e}");
+    // Defaults, and where tenants are told to connect.
+    let settings = Settings::from_env(&Env::from_pairs([url, key])).unwrap();
+    assert_eq!(settings.password_delivery, landlord_database::PasswordDelivery::WelcomeEmail);
+    assert_eq!(settings.secrets_ttl, Duration::from_secs(7 * 24 * 3600));
+    assert_eq!((settings.public_host.as_str(), settings.public_port), ("127.0.0.1", 5432));
+    let public = [url, key, ("LANDLORD_TENANT_DATABASE_PUBLIC_HOST", "db.example.com")];
+    let settings = Settings::from_env(&Env::from_pairs(public)).unwrap();
+    assert_eq!((settings.public_host.as_str(), settings.public_port), ("db.example.com", 5432));
 }
 
 #[tokio::test]
@@ -609,11 +808,18 @@ async fn the_service_binary_answers_a_provision_command_over_nats() -> Result<()
     let Some(pb::step_result::Outcome::Ok(ok)) = result.outcome else { anyhow::bail!("not ok: {result:?}") };
     assert_eq!(result.saga_id, format!("saga-{}", spec.key));
     // The password: in the store, not on the wire, not in the log.
+    let key_copy = key.clone();
     let store = PgSecretStore::new(sqlx::PgPool::connect(&db.url).await?, key);
     let reference = SecretRef::parse(&ok.outputs["database.password_ref"]).context("reference")?;
     let password = store.get(&reference).await?.context("kept")?;
     let wire = answer.payload.to_vec();
     assert!(!wire.windows(43).any(|w| w == password.expose().as_bytes()));
+    // The binary seals the delivery copy (welcome-email is the default).
+    assert_eq!(ok.outputs["database.password_delivery"], "welcome-email");
+    let delivery_ref = SecretRef::parse(&ok.outputs["database.delivery_ref"]).context("delivery reference")?;
+    let mail =
+        KvSecrets::open(&sender.broker.jetstream, namespace.root(), 1, Duration::from_secs(3600), key_copy).await?;
+    assert_eq!(mail.get(&delivery_ref).await?.as_deref(), Some(password.expose()));
     let log = eventually("the service logs the tenant", WAIT, || {
         let output = service.output();
         async move { output.contains("bridge tenant ready").then_some(output) }

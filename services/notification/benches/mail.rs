@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use landlord_contract::pb;
-use landlord_notification::{FirstPassword, Kind, Ledger, Mailer, Notifier, Settings, SmtpSettings, Templates};
+use landlord_notification::{Kind, Ledger, Mailer, Notifier, Settings, SmtpSettings, Templates, Unsealed};
 use landlord_runtime::{DeliveryInfo, Env, StepService};
 use landlord_testkit::bench::summary;
 use landlord_testkit::{NatsServer, SmtpCapture, unique_namespace};
@@ -79,9 +79,8 @@ async fn main() -> Result<()> {
     })
     .await?;
 
-    let message = notifier
-        .compose(Kind::Welcome, &command(0), "bench", &FirstPassword::ForgotPassword)
-        .map_err(anyhow::Error::new)?;
+    let message =
+        notifier.compose(Kind::Welcome, &command(0), "bench", &Unsealed::default()).map_err(anyhow::Error::new)?;
     let (envelope, bytes) = (message.envelope().clone(), message.formatted());
 
     let mailer = Mailer::new(SmtpSettings::parse(&smtp.url()).map_err(anyhow::Error::msg)?);

@@ -21,18 +21,28 @@
 //! | `LANDLORD_APP_URL` | `https://{domain}` | application link; `{domain}` is the tenant's first domain (else `{key}.localhost`) |
 //! | `LANDLORD_SUPPORT_EMAIL` | `support@landlord.localhost` | where to ask |
 //! | `LANDLORD_MAIL_LEDGER_TTL` | `30d` | how long sent-mail records are kept |
-//! | `LANDLORD_SECRETS_KEY` | — | base64 of 32 random bytes, the same as the idp worker's: lets the welcome mail carry the admin's temporary password |
+//! | `LANDLORD_SECRETS_KEY` | — | base64 of 32 random bytes, the same as the idp and database workers': lets the welcome mail carry the admin's temporary password and the database password |
 //! | `LANDLORD_SECRETS_TTL` | `7d` | how long a sealed secret waits in the `<namespace>_secrets` bucket |
 //!
-//! The admin's temporary password reaches the welcome mail through the
-//! secret store, never through the command: the idp worker seals it in the
-//! `<namespace>_secrets` key-value bucket and reports only
-//! `idp.admin_password_ref`, which the orchestrator passes on as an input.
-//! The mail is the one place the password is written out; once it is sent
-//! the sealed copy is purged. A reference whose secret is gone (expired)
-//! still gets its welcome mail, which then points to "Forgot password?".
+//! Passwords reach the welcome mail through the secret store, never
+//! through the command ([`sealed`]): the idp worker seals the admin's
+//! temporary password and reports `idp.admin_password_ref`; the database
+//! worker seals a delivery copy of the tenant's database password and
+//! reports `database.delivery_ref`; the orchestrator passes both on as
+//! inputs. The mail is the one place they are written out (the HTML part
+//! escaped); once it is sent the sealed copies are purged. A reference
+//! whose secret is gone (expired) still gets its welcome mail, which then
+//! points to "Forgot password?" for the admin and, for the database, says
+//! to ask support for a new password.
+//!
+//! The welcome mail's "Your database" section (`{{database_instructions}}`
+//! in the templates; empty for pooled tenants, which have no role of their
+//! own) lists what the database worker reported — `database.host`,
+//! `database.port`, `database.name`, `database.schema`, `database.role`,
+//! `database.url` (without the password) — and the password.
 
 pub mod ledger;
+pub mod sealed;
 pub mod smtp;
 pub mod templates;
 
@@ -42,13 +52,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use landlord_contract::pb;
-use landlord_runtime::secrets::{SECRETS_KEY_VAR, SecretError};
-use landlord_runtime::{ConfigError, DeliveryInfo, Env, KvSecrets, SecretRef, SecretsKey, StepFailure, StepService};
+use landlord_runtime::secrets::SECRETS_KEY_VAR;
+use landlord_runtime::{ConfigError, DeliveryInfo, Env, KvSecrets, SecretsKey, StepFailure, StepService};
 use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
 use tracing::Instrument as _;
 
 pub use ledger::{Claim, Ledger};
+pub use sealed::{Secret, Unsealed};
 pub use smtp::{Mailer, SmtpSettings};
 pub use templates::{Kind, Templates};
 
@@ -114,7 +125,7 @@ pub fn secrets_key(env: &Env) -> Result<Option<SecretsKey>, ConfigError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FirstPassword {
     /// The temporary password, opened from the secret store.
-    Temporary(String),
+    Temporary(Secret),
     /// Keycloak mailed a link to choose one.
     LinkMailed,
     /// Nothing was sent: the sign-in page's "Forgot password?" it is.
@@ -122,14 +133,103 @@ pub enum FirstPassword {
 }
 
 impl FirstPassword {
+    /// From the command's inputs and what its sealed inputs held.
+    pub fn of(command: &pb::StepCommand, unsealed: &Unsealed) -> Self {
+        match unsealed.get(sealed::ADMIN_PASSWORD_REF) {
+            Some(Some(password)) => Self::Temporary(password.clone()),
+            Some(None) => Self::ForgotPassword,
+            None => match command.inputs.get("idp.password_delivery").map(String::as_str) {
+                Some("keycloak-email") => Self::LinkMailed,
+                _ => Self::ForgotPassword,
+            },
+        }
+    }
+
     fn instructions(&self) -> String {
         match self {
-            Self::Temporary(password) => {
-                format!("Temporary password: {password}\nYou will be asked to choose your own when you first sign in.")
-            }
+            Self::Temporary(password) => format!(
+                "Temporary password: {}\nYou will be asked to choose your own when you first sign in.",
+                password.expose()
+            ),
             Self::LinkMailed => "We sent you a separate mail with a link to choose your password.".into(),
             Self::ForgotPassword => "To choose your password, use \"Forgot password?\" on the sign-in page.".into(),
         }
+    }
+}
+
+/// What the welcome mail says about the tenant's own database password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabasePassword {
+    /// The delivery copy, opened from the secret store.
+    Sealed(Secret),
+    /// A copy was made but is gone (expired) before the mail.
+    Expired,
+    /// None was sent (`LANDLORD_DATABASE_PASSWORD_DELIVERY=none`).
+    NotSent,
+}
+
+/// The welcome mail's "Your database" section: where and as whom the
+/// tenant connects, as the database worker reported it, and the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseAccess {
+    pub host: String,
+    pub port: String,
+    pub database: String,
+    pub schema: String,
+    pub role: String,
+    pub url: Option<String>,
+    pub password: DatabasePassword,
+}
+
+impl DatabaseAccess {
+    /// From the command's inputs; `None` when the tenant has no database
+    /// role of its own (pooled, or no database step).
+    pub fn of(command: &pb::StepCommand, unsealed: &Unsealed) -> Option<Self> {
+        let input = |name: &str| command.inputs.get(name).cloned();
+        let role = input("database.role")?;
+        let password = match unsealed.get(sealed::DATABASE_PASSWORD_REF) {
+            Some(Some(password)) => DatabasePassword::Sealed(password.clone()),
+            Some(None) => DatabasePassword::Expired,
+            None => DatabasePassword::NotSent,
+        };
+        Some(Self {
+            host: input("database.host").unwrap_or_default(),
+            port: input("database.port").unwrap_or_else(|| "5432".into()),
+            database: input("database.name").unwrap_or_default(),
+            schema: input("database.schema").unwrap_or_default(),
+            role,
+            url: input("database.url"),
+            password,
+        })
+    }
+
+    fn instructions(&self, support_email: &str) -> String {
+        let password = match &self.password {
+            DatabasePassword::Sealed(password) => format!(
+                "Password: {}\nKeep it somewhere safe: this mail is the only place it is written out.",
+                password.expose()
+            ),
+            DatabasePassword::Expired => format!(
+                "Password: not included: it was kept for this mail only for a limited time, which has passed.\n\
+                 To get new database credentials, write to {support_email}."
+            ),
+            DatabasePassword::NotSent => {
+                format!("Password: not sent by mail. To get your database credentials, write to {support_email}.")
+            }
+        };
+        let mut lines = vec![
+            "Your database".to_owned(),
+            format!("Host:     {}", self.host),
+            format!("Port:     {}", self.port),
+            format!("Database: {}", self.database),
+            format!("Schema:   {}", self.schema),
+            format!("Role:     {}", self.role),
+        ];
+        if let Some(url) = &self.url {
+            lines.push(format!("URL:      {url}"));
+        }
+        lines.push(password);
+        lines.join("\n")
     }
 }
 
@@ -155,29 +255,9 @@ impl Notifier {
         self
     }
 
-    /// What the welcome mail for `command` says about the first password.
-    pub async fn first_password(&self, command: &pb::StepCommand) -> Result<FirstPassword, StepFailure> {
-        let Some(raw) = command.inputs.get("idp.admin_password_ref") else {
-            return Ok(match command.inputs.get("idp.password_delivery").map(String::as_str) {
-                Some("keycloak-email") => FirstPassword::LinkMailed,
-                _ => FirstPassword::ForgotPassword,
-            });
-        };
-        let reference = SecretRef::parse(raw)
-            .ok_or_else(|| StepFailure::permanent("bad_secret_ref", format!("{raw:?} is not a secret reference")))?;
-        let secrets = self.secrets.as_ref().ok_or_else(|| {
-            StepFailure::permanent(
-                "secrets_unconfigured",
-                format!("the welcome mail should carry a temporary password but {SECRETS_KEY_VAR} is not set"),
-            )
-        })?;
-        match secrets.get(&reference).await.map_err(secret_failure)? {
-            Some(password) => Ok(FirstPassword::Temporary(password)),
-            None => {
-                tracing::warn!(%reference, "the temporary password is no longer kept; the mail points to Forgot password");
-                Ok(FirstPassword::ForgotPassword)
-            }
-        }
+    /// Opens the secrets the welcome mail for `command` carries.
+    pub async fn unseal(&self, command: &pb::StepCommand) -> Result<Unsealed, StepFailure> {
+        sealed::open(self.secrets.as_ref(), command).await
     }
 
     /// Builds the mail `kind` for `command`, or says why it cannot be sent.
@@ -186,7 +266,7 @@ impl Notifier {
         kind: Kind,
         command: &pb::StepCommand,
         message_id: &str,
-        first_password: &FirstPassword,
+        unsealed: &Unsealed,
     ) -> Result<Message, StepFailure> {
         let tenant =
             command.tenant.as_ref().ok_or_else(|| StepFailure::permanent("no_tenant", "command has no tenant"))?;
@@ -209,7 +289,7 @@ impl Notifier {
         })?;
         let name = format!("{} {}", admin.first_name, admin.last_name).trim().to_owned();
         let to = Mailbox::new((!name.is_empty()).then_some(name), address);
-        let rendered = self.templates.render(kind, &self.values(tenant, &admin, command, first_password));
+        let rendered = self.templates.render(kind, &self.values(kind, tenant, &admin, command, unsealed));
         Message::builder()
             .from(self.settings.from.clone())
             .to(to)
@@ -221,12 +301,18 @@ impl Notifier {
 
     fn values(
         &self,
+        kind: Kind,
         tenant: &pb::TenantSpec,
         admin: &pb::AdminContact,
         command: &pb::StepCommand,
-        first_password: &FirstPassword,
+        unsealed: &Unsealed,
     ) -> HashMap<&'static str, String> {
         let s = &self.settings;
+        let (first_password, database) = match kind {
+            Kind::Welcome => (FirstPassword::of(command, unsealed), DatabaseAccess::of(command, unsealed)),
+            Kind::ProvisioningFailed => (FirstPassword::ForgotPassword, None),
+        };
+        let database = database.map(|access| access.instructions(&s.support_email)).unwrap_or_default();
         let domain = tenant.domains.first().cloned().unwrap_or_else(|| format!("{}.localhost", tenant.key));
         let expand = |pattern: &str| pattern.replace("{key}", &tenant.key).replace("{domain}", &domain);
         let input = |name: &str| command.inputs.get(name).cloned();
@@ -238,6 +324,7 @@ impl Notifier {
             ("admin_last_name", admin.last_name.clone()),
             ("admin_username", input("idp.admin_username").unwrap_or_else(|| admin.email.trim().to_lowercase())),
             ("password_instructions", first_password.instructions()),
+            ("database_instructions", database),
             ("login_url", input("idp.login_url").unwrap_or_else(|| expand(&s.login_url))),
             ("admin_portal_url", input("idp.admin_portal_url").unwrap_or_else(|| expand(&s.admin_portal_url))),
             ("app_url", expand(&s.app_url)),
@@ -283,45 +370,77 @@ impl Notifier {
             }
             Claim::Mine(revision) => revision,
         };
-        let first_password = match kind {
-            Kind::Welcome => self.first_password(command).await,
-            Kind::ProvisioningFailed => Ok(FirstPassword::ForgotPassword),
-        };
-        let sent = match first_password.and_then(|p| self.compose(kind, command, message_id, &p)) {
-            Ok(message) => self.mailer.send(message.envelope(), &message.formatted()).await.map_err(|error| {
+        let sent = async {
+            // Only the welcome mail writes secrets out; the failure mail opens none.
+            let unsealed = match kind {
+                Kind::Welcome => self.unseal(command).await?,
+                Kind::ProvisioningFailed => Unsealed::default(),
+            };
+            let message = self.compose(kind, command, message_id, &unsealed)?;
+            self.mailer.send(message.envelope(), &message.formatted()).await.map_err(|error| {
                 tracing::warn!(%error, "mail not sent");
                 match error {
                     smtp::SendError::Transient(m) => StepFailure::retryable("smtp_transient", m),
                     smtp::SendError::Permanent(m) => StepFailure::permanent("smtp_rejected", m),
                 }
-            }),
-            Err(failure) => Err(failure),
-        };
-        if let Err(failure) = sent {
-            self.ledger.release(message_id, revision).await;
-            return Err(failure);
+            })?;
+            Ok(unsealed)
         }
+        .await;
+        let unsealed = match sent {
+            Ok(unsealed) => unsealed,
+            Err(failure) => {
+                self.ledger.release(message_id, revision).await;
+                return Err(failure);
+            }
+        };
         self.ledger.mark_sent(message_id).await?;
         tracing::info!(message_id, "mail sent");
-        self.forget_password(command).await;
+        sealed::purge(self.secrets.as_ref(), &unsealed).await;
         Ok(pb::StepOk { resources: Vec::new(), outputs })
-    }
-
-    /// Purges the sealed temporary password once the mail carrying it is
-    /// sent; if that fails it expires with the bucket's time to live.
-    async fn forget_password(&self, command: &pb::StepCommand) {
-        let reference = command.inputs.get("idp.admin_password_ref").and_then(|raw| SecretRef::parse(raw));
-        if let (Some(secrets), Some(reference)) = (&self.secrets, reference)
-            && let Err(error) = secrets.delete(&reference).await
-        {
-            tracing::warn!(%error, %reference, "the sent temporary password is kept until it expires");
-        }
     }
 }
 
-fn secret_failure(error: SecretError) -> StepFailure {
-    match error {
-        SecretError::Store { .. } | SecretError::Random => StepFailure::retryable("secret_store", error.to_string()),
-        SecretError::Decrypt(_) => StepFailure::permanent("secret_unreadable", error.to_string()),
+#[cfg(test)]
+mod tests {
+    use landlord_runtime::SecretRef;
+
+    use super::*;
+
+    fn welcome(inputs: &[(&str, &str)]) -> pb::StepCommand {
+        pb::StepCommand {
+            inputs: inputs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_database_section_lists_the_outputs_and_the_password_or_who_to_ask() {
+        let outputs = [
+            ("database.host", "db.test"),
+            ("database.port", "5432"),
+            ("database.name", "tenants"),
+            ("database.schema", "tenant_acme"),
+            ("database.role", "tenant_acme"),
+            ("database.url", "postgresql://tenant_acme@db.test:5432/tenants"),
+            ("database.delivery_ref", "landlord-secret:database/t1/delivery-password"),
+        ];
+        let reference = SecretRef::new("database", "t1", "delivery-password");
+        let kept =
+            Unsealed::default().with(sealed::DATABASE_PASSWORD_REF, reference.clone(), Some(Secret::new("pw".into())));
+        let access = DatabaseAccess::of(&welcome(&outputs), &kept).unwrap();
+        assert_eq!(
+            access.instructions("help@x.test"),
+            "Your database\nHost:     db.test\nPort:     5432\nDatabase: tenants\nSchema:   tenant_acme\n\
+             Role:     tenant_acme\nURL:      postgresql://tenant_acme@db.test:5432/tenants\nPassword: pw\n\
+             Keep it somewhere safe: this mail is the only place it is written out."
+        );
+        assert!(!format!("{access:?}").contains("pw\""), "{access:?}");
+        let gone = Unsealed::default().with(sealed::DATABASE_PASSWORD_REF, reference, None);
+        let text = DatabaseAccess::of(&welcome(&outputs), &gone).unwrap().instructions("help@x.test");
+        assert!(text.ends_with("To get new database credentials, write to help@x.test."), "{text}");
+        let text = DatabaseAccess::of(&welcome(&outputs), &Unsealed::default()).unwrap().instructions("help@x.test");
+        assert!(text.contains("Password: not sent by mail"), "{text}");
+        assert_eq!(DatabaseAccess::of(&welcome(&[("database.tier", "pooled")]), &kept), None);
     }
 }

@@ -44,12 +44,13 @@ impl Kind {
 }
 
 /// The fields a template may use.
-pub const FIELDS: [&str; 11] = [
+pub const FIELDS: [&str; 12] = [
     "tenant_name",
     "admin_first_name",
     "admin_last_name",
     "admin_username",
     "password_instructions",
+    "database_instructions",
     "login_url",
     "admin_portal_url",
     "app_url",

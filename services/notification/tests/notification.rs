@@ -74,7 +74,8 @@ async fn the_welcome_mail_reaches_the_admin_through_the_service_binary() -> Resu
     let nats = NatsServer::shared().await;
     let smtp = SmtpCapture::start().await?;
     let namespace = unique_namespace();
-    let _service = Process::start(
+    let key = SecretsKey::generate()?;
+    let service = Process::start(
         "notification",
         &workspace_binary("landlord-notification")?,
         &[],
@@ -83,10 +84,20 @@ async fn the_welcome_mail_reaches_the_admin_through_the_service_binary() -> Resu
             ("LANDLORD_NAMESPACE".into(), namespace.root().to_owned()),
             ("LANDLORD_SMTP_URL".into(), smtp.url()),
             ("LANDLORD_LOGIN_URL".into(), "https://auth.test/realms/tenant-{key}/account".into()),
+            ("LANDLORD_SECRETS_KEY".into(), key.to_base64()),
+            ("RUST_LOG".into(), "debug".into()),
         ],
         &scratch_dir("logs")?,
     )?;
     let client = async_nats::connect(nats.url()).await?;
+    // What the database worker leaves for the mail.
+    let jetstream = async_nats::jetstream::new(client.clone());
+    let secrets = KvSecrets::open(&jetstream, namespace.root(), 1, Duration::from_secs(3600), key).await?;
+    let reference = SecretRef::new("database", "id-acme", "delivery-password");
+    let password = "wire-db-password-7Qx";
+    secrets.put_if_absent(&reference, password).await?;
+    let mut welcome = command("acme", "Ada");
+    database_outputs(&mut welcome, "acme", Some(&reference));
     let results = namespace.result_subject("notification", "send_welcome");
     let mut answers = client.subscribe(results).await?;
     let env = Env::from_pairs([("LANDLORD_NATS_URL", nats.url()), ("LANDLORD_NAMESPACE", namespace.root().to_owned())]);
@@ -95,7 +106,7 @@ async fn the_welcome_mail_reaches_the_admin_through_the_service_binary() -> Resu
     publisher
         .publish(
             namespace.command_subject("notification", "send_welcome"),
-            &command("acme", "Ada"),
+            &welcome,
             &Envelope::new("cmd-welcome-acme"),
         )
         .await?;
@@ -112,6 +123,127 @@ async fn the_welcome_mail_reaches_the_admin_through_the_service_binary() -> Resu
     assert!(mail.raw.contains("https://auth.test/realms/tenant-acme/account"), "{}", mail.raw);
     assert!(mail.raw.contains("https://acme.example.com"), "{}", mail.raw);
     assert!(mail.raw.contains("&lt;b&gt;"), "the HTML part escapes the name: {}", mail.raw);
+    assert!(mail.raw.contains(&format!("Password: {password}")), "{}", mail.raw);
+    assert!(secrets.get(&reference).await?.is_none(), "purged once sent");
+    let log = service.output();
+    assert!(log.contains("mail sent"), "{log}");
+    assert!(!log.contains(password), "the database password in the log:\n{log}");
+    let wire = ok.encode_to_vec();
+    assert!(!wire.windows(password.len()).any(|w| w == password.as_bytes()), "the password in the result");
+    Ok(())
+}
+
+/// The outputs the database worker reports for a bridge tenant, as the
+/// orchestrator passes them on.
+fn database_outputs(command: &mut pb::StepCommand, key: &str, delivery_ref: Option<&SecretRef>) {
+    let role = format!("tenant_{key}");
+    let mut outputs = vec![
+        ("database.tier", "bridge".to_owned()),
+        ("database.host", format!("db.{key}.test")),
+        ("database.port", "6543".to_owned()),
+        ("database.name", "tenants".to_owned()),
+        ("database.schema", role.clone()),
+        ("database.role", role.clone()),
+        ("database.url", format!("postgresql://{role}@db.{key}.test:6543/tenants")),
+        ("database.password_ref", format!("landlord-secret:database/id-{key}/password")),
+        ("database.password_delivery", if delivery_ref.is_some() { "welcome-email" } else { "none" }.to_owned()),
+    ];
+    if let Some(reference) = delivery_ref {
+        outputs.push(("database.delivery_ref", reference.to_string()));
+    }
+    command.inputs.extend(outputs.into_iter().map(|(k, v)| (k.to_owned(), v)));
+}
+
+/// The HTML part of a captured mail, quoted-printable soft breaks joined.
+fn html_part(raw: &str) -> String {
+    let joined = raw.replace("=\r\n", "").replace("=\n", "");
+    joined.split_once("text/html").map(|(_, html)| html.to_owned()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_database_password_travels_sealed_reaches_only_the_mail_and_is_purged_after() -> Result<()> {
+    let f = Fixture::new().await?;
+    let key = SecretsKey::generate()?;
+    let secrets = KvSecrets::open(&f.jetstream, f.namespace.root(), 1, Duration::from_secs(3600), key).await?;
+    // What the database worker does: a delivery copy under its own reference.
+    let reference = SecretRef::new("database", "id-dbmail", "delivery-password");
+    let password = "Db-pa<ss>&'word\"x";
+    secrets.put_if_absent(&reference, password).await?;
+    let mut welcome = command("dbmail", "Ada");
+    database_outputs(&mut welcome, "dbmail", Some(&reference));
+    // Without the key the reference cannot be honoured: a permanent (non-fatal step) failure, no mail.
+    let error = f.notifier().await?.run("send_welcome", &welcome, &delivery(1)).await.expect_err("no key");
+    assert!(!error.retryable && error.code == "secrets_unconfigured", "{error}");
+    assert!(f.smtp.mails().is_empty());
+
+    let notifier = f.notifier().await?.with_secrets(secrets.clone());
+    let ok = notifier.run("send_welcome", &welcome, &delivery(1)).await?;
+    let mails = f.smtp.mails_to("admin@dbmail.test");
+    assert_eq!(mails.len(), 1);
+    let raw = &mails[0].raw;
+    for line in [
+        "Your database",
+        "Host:     db.dbmail.test",
+        "Port:     6543",
+        "Database: tenants",
+        "Schema:   tenant_dbmail",
+        "Role:     tenant_dbmail",
+        "URL:      postgresql://tenant_dbmail@db.dbmail.test:6543/tenants",
+        &format!("Password: {password}"),
+    ] {
+        assert!(raw.contains(line), "the text part carries {line:?}: {raw}");
+    }
+    let html = html_part(raw);
+    assert!(html.contains("Password: Db-pa&lt;ss&gt;&amp;&#39;word&quot;x"), "the HTML part escapes it: {html}");
+    assert!(!html.contains("Db-pa<ss>"), "unescaped in the HTML part: {html}");
+    assert!(!ok.encode_to_vec().windows(password.len()).any(|w| w == password.as_bytes()), "in the result");
+    assert!(secrets.get(&reference).await?.is_none(), "purged once sent");
+
+    // A redelivery finds the mail sent: nothing is sent, nothing is needed.
+    notifier.run("send_welcome", &welcome, &delivery(1)).await?;
+    assert_eq!(f.smtp.mails_to("admin@dbmail.test").len(), 1);
+    // A copy that expired: the mail still goes out and says how to get new credentials.
+    notifier.run("send_welcome", &welcome, &delivery(2)).await?;
+    let mails = f.smtp.mails_to("admin@dbmail.test");
+    assert_eq!(mails.len(), 2);
+    let raw = &mails[1].raw;
+    assert!(raw.contains("To get new database credentials, write to support@landlord.localhost"), "{raw}");
+    assert!(raw.contains("Role:     tenant_dbmail") && !raw.contains("Db-pa"), "{raw}");
+
+    // Delivery `none`: the details, and who to ask for the password.
+    let mut unsent = command("nodbmail", "Ada");
+    database_outputs(&mut unsent, "nodbmail", None);
+    notifier.run("send_welcome", &unsent, &delivery(3)).await?;
+    let raw = &f.smtp.mails_to("admin@nodbmail.test")[0].raw;
+    assert!(raw.contains("Role:     tenant_nodbmail") && raw.contains("Password: not sent by mail"), "{raw}");
+
+    // Pooled tenants have no role of their own: no database section.
+    let mut pooled = command("pooldbmail", "Ada");
+    pooled.inputs.insert("database.tier".into(), "pooled".into());
+    pooled.inputs.insert("database.app_role".into(), "landlord_pooled_app".into());
+    notifier.run("send_welcome", &pooled, &delivery(4)).await?;
+    let raw = &f.smtp.mails_to("admin@pooldbmail.test")[0].raw;
+    assert!(!raw.contains("Your database"), "{raw}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn both_sealed_passwords_go_in_one_mail_and_both_are_purged() -> Result<()> {
+    let f = Fixture::new().await?;
+    let secrets =
+        KvSecrets::open(&f.jetstream, f.namespace.root(), 1, Duration::from_secs(3600), SecretsKey::generate()?)
+            .await?;
+    let admin = SecretRef::new("idp", "id-both", "admin-password");
+    let database = SecretRef::new("database", "id-both", "delivery-password");
+    secrets.put_if_absent(&admin, "admin-tmp-123").await?;
+    secrets.put_if_absent(&database, "db-pass-456").await?;
+    let mut welcome = command("both", "Ada");
+    welcome.inputs.insert("idp.admin_password_ref".into(), admin.to_string());
+    database_outputs(&mut welcome, "both", Some(&database));
+    f.notifier().await?.with_secrets(secrets.clone()).run("send_welcome", &welcome, &delivery(1)).await?;
+    let raw = &f.smtp.mails_to("admin@both.test")[0].raw;
+    assert!(raw.contains("Temporary password: admin-tmp-123") && raw.contains("Password: db-pass-456"), "{raw}");
+    assert!(secrets.get(&admin).await?.is_none() && secrets.get(&database).await?.is_none(), "both purged");
     Ok(())
 }
 

@@ -2,22 +2,25 @@
 //! its consumers, and an orderly shutdown.
 //!
 //! `main` builds a [`Service`] from [`Config`], attaches its handlers with
-//! [`Service::consume`] and calls [`Service::run`]; tests build the same
-//! thing with their own configuration.
+//! [`Service::consume`] (and the dependencies `/readyz` must check with
+//! [`Service::add_readiness_check`]) and calls [`Service::run`]; tests
+//! build the same thing with their own configuration.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use landlord_contract::StreamKind;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::{Broker, BrokerError};
 use crate::config::Config;
 use crate::consume::{self, Handler};
-use crate::health::{self, Health};
+use crate::health::{self, Health, ReadinessCheck, ReadinessChecks};
 use crate::metrics::Metrics;
 use crate::publish::Publisher;
 
@@ -44,10 +47,21 @@ pub struct Service {
     pub publisher: Publisher,
     pub metrics: Metrics,
     pub database: Option<PgPool>,
+    checks: ReadinessChecks,
+    running: Arc<AtomicBool>,
     http_addr: SocketAddr,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     consumers: tokio::task::JoinSet<Result<(), consume::ConsumeError>>,
+}
+
+/// Connection settings of the control-plane database. Its statements are
+/// key lookups and batched writes whose best plan does not depend on the
+/// values bound, so each is planned once per connection
+/// (`plan_cache_mode=force_generic_plan`) instead of at every execution: in
+/// `just bench-saga` re-planning cost PostgreSQL as much as executing.
+fn control_plane_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(url.parse::<PgConnectOptions>()?.options([("plan_cache_mode", "force_generic_plan")]))
 }
 
 impl Service {
@@ -68,23 +82,26 @@ impl Service {
                     // acquire would cost each transaction a round trip.
                     .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(5))
-                    .connect_lazy(url)
-                    .map_err(ServiceError::Database)?,
+                    .connect_lazy_with(control_plane_options(url).map_err(ServiceError::Database)?),
             ),
             None => None,
         };
         let metrics = Metrics::new();
         let shutdown = CancellationToken::new();
+        let checks = ReadinessChecks::default();
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .map_err(|source| ServiceError::Http { addr: config.http_addr, source })?;
         let http_addr =
             listener.local_addr().map_err(|source| ServiceError::Http { addr: config.http_addr, source })?;
+        let running = Arc::new(AtomicBool::new(false));
         let router = health::router(Health {
             broker: broker.clone(),
             database: database.clone(),
+            checks: checks.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
+            running: running.clone(),
         });
         let tasks = TaskTracker::new();
         let http_shutdown = shutdown.clone();
@@ -103,6 +120,8 @@ impl Service {
             broker,
             metrics,
             database,
+            checks,
+            running,
             http_addr,
             shutdown,
             tasks,
@@ -113,6 +132,19 @@ impl Service {
     /// Where `/livez`, `/readyz` and `/metrics` are served.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Makes `/readyz` also depend on `check` (shown under `checks` by its
+    /// name; a check of the same name is replaced). For dependencies of the
+    /// service's own, such as the database worker's tenant-data server.
+    pub fn add_readiness_check(&self, check: ReadinessCheck) {
+        self.checks.add(check);
+    }
+
+    /// The service's readiness checks, to add to after [`Self::run`] took
+    /// the service.
+    pub fn readiness_checks(&self) -> ReadinessChecks {
+        self.checks.clone()
     }
 
     /// Cancelling this token starts the shutdown, as SIGTERM does.
@@ -152,6 +184,7 @@ impl Service {
     /// lets in-flight messages finish and be acked (within
     /// `LANDLORD_SHUTDOWN_TIMEOUT`), and flushes the connection.
     pub async fn run(mut self) -> Result<()> {
+        self.running.store(true, Ordering::Release);
         let mut failure = None;
         tokio::select! {
             () = shutdown_signal() => tracing::info!("shutdown requested by signal"),

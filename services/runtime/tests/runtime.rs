@@ -406,19 +406,26 @@ async fn readiness_reports_broker_and_database_and_metrics_are_served() -> Resul
     };
     let service = Service::build(Config::from("ready-check", &env(database.url.clone()))?).await?;
     let port = service.http_addr().port();
+    // Not ready until `run` starts: consumers and routes come after `build`.
     let (status, body) = tokio::task::spawn_blocking(move || http_get(port, "/readyz")).await?.context("readyz")?;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 503, "{body}");
     let body: serde_json::Value = serde_json::from_str(&body)?;
-    assert_eq!(body["broker"], "ok");
-    assert_eq!(body["database"], "ok");
+    assert_eq!((&body["running"], &body["broker"], &body["database"]), (&false.into(), &"ok".into(), &"ok".into()));
+    let token = service.shutdown_token();
+    let running = tokio::spawn(service.run());
+    let body = eventually("ready once running", Duration::from_secs(10), || async move {
+        let (status, body) = tokio::task::spawn_blocking(move || http_get(port, "/readyz")).await.ok()??;
+        (status == 200).then_some(body)
+    })
+    .await?;
+    let body: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(body["running"], true);
     let (status, _) = tokio::task::spawn_blocking(move || http_get(port, "/livez")).await?.context("livez")?;
     assert_eq!(status, 200);
     let (status, metrics) =
         tokio::task::spawn_blocking(move || http_get(port, "/metrics")).await?.context("metrics")?;
     assert_eq!(status, 200);
     assert!(metrics.ends_with("# EOF\n"), "OpenMetrics text: {metrics}");
-    let token = service.shutdown_token();
-    let running = tokio::spawn(service.run());
     token.cancel();
     running.await??;
 
@@ -431,6 +438,78 @@ async fn readiness_reports_broker_and_database_and_metrics_are_served() -> Resul
     let body: serde_json::Value = serde_json::from_str(&body)?;
     assert_eq!(body["broker"], "ok");
     assert!(body["database"].as_str().unwrap_or("").starts_with("unreachable"), "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn readiness_checks_a_service_adds_are_shown_by_name_and_gate_readiness() -> Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use landlord_runtime::health::ReadinessCheck;
+
+    let h = Harness::new().await?;
+    let env =
+        Env::from_pairs([("LANDLORD_NATS_URL", h.url.clone()), ("LANDLORD_NAMESPACE", h.namespace.root().to_owned())]);
+    let service = Service::build(Config::from("ready-extra", &env)?).await?;
+    let port = service.http_addr().port();
+    let readyz = move || async move {
+        let (status, body) = tokio::task::spawn_blocking(move || http_get(port, "/readyz")).await?.context("readyz")?;
+        anyhow::Ok((status, serde_json::from_str::<serde_json::Value>(&body)?))
+    };
+    let checks = service.readiness_checks();
+    let token = service.shutdown_token();
+    let running = tokio::spawn(service.run());
+    let body = eventually("ready once running", Duration::from_secs(10), || async move {
+        readyz().await.ok().and_then(|(status, body)| (status == 200).then_some(body))
+    })
+    .await?;
+    assert_eq!(body["checks"], serde_json::json!({}), "{body}");
+
+    // Added after the endpoint is up, as a service adds its own dependencies.
+    let healthy = Arc::new(AtomicBool::new(true));
+    let flag = healthy.clone();
+    checks.add(ReadinessCheck::new("cache", move || {
+        let up = flag.load(Ordering::SeqCst);
+        async move { if up { Ok(()) } else { Err("cache says no".to_owned()) } }
+    }));
+    let tenants = tokio::task::spawn_blocking(Postgres::shared).await??.fresh_database().await?;
+    checks.add(ReadinessCheck::postgres("tenant_data", sqlx::PgPool::connect_lazy(&tenants.url)?));
+    let (status, body) = readyz().await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"], serde_json::json!({"cache": "ok", "tenant_data": "ok"}));
+    assert_eq!(body["database"], "not used");
+
+    healthy.store(false, Ordering::SeqCst);
+    let (status, body) = readyz().await?;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "not ready");
+    assert_eq!(body["checks"]["cache"], "unreachable: cache says no");
+    assert_eq!(body["checks"]["tenant_data"], "ok");
+
+    // A check of the same name replaces it; one that hangs fails after 2 s.
+    checks.add(ReadinessCheck::new("cache", || async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok(())
+    }));
+    let asked = Instant::now();
+    let (status, body) = readyz().await?;
+    assert!(asked.elapsed() < Duration::from_secs(5), "the probe is bounded: {:?}", asked.elapsed());
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["cache"], "unreachable: no answer within 2s");
+    assert_eq!(body["checks"].as_object().map(serde_json::Map::len), Some(2), "{body}");
+
+    // A PostgreSQL that does not answer.
+    let closed = format!("postgres://postgres@127.0.0.1:{}/nowhere", free_port());
+    checks.add(ReadinessCheck::new("cache", || async { Ok(()) }));
+    checks.add(ReadinessCheck::postgres("tenant_data", sqlx::PgPool::connect_lazy(&closed)?));
+    let (status, body) = readyz().await?;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["checks"]["tenant_data"].as_str().unwrap_or("").starts_with("unreachable"), "{body}");
+    assert_eq!(body["checks"]["cache"], "ok");
+
+    token.cancel();
+    running.await??;
     Ok(())
 }
 
