@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use landlord_contract::StreamKind;
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -55,15 +55,6 @@ pub struct Service {
     consumers: tokio::task::JoinSet<Result<(), consume::ConsumeError>>,
 }
 
-/// Connection settings of the control-plane database. Its statements are
-/// key lookups and batched writes whose best plan does not depend on the
-/// values bound, so each is planned once per connection
-/// (`plan_cache_mode=force_generic_plan`) instead of at every execution: in
-/// `just bench-saga` re-planning cost PostgreSQL as much as executing.
-fn control_plane_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
-    Ok(url.parse::<PgConnectOptions>()?.options([("plan_cache_mode", "force_generic_plan")]))
-}
-
 impl Service {
     /// Connects to the broker, declares the streams, opens the database pool
     /// (lazily: readiness reports a database that is down) and starts the
@@ -82,7 +73,8 @@ impl Service {
                     // acquire would cost each transaction a round trip.
                     .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(5))
-                    .connect_lazy_with(control_plane_options(url).map_err(ServiceError::Database)?),
+                    .connect_lazy(url)
+                    .map_err(ServiceError::Database)?,
             ),
             None => None,
         };

@@ -123,9 +123,12 @@ impl Direct {
         let key = SecretsKey::from_base64(&env.raw("LANDLORD_SECRETS_KEY").context("no key")?)
             .map_err(|e| anyhow::anyhow!(e))?;
         let mail_secrets = KvSecrets::open(&broker.jetstream, root, 1, Duration::from_secs(3600), key).await?;
+        // As the worker does: a sealed copy of the password for the welcome mail.
+        let database = landlord_database::Settings::from_env(&env)?;
+        let delivery = landlord_database::open_delivery(&database, &broker, 1).await?;
         Ok(Self {
             idp: landlord_idp::Idp::new(idp_settings, secrets)?,
-            database: landlord_database::Provisioner::connect(landlord_database::Settings::from_env(&env)?)?,
+            database: landlord_database::Provisioner::connect(database)?.with_delivery(delivery),
             storage: landlord_storage::Storage::new(landlord_storage::Settings::from_env(&env)?),
             notifier: landlord_notification::Notifier::new(
                 notification,
