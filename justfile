@@ -54,7 +54,7 @@ bench-saga: install
 bench-mail: install
     RUST_LOG=warn cargo bench -p landlord-notification --bench mail
 
-# Benchmark the database worker: provision/compensation per tier, bridge with 100/1,000/10,000 schemas, durable PostgreSQL → bench/results/database.{json,md}.
+# Benchmark the database worker: provision/compensation per tier, bridge with 100/1,000/10,000 schemas next to its floor (the same SQL on a bare connection), durable PostgreSQL → bench/results/database.{json,md}.
 bench-database: install
     RUST_LOG=warn cargo bench -p landlord-database --bench database
 
