@@ -72,7 +72,7 @@ async fn every_tier_is_provisioned_and_checked_in_each_backend() -> Result<()> {
     let password = posted_password(&stack, "tenant-bridgeco")?;
     let mails = stack.smtp.mails_to("admin@bridgeco.test");
     assert_eq!(mails.len(), 1, "one welcome mail");
-    assert!(mails[0].raw.contains(&format!("Temporary password: {password}")), "{}", mails[0].raw);
+    assert!(mails[0].decoded().contains(&format!("Temporary password: {password}")), "{}", mails[0].raw);
     for service in landlord_e2e::SERVICES {
         assert!(!stack.log(service).contains(&password), "{service} logged the temporary password");
     }

@@ -24,6 +24,31 @@ pub struct CapturedMail {
 }
 
 impl CapturedMail {
+    /// The mail with quoted-printable undone — soft line breaks joined and
+    /// `=XX` decoded — so that a text is found whatever a part's encoding
+    /// (lettre picks quoted-printable once a line is long, and then a `=`
+    /// in a random password reads `=3D` in the raw mail).
+    pub fn decoded(&self) -> String {
+        let joined = self.raw.replace("=\r\n", "").replace("=\n", "");
+        let bytes = joined.as_bytes();
+        let hex = |b: u8| char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok());
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'='
+                && let (Some(high), Some(low)) =
+                    (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+            {
+                out.push(high * 16 + low);
+                i += 3;
+                continue;
+            }
+            out.push(bytes[i]);
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
     /// The first header named `name` (case-insensitive), unfolded.
     pub fn header(&self, name: &str) -> Option<String> {
         let head = self.raw.split("\r\n\r\n").next().or_else(|| self.raw.split("\n\n").next())?;
@@ -118,5 +143,21 @@ impl Drop for SmtpCapture {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CapturedMail;
+
+    #[test]
+    fn decoded_undoes_quoted_printable_and_leaves_the_rest() {
+        let mail = CapturedMail {
+            raw: "Content-Type: multipart/alternative;\r\n boundary=\"b=1\"\r\n\r\nTemporary password: ab=3Dc=\r\nd=3D=\r\n\r\nURL: x=zz".into(),
+        };
+        let decoded = mail.decoded();
+        assert!(decoded.contains("Temporary password: ab=cd="), "{decoded}");
+        assert!(decoded.contains("boundary=\"b=1\""), "{decoded}");
+        assert!(decoded.contains("URL: x=zz"), "{decoded}");
     }
 }
