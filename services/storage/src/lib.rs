@@ -325,6 +325,13 @@ enum Owner {
     Unmarked,
 }
 
+/// What reading the ownership marker found.
+enum Marker {
+    NoBucket,
+    Absent,
+    Tenant(String),
+}
+
 /// The storage worker's steps.
 #[derive(Debug, Clone)]
 pub struct Storage {
@@ -359,6 +366,32 @@ impl Storage {
     }
 
     async fn owner(&self, place: &Place) -> Result<Owner, StepFailure> {
+        match self.marker(place).await? {
+            Marker::NoBucket => return Ok(Owner::Missing),
+            Marker::Tenant(id) => return Ok(Owner::Tenant(id)),
+            Marker::Absent => {}
+        }
+        let listed = self.client.list_objects_v2().bucket(&place.bucket).prefix(&place.prefix).max_keys(1).send().await;
+        match listed {
+            Ok(page) if page.contents().is_empty() && place.prefix.is_empty() => {
+                // An empty bucket may still carry a tenant tag.
+                Ok(self.tagged_tenant(&place.bucket).await?.map_or(Owner::Empty, Owner::Tenant))
+            }
+            Ok(page) if page.contents().is_empty() => Ok(Owner::Empty),
+            // The marker may have been written between the two reads (a
+            // concurrent delivery creating the same place): read it again
+            // before calling the objects someone else's.
+            Ok(_) => Ok(match self.marker(place).await? {
+                Marker::Tenant(id) => Owner::Tenant(id),
+                Marker::Absent => Owner::Unmarked,
+                Marker::NoBucket => Owner::Missing,
+            }),
+            Err(e) if code_of(&e) == Some("NoSuchBucket") => Ok(Owner::Missing),
+            Err(e) => Err(classify("listing the bucket", &e)),
+        }
+    }
+
+    async fn marker(&self, place: &Place) -> Result<Marker, StepFailure> {
         match self.client.get_object().bucket(&place.bucket).key(place.marker()).send().await {
             Ok(object) => {
                 let body = object
@@ -366,23 +399,10 @@ impl Storage {
                     .collect()
                     .await
                     .map_err(|e| StepFailure::retryable("bad_response", format!("reading the marker: {e}")))?;
-                Ok(Owner::Tenant(String::from_utf8_lossy(&body.into_bytes()).trim().to_owned()))
+                Ok(Marker::Tenant(String::from_utf8_lossy(&body.into_bytes()).trim().to_owned()))
             }
-            Err(e) if code_of(&e) == Some("NoSuchBucket") => Ok(Owner::Missing),
-            Err(e) if code_of(&e) == Some("NoSuchKey") || status_of(&e) == Some(404) => {
-                let listed =
-                    self.client.list_objects_v2().bucket(&place.bucket).prefix(&place.prefix).max_keys(1).send().await;
-                match listed {
-                    Ok(page) if page.contents().is_empty() && place.prefix.is_empty() => {
-                        // An empty bucket may still carry a tenant tag.
-                        Ok(self.tagged_tenant(&place.bucket).await?.map_or(Owner::Empty, Owner::Tenant))
-                    }
-                    Ok(page) if page.contents().is_empty() => Ok(Owner::Empty),
-                    Ok(_) => Ok(Owner::Unmarked),
-                    Err(e) if code_of(&e) == Some("NoSuchBucket") => Ok(Owner::Missing),
-                    Err(e) => Err(classify("listing the bucket", &e)),
-                }
-            }
+            Err(e) if code_of(&e) == Some("NoSuchBucket") => Ok(Marker::NoBucket),
+            Err(e) if code_of(&e) == Some("NoSuchKey") || status_of(&e) == Some(404) => Ok(Marker::Absent),
             Err(e) => Err(classify("reading the ownership marker", &e)),
         }
     }
