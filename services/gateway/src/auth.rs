@@ -384,6 +384,7 @@ mod tests {
             refresh: Duration::from_secs(300),
             min_refetch: Duration::from_secs(10),
             timeout: Duration::from_secs(1),
+            roots: Default::default(),
         };
         Verifier::new(None, Some(Arc::new(Jwks::new(settings).unwrap())), "landlord", "landlord")
     }

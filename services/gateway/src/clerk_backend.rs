@@ -27,6 +27,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use landlord_runtime::http::{self, ExtraRoots};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -38,7 +39,7 @@ use crate::clerk;
 /// How the Backend API is reached.
 #[derive(Clone)]
 pub struct BackendSettings {
-    /// Base URL without the `/v1`, e.g. `http://clerk-egress:8080`.
+    /// Base URL without the `/v1`: `https://api.clerk.com`.
     pub url: String,
     /// `sk_live_…` / `sk_test_…`.
     pub secret_key: String,
@@ -50,6 +51,8 @@ pub struct BackendSettings {
     pub max_backoff: Duration,
     /// Longest one call may take.
     pub timeout: Duration,
+    /// Trust anchors beyond the system's (`LANDLORD_TLS_CA_FILE`).
+    pub roots: ExtraRoots,
 }
 
 impl std::fmt::Debug for BackendSettings {
@@ -124,7 +127,7 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(settings: BackendSettings) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder().timeout(settings.timeout).build()?;
+        let http = http::client_builder(&settings.roots).timeout(settings.timeout).build()?;
         Ok(Self { settings, http })
     }
 

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use landlord_runtime::http::{self, ExtraRoots};
 use ring::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 /// Where the key set is and how often it is fetched.
 #[derive(Debug, Clone)]
 pub struct JwksSettings {
-    /// An `http://` URL (TLS is not built into the gateway's HTTP client).
+    /// An `https://` (or `http://`) URL.
     pub url: String,
     /// Background refresh interval.
     pub refresh: Duration,
@@ -40,6 +41,8 @@ pub struct JwksSettings {
     pub min_refetch: Duration,
     /// Longest a fetch may take.
     pub timeout: Duration,
+    /// Trust anchors beyond the system's (`LANDLORD_TLS_CA_FILE`).
+    pub roots: ExtraRoots,
 }
 
 /// An RSA public key from the set.
@@ -153,7 +156,7 @@ pub fn parse(body: &[u8]) -> Result<(Keys, Vec<String>), String> {
 
 impl Jwks {
     pub fn new(settings: JwksSettings) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder().timeout(settings.timeout).build()?;
+        let http = http::client_builder(&settings.roots).timeout(settings.timeout).build()?;
         Ok(Self { settings, http, keys: RwLock::default(), forced: tokio::sync::Mutex::default() })
     }
 
@@ -176,12 +179,12 @@ impl Jwks {
     /// how many usable keys it had.
     pub async fn fetch(&self) -> Result<usize, String> {
         let fetched = async {
-            let response = self.http.get(&self.settings.url).send().await.map_err(|e| describe(&e))?;
+            let response = self.http.get(&self.settings.url).send().await.map_err(|e| http::describe(&e))?;
             let status = response.status();
             if !status.is_success() {
                 return Err(format!("it answered {status}"));
             }
-            let body = response.bytes().await.map_err(|e| describe(&e))?;
+            let body = response.bytes().await.map_err(|e| http::describe(&e))?;
             parse(&body)
         };
         let (keys, skipped) = fetched.await.map_err(|error| {
@@ -235,19 +238,6 @@ impl Jwks {
             let _ = self.fetch().await;
         }
     }
-}
-
-/// A reqwest error with its causes ("error sending request" alone says
-/// nothing).
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

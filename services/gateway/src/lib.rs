@@ -43,7 +43,7 @@
 //! |---|---|---|
 //! | `LANDLORD_API_ADDR` | `127.0.0.1:18100` | where the API listens |
 //! | `LANDLORD_JWT_SECRET` | — | HS256 key for bearer tokens, at least 32 bytes; this or `LANDLORD_JWKS_URL` is required, both may be set |
-//! | `LANDLORD_JWKS_URL` | — | JWKS of the issuer of RS256 tokens (`http://` only: the HTTP client has no TLS built in) |
+//! | `LANDLORD_JWKS_URL` | — | JWKS of the issuer of RS256 tokens, `https://` (or `http://`) |
 //! | `LANDLORD_JWKS_REFRESH` | `5m` | how often the JWKS is refetched in the background |
 //! | `LANDLORD_JWKS_REFETCH_MIN` | `10s` | least time between refetches forced by tokens with an unknown `kid` |
 //! | `LANDLORD_JWT_AUDIENCE` | `landlord` | required `aud` of tokens |
@@ -53,7 +53,8 @@
 //! | `LANDLORD_CLERK_PLAN` | `standard` | plan of tenants made from Clerk organizations |
 //! | `LANDLORD_CLERK_ADMIN_WAIT` | `1h` | an organization waiting longer for its admin is reported overdue |
 //! | `LANDLORD_CLERK_SECRET_KEY` | — | Clerk Backend API key (`sk_…`); set: admins are also looked up in the Backend API |
-//! | `LANDLORD_CLERK_API_URL` | `https://api.clerk.com` | the Backend API; `http://` only (no TLS built in), so in practice an egress proxy to Clerk |
+//! | `LANDLORD_CLERK_API_URL` | `https://api.clerk.com` | the Backend API |
+//! | `LANDLORD_TLS_CA_FILE` | — | PEM file of CA certificates trusted for outbound HTTPS besides the system's (a private CA) |
 //! | `LANDLORD_API_BODY_LIMIT` | `65536` | largest request body, bytes |
 //! | `LANDLORD_API_TIMEOUT` | `10s` | longest time to an answer |
 //! | `LANDLORD_API_RATE` | `50` | requests per second per client address (token bucket); raise it for trusted callers behind one address |
@@ -84,6 +85,7 @@ use axum::routing::{get, post};
 use landlord_contract::Namespace;
 use landlord_orchestrator::Plans;
 use landlord_orchestrator::outbox::{self, Dispatcher};
+use landlord_runtime::http::ExtraRoots;
 use landlord_runtime::{ConfigError, Env, Service};
 use sqlx::PgPool;
 
@@ -111,6 +113,7 @@ pub struct GatewayConfig {
 impl GatewayConfig {
     pub fn from_env(env: &Env) -> anyhow::Result<Self> {
         let jwt_secret = env.raw("LANDLORD_JWT_SECRET").map(|_| jwt_secret(env)).transpose()?;
+        let roots = ExtraRoots::from_env(env)?;
         let jwks = match env.raw("LANDLORD_JWKS_URL") {
             None => None,
             Some(url) => Some(jwks::JwksSettings {
@@ -118,6 +121,7 @@ impl GatewayConfig {
                 refresh: env.duration("LANDLORD_JWKS_REFRESH", Duration::from_secs(300))?,
                 min_refetch: env.duration("LANDLORD_JWKS_REFETCH_MIN", Duration::from_secs(10))?,
                 timeout: Duration::from_secs(5),
+                roots: roots.clone(),
             }),
         };
         if jwt_secret.is_none() && jwks.is_none() {
@@ -150,6 +154,7 @@ impl GatewayConfig {
                         backoff: Duration::from_millis(500),
                         max_backoff: Duration::from_secs(30),
                         timeout: Duration::from_secs(10),
+                        roots,
                     }),
                 },
             }),
@@ -187,10 +192,7 @@ impl GatewayConfig {
     }
 }
 
-/// An `http://` URL, without a trailing slash. The HTTP client is built
-/// without TLS (the workspace's reqwest has no TLS feature, and adding one
-/// brings a second crypto stack): an `https://` service is reached through
-/// an egress proxy.
+/// An `https://` or `http://` URL, without a trailing slash.
 fn http_url(var: &str, value: &str) -> Result<String, ConfigError> {
     let invalid = |problem: &str| ConfigError::Invalid {
         var: var.to_owned(),
@@ -198,11 +200,8 @@ fn http_url(var: &str, value: &str) -> Result<String, ConfigError> {
         problem: problem.to_owned(),
     };
     let url = reqwest::Url::parse(value).map_err(|e| invalid(&e.to_string()))?;
-    if url.scheme() != "http" {
-        return Err(invalid(
-            "expected an http:// URL: https is not built into the gateway yet; reach the service through an \
-             http:// egress proxy",
-        ));
+    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+        return Err(invalid("expected an https:// or http:// URL with a host"));
     }
     Ok(value.trim_end_matches('/').to_owned())
 }
@@ -384,7 +383,7 @@ mod tests {
     }
 
     #[test]
-    fn a_secret_or_a_jwks_is_required_and_urls_must_be_http() {
+    fn a_secret_or_a_jwks_is_required_and_urls_must_be_http_or_https() {
         const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
         let error = config(&[]).unwrap_err().to_string();
         assert!(error.contains("LANDLORD_JWT_SECRET") && error.contains("LANDLORD_JWKS_URL"), "{error}");
@@ -395,15 +394,20 @@ mod tests {
         assert_eq!(jwks.url, "http://idp.internal/jwks.json");
         assert_eq!((jwks.refresh, jwks.min_refetch), (Duration::from_secs(300), Duration::from_secs(10)));
         assert!(only_jwks.tokens().is_none());
-        let error = config(&[("LANDLORD_JWKS_URL", "https://idp.example/jwks.json")]).unwrap_err().to_string();
-        assert!(error.contains("https is not built in"), "{error}");
+        let https = config(&[("LANDLORD_JWKS_URL", "https://idp.example/jwks.json")]).unwrap();
+        assert_eq!(https.jwks.unwrap().url, "https://idp.example/jwks.json");
+        let error = config(&[("LANDLORD_JWKS_URL", "ftp://idp.example/jwks.json")]).unwrap_err().to_string();
+        assert!(error.contains("LANDLORD_JWKS_URL") && error.contains("https:// or http://"), "{error}");
+        let missing_ca = [("LANDLORD_JWT_SECRET", SECRET), ("LANDLORD_TLS_CA_FILE", "/nonexistent/ca.pem")];
+        let error = config(&missing_ca).unwrap_err().to_string();
+        assert!(error.contains("LANDLORD_TLS_CA_FILE") && error.contains("cannot read"), "{error}");
         let clerk = [
             ("LANDLORD_JWT_SECRET", SECRET),
             ("LANDLORD_CLERK_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
             ("LANDLORD_CLERK_SECRET_KEY", "sk_test_x"),
         ];
-        // The default Backend API URL is https: it needs a proxy for now.
-        assert!(config(&clerk).unwrap_err().to_string().contains("LANDLORD_CLERK_API_URL"));
+        let backend = config(&clerk).unwrap().clerk.unwrap().backend.unwrap();
+        assert_eq!(backend.url, "https://api.clerk.com");
         let mut proxied = clerk.to_vec();
         proxied.push(("LANDLORD_CLERK_API_URL", "http://clerk-egress:8080"));
         let backend = config(&proxied).unwrap().clerk.unwrap().backend.unwrap();

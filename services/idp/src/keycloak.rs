@@ -16,6 +16,7 @@
 use std::time::{Duration, Instant};
 
 use landlord_runtime::StepFailure;
+use landlord_runtime::http::{self, ExtraRoots};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
@@ -51,6 +52,8 @@ pub struct KeycloakSettings {
     pub credentials: AdminCredentials,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Trust anchors beyond the system's (`LANDLORD_TLS_CA_FILE`).
+    pub roots: ExtraRoots,
 }
 
 /// A request that did not get an answer its caller can use.
@@ -165,10 +168,11 @@ pub struct Keycloak {
 
 impl Keycloak {
     pub fn new(settings: KeycloakSettings) -> Result<Self> {
-        let http =
-            reqwest::Client::builder().timeout(settings.timeout).connect_timeout(settings.timeout).build().map_err(
-                |e| KeycloakError::Protocol { what: "building the HTTP client".into(), problem: e.to_string() },
-            )?;
+        let http = http::client_builder(&settings.roots)
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .build()
+            .map_err(|e| KeycloakError::Protocol { what: "building the HTTP client".into(), problem: e.to_string() })?;
         Ok(Self { http, settings, token: tokio::sync::Mutex::new(None) })
     }
 
@@ -297,14 +301,7 @@ fn transport(what: &str, error: &reqwest::Error) -> KeycloakError {
     if error.is_timeout() {
         return KeycloakError::Timeout { what: what.to_owned() };
     }
-    // The cause chain says "connection refused", "dns error", … .
-    let mut detail = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        detail = format!("{detail}: {cause}");
-        source = cause.source();
-    }
-    KeycloakError::Unreachable { what: what.to_owned(), detail }
+    KeycloakError::Unreachable { what: what.to_owned(), detail: http::describe(error) }
 }
 
 /// `application/x-www-form-urlencoded`.

@@ -41,7 +41,8 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `LANDLORD_KEYCLOAK_URL` | required | Keycloak's base URL, e.g. `http://127.0.0.1:8080` (plain HTTP only for now) |
+//! | `LANDLORD_KEYCLOAK_URL` | required | Keycloak's base URL, e.g. `https://sso.example.com` or `http://127.0.0.1:8080` |
+//! | `LANDLORD_TLS_CA_FILE` | — | PEM file of CA certificates trusted for Keycloak's HTTPS besides the system's (a private CA) |
 //! | `LANDLORD_KEYCLOAK_PUBLIC_URL` | `LANDLORD_KEYCLOAK_URL` | base of the links handed to the welcome mail |
 //! | `LANDLORD_KEYCLOAK_ADMIN_REALM` | `master` | realm of the admin credentials |
 //! | `LANDLORD_KEYCLOAK_CLIENT_ID` | `admin-cli` | client used to get the admin token |
@@ -73,6 +74,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use landlord_contract::pb;
+use landlord_runtime::http::ExtraRoots;
 use landlord_runtime::secrets::SECRETS_KEY_VAR;
 use landlord_runtime::{ConfigError, DeliveryInfo, Env, KvSecrets, SecretsKey, StepFailure, StepService};
 use reqwest::Url;
@@ -134,8 +136,8 @@ impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let parse_url = |var: &str, value: String| {
             let url = Url::parse(&value).map_err(|e| invalid(var, value.clone(), e.to_string()))?;
-            if url.scheme() != "http" {
-                return Err(invalid(var, value, "expected an http:// URL (https is not built in yet)"));
+            if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+                return Err(invalid(var, value, "expected an https:// or http:// URL with a host"));
             }
             Ok(url)
         };
@@ -193,6 +195,7 @@ impl Settings {
                 admin_realm: env.string("LANDLORD_KEYCLOAK_ADMIN_REALM", "master"),
                 credentials,
                 timeout: env.duration("LANDLORD_KEYCLOAK_TIMEOUT", Duration::from_secs(10))?,
+                roots: ExtraRoots::from_env(env)?,
             },
             public_url,
             shared_realm: env.string("LANDLORD_KEYCLOAK_SHARED_REALM", "landlord"),

@@ -11,6 +11,7 @@ use landlord_idp::{Idp, Settings};
 use landlord_runtime::{
     Config, DeliveryInfo, Env, Envelope, KvSecrets, Publisher, SecretRef, SecretsKey, Service, StepFailure, StepService,
 };
+use landlord_testkit::tls::{self, TlsFront};
 use landlord_testkit::{
     KEYCLOAK_DOUBLE_ADMIN, KEYCLOAK_DOUBLE_CLIENT, KeycloakDouble, NatsServer, Process, scratch_dir, unique_namespace,
     workspace_binary,
@@ -145,6 +146,11 @@ async fn the_binary_provisions_a_tenant_over_nats_and_never_shows_the_password()
     let double = double().await?;
     let namespace = unique_namespace();
     let mut env = env_for(&double);
+    // Keycloak over HTTPS, its certificate under the test CA.
+    let https = TlsFront::start(&double.url()).await?;
+    env.retain(|(k, _)| k != "LANDLORD_KEYCLOAK_URL");
+    env.push(("LANDLORD_KEYCLOAK_URL".into(), https.url.clone()));
+    env.push(("LANDLORD_TLS_CA_FILE".into(), tls::ca_file().display().to_string()));
     // The binary signs in with the admin-cli password grant instead, and
     // seals the password for the welcome mail (the default delivery).
     env.retain(|(k, _)| !k.starts_with("LANDLORD_KEYCLOAK_CLIENT") && k != "LANDLORD_IDP_PASSWORD_DELIVERY");
@@ -416,6 +422,30 @@ async fn keycloak_trouble_is_retryable_then_succeeds_and_a_refusal_is_permanent(
 }
 
 #[tokio::test]
+async fn keycloak_over_https_is_reached_only_with_a_trusted_certificate() -> Result<()> {
+    let double = double().await?;
+    let https = TlsFront::start(&double.url()).await?;
+    let mut env = env_for(&double);
+    env.push(("LANDLORD_KEYCLOAK_URL".into(), https.url.clone()));
+    let spec = tenant("secure", "aaaaaaaa-eeee", pb::Tier::Bridge);
+    let cmd = command(&spec, "idp_realm", false);
+    // The system's roots do not know the test CA: refused at the
+    // handshake, retryable (an operator can fix the trust store), nothing
+    // reached Keycloak.
+    let untrusting = Idp::new(Settings::from_env(&Env::from_pairs(env.clone()))?, None)?;
+    let error = run(&untrusting, "create_realm", &cmd).await.expect_err("unknown issuer");
+    assert!(error.retryable && error.code == "keycloak_unreachable", "{error}");
+    assert!(error.message.contains("certificate") && error.message.contains("UnknownIssuer"), "{error}");
+    assert!(double.requests_to("POST", "/admin/realms").is_empty());
+    env.push(("LANDLORD_TLS_CA_FILE".into(), tls::ca_file().display().to_string()));
+    let trusting = Idp::new(Settings::from_env(&Env::from_pairs(env))?, None)?;
+    let ok = run(&trusting, "create_realm", &cmd).await?;
+    assert_eq!(ok.outputs["idp.realm"], "tenant-secure");
+    assert_eq!(double.requests_to("POST", "/admin/realms").len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_pooled_tenant_is_an_organization_in_the_shared_realm_with_its_admin_as_member() -> Result<()> {
     let double = double().await?;
     let idp = idp(&double)?;
@@ -477,8 +507,12 @@ async fn bad_configuration_names_the_variable() -> Result<()> {
     let settings = Settings::from_env(&Env::from_pairs(welcome))?;
     assert!(Idp::new(settings, None).is_err(), "welcome-email needs the store");
     env.push(("LANDLORD_KEYCLOAK_URL".into(), "ftp://x".into()));
-    let error = Settings::from_env(&Env::from_pairs(env)).expect_err("not http");
+    let error = Settings::from_env(&Env::from_pairs(env.clone())).expect_err("not http");
     assert!(error.to_string().contains("LANDLORD_KEYCLOAK_URL"), "{error}");
+    env.push(("LANDLORD_KEYCLOAK_URL".into(), double.url()));
+    env.push(("LANDLORD_TLS_CA_FILE".into(), "/nonexistent/ca.pem".into()));
+    let error = Settings::from_env(&Env::from_pairs(env)).expect_err("no CA file");
+    assert!(error.to_string().contains("LANDLORD_TLS_CA_FILE"), "{error}");
     let error =
         Settings::from_env(&Env::from_pairs([("LANDLORD_KEYCLOAK_URL", double.url())])).expect_err("no credentials");
     assert!(error.to_string().contains("LANDLORD_KEYCLOAK_CLIENT_SECRET"), "{error}");

@@ -10,6 +10,7 @@ pub mod broker;
 pub mod config;
 pub mod consume;
 pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod publish;
 pub mod secrets;

@@ -49,6 +49,8 @@ impl Telemetry {
         let mut builder = SdkTracerProvider::builder().with_resource(resource);
         let exporting = otlp_endpoint.is_some();
         if exporting {
+            // The exporter's reqwest client needs the crypto provider.
+            crate::http::install_crypto_provider();
             let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
             builder = builder.with_batch_exporter(exporter);
         }

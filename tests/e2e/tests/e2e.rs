@@ -575,7 +575,7 @@ async fn a_storm_of_duplicate_clerk_deliveries_through_a_gateway_crash_makes_one
 
     let sender = std::sync::Arc::new(Sender {
         // Svix gives an endpoint 15 s to answer.
-        http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?,
+        http: landlord_runtime::http::client_builder(&Default::default()).timeout(Duration::from_secs(15)).build()?,
         url: format!("{}/v1/webhooks/clerk", stack.api_url()),
         signer: stack.clerk.clone(),
         acknowledged: Default::default(),

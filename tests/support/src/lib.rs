@@ -12,6 +12,7 @@
 //!   in a Maildir for tests to read;
 //! - [`KeycloakDouble`]: a contract double of the Keycloak Admin REST API
 //!   (Keycloak cannot be installed here);
+//! - [`tls::TlsFront`]: HTTPS in front of a plain server, under a test CA;
 //! - [`eventually`]: wait on a condition instead of sleeping;
 //! - [`bench`]: percentiles, machine and versions for benchmark results.
 //!
@@ -28,6 +29,7 @@ mod process;
 mod s3;
 mod smtp;
 pub mod svix;
+pub mod tls;
 
 use std::future::Future;
 use std::path::PathBuf;
