@@ -45,6 +45,7 @@ use landlord_contract::{Event as _, KeyError, TenantKey, pb};
 use landlord_orchestrator::intake;
 use landlord_orchestrator::outbox::Outgoing;
 use ring::hmac;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -180,28 +181,41 @@ struct Delivery {
 }
 
 /// What the bridge made of a delivery.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+#[schemars(rename = "WebhookOutcome")]
 pub struct Outcome {
     /// `accepted`, or `duplicate` for an svix-id seen before.
+    #[schemars(extend("enum" = ["accepted", "duplicate"]))]
     pub delivery: String,
+    /// For an organization or admin membership delivery: where that
+    /// organization stands now.
     #[serde(skip_serializing_if = "Option::is_none")]
+    // Left out when there is none, never null.
+    #[schemars(with = "OrganizationView")]
     pub organization: Option<OrganizationView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, sqlx::FromRow)]
+/// A Clerk organization and whether it became a tenant.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, sqlx::FromRow, JsonSchema)]
+#[schemars(rename = "Organization")]
 pub struct OrganizationView {
     pub org_id: String,
     pub slug: Option<String>,
     pub name: Option<String>,
+    /// The key of the tenant requested for it.
     pub tenant_key: Option<String>,
     pub admin_email: Option<String>,
     /// `waiting_for_organization`, `waiting_for_admin`, `requested` or `rejected`.
+    #[schemars(extend("enum" = STATES))]
     pub state: String,
+    /// The rule its slug or admin broke, when rejected.
     pub rejected_rule: Option<String>,
     pub rejected_reason: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub requested_at: Option<OffsetDateTime>,
     /// Waiting longer than `LANDLORD_CLERK_ADMIN_WAIT`.
     pub overdue: bool,
@@ -538,7 +552,14 @@ pub struct OrganizationsQuery {
     pub state: Option<String>,
 }
 
-const STATES: [&str; 4] = ["waiting_for_organization", "waiting_for_admin", "requested", "rejected"];
+pub const STATES: [&str; 4] = ["waiting_for_organization", "waiting_for_admin", "requested", "rejected"];
+
+/// The answer of `GET /v1/clerk/organizations`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Organizations {
+    /// Oldest first, at most 1000.
+    pub items: Vec<OrganizationView>,
+}
 
 /// `GET /v1/clerk/organizations[?state=waiting_for_admin]`, oldest first.
 pub async fn organizations(
@@ -563,7 +584,7 @@ pub async fn organizations(
     .bind(&query.state)
     .fetch_all(&app.pool)
     .await?;
-    Ok(Json(serde_json::json!({ "items": all })).into_response())
+    Ok(Json(Organizations { items: all }).into_response())
 }
 
 /// Logs, once a minute, the organizations waiting for their admin longer

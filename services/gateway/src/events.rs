@@ -21,7 +21,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::StreamExt as _;
 use landlord_contract::{EventKind, StreamKind, TenantKey, header};
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::App;
 use crate::auth::{Caller, READ};
@@ -101,6 +102,32 @@ pub async fn feed(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }
 
+/// The `data` of each Server-Sent Event: one lifecycle event, its
+/// CloudEvents attributes and its protobuf payload.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct FeedEvent {
+    /// The stream sequence, also the SSE `id`.
+    pub sequence: u64,
+    pub subject: String,
+    /// The tenant key.
+    pub tenant: String,
+    /// The event name, e.g. `step_failed`, also the SSE `event`.
+    pub event: String,
+    /// CloudEvents `id`.
+    pub id: String,
+    /// CloudEvents `type`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// CloudEvents `time`.
+    pub time: String,
+    /// CloudEvents `source`.
+    pub source: String,
+    pub correlation_id: String,
+    /// The protobuf message (proto/landlord/v1/events.proto), base64.
+    #[schemars(extend("contentEncoding" = "base64"))]
+    pub payload: String,
+}
+
 fn to_event(message: &async_nats::jetstream::Message) -> Event {
     let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
     let subject = message.subject.as_str();
@@ -110,18 +137,17 @@ fn to_event(message: &async_nats::jetstream::Message) -> Event {
     let attribute = |name: &str| {
         message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned()).unwrap_or_default()
     };
-    let data = serde_json::json!({
-        "sequence": sequence,
-        "subject": subject,
-        "tenant": tenant,
-        "event": name,
-        "id": attribute(header::ID),
-        "type": attribute(header::TYPE),
-        "time": attribute(header::TIME),
-        "source": attribute(header::SOURCE),
-        "correlation_id": attribute(header::CORRELATION_ID),
-        // The protobuf message (proto/landlord/v1/events.proto), base64.
-        "payload": STANDARD.encode(&message.payload),
-    });
-    Event::default().id(sequence.to_string()).event(name).data(data.to_string())
+    let data = FeedEvent {
+        sequence,
+        subject: subject.to_owned(),
+        tenant,
+        event: name.clone(),
+        id: attribute(header::ID),
+        kind: attribute(header::TYPE),
+        time: attribute(header::TIME),
+        source: attribute(header::SOURCE),
+        correlation_id: attribute(header::CORRELATION_ID),
+        payload: STANDARD.encode(&message.payload),
+    };
+    Event::default().id(sequence.to_string()).event(name).data(serde_json::to_string(&data).unwrap_or_default())
 }

@@ -1,53 +1,174 @@
 //! The OpenAPI 3.1 description of the API, served at `/v1/openapi.json`.
 //!
-//! It is built here, next to the handlers, from the same constants they use
-//! (statuses, scopes, event names); `services/gateway/openapi.json` is its
-//! committed copy, regenerated with `landlord-gateway openapi >
-//! services/gateway/openapi.json`, and a test fails when the two differ.
+//! The component schemas are derived from the types the handlers read and
+//! write, by schemars (JSON Schema 2020-12, the dialect of OpenAPI 3.1):
+//! [`CreateTenant`], [`CancelBody`], [`Accepted`], [`TenantView`],
+//! [`RequestedTenant`], [`Page`] (tenants.rs), the problem [`Details`]
+//! (problem.rs), [`FeedEvent`] (events.rs), [`Outcome`] and
+//! [`Organizations`] (clerk.rs), and the types they contain. Names, required
+//! members, nullability, `deny_unknown_fields`, renames and flattening come
+//! from their serde attributes, descriptions from their doc comments; what
+//! serde cannot say (uuid and date-time formats, enumerations kept in
+//! constants, the tenant key's shape) is in `#[schemars]` attributes next to
+//! the fields. Answers are described as serialised (a field is optional only
+//! if `skip_serializing_if` may leave it out), request bodies as
+//! deserialised (a `#[serde(default)]` field is optional); a type that reads
+//! differently than it writes gets a second schema named `<type>Input`
+//! ([`Admin`](crate::tenants::Admin): its names may be left out of a
+//! request, and are always in an answer).
+//!
+//! The paths, operations, parameters and responses are still written here
+//! by hand, next to the constants they use (statuses, scopes, event names,
+//! Clerk states), but every body in them refers to a schema through its Rust
+//! type, never by a name typed here. Also by hand: the query parameters (the
+//! handlers read them as strings and check them, so their types would say
+//! less than the document does), the event stream (OpenAPI 3.1 cannot
+//! describe the events of a `text/event-stream`; the `data` of each is a
+//! `FeedEvent`, named in the description) and the Clerk webhook's body
+//! (Clerk's format, kept verbatim).
+//!
+//! `services/gateway/openapi.json` is the committed copy, regenerated with
+//! `landlord-gateway openapi > services/gateway/openapi.json`, and a test
+//! fails when the two differ.
+
+use std::collections::BTreeMap;
 
 use landlord_contract::EventKind;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use schemars::generate::{SchemaGenerator, SchemaSettings};
+use serde_json::{Map, Value, json};
 
 use crate::auth::{READ, WRITE};
-use crate::tenants::STATUSES;
+use crate::clerk::{Organizations, Outcome, STATES};
+use crate::events::FeedEvent;
+use crate::problem::Details;
+use crate::tenants::{Accepted, CancelBody, CreateTenant, Page, RequestedTenant, STATUSES, TenantView};
 
-fn problem(description: &str) -> Value {
-    json!({"description": description, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
+/// Where the schemas are referred to from, in the document.
+const SCHEMAS: &str = "#/components/schemas/";
+
+/// Where request schemas are referred to until [`Schemas::finish`] knows
+/// their final names; no reference to it is left in the document.
+const REQUEST_SCHEMAS: &str = "#/components/request-schemas/";
+
+/// The two schema generators: one describes what the handlers write, one
+/// what they read.
+struct Schemas {
+    answers: SchemaGenerator,
+    requests: SchemaGenerator,
 }
 
-fn ok(description: &str, schema: &str) -> Value {
-    json!({"description": description, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+impl Schemas {
+    fn new() -> Self {
+        let settings = |path: &'static str| {
+            SchemaSettings::draft2020_12().with(|s| {
+                s.definitions_path = path.into();
+                s.meta_schema = None;
+            })
+        };
+        Self {
+            answers: settings(SCHEMAS).for_serialize().into_generator(),
+            requests: settings(REQUEST_SCHEMAS).for_deserialize().into_generator(),
+        }
+    }
+
+    /// A reference to the schema of `T` as a handler serialises it.
+    fn answer<T: JsonSchema>(&mut self) -> Value {
+        self.answers.subschema_for::<T>().to_value()
+    }
+
+    /// A reference to the schema of `T` as a handler deserialises it.
+    fn request<T: JsonSchema>(&mut self) -> Value {
+        self.requests.subschema_for::<T>().to_value()
+    }
+
+    /// Puts the schemas under `components.schemas` of `document`. A request
+    /// schema keeps its name when it is the answer schema of that name or
+    /// there is none; otherwise it becomes `<name>Input`. References are
+    /// rewritten to match.
+    fn finish(mut self, document: &mut Value) {
+        let mut schemas = self.answers.take_definitions(true);
+        let requests = self.requests.take_definitions(true);
+        let names: BTreeMap<String, String> = requests
+            .iter()
+            .map(|(name, schema)| {
+                let same = schemas.get(name).is_none_or(|answer| answer == schema);
+                (name.clone(), if same { name.clone() } else { format!("{name}Input") })
+            })
+            .collect();
+        for (name, mut schema) in requests {
+            rename_references(&mut schema, &names);
+            schemas.insert(names.get(&name).cloned().unwrap_or(name), schema);
+        }
+        rename_references(document, &names);
+        if let Some(components) = document.get_mut("components").and_then(Value::as_object_mut) {
+            components.insert("schemas".into(), Value::Object(schemas));
+        }
+    }
+}
+
+/// Points the references to request schemas at their final names.
+fn rename_references(value: &mut Value, names: &BTreeMap<String, String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(reference)) = map.get_mut("$ref")
+                && let Some(name) = reference.strip_prefix(REQUEST_SCHEMAS)
+            {
+                *reference = format!("{SCHEMAS}{}", names.get(name).map_or(name, String::as_str));
+            }
+            map.values_mut().for_each(|v| rename_references(v, names));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rename_references(v, names)),
+        _ => {}
+    }
+}
+
+fn ok(description: &str, schema: &Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn body(required: bool, schema: &Value) -> Value {
+    json!({"required": required, "content": {"application/json": {"schema": schema}}})
 }
 
 fn secured(scope: &str) -> Value {
     json!([{"bearer": [scope]}])
 }
 
-fn auth_problems() -> [(&'static str, Value); 4] {
-    [
-        (
-            "401",
-            problem(
-                "No valid bearer token: missing, malformed, an algorithm not accepted, a missing or unknown key id (kid), bad signature, expired, wrong audience or issuer",
-            ),
-        ),
-        ("403", problem("The token lacks the scope this needs")),
-        ("429", problem("Too many requests from this client; see Retry-After")),
-        (
-            "503",
-            problem(
-                "A dependency is unavailable, e.g. the JWKS cannot be fetched for a token's key not seen yet; see Retry-After",
-            ),
-        ),
-    ]
+/// The answers of operations, problems referring to the `Problem` schema.
+struct Answers {
+    problem: Value,
 }
 
-fn responses(pairs: Vec<(&str, Value)>) -> Value {
-    let mut map = serde_json::Map::new();
-    for (code, value) in pairs.into_iter().chain(auth_problems()) {
-        map.insert(code.to_owned(), value);
+impl Answers {
+    fn problem(&self, description: &str) -> Value {
+        json!({"description": description, "content": {"application/problem+json": {"schema": self.problem}}})
     }
-    Value::Object(map)
+
+    /// `pairs` and the answers every authenticated operation can give.
+    fn with_auth(&self, pairs: Vec<(&str, Value)>) -> Value {
+        let auth = [
+            (
+                "401",
+                self.problem(
+                    "No valid bearer token: missing, malformed, an algorithm not accepted, a missing or unknown key id (kid), bad signature, expired, wrong audience or issuer",
+                ),
+            ),
+            ("403", self.problem("The token lacks the scope this needs")),
+            ("429", self.problem("Too many requests from this client; see Retry-After")),
+            (
+                "503",
+                self.problem(
+                    "A dependency is unavailable, e.g. the JWKS cannot be fetched for a token's key not seen yet; see Retry-After",
+                ),
+            ),
+        ];
+        let mut map = Map::new();
+        for (code, value) in pairs.into_iter().chain(auth) {
+            map.insert(code.to_owned(), value);
+        }
+        Value::Object(map)
+    }
 }
 
 fn path_param(name: &str, description: &str) -> Value {
@@ -61,8 +182,18 @@ fn query_param(name: &str, description: &str, schema: Value) -> Value {
 /// The document.
 pub fn document() -> Value {
     let events: Vec<&str> = EventKind::ALL.iter().map(|k| k.name()).collect();
-    let accepted = ok("Accepted: follow the tenant at status_url", "Accepted");
-    json!({
+    let mut schemas = Schemas::new();
+    let answers = Answers { problem: schemas.answer::<Details>() };
+    let create_tenant = schemas.request::<CreateTenant>();
+    let cancel_tenant = schemas.request::<CancelBody>();
+    let accepted = ok("Accepted: follow the tenant at status_url", &schemas.answer::<Accepted>());
+    let page = schemas.answer::<Page>();
+    let tenant = json!({"oneOf": [schemas.answer::<TenantView>(), schemas.answer::<RequestedTenant>()]});
+    let feed_event = schemas.answer::<FeedEvent>();
+    let outcome = schemas.answer::<Outcome>();
+    let organizations = schemas.answer::<Organizations>();
+    let feed_event_name = feed_event["$ref"].as_str().and_then(|r| r.strip_prefix(SCHEMAS)).unwrap_or_default();
+    let mut document = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Landlord gateway",
@@ -73,62 +204,6 @@ pub fn document() -> Value {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                            "description": format!("JWT with aud/iss as configured and scopes {READ}, {WRITE} in `scope`: HS256 with the shared secret (LANDLORD_JWT_SECRET) and/or RS256 with a key named by `kid` from the JWKS at LANDLORD_JWKS_URL, as configured")}
-            },
-            "schemas": {
-                "Problem": {"type": "object", "required": ["type", "title", "status", "detail"], "properties": {
-                    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-                    "detail": {"type": "string"}, "rule": {"type": "string", "description": "the broken validation rule"}}},
-                "CreateTenant": {"type": "object", "additionalProperties": false, "required": ["key", "display_name", "plan", "admin"], "properties": {
-                    "key": {"type": "string", "pattern": "^[a-z][a-z0-9-]{2,39}$"},
-                    "display_name": {"type": "string"}, "plan": {"type": "string"},
-                    "tier": {"type": "string", "enum": ["pooled", "bridge", "silo"]},
-                    "admin": {"$ref": "#/components/schemas/Admin"},
-                    "domains": {"type": "array", "items": {"type": "string"}},
-                    "labels": {"type": "object", "additionalProperties": {"type": "string"}}}},
-                "Admin": {"type": "object", "additionalProperties": false, "required": ["email"], "properties": {
-                    "email": {"type": "string"}, "first_name": {"type": "string"}, "last_name": {"type": "string"}}},
-                "Accepted": {"type": "object", "required": ["tenant_id", "key", "status_url"], "properties": {
-                    "tenant_id": {"type": "string", "format": "uuid"}, "key": {"type": "string"}, "status_url": {"type": "string"}}},
-                "TenantSummary": {"type": "object", "properties": {
-                    "id": {"type": "string", "format": "uuid"}, "key": {"type": "string"}, "display_name": {"type": "string"},
-                    "status": {"type": "string", "enum": STATUSES}, "plan": {"type": "string"}, "tier": {"type": "string"},
-                    "created_at": {"type": "string", "format": "date-time"}, "updated_at": {"type": "string", "format": "date-time"}}},
-                "Tenant": {"allOf": [{"$ref": "#/components/schemas/TenantSummary"}, {"type": "object", "properties": {
-                    "domains": {"type": "array", "items": {"type": "string"}},
-                    "admin": {"$ref": "#/components/schemas/Admin"},
-                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "failed_step": {"type": ["string", "null"]}, "failure_reason": {"type": ["string", "null"]},
-                    "resources": {"type": "array", "items": {"type": "object", "properties": {
-                        "step": {"type": "string"}, "kind": {"type": "string"}, "external_id": {"type": "string"},
-                        "metadata": {"type": "object"}, "created_at": {"type": "string", "format": "date-time"},
-                        "deleted_at": {"type": ["string", "null"], "format": "date-time"}}}},
-                    "saga": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Saga"}]}}}],
-                    "description": "A tenant accepted but not yet taken up by the orchestrator has only id, key, status REQUESTED and requested_at."},
-                "Saga": {"type": "object", "properties": {
-                    "id": {"type": "string", "format": "uuid"}, "operation": {"type": "string"}, "state": {"type": "string"},
-                    "current_step": {"type": ["string", "null"]}, "percent": {"type": "integer"},
-                    "failed_step": {"type": ["string", "null"]}, "failure_reason": {"type": ["string", "null"]},
-                    "cancel_reason": {"type": ["string", "null"]},
-                    "started_at": {"type": "string", "format": "date-time"}, "finished_at": {"type": ["string", "null"], "format": "date-time"},
-                    "steps": {"type": "array", "items": {"type": "object", "properties": {
-                        "name": {"type": "string"}, "state": {"type": "string"}, "fatal": {"type": "boolean"},
-                        "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"},
-                        "started_at": {"type": ["string", "null"], "format": "date-time"},
-                        "finished_at": {"type": ["string", "null"], "format": "date-time"},
-                        "duration_ms": {"type": ["integer", "null"]}, "last_error": {"type": ["string", "null"]}}}}}},
-                "Page": {"type": "object", "properties": {
-                    "items": {"type": "array", "items": {"$ref": "#/components/schemas/TenantSummary"}},
-                    "next_cursor": {"type": ["string", "null"]}}},
-                "WebhookOutcome": {"type": "object", "properties": {
-                    "delivery": {"type": "string", "enum": ["accepted", "duplicate"]},
-                    "organization": {"$ref": "#/components/schemas/Organization"}}},
-                "Organization": {"type": "object", "properties": {
-                    "org_id": {"type": "string"}, "slug": {"type": ["string", "null"]}, "name": {"type": ["string", "null"]},
-                    "tenant_key": {"type": ["string", "null"]}, "admin_email": {"type": ["string", "null"]},
-                    "state": {"type": "string", "enum": ["waiting_for_organization", "waiting_for_admin", "requested", "rejected"]},
-                    "rejected_rule": {"type": ["string", "null"]}, "rejected_reason": {"type": ["string", "null"]},
-                    "created_at": {"type": "string", "format": "date-time"},
-                    "requested_at": {"type": ["string", "null"], "format": "date-time"}, "overdue": {"type": "boolean"}}}
             }
         },
         "paths": {
@@ -136,13 +211,13 @@ pub fn document() -> Value {
                 "post": {
                     "operationId": "createTenant", "summary": "Ask for a tenant", "security": secured(WRITE),
                     "parameters": [{"name": "Idempotency-Key", "in": "header", "required": true, "schema": {"type": "string", "maxLength": 200}}],
-                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreateTenant"}}}},
-                    "responses": responses(vec![
+                    "requestBody": body(true, &create_tenant),
+                    "responses": answers.with_auth(vec![
                         ("202", accepted.clone()),
-                        ("400", problem("Missing Idempotency-Key or malformed body")),
-                        ("409", problem("The tenant key is taken")),
+                        ("400", answers.problem("Missing Idempotency-Key or malformed body")),
+                        ("409", answers.problem("The tenant key is taken")),
                         ("413", json!({"description": "Body too large"})),
-                        ("422", problem("A rule was broken (see rule), or the Idempotency-Key was used with another body")),
+                        ("422", answers.problem("A rule was broken (see rule), or the Idempotency-Key was used with another body")),
                     ])
                 },
                 "get": {
@@ -153,26 +228,32 @@ pub fn document() -> Value {
                         query_param("limit", "page size", json!({"type": "integer", "minimum": 1, "maximum": 200, "default": 50})),
                         query_param("cursor", "next_cursor of the previous page", json!({"type": "string"})),
                     ],
-                    "responses": responses(vec![("200", ok("A page", "Page")), ("400", problem("A bad filter, limit or cursor"))])
+                    "responses": answers.with_auth(vec![
+                        ("200", ok("A page", &page)),
+                        ("400", answers.problem("A bad filter, limit or cursor")),
+                    ])
                 }
             },
             "/v1/tenants/{id_or_key}": {
                 "get": {
                     "operationId": "getTenant", "summary": "A tenant with its resources and saga progress", "security": secured(READ),
                     "parameters": [path_param("id_or_key", "tenant id (UUID) or key")],
-                    "responses": responses(vec![("200", ok("The tenant", "Tenant")), ("404", problem("No such tenant"))])
+                    "responses": answers.with_auth(vec![
+                        ("200", ok("The tenant; one accepted but not yet taken up by the orchestrator is REQUESTED", &tenant)),
+                        ("404", answers.problem("No such tenant")),
+                    ])
                 }
             },
             "/v1/tenants/{key}/cancel": {
                 "post": {
                     "operationId": "cancelTenant", "summary": "Cancel a running provisioning", "security": secured(WRITE),
                     "parameters": [path_param("key", "tenant key")],
-                    "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "properties": {"reason": {"type": "string"}}}}}},
-                    "responses": responses(vec![
+                    "requestBody": body(false, &cancel_tenant),
+                    "responses": answers.with_auth(vec![
                         ("202", accepted.clone()),
-                        ("404", problem("No such tenant")),
-                        ("409", problem("Nothing is running to cancel")),
-                        ("422", problem("Not a valid tenant key")),
+                        ("404", answers.problem("No such tenant")),
+                        ("409", answers.problem("Nothing is running to cancel")),
+                        ("422", answers.problem("Not a valid tenant key")),
                     ])
                 }
             },
@@ -180,11 +261,11 @@ pub fn document() -> Value {
                 "post": {
                     "operationId": "retryTenant", "summary": "Provision a FAILED tenant again (a new saga, same key)", "security": secured(WRITE),
                     "parameters": [path_param("key", "tenant key")],
-                    "responses": responses(vec![
+                    "responses": answers.with_auth(vec![
                         ("202", accepted),
-                        ("404", problem("No such tenant")),
-                        ("409", problem("The tenant is not FAILED")),
-                        ("422", problem("Not a valid tenant key")),
+                        ("404", answers.problem("No such tenant")),
+                        ("409", answers.problem("The tenant is not FAILED")),
+                        ("422", answers.problem("Not a valid tenant key")),
                     ])
                 }
             },
@@ -197,10 +278,11 @@ pub fn document() -> Value {
                         query_param("last_event_id", "resume after this sequence (as Last-Event-ID)", json!({"type": "integer"})),
                         {"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "integer"}},
                     ],
-                    "responses": responses(vec![
-                        ("200", json!({"description": "An event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}})),
-                        ("400", problem("A bad type or Last-Event-ID")),
-                        ("422", problem("Not a valid tenant key")),
+                    "responses": answers.with_auth(vec![
+                        ("200", json!({"description": format!("An event stream; the data of each event is a {feed_event_name} as JSON"),
+                                       "content": {"text/event-stream": {"schema": {"type": "string"}}}})),
+                        ("400", answers.problem("A bad type or Last-Event-ID")),
+                        ("422", answers.problem("Not a valid tenant key")),
                     ])
                 }
             },
@@ -215,19 +297,19 @@ pub fn document() -> Value {
                     ],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
                     "responses": {
-                        "200": ok("Durably accepted, or a duplicate", "WebhookOutcome"),
-                        "400": problem("Missing Svix headers or not a Clerk event"),
-                        "401": problem("Bad signature or a timestamp more than 5 minutes off"),
+                        "200": ok("Durably accepted, or a duplicate", &outcome),
+                        "400": answers.problem("Missing Svix headers or not a Clerk event"),
+                        "401": answers.problem("Bad signature or a timestamp more than 5 minutes off"),
                     }
                 }
             },
             "/v1/clerk/organizations": {
                 "get": {
                     "operationId": "clerkOrganizations", "summary": "Clerk organizations and whether they became tenants", "security": secured(READ),
-                    "parameters": [query_param("state", "only this state", json!({"type": "string", "enum": ["waiting_for_organization", "waiting_for_admin", "requested", "rejected"]}))],
-                    "responses": responses(vec![
-                        ("200", json!({"description": "Organizations", "content": {"application/json": {"schema": {"type": "object", "properties": {"items": {"type": "array", "items": {"$ref": "#/components/schemas/Organization"}}}}}}})),
-                        ("400", problem("A bad state")),
+                    "parameters": [query_param("state", "only this state", json!({"type": "string", "enum": STATES}))],
+                    "responses": answers.with_auth(vec![
+                        ("200", ok("Organizations", &organizations)),
+                        ("400", answers.problem("A bad state")),
                     ])
                 }
             },
@@ -236,7 +318,9 @@ pub fn document() -> Value {
                         "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}}}
             }
         }
-    })
+    });
+    schemas.finish(&mut document);
+    document
 }
 
 /// The document as committed: pretty-printed, with a final newline.
@@ -244,4 +328,341 @@ pub fn pretty() -> String {
     let mut text = serde_json::to_string_pretty(&document()).unwrap_or_default();
     text.push('\n');
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::clerk::OrganizationView;
+    use crate::problem::Problem;
+    use crate::tenants::{Admin, RequestedStatus, ResourceView, SagaView, StepView, TenantSummary};
+
+    const TENANTS: &str = "/paths/~1v1~1tenants";
+    const JSON: &str = "content/application~1json/schema";
+
+    fn at(document: &Value, pointer: &str) -> Value {
+        document.pointer(pointer).cloned().unwrap_or_else(|| panic!("{pointer} is not in the document"))
+    }
+
+    fn json_type(value: &Value) -> &'static str {
+        match value {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        }
+    }
+
+    /// Checks `value` against `schema` as far as this document uses JSON
+    /// Schema. Stricter than JSON Schema in one way: an object schema that
+    /// lists properties refuses a member it does not list, even without
+    /// `additionalProperties: false` — a field the document does not know
+    /// about is found.
+    fn check(document: &Value, schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
+        let Value::Object(schema) = schema else {
+            if schema == &Value::Bool(false) {
+                errors.push(format!("{path}: nothing is allowed here"));
+            }
+            return;
+        };
+        if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+            let pointer = reference.strip_prefix('#').unwrap_or(reference);
+            match document.pointer(pointer) {
+                Some(target) => check(document, target, value, path, errors),
+                None => errors.push(format!("{path}: {reference} does not resolve")),
+            }
+        }
+        for (keyword, exactly_one) in [("anyOf", false), ("oneOf", true)] {
+            if let Some(alternatives) = schema.get(keyword).and_then(Value::as_array) {
+                let outcomes: Vec<Vec<String>> = alternatives
+                    .iter()
+                    .map(|alternative| {
+                        let mut errors = Vec::new();
+                        check(document, alternative, value, path, &mut errors);
+                        errors
+                    })
+                    .collect();
+                let matching = outcomes.iter().filter(|errors| errors.is_empty()).count();
+                if matching == 0 || (exactly_one && matching > 1) {
+                    errors.push(format!("{path}: {matching} of the {keyword} alternatives match; {outcomes:?}"));
+                }
+            }
+        }
+        let actual = json_type(value);
+        match schema.get("type") {
+            Some(Value::String(t)) if t != actual && !(t == "number" && actual == "integer") => {
+                errors.push(format!("{path}: {actual}, not {t}"));
+            }
+            Some(Value::Array(types)) if !types.iter().any(|t| t == actual) => {
+                errors.push(format!("{path}: {actual}, not one of {types:?}"));
+            }
+            _ => {}
+        }
+        if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+            && !allowed.contains(value)
+        {
+            errors.push(format!("{path}: {value} is not one of {allowed:?}"));
+        }
+        if let (Some(format), Some(text)) = (schema.get("format").and_then(Value::as_str), value.as_str()) {
+            let valid = match format {
+                "uuid" => Uuid::parse_str(text).is_ok(),
+                "date-time" => OffsetDateTime::parse(text, &Rfc3339).is_ok(),
+                _ => true,
+            };
+            if !valid {
+                errors.push(format!("{path}: {text:?} is not a {format}"));
+            }
+        }
+        if let Some(items) = value.as_array() {
+            for (i, item) in items.iter().enumerate() {
+                check(
+                    document,
+                    schema.get("items").unwrap_or(&Value::Bool(true)),
+                    item,
+                    &format!("{path}/{i}"),
+                    errors,
+                );
+            }
+        }
+        let Some(members) = value.as_object() else { return };
+        let properties = schema.get("properties").and_then(Value::as_object);
+        for (name, member) in members {
+            let path = format!("{path}/{name}");
+            match (properties.and_then(|p| p.get(name)), schema.get("additionalProperties")) {
+                (Some(property), _) => check(document, property, member, &path, errors),
+                (None, Some(additional)) => check(document, additional, member, &path, errors),
+                (None, None) if properties.is_some() => errors.push(format!("{path}: not in the schema")),
+                (None, None) => {}
+            }
+        }
+        for name in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(name) = name.as_str()
+                && !members.contains_key(name)
+            {
+                errors.push(format!("{path}: required member {name} is missing"));
+            }
+        }
+    }
+
+    fn conforms(document: &Value, pointer: &str, value: &Value) -> std::result::Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        check(document, &at(document, pointer), value, "", &mut errors);
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+
+    fn assert_conforms<T: serde::Serialize>(document: &Value, pointer: &str, sample: &T) {
+        let value = serde_json::to_value(sample).unwrap();
+        assert_eq!(conforms(document, pointer, &value), Ok(()), "{pointer}: {value:#}");
+    }
+
+    fn summary() -> TenantSummary {
+        TenantSummary {
+            id: Uuid::from_u128(1),
+            key: "acme".into(),
+            display_name: "Acme".into(),
+            status: "ACTIVE".into(),
+            plan: "standard".into(),
+            tier: "bridge".into(),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            updated_at: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn organization() -> OrganizationView {
+        OrganizationView {
+            org_id: "org_1".into(),
+            slug: Some("acme".into()),
+            name: None,
+            tenant_key: None,
+            admin_email: None,
+            state: "waiting_for_admin".into(),
+            rejected_rule: None,
+            rejected_reason: None,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            requested_at: None,
+            overdue: false,
+        }
+    }
+
+    /// What the handlers serialise is what the document says they answer:
+    /// a field added to one of these types, or a serde attribute changed,
+    /// shows in the generated schema, or this fails.
+    #[test]
+    fn answers_follow_the_types() {
+        let document = document();
+        let step = StepView {
+            name: "s1".into(),
+            state: "succeeded".into(),
+            fatal: true,
+            attempts: 1,
+            max_attempts: 3,
+            started_at: Some(OffsetDateTime::UNIX_EPOCH),
+            finished_at: None,
+            duration_ms: Some(12),
+            last_error: None,
+        };
+        let saga = SagaView {
+            id: Uuid::from_u128(2),
+            operation: "provision".into(),
+            state: "running".into(),
+            current_step: Some("s1".into()),
+            percent: 50,
+            failed_step: None,
+            failure_reason: None,
+            cancel_reason: None,
+            started_at: OffsetDateTime::UNIX_EPOCH,
+            finished_at: None,
+            steps: vec![step],
+        };
+        let resource = ResourceView {
+            step: "s1".into(),
+            kind: "database".into(),
+            external_id: "acme".into(),
+            metadata: json!({"size": 1, "tags": ["a"]}),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            deleted_at: Some(OffsetDateTime::UNIX_EPOCH),
+        };
+        let tenant = |saga: Option<SagaView>, resources: Vec<ResourceView>| TenantView {
+            summary: summary(),
+            domains: vec!["acme.test".into()],
+            admin: Admin { email: "a@acme.test".into(), first_name: String::new(), last_name: "A".into() },
+            labels: [("team".to_owned(), "red".to_owned())].into(),
+            failed_step: None,
+            failure_reason: Some("why".into()),
+            resources,
+            saga,
+        };
+        let get = format!("/paths/~1v1~1tenants~1{{id_or_key}}/get/responses/200/{JSON}");
+        assert_conforms(&document, &get, &tenant(Some(saga), vec![resource]));
+        assert_conforms(&document, &get, &tenant(None, Vec::new()));
+        let requested = RequestedTenant {
+            id: Uuid::from_u128(3),
+            key: "acme".into(),
+            status: RequestedStatus::Requested,
+            requested_at: OffsetDateTime::UNIX_EPOCH,
+        };
+        assert_conforms(&document, &get, &requested);
+
+        let accepted =
+            Accepted { tenant_id: Uuid::from_u128(1), key: "acme".into(), status_url: "/v1/tenants/x".into() };
+        assert_conforms(&document, &format!("{TENANTS}/post/responses/202/{JSON}"), &accepted);
+        for next_cursor in [None, Some("abc".to_owned())] {
+            let page = Page { items: vec![summary()], next_cursor };
+            assert_conforms(&document, &format!("{TENANTS}/get/responses/200/{JSON}"), &page);
+        }
+        let problem = format!("{TENANTS}/post/responses/422/content/application~1problem+json/schema");
+        assert_conforms(&document, &problem, &*Problem::invalid("tenant_key.too_short", "too short"));
+        let mut unauthenticated = Problem::unauthenticated("token", "no token");
+        unauthenticated.retry_after = Some(1);
+        assert_conforms(&document, &problem, &*unauthenticated);
+
+        let webhook = format!("/paths/~1v1~1webhooks~1clerk/post/responses/200/{JSON}");
+        assert_conforms(&document, &webhook, &Outcome { delivery: "duplicate".into(), organization: None });
+        assert_conforms(
+            &document,
+            &webhook,
+            &Outcome { delivery: "accepted".into(), organization: Some(organization()) },
+        );
+        let organizations = Organizations { items: vec![organization()] };
+        assert_conforms(
+            &document,
+            &format!("/paths/~1v1~1clerk~1organizations/get/responses/200/{JSON}"),
+            &organizations,
+        );
+        let event = FeedEvent {
+            sequence: 7,
+            subject: "root.v1.events.acme.step_failed".into(),
+            tenant: "acme".into(),
+            event: "step_failed".into(),
+            id: "e1".into(),
+            kind: "landlord.v1.StepFailed".into(),
+            time: "1970-01-01T00:00:00Z".into(),
+            source: "orchestrator".into(),
+            correlation_id: "c1".into(),
+            payload: "AAE=".into(),
+        };
+        // Named in the event stream's description.
+        assert_conforms(&document, "/components/schemas/FeedEvent", &event);
+
+        // The checker itself finds a member the document does not know.
+        let mut extra = serde_json::to_value(&accepted).unwrap();
+        extra["added"] = json!(1);
+        assert!(conforms(&document, &format!("{TENANTS}/post/responses/202/{JSON}"), &extra).is_err());
+    }
+
+    /// Request bodies are described as the handlers read them: what
+    /// conforms is read, optional members included, and what the handlers
+    /// refuse does not conform.
+    #[test]
+    fn request_bodies_follow_the_types() {
+        let document = document();
+        let create = format!("{TENANTS}/post/requestBody/{JSON}");
+        let minimal =
+            json!({"key": "acme", "display_name": "Acme", "plan": "standard", "admin": {"email": "a@acme.test"}});
+        let full = json!({"key": "acme-2", "display_name": "Acme", "plan": "standard", "tier": "silo",
+                          "admin": {"email": "a@acme.test", "first_name": "A", "last_name": "B"},
+                          "domains": ["acme.test"], "labels": {"team": "red"}});
+        for body in [&minimal, &full] {
+            assert_eq!(conforms(&document, &create, body), Ok(()), "{body}");
+            let read: CreateTenant = serde_json::from_value(body.clone()).unwrap();
+            assert_conforms(&document, &create, &read);
+        }
+        // Refused by the schema and by serde alike (an unknown tier is
+        // refused by the handler, with its rule).
+        for (parent, member, change, serde_refuses) in [
+            ("", "plan", None, true),
+            ("/admin", "email", None, true),
+            ("/admin", "role", Some(json!("owner")), true),
+            ("", "extra", Some(json!(1)), true),
+            ("", "tier", Some(json!("gold")), false),
+        ] {
+            let mut body = minimal.clone();
+            let object = body.pointer_mut(parent).and_then(Value::as_object_mut).unwrap();
+            match change {
+                Some(value) => object.insert(member.to_owned(), value),
+                None => object.remove(member),
+            };
+            assert!(conforms(&document, &create, &body).is_err(), "{body}");
+            assert_eq!(serde_json::from_value::<CreateTenant>(body.clone()).is_err(), serde_refuses, "{body}");
+        }
+
+        let cancel = format!("/paths/~1v1~1tenants~1{{key}}~1cancel/post/requestBody/{JSON}");
+        for body in [json!({}), json!({"reason": "no longer needed"}), json!({"reason": null})] {
+            assert_eq!(conforms(&document, &cancel, &body), Ok(()), "{body}");
+            assert!(serde_json::from_value::<CancelBody>(body).is_ok());
+        }
+        assert!(conforms(&document, &cancel, &json!({"why": "x"})).is_err());
+        assert!(serde_json::from_value::<CancelBody>(json!({"why": "x"})).is_err());
+    }
+
+    #[test]
+    fn every_reference_resolves_to_a_component_schema() {
+        fn references<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+            match value {
+                Value::Object(map) => {
+                    if let Some(reference) = map.get("$ref").and_then(Value::as_str) {
+                        found.push(reference);
+                    }
+                    map.values().for_each(|v| references(v, found));
+                }
+                Value::Array(items) => items.iter().for_each(|v| references(v, found)),
+                _ => {}
+            }
+        }
+        let document = document();
+        let mut found = Vec::new();
+        references(&document, &mut found);
+        assert!(found.len() > 30, "{found:?}");
+        for reference in found {
+            let name = reference.strip_prefix(SCHEMAS).unwrap_or_else(|| panic!("{reference}"));
+            assert!(document["components"]["schemas"].get(name).is_some(), "{reference}");
+        }
+    }
 }

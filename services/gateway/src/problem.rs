@@ -6,6 +6,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 pub type Result<T, E = Problem> = std::result::Result<T, E>;
@@ -29,15 +30,22 @@ impl std::ops::DerefMut for Problem {
 }
 
 /// The members of `application/problem+json`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, JsonSchema)]
+#[schemars(rename = "Problem")]
 pub struct Details {
+    /// A stable URN per kind of problem, e.g. `urn:landlord:problem:validation`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// The HTTP status's reason phrase.
     pub title: String,
+    /// The HTTP status code, repeated.
     pub status: u16,
+    /// What was wrong, in a sentence for people.
     pub detail: String,
     /// The broken rule, for validation problems (e.g. `tenant_key.too_short`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    // Left out when there is none, never null.
+    #[schemars(with = "String")]
     pub rule: Option<String>,
     /// For 401s: sent back as `WWW-Authenticate` too.
     #[serde(skip)]

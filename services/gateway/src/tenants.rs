@@ -17,11 +17,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use landlord_contract::{Action, Event as _, TenantKey, pb};
 use landlord_orchestrator::intake::{self, tenant_id};
 use landlord_orchestrator::outbox::Outgoing;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::types::Json as SqlJson;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::App;
@@ -31,14 +31,19 @@ use crate::problem::{Problem, Result};
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// The body of `POST /v1/tenants`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
+    /// The tenant key: a lower-case letter, then lower-case letters, digits
+    /// and single hyphens, not ending in a hyphen, not a reserved word.
+    #[schemars(length(min = 3, max = 40), pattern(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"))]
     pub key: String,
     pub display_name: String,
+    /// One of the configured plans.
     pub plan: String,
     /// `pooled`, `bridge` or `silo`; the plan's tier when absent.
     #[serde(default)]
+    #[schemars(extend("enum" = ["pooled", "bridge", "silo", null]))]
     pub tier: Option<String>,
     pub admin: Admin,
     #[serde(default)]
@@ -47,7 +52,8 @@ pub struct CreateTenant {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// The tenant's first administrator.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     pub email: String,
@@ -58,10 +64,12 @@ pub struct Admin {
 }
 
 /// The 202 answer: where to follow the tenant.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct Accepted {
+    #[schemars(with = "String", extend("format" = "uuid"))]
     pub tenant_id: Uuid,
     pub key: String,
+    /// The tenant's URL, also sent as `Location`.
     pub status_url: String,
 }
 
@@ -194,74 +202,107 @@ pub async fn create(State(app): State<App>, caller: Caller, headers: HeaderMap, 
     Ok(accepted_response(&accepted))
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+/// A tenant as listed.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, JsonSchema)]
 pub struct TenantSummary {
+    #[schemars(with = "String", extend("format" = "uuid"))]
     pub id: Uuid,
     pub key: String,
     pub display_name: String,
+    #[schemars(extend("enum" = STATUSES))]
     pub status: String,
     pub plan: String,
+    /// `pooled`, `bridge` or `silo`.
     pub tier: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
     pub updated_at: OffsetDateTime,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A tenant with its resources and the progress of its latest saga.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Tenant")]
 pub struct TenantView {
     #[serde(flatten)]
     pub summary: TenantSummary,
     pub domains: Vec<String>,
     pub admin: Admin,
     pub labels: BTreeMap<String, String>,
+    /// The step whose failure made the tenant FAILED.
     pub failed_step: Option<String>,
     pub failure_reason: Option<String>,
+    /// Deleted ones included, with `deleted_at`.
     pub resources: Vec<ResourceView>,
     /// The latest saga: provisioning, or the retry that followed it.
     pub saga: Option<SagaView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+/// Something a step made for the tenant (a database, a bucket, a realm…).
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, JsonSchema)]
+#[schemars(rename = "Resource")]
 pub struct ResourceView {
+    /// The step that made it.
     pub step: String,
     pub kind: String,
+    /// Its name or id in the backend that holds it.
     pub external_id: String,
+    /// What the step recorded about it.
     pub metadata: Value,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
     pub created_at: OffsetDateTime,
+    /// When compensation removed it.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub deleted_at: Option<OffsetDateTime>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A saga: the steps of one provisioning (or retry) and how far they got.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Saga")]
 pub struct SagaView {
+    #[schemars(with = "String", extend("format" = "uuid"))]
     pub id: Uuid,
     pub operation: String,
     pub state: String,
+    /// The step running or waiting to retry, else the last one that ran.
     pub current_step: Option<String>,
+    /// Steps succeeded or skipped, in percent of all steps.
+    #[schemars(range(max = 100))]
     pub percent: u32,
     pub failed_step: Option<String>,
     pub failure_reason: Option<String>,
     pub cancel_reason: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
     pub started_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub finished_at: Option<OffsetDateTime>,
+    /// In pipeline order.
     pub steps: Vec<StepView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+/// One step of a saga.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, JsonSchema)]
+#[schemars(rename = "Step")]
 pub struct StepView {
     pub name: String,
     pub state: String,
+    /// A failure of this step fails the saga (else it is skipped).
     pub fatal: bool,
     pub attempts: i32,
     pub max_attempts: i32,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub started_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub finished_at: Option<OffsetDateTime>,
+    /// Once finished.
     pub duration_ms: Option<i64>,
     pub last_error: Option<String>,
 }
@@ -407,15 +448,32 @@ async fn pending_request(app: &App, id_or_key: &str) -> Result<Response> {
     let found: Option<(Uuid, String, OffsetDateTime)> =
         sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id_or_key).fetch_optional(&app.pool).await?;
     match found {
-        Some((id, key, at)) => Ok(Json(serde_json::json!({
-            "id": id,
-            "key": key,
-            "status": "REQUESTED",
-            "requested_at": at.format(&Rfc3339).unwrap_or_default(),
-        }))
-        .into_response()),
+        Some((id, key, at)) => {
+            Ok(Json(RequestedTenant { id, key, status: RequestedStatus::Requested, requested_at: at }).into_response())
+        }
         None => Err(Problem::not_found(format!("no tenant has the id or key {id_or_key:?}"))),
     }
+}
+
+/// A tenant accepted but not yet taken up by the orchestrator.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct RequestedTenant {
+    #[schemars(with = "String", extend("format" = "uuid"))]
+    pub id: Uuid,
+    pub key: String,
+    pub status: RequestedStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    pub requested_at: OffsetDateTime,
+}
+
+/// `REQUESTED`, a status no tenant the orchestrator took up has: it tells
+/// the two answers of `GET /v1/tenants/{id_or_key}` apart.
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+#[schemars(inline)]
+pub enum RequestedStatus {
+    Requested,
 }
 
 pub const STATUSES: [&str; 9] = [
@@ -439,10 +497,11 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// A page of tenants.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Page {
     pub items: Vec<TenantSummary>,
-    /// Pass as `cursor` for the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
 
@@ -510,9 +569,12 @@ pub async fn list(
     Ok(Json(Page { items, next_cursor }).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The optional body of `POST /v1/tenants/{key}/cancel`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "CancelTenant")]
 pub struct CancelBody {
+    /// Recorded on the saga; "cancelled through the API" when absent.
     #[serde(default)]
     pub reason: Option<String>,
 }

@@ -17,7 +17,9 @@ use landlord_gateway::clerk_backend::BackendSettings;
 use landlord_gateway::jwks::JwksSettings;
 use landlord_gateway::{GatewayConfig, Tokens, limits::Limits};
 use landlord_orchestrator::{Plans, Timing};
+use landlord_runtime::http::ExtraRoots;
 use landlord_runtime::{Config, DeliveryInfo, Env, Service, StepFailure, StepService, StepWorker};
+use landlord_testkit::tls::{self, TlsFront};
 use landlord_testkit::{NatsServer, Postgres, eventually, unique_namespace};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -152,11 +154,13 @@ struct Setup {
     jwks: Option<JwksSettings>,
     /// Base URL of the Clerk Backend API (a contract double).
     clerk_api: Option<String>,
+    /// Trusted besides the system's roots for the Clerk Backend API.
+    roots: ExtraRoots,
 }
 
 impl Default for Setup {
     fn default() -> Self {
-        Self { limits: limits(), hs256: true, jwks: None, clerk_api: None }
+        Self { limits: limits(), hs256: true, jwks: None, clerk_api: None, roots: ExtraRoots::default() }
     }
 }
 
@@ -170,7 +174,7 @@ impl Harness {
     }
 
     async fn build(setup: Setup) -> Result<Self> {
-        let Setup { limits, hs256, jwks, clerk_api } = setup;
+        let Setup { limits, hs256, jwks, clerk_api, roots } = setup;
         let url = NatsServer::shared().await.url();
         let namespace = unique_namespace();
         let database = tokio::task::spawn_blocking(Postgres::shared).await??.fresh_database().await?;
@@ -195,6 +199,7 @@ impl Harness {
                     backoff: Duration::from_millis(50),
                     max_backoff: Duration::from_millis(200),
                     timeout: Duration::from_secs(5),
+                    roots,
                 }),
             }),
             limits,
@@ -238,7 +243,7 @@ impl Harness {
         Ok(Self {
             api: format!("http://{}", api.api_addr),
             health,
-            http: reqwest::Client::new(),
+            http: landlord_runtime::http::client()?,
             tokens,
             clerk: SigningSecret::parse(WEBHOOK_SECRET).map_err(anyhow::Error::msg)?,
             namespace,
@@ -983,6 +988,11 @@ fn encode(raw: &str) -> String {
         .collect()
 }
 
+/// Strings a generated request uses: valid and invalid keys, plans, tiers,
+/// emails, and worse.
+const STRINGS: &[&str] =
+    &["", "acme", "Acme", "a--b", "1abc", "ab", "x@y.test", "ACTIVE", "standard", "silo", "ü\u{0}\"'", "admin"];
+
 /// A small deterministic generator (xorshift), so a failure reproduces.
 struct Rng(u64);
 
@@ -998,10 +1008,8 @@ impl Rng {
         items[(self.next() % items.len() as u64) as usize]
     }
 
-    /// A value of the kind `schema` asks for, or deliberately not.
+    /// A value of any kind.
     fn value(&mut self, depth: u32) -> Value {
-        const STRINGS: &[&str] =
-            &["", "acme", "Acme", "a--b", "1abc", "ab", "x@y.test", "ACTIVE", "standard", "silo", "ü\u{0}\"'", "admin"];
         match self.next() % if depth > 2 { 5 } else { 7 } {
             0 => Value::Null,
             1 => json!(self.next().is_multiple_of(3)),
@@ -1021,6 +1029,68 @@ impl Rng {
     }
 }
 
+impl Rng {
+    fn index(&mut self, len: usize) -> usize {
+        (self.next() % len.max(1) as u64) as usize
+    }
+
+    /// A value `schema` describes, as the document's generated schemas say
+    /// it (`$ref`s into `#/components/schemas/`, `anyOf`/`oneOf`, `enum`,
+    /// `type` lists such as `["string", "null"]`, required and optional
+    /// properties), but now and then, at any depth, a value of any kind.
+    fn instance(&mut self, document: &Value, schema: &Value, depth: u32) -> Value {
+        if depth > 8 || self.next().is_multiple_of(16) {
+            return self.value(2);
+        }
+        if let Some(reference) = schema["$ref"].as_str() {
+            let target = reference.strip_prefix('#').and_then(|pointer| document.pointer(pointer));
+            return self.instance(document, target.unwrap_or(&Value::Bool(true)), depth + 1);
+        }
+        for keyword in ["anyOf", "oneOf"] {
+            if let Some(alternatives) = schema[keyword].as_array().filter(|a| !a.is_empty()) {
+                let alternative = &alternatives[self.index(alternatives.len())];
+                return self.instance(document, alternative, depth + 1);
+            }
+        }
+        if let Some(values) = schema["enum"].as_array().filter(|v| !v.is_empty()) {
+            return values[self.index(values.len())].clone();
+        }
+        let types: Vec<&str> = match &schema["type"] {
+            Value::String(one) => vec![one.as_str()],
+            Value::Array(several) => several.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        match types.get(self.index(types.len())).copied() {
+            Some("object") => {
+                let required: Vec<&str> =
+                    schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                let mut map = serde_json::Map::new();
+                for (name, property) in schema["properties"].as_object().into_iter().flatten() {
+                    if required.contains(&name.as_str()) || self.next().is_multiple_of(2) {
+                        map.insert(name.clone(), self.instance(document, property, depth + 1));
+                    }
+                }
+                if schema["additionalProperties"].is_object() {
+                    for _ in 0..self.next() % 3 {
+                        let name = self.pick(STRINGS).to_owned();
+                        map.insert(name, self.instance(document, &schema["additionalProperties"], depth + 1));
+                    }
+                }
+                Value::Object(map)
+            }
+            Some("array") => {
+                (0..self.next() % 3).map(|_| self.instance(document, &schema["items"], depth + 1)).collect()
+            }
+            Some("string") => json!(self.pick(STRINGS)),
+            Some("integer" | "number") => json!((self.next() % 1000) as i64 - 500),
+            Some("boolean") => json!(self.next().is_multiple_of(2)),
+            Some("null") => Value::Null,
+            // No type: anything goes (`true`, or a body taken verbatim).
+            _ => self.value(1),
+        }
+    }
+}
+
 #[tokio::test]
 async fn requests_generated_from_the_openapi_document_never_get_a_5xx() -> Result<()> {
     let h = Harness::new().await?;
@@ -1030,6 +1100,9 @@ async fn requests_generated_from_the_openapi_document_never_get_a_5xx() -> Resul
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     const SEGMENTS: &[&str] = &["acme", "ACME", "a%20b", "%F0%9F%92%A9", "00000000-0000-0000-0000-000000000000", "x"];
     let mut sent = 0;
+    // Bodies built from the CreateTenant schema that the handler read and
+    // judged (rather than refusing them as malformed).
+    let mut read = 0;
     for (path, methods) in paths {
         for (method, operation) in methods.as_object().context("methods")? {
             for _ in 0..25 {
@@ -1037,7 +1110,12 @@ async fn requests_generated_from_the_openapi_document_never_get_a_5xx() -> Resul
                 let mut query = Vec::new();
                 for parameter in operation["parameters"].as_array().into_iter().flatten() {
                     if parameter["in"] == "query" && rng.next().is_multiple_of(2) {
-                        let value = match rng.value(0) {
+                        let value = if rng.next().is_multiple_of(2) {
+                            rng.instance(&document, &parameter["schema"], 0)
+                        } else {
+                            rng.value(0)
+                        };
+                        let value = match value {
                             Value::String(s) => s,
                             other => other.to_string(),
                         };
@@ -1046,13 +1124,14 @@ async fn requests_generated_from_the_openapi_document_never_get_a_5xx() -> Resul
                 }
                 let encoded: Vec<String> = query.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
                 let url = format!("{}{concrete}?{}", h.api, encoded.join("&"));
+                let schema = operation.pointer("/requestBody/content/application~1json/schema");
+                let body = match schema {
+                    Some(schema) if !rng.next().is_multiple_of(3) => rng.instance(&document, schema, 0),
+                    _ => rng.value(0),
+                };
                 let mut request = match method.as_str() {
                     "get" => h.http.get(&url),
-                    _ => h
-                        .http
-                        .post(&url)
-                        .header("Idempotency-Key", format!("fuzz-{}", rng.next() % 4))
-                        .json(&rng.value(0)),
+                    _ => h.http.post(&url).header("Idempotency-Key", format!("fuzz-{}", rng.next() % 4)).json(&body),
                 };
                 if !rng.next().is_multiple_of(4) {
                     request = request.bearer_auth(h.admin());
@@ -1060,11 +1139,15 @@ async fn requests_generated_from_the_openapi_document_never_get_a_5xx() -> Resul
                 let response = request.send().await?;
                 let status = response.status();
                 assert!(!status.is_server_error(), "{method} {url} {query:?} → {status}: {:?}", response.text().await);
+                if path == "/v1/tenants" && method == "post" && [202, 409, 422].contains(&status.as_u16()) {
+                    read += 1;
+                }
                 sent += 1;
             }
         }
     }
     assert!(sent >= 200, "{sent}");
+    assert!(read > 0, "no generated body got past the parsing of POST /v1/tenants");
     Ok(())
 }
 
@@ -1189,6 +1272,7 @@ fn jwks_settings(url: &str) -> JwksSettings {
         // Long: a test sees exactly which requests may refetch.
         min_refetch: Duration::from_secs(3600),
         timeout: Duration::from_secs(5),
+        roots: ExtraRoots::default(),
     }
 }
 
@@ -1306,6 +1390,28 @@ async fn a_jwks_that_cannot_be_fetched_is_a_503_that_says_so() -> Result<()> {
         assert!(retry_after >= 1, "{answer:?}");
     }
     assert_eq!(h.get("/v1/tenants", &h.admin()).await?.0, StatusCode::OK);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_jwks_over_https_is_trusted_through_the_configured_ca_and_refused_without_it() -> Result<()> {
+    let a = SigningKey::load("key-a", KEY_A)?;
+    let issuer = JwksServer::start(vec![a.jwk()]).await?;
+    let https = TlsFront::start(&issuer.url).await?;
+    let mut trusting = jwks_settings(&https.url);
+    trusting.roots = ExtraRoots::from_pem_file(&tls::ca_file()).map_err(anyhow::Error::msg)?;
+    let h = Harness::build(Setup { hs256: false, jwks: Some(trusting), ..Setup::default() }).await?;
+    assert_eq!(h.get("/v1/tenants", &a.sign(&claims(READ))?).await?.0, StatusCode::OK);
+    assert_eq!(issuer.fetches(), 1);
+
+    // Without the CA the system's roots do not vouch for the certificate:
+    // no key is ever fetched, and the 503 says why.
+    let h = Harness::build(Setup { hs256: true, jwks: Some(jwks_settings(&https.url)), ..Setup::default() }).await?;
+    let answer = h.answer("/v1/tenants", &a.sign(&claims(READ))?).await?;
+    answer.problem(StatusCode::SERVICE_UNAVAILABLE, "jwks-unavailable");
+    let detail = answer.body["detail"].as_str().unwrap_or("");
+    assert!(detail.contains("certificate") && detail.contains("UnknownIssuer"), "{answer:?}");
+    assert_eq!(issuer.fetches(), 1, "nothing got past the handshake");
     Ok(())
 }
 
@@ -1439,7 +1545,10 @@ async fn the_clerk_backend_api_contract_double_supplies_a_missing_admin_and_one_
     clerk.add_user("user_lima", "lin@lima.test", "Lin", "Ma");
     clerk.add_user("user_flaky", "flo@flaky.test", "Flo", "Ky");
     clerk.script("user_flaky", &[500, 503]);
-    let h = Harness::build(Setup { clerk_api: Some(clerk.url.clone()), ..Setup::default() }).await?;
+    // Over HTTPS, as Clerk is reached: a certificate under the test CA.
+    let https = TlsFront::start(&clerk.url).await?;
+    let roots = ExtraRoots::from_pem_file(&tls::ca_file()).map_err(anyhow::Error::msg)?;
+    let h = Harness::build(Setup { clerk_api: Some(https.url.clone()), roots, ..Setup::default() }).await?;
 
     // No membership event comes: the lookup names the admin. The webhook
     // was answered before it (the organization was still waiting then).
