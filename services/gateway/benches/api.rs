@@ -48,6 +48,8 @@ const JWT_SECRET: &str = "a-bench-secret-of-at-least-32-bytes!";
 const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const TENANTS: usize = 1_000;
 const POOL: u32 = 16;
+/// WAL written and checkpointed before measuring (see `Postgres::warm_wal`).
+const WARM_WAL_MB: u32 = 256;
 /// Warm-up before the first slice of each load, and before each later one.
 const WARMUP: Duration = Duration::from_secs(2);
 const SLICE_WARMUP: Duration = Duration::from_millis(500);
@@ -431,6 +433,8 @@ async fn main() -> Result<()> {
 
     let nats = NatsServer::start().await?;
     let postgres = tokio::task::spawn_blocking(|| Postgres::start_with(true)).await??;
+    // Steady state: WAL segments recycled, as on a server that has run.
+    let wal_ahead = postgres.warm_wal(WARM_WAL_MB).await?;
     let database = postgres.fresh_database().await?;
     let namespace = unique_namespace();
     let env = Env::from_pairs([
@@ -505,7 +509,7 @@ async fn main() -> Result<()> {
     anyhow::ensure!(pids.postmaster != 0 && pids.nats != 0, "cannot find the servers' processes: {pids:?}");
 
     let runs = on_client_thread(move || async move {
-        let http = reqwest::Client::new();
+        let http = landlord_runtime::http::client()?;
         let insert_pool =
             PgPoolOptions::new().max_connections(POOL).test_before_acquire(false).connect(&db_url).await?;
         let payload = Arc::new(outbox_payload);
@@ -578,7 +582,7 @@ async fn main() -> Result<()> {
     let report = json!({
         "benchmark": "api",
         "load": format!("open loop, {rate} requests/s, {seconds} s measured per load in {ROUNDS} slices alternating with its floor (warm-up {} s, then {} ms per slice); latency from each request's due time", WARMUP.as_secs(), SLICE_WARMUP.as_millis()),
-        "postgres": "durable (fsync on, synchronous_commit on)",
+        "postgres": format!("durable (fsync on, synchronous_commit on); {WARM_WAL_MB} MB of WAL written and checkpointed first, so that new WAL segments are recycled ones ({wal_ahead} ready), as on a server that has been running, not created and zero-filled inside a commit"),
         "nats": "default fsync policy",
         "gateway": format!("in-process (attach), pool {POOL}, rate limiter on at {} requests/s per address, {TENANTS} seeded tenants", rate * 10.0),
         "client": "its own thread and single-threaded tokio runtime; reqwest, HTTP/1.1 keep-alive, loopback",
@@ -602,7 +606,7 @@ async fn main() -> Result<()> {
     std::fs::write(out.join("api.json"), serde_json::to_string_pretty(&report)? + "\n")?;
     let yes_no = |b: bool| if b { "met" } else { "not met" };
     let md = format!(
-        "# bench-api\n\nOpen-loop load at {rate:.0} requests/s on loopback for {seconds} s per load, in {ROUNDS} slices alternating with its floor (so a change in the machine's background load hits both alike; {} s warm-up first, {} ms before each later slice); each request's latency counts from the moment it was due, so a stall is not hidden (coordinated omission). Real NATS (default fsync policy) and a durable PostgreSQL (fsync on); the gateway in-process with a pool of {POOL} and {TENANTS} seeded tenants; the rate limiter on, sized above the offered load (one client address sends everything). The client runs on its own thread.\n\n| load | achieved/s | p50 ms | p99 ms | max ms | errors | CPU µs per request: this process / PostgreSQL / NATS |\n|---|---|---|---|---|---|---|\n{}\n{}\n{}\n{}\n\nCPU per request counts the warm-ups too; \"this process\" is the gateway, the floor's route and the client together.\n\np99 per slice, ms: GET {:?}, its floor {:?}; webhook {:?}, its floor {:?}.\n\n- (a') floor: a bare axum route on the same machine running the SELECT the handler runs (one statement), directly with sqlx, no auth or middleware.\n- (b') floor: the bare PostgreSQL INSERT + COMMIT (one autocommit statement) of a {outbox_bytes}-byte outbox row (the ClerkEvent a delivery becomes), no HTTP.\n\nToken verification, in the same process: an HS256 token {hs256_us:.1} µs, an RS256 signature with a JWKS key {rs256_us:.1} µs.\n\np99 ratio to the floor: GET {:.2}, webhook {:.2}. Goal (p99 < {GOAL_P99_MS} ms): GET {}, webhook {}.\n\nLoad average (1/5/15 min) before: {load_before}; after: {load_after}. Machine: {}. Versions: {}\n",
+        "# bench-api\n\nOpen-loop load at {rate:.0} requests/s on loopback for {seconds} s per load, in {ROUNDS} slices alternating with its floor (so a change in the machine's background load hits both alike; {} s warm-up first, {} ms before each later slice); each request's latency counts from the moment it was due, so a stall is not hidden (coordinated omission). Real NATS (default fsync policy) and a durable PostgreSQL (fsync on; {WARM_WAL_MB} MB of WAL written and checkpointed first, so that new WAL segments are recycled ones ({wal_ahead} ready), as on a server that has been running, not created and zero-filled inside a commit); the gateway in-process with a pool of {POOL} and {TENANTS} seeded tenants; the rate limiter on, sized above the offered load (one client address sends everything). The client runs on its own thread.\n\n| load | achieved/s | p50 ms | p99 ms | max ms | errors | CPU µs per request: this process / PostgreSQL / NATS |\n|---|---|---|---|---|---|---|\n{}\n{}\n{}\n{}\n\nCPU per request counts the warm-ups too; \"this process\" is the gateway, the floor's route and the client together.\n\np99 per slice, ms: GET {:?}, its floor {:?}; webhook {:?}, its floor {:?}.\n\n- (a') floor: a bare axum route on the same machine running the SELECT the handler runs (one statement), directly with sqlx, no auth or middleware.\n- (b') floor: the bare PostgreSQL INSERT + COMMIT (one autocommit statement) of a {outbox_bytes}-byte outbox row (the ClerkEvent a delivery becomes), no HTTP.\n\nToken verification, in the same process: an HS256 token {hs256_us:.1} µs, an RS256 signature with a JWKS key {rs256_us:.1} µs.\n\np99 ratio to the floor: GET {:.2}, webhook {:.2}. Goal (p99 < {GOAL_P99_MS} ms): GET {}, webhook {}.\n\nLoad average (1/5/15 min) before: {load_before}; after: {load_after}. Machine: {}. Versions: {}\n",
         WARMUP.as_secs(),
         SLICE_WARMUP.as_millis(),
         get.row("(a) GET /v1/tenants/{key}, HS256 token"),

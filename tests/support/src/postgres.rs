@@ -182,6 +182,32 @@ impl Postgres {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// Brings a new cluster's WAL to the state of one that has been running,
+    /// for benchmarks: a new cluster creates each 16 MB WAL segment the first
+    /// time it reaches it, zero-filling it inside some commit's flush (a
+    /// 10 ms stall on this disk), while a running one reuses the segments
+    /// its checkpoints freed. Writes `megabytes` of WAL, then checkpoints,
+    /// which leaves them recycled as the next segments; returns how many
+    /// segment files wait ahead of the insert position.
+    pub async fn warm_wal(&self, megabytes: u32) -> anyhow::Result<i64> {
+        let mut admin = sqlx::PgConnection::connect(&self.url("postgres")).await?;
+        // About 1 kB of WAL per row.
+        sqlx::query(
+            "CREATE TABLE landlord_wal_warm_up AS SELECT g, repeat('w', 900) AS filler FROM generate_series(1, $1 * 1000) g",
+        )
+        .bind(i64::from(megabytes))
+        .execute(&mut admin)
+        .await?;
+        sqlx::query("DROP TABLE landlord_wal_warm_up").execute(&mut admin).await?;
+        sqlx::query("CHECKPOINT").execute(&mut admin).await?;
+        let ahead = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$' AND name > pg_walfile_name(pg_current_wal_insert_lsn())",
+        )
+        .fetch_one(&mut admin)
+        .await?;
+        Ok(ahead)
+    }
+
     /// Creates an empty database with a unique name.
     pub async fn fresh_database(&self) -> anyhow::Result<TestDatabase> {
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
