@@ -259,7 +259,7 @@ pub async fn webhook(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
     let admin_membership = delivery.kind == "organizationMembership.created"
         && text(&delivery.data, "/role").as_deref() == Some("org:admin");
     if delivery.kind != "organization.created" && !admin_membership {
-        return record_event(&app, &svix_id, &delivery.kind, payload, event).await;
+        return record_event(&app, &svix_id, &delivery.kind, event).await;
     }
     let mut tx = app.pool.begin().await?;
     let fresh = sqlx::query(
@@ -338,23 +338,24 @@ pub async fn webhook(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
 /// A delivery outside the organization flow: recorded, and its
 /// `ClerkEvent` written to the outbox, in one statement — one round trip,
 /// committed on its own (the same effect as the transaction the
-/// organization flow needs, for a quarter of the round trips).
-async fn record_event(app: &App, svix_id: &str, kind: &str, payload: &str, event: Outgoing) -> Result<Response> {
+/// organization flow needs, for a quarter of the round trips). Its JSON is
+/// not kept in `webhook_deliveries`: the `ClerkEvent` carries it to the
+/// events stream, which is its record.
+async fn record_event(app: &App, svix_id: &str, kind: &str, event: Outgoing) -> Result<Response> {
     let (traceparent, tracestate) = match &event.trace {
         Some((parent, state)) => (Some(parent.as_str()), state.as_deref()),
         None => (None, None),
     };
     let ids: Vec<i64> = sqlx::query_scalar(
         "WITH delivery AS (
-             INSERT INTO webhook_deliveries (svix_id, event_type, payload) VALUES ($1, $2, $3::jsonb)
+             INSERT INTO webhook_deliveries (svix_id, event_type) VALUES ($1, $2)
              ON CONFLICT DO NOTHING RETURNING svix_id)
          INSERT INTO outbox (subject, msg_id, ce_type, tenant_key, correlation_id, payload, traceparent, tracestate)
-         SELECT $4, $5, $6, $7, $8, $9, $10, $11 FROM delivery
+         SELECT $3, $4, $5, $6, $7, $8, $9, $10 FROM delivery
          RETURNING id",
     )
     .bind(svix_id)
     .bind(kind)
-    .bind(payload)
     .bind(&event.subject)
     .bind(&event.msg_id)
     .bind(event.ce_type)

@@ -46,6 +46,11 @@ pub fn migrator() -> Migrator {
         migration(2, "outbox trace context", include_str!("../../../migrations/0002_outbox_trace_context.sql")),
         migration(3, "inbox retention", include_str!("../../../migrations/0003_inbox_retention.sql")),
         migration(4, "gateway", include_str!("../../../migrations/0004_gateway.sql")),
+        migration(
+            5,
+            "webhook payload only for the bridge",
+            include_str!("../../../migrations/0005_webhook_payload_only_for_the_bridge.sql"),
+        ),
     ])
 }
 
@@ -230,4 +235,24 @@ pub async fn attach(service: &mut Service, plans: Plans, timing: Timing) -> anyh
     let cancel = namespace.command_subject(Action::ORCHESTRATOR_CANCEL.service, Action::ORCHESTRATOR_CANCEL.name);
     service.consume(StreamKind::Commands, "orchestrator-commands", vec![cancel], Cancel(core)).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every file in `migrations/` is embedded, in order: a new one that is
+    /// not listed would never be applied.
+    #[test]
+    fn the_migrator_embeds_every_migration_file() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let embedded: Vec<i64> = super::migrator().iter().map(|m| m.version).collect();
+        let numbered: Vec<i64> = files.iter().map(|name| name[..4].parse().unwrap()).collect();
+        assert_eq!(embedded, numbered, "{files:?}");
+        assert_eq!(numbered, (1..=files.len() as i64).collect::<Vec<_>>(), "{files:?}");
+    }
 }
