@@ -261,42 +261,6 @@ pub fn router(app: App, limits: &limits::Limits) -> Router {
         .layer(axum::middleware::from_fn_with_state(limiter, limits::guard))
 }
 
-/// How long the ids of published outbox rows are gathered before one
-/// DELETE removes them all (well inside the sweep's grace, so the sweep
-/// never sees them).
-const CLEAN_WINDOW: Duration = Duration::from_millis(100);
-
-/// Passes the ids of published outbox rows on to the cleaner a window at
-/// a time. The cleaner deletes whatever has arrived when it wakes; at a
-/// thousand webhook deliveries a second that was nearly one DELETE
-/// transaction per delivery — as much PostgreSQL work as the deliveries
-/// themselves (bench/results/api.md). Ids not passed on before shutdown
-/// only mean the sweep publishes those rows again, which the broker drops
-/// as duplicates.
-async fn gather(
-    mut published: tokio::sync::mpsc::UnboundedReceiver<Vec<i64>>,
-    cleaner: tokio::sync::mpsc::UnboundedSender<Vec<i64>>,
-    window: Duration,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    loop {
-        let mut ids = tokio::select! {
-            ids = published.recv() => match ids { Some(ids) => ids, None => return },
-            () = shutdown.cancelled() => return,
-        };
-        tokio::select! {
-            () = tokio::time::sleep(window) => {}
-            () = shutdown.cancelled() => {}
-        }
-        while let Ok(more) = published.try_recv() {
-            ids.extend(more);
-        }
-        if cleaner.send(ids).is_err() {
-            return;
-        }
-    }
-}
-
 /// The running API.
 #[derive(Debug, Clone, Copy)]
 pub struct Gateway {
@@ -309,9 +273,7 @@ pub async fn attach(service: &mut Service, config: GatewayConfig) -> anyhow::Res
     let pool = service.database.clone().ok_or_else(|| anyhow::anyhow!("the gateway needs LANDLORD_DATABASE_URL"))?;
     landlord_orchestrator::migrator().run(&pool).await?;
     let (dispatcher, published) = Dispatcher::new(service.publisher.clone());
-    let (gathered, to_clean) = tokio::sync::mpsc::unbounded_channel();
-    service.spawn(gather(published, gathered, CLEAN_WINDOW, service.shutdown_token()));
-    service.spawn(outbox::cleaner(pool.clone(), to_clean, service.shutdown_token()));
+    service.spawn(outbox::cleaner(pool.clone(), published, outbox::CLEAN_WINDOW, service.shutdown_token()));
     service.spawn(outbox::sweep(
         pool.clone(),
         service.publisher.clone(),

@@ -214,7 +214,7 @@ pub async fn attach(service: &mut Service, plans: Plans, timing: Timing) -> anyh
     let namespace = service.broker.namespace.clone();
     let (dispatcher, published) = outbox::Dispatcher::new(service.publisher.clone());
     let core = Arc::new(Core { pool: pool.clone(), namespace: namespace.clone(), plans, dispatcher });
-    service.spawn(outbox::cleaner(pool.clone(), published, service.shutdown_token()));
+    service.spawn(outbox::cleaner(pool.clone(), published, outbox::CLEAN_WINDOW, service.shutdown_token()));
     service.spawn(outbox::sweep(
         pool,
         service.publisher.clone(),

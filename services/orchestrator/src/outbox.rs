@@ -183,16 +183,33 @@ impl Dispatcher {
     }
 }
 
-/// Deletes published rows in batches. Losing a delete in a crash only
-/// means the sweep publishes the row again, and the broker drops it as a
-/// duplicate: so the delete need not wait for the disk.
-pub async fn cleaner(pool: PgPool, mut published: mpsc::UnboundedReceiver<Vec<i64>>, shutdown: CancellationToken) {
+/// How long the ids of published rows are gathered before one DELETE
+/// removes them all: well inside the sweep's grace, so the sweep does not
+/// see them. Deleting as soon as anything was published cost a DELETE
+/// transaction per saga step (or per webhook delivery) — four round trips
+/// and as much PostgreSQL work as the step's own transaction, on the same
+/// cores (bench/results/api.md, bench/results/saga.md).
+pub const CLEAN_WINDOW: Duration = Duration::from_millis(100);
+
+/// Deletes published rows, a `window`'s worth at a time. Losing a delete
+/// in a crash (or ids not yet deleted at shutdown) only means the sweep
+/// publishes those rows again, and the broker drops them as duplicates: so
+/// the delete need not wait for the disk.
+pub async fn cleaner(
+    pool: PgPool,
+    mut published: mpsc::UnboundedReceiver<Vec<i64>>,
+    window: Duration,
+    shutdown: CancellationToken,
+) {
     loop {
-        let first = tokio::select! {
+        let mut ids = tokio::select! {
             ids = published.recv() => match ids { Some(ids) => ids, None => return },
             () = shutdown.cancelled() => return,
         };
-        let mut ids = first;
+        tokio::select! {
+            () = tokio::time::sleep(window) => {}
+            () = shutdown.cancelled() => return,
+        }
         while let Ok(more) = published.try_recv() {
             ids.extend(more);
         }
