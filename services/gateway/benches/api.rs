@@ -38,7 +38,7 @@ use landlord_gateway::limits::Limits;
 use landlord_gateway::{GatewayConfig, Tokens};
 use landlord_orchestrator::Plans;
 use landlord_runtime::{Config, Env, Service};
-use landlord_testkit::bench::{machine, percentile};
+use landlord_testkit::bench::{load_average, machine, percentile};
 use landlord_testkit::{NatsServer, Postgres, unique_namespace};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -413,12 +413,6 @@ fn rounded(values: &[f64]) -> Vec<f64> {
     values.iter().map(|v| (v * 100.0).round() / 100.0).collect()
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 fn version(program: std::path::PathBuf, arg: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&std::process::Command::new(program).arg(arg).output()?.stdout).trim().to_owned())
 }
@@ -428,7 +422,7 @@ async fn main() -> Result<()> {
     let rate: f64 = std::env::var("BENCH_API_RATE").ok().and_then(|s| s.parse().ok()).unwrap_or(1000.0);
     let seconds: u64 = std::env::var("BENCH_API_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     let measure = Duration::from_secs(seconds);
-    let load_before = loadavg();
+    let load_before = load_average();
     let (hs256_us, rs256_us) = token_verification_cost()?;
 
     let nats = NatsServer::start().await?;
@@ -573,7 +567,7 @@ async fn main() -> Result<()> {
     })
     .await?;
     let [floor_get, get, floor_insert, webhook] = runs;
-    let load_after = loadavg();
+    let load_after = load_average();
     stop.cancel();
     let _ = running.await;
 

@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 use landlord_contract::{EventKind, StreamKind, TenantKey, pb};
 use landlord_orchestrator::{Plans, Timing, attach};
 use landlord_runtime::{Config, DeliveryInfo, Env, Envelope, Publisher, Service, StepFailure, StepService, StepWorker};
+use landlord_testkit::bench::{load_average, machine, percentile};
 use landlord_testkit::{NatsServer, Postgres, unique_namespace};
 use sqlx::PgPool;
 
@@ -43,13 +44,6 @@ fn request(key: &str) -> pb::TenantRequested {
         admin: Some(pb::AdminContact { email: format!("admin@{key}.test"), ..Default::default() }),
         ..Default::default()
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 struct Bench {
@@ -126,6 +120,7 @@ async fn floor(server: &NatsServer) -> Result<(Vec<f64>, f64)> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let load_before = load_average();
     let server = NatsServer::start().await?;
     let postgres = tokio::task::spawn_blocking(|| Postgres::start_with(true)).await??;
     // Steady state: WAL segments recycled, as on a server that has run.
@@ -195,6 +190,7 @@ async fn main() -> Result<()> {
     stop_workers.cancel();
 
     let (floor_steps, floor_sagas_per_s) = floor(&server).await?;
+    let load_after = load_average();
 
     let report = serde_json::json!({
         "benchmark": "saga",
@@ -214,7 +210,8 @@ async fn main() -> Result<()> {
             "sagas_per_s": sagas_per_s,
             "step_overhead_ms": { "p50": percentile(&load_steps, 0.5), "p99": percentile(&load_steps, 0.99) },
         },
-        "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
+        "machine": machine(),
+        "load_average": { "before": load_before, "after": load_after },
         "versions": {
             "nats_server": String::from_utf8_lossy(&std::process::Command::new(landlord_testkit::nats_server_binary()?).arg("--version").output()?.stdout).trim().to_owned(),
             "postgres": String::from_utf8_lossy(&std::process::Command::new(landlord_testkit::pg_bin_dir()?.join("postgres")).arg("--version").output()?.stdout).trim().to_owned(),
@@ -224,7 +221,7 @@ async fn main() -> Result<()> {
     let out = landlord_testkit::workspace_root().join("bench/results");
     std::fs::write(out.join("saga.json"), serde_json::to_string_pretty(&report)? + "\n")?;
     let md = format!(
-        "# bench-saga\n\nThe shipped six-step pipeline against instant in-process workers; NATS with its default fsync policy, PostgreSQL durable (fsync on; {WARM_WAL_MB} MB of WAL written and checkpointed first, so that new WAL segments are recycled ones ({wal_ahead} ready), as on a server that has been running, not created and zero-filled inside a commit), measured after {WARM_UP_SAGAS} warm-up sagas and an ANALYZE. Step overhead = from the step's command being decided to its result being applied. Floor = the same six command → result round trips over the bus, no orchestrator, no database.\n\n| measure | Landlord | floor | goal |\n|---|---|---|---|\n| sagas/s, {THROUGHPUT_SAGAS} in flight | {sagas_per_s:.0} | — | ≥ 300 |\n| sagas/s, one at a time | {:.0} | {floor_sagas_per_s:.0} | |\n| saga latency p50 / p99 ms, one at a time | {:.2} / {:.2} | | |\n| step overhead p50 / p99 ms, one at a time | {:.2} / {:.2} | {:.2} / {:.2} | p99 < 5 |\n| step overhead p50 / p99 ms, {THROUGHPUT_SAGAS} in flight | {:.2} / {:.2} | | |\n\nVersions: {}\n",
+        "# bench-saga\n\nThe shipped six-step pipeline against instant in-process workers; NATS with its default fsync policy, PostgreSQL durable (fsync on; {WARM_WAL_MB} MB of WAL written and checkpointed first, so that new WAL segments are recycled ones ({wal_ahead} ready), as on a server that has been running, not created and zero-filled inside a commit), measured after {WARM_UP_SAGAS} warm-up sagas and an ANALYZE. Step overhead = from the step's command being decided to its result being applied. Floor = the same six command → result round trips over the bus, no orchestrator, no database.\n\n| measure | Landlord | floor | goal |\n|---|---|---|---|\n| sagas/s, {THROUGHPUT_SAGAS} in flight | {sagas_per_s:.0} | — | ≥ 300 |\n| sagas/s, one at a time | {:.0} | {floor_sagas_per_s:.0} | |\n| saga latency p50 / p99 ms, one at a time | {:.2} / {:.2} | | |\n| step overhead p50 / p99 ms, one at a time | {:.2} / {:.2} | {:.2} / {:.2} | p99 < 5 |\n| step overhead p50 / p99 ms, {THROUGHPUT_SAGAS} in flight | {:.2} / {:.2} | | |\n\nLoad average (1/5/15 min) before: {load_before}; after: {load_after}. Machine: {}. Versions: {}\n",
         1000.0 / percentile(&latencies, 0.5),
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
@@ -234,6 +231,7 @@ async fn main() -> Result<()> {
         percentile(&floor_steps, 0.99),
         percentile(&load_steps, 0.5),
         percentile(&load_steps, 0.99),
+        report["machine"],
         report["versions"],
     );
     std::fs::write(out.join("saga.md"), md)?;
