@@ -51,6 +51,7 @@ pub fn migrator() -> Migrator {
             "webhook payload only for the bridge",
             include_str!("../../../migrations/0005_webhook_payload_only_for_the_bridge.sql"),
         ),
+        migration(6, "saga version", include_str!("../../../migrations/0006_saga_version.sql")),
     ])
 }
 
@@ -88,6 +89,10 @@ struct Core {
     plans: Plans,
     /// Publishes what a committed transaction wrote to the outbox.
     dispatcher: outbox::Dispatcher,
+    /// Sagas in progress as this orchestrator last saved them.
+    kept: results::Kept,
+    /// Connections for results applied to kept sagas ([`results`]).
+    kept_pool: PgPool,
 }
 
 fn db_error(error: sqlx::Error) -> HandlerError {
@@ -213,7 +218,14 @@ pub async fn attach(service: &mut Service, plans: Plans, timing: Timing) -> anyh
     migrator().run(&pool).await?;
     let namespace = service.broker.namespace.clone();
     let (dispatcher, published) = outbox::Dispatcher::new(service.publisher.clone());
-    let core = Arc::new(Core { pool: pool.clone(), namespace: namespace.clone(), plans, dispatcher });
+    let core = Arc::new(Core {
+        pool: pool.clone(),
+        namespace: namespace.clone(),
+        plans,
+        dispatcher,
+        kept: results::Kept::default(),
+        kept_pool: results::kept_pool(&pool),
+    });
     service.spawn(outbox::cleaner(pool.clone(), published, outbox::CLEAN_WINDOW, service.shutdown_token()));
     service.spawn(outbox::sweep(
         pool,

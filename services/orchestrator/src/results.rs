@@ -1,15 +1,28 @@
 //! Step results, applied in batches.
 //!
 //! Each result the consumer hands over waits in a queue; an applier takes
-//! everything waiting (up to a batch) and applies it in one transaction:
-//! one statement records the message ids in the inbox and locks the sagas,
-//! one loads their steps, one writes every change and the outbox. One at a
-//! time that is the same work as before; under load the commit and the
+//! everything waiting (up to a batch) and applies it.
+//!
+//! A saga this orchestrator saved last is kept in memory ([`Kept`]), so the
+//! result it waits for is applied without loading it: one statement,
+//! outside any transaction, writes the transition, the message id in the
+//! inbox and the outbox, on condition that the saga's version is still the
+//! kept one (no replica, timer or cancellation moved it since) and that the
+//! message is new. One round trip and one commit per step instead of five
+//! round trips — what a saga step costs the orchestrator, one at a time
+//! (bench/results/saga.md).
+//!
+//! Everything else — a saga not kept (another replica saved it last, or
+//! this one restarted), a version that moved, a repeated message — takes
+//! the locking path: one transaction in which one statement records the
+//! message ids in the inbox and locks the sagas, one loads their steps, one
+//! writes every change and the outbox. Under load the commit and the
 //! statements are shared by the whole batch. A batch that fails is applied
 //! again one result at a time, so one bad result cannot hold up the others,
-//! and each result is acked only after the transaction holding it commits.
+//! and each result is acked only after what applied it has committed.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, PoisonError};
 
 use landlord_contract::pb;
 use landlord_runtime::{Delivery, Handler, HandlerError};
@@ -25,6 +38,43 @@ const MAX_BATCH: usize = 64;
 
 /// Appliers per orchestrator: transactions in flight at once.
 const APPLIERS: usize = 4;
+
+/// Connections for applying results to kept sagas, one per applier: apart
+/// from the pool the locking path, the timer and the outbox share, so a
+/// step's one statement never waits for a connection behind them.
+pub(crate) fn kept_pool(pool: &sqlx::PgPool) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(u32::try_from(APPLIERS).unwrap_or(4))
+        .connect_lazy_with((*pool.connect_options()).clone())
+}
+
+/// Most sagas kept in memory; beyond it, results take the locking path.
+const KEPT_SAGAS: usize = 10_000;
+
+/// Sagas in progress as this orchestrator last saved them, by id.
+#[derive(Debug, Default)]
+pub(crate) struct Kept(std::sync::Mutex<HashMap<Uuid, Saga>>);
+
+impl Kept {
+    /// Keeps `saga` as saved — unless it is finished, or a newer version of
+    /// it is kept already.
+    pub(crate) fn keep(&self, saga: Saga) {
+        let id = saga.saga.id;
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if saga.is_finished() {
+            kept.remove(&id);
+            return;
+        }
+        let newer = kept.get(&id).is_some_and(|k| k.version >= saga.version);
+        if !newer && (kept.len() < KEPT_SAGAS || kept.contains_key(&id)) {
+            kept.insert(id, saga);
+        }
+    }
+
+    fn take(&self, id: &Uuid) -> Option<Saga> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(id)
+    }
+}
 
 struct Item {
     saga_id: Uuid,
@@ -103,6 +153,7 @@ async fn applier(core: Arc<Core>, queue: Arc<Mutex<mpsc::Receiver<Item>>>, shutd
 }
 
 async fn apply(core: &Core, items: Vec<Item>) {
+    let items = apply_kept(core, items).await;
     if items.len() > 1 {
         match apply_batch(core, &items).await {
             Ok(outcomes) => {
@@ -121,6 +172,49 @@ async fn apply(core: &Core, items: Vec<Item>) {
         };
         let _ = item.reply.send(outcome);
     }
+}
+
+/// Applies the items whose saga is kept, one per saga, in one statement
+/// ([`Saga::save_kept`]); returns the items left for the locking path.
+async fn apply_kept(core: &Core, items: Vec<Item>) -> Vec<Item> {
+    let mut kept = Vec::new();
+    let mut rest = Vec::new();
+    let mut seen = HashSet::new();
+    for item in items {
+        match seen.insert(item.saga_id).then(|| core.kept.take(&item.saga_id)).flatten() {
+            Some(saga) => kept.push((item, saga.resumed())),
+            None => rest.push(item),
+        }
+    }
+    if kept.is_empty() {
+        return rest;
+    }
+    for (item, saga) in &mut kept {
+        saga.on_result(&item.result);
+        for message in &mut saga.outgoing {
+            message.trace.clone_from(&item.trace);
+        }
+    }
+    let (items, sagas): (Vec<Item>, Vec<Saga>) = kept.into_iter().unzip();
+    let msg_ids: Vec<&str> = items.iter().map(|i| i.msg_id.as_str()).collect();
+    match Saga::save_kept(&sagas, &msg_ids, &core.kept_pool).await {
+        Ok((pending, written)) => {
+            core.dispatcher.dispatch(pending).await;
+            for (item, saga) in items.into_iter().zip(sagas) {
+                if written.contains(&item.saga_id) {
+                    core.kept.keep(saga.saved());
+                    let _ = item.reply.send(Ok(()));
+                } else {
+                    rest.push(item);
+                }
+            }
+        }
+        Err(error) => {
+            tracing::debug!(%error, "applying results to kept sagas failed; loading them instead");
+            rest.extend(items);
+        }
+    }
+    rest
 }
 
 /// Applies `items` in one transaction; the outcome of each, in order.
@@ -149,8 +243,13 @@ async fn apply_batch(core: &Core, items: &[Item]) -> sqlx::Result<Vec<Result<(),
             Ok(())
         })
         .collect();
-    let pending = Saga::save_all(batch.sagas.into_values().collect(), &mut tx).await?;
+    let sagas: Vec<Saga> = batch.sagas.into_values().collect();
+    let saved: Vec<Saga> = sagas.iter().map(Saga::saved).collect();
+    let pending = Saga::save_all(sagas, &mut tx).await?;
     tx.commit().await?;
+    for saga in saved {
+        core.kept.keep(saga);
+    }
     core.dispatcher.dispatch(pending).await;
     Ok(outcomes)
 }
@@ -192,11 +291,7 @@ mod tests {
         (Item { saga_id, msg_id: msg_id.to_owned(), result, trace: None, reply }, answer)
     }
 
-    /// One transaction applies results for several sagas: each saga moves
-    /// one step, a message repeated within the batch or applied before
-    /// changes nothing, a result for an unknown saga is refused alone.
-    #[tokio::test]
-    async fn a_batch_applies_each_fresh_result_once_and_refuses_only_the_unknown_saga() -> anyhow::Result<()> {
+    async fn core() -> anyhow::Result<(Core, sqlx::PgPool)> {
         let nats = NatsServer::shared().await;
         let database = tokio::task::spawn_blocking(Postgres::shared).await??.fresh_database().await?;
         let pool = sqlx::PgPool::connect(&database.url).await?;
@@ -205,19 +300,104 @@ mod tests {
         let broker = Broker::connect(&nats.url(), "test", namespace.clone()).await?;
         let (dispatcher, _published) = outbox::Dispatcher::new(Publisher::new(&broker, "test"));
         let plans = Plans::load(&landlord_testkit::workspace_root().join("deploy/plans.toml").display().to_string())?;
-        let core = Core { pool: pool.clone(), namespace: namespace.clone(), plans, dispatcher };
+        let kept_pool = kept_pool(&pool);
+        Ok((Core { pool: pool.clone(), namespace, plans, dispatcher, kept: Kept::default(), kept_pool }, pool))
+    }
 
+    async fn start(core: &Core, key: &str) -> anyhow::Result<Uuid> {
+        let mut tx = core.pool.begin().await?;
+        let (outcome, _) = intake::apply(&mut tx, &core.namespace, &core.plans, &request(key), key).await?;
+        tx.commit().await?;
+        let Intake::Accepted { saga_id, .. } = outcome else { anyhow::bail!("{key} not accepted: {outcome:?}") };
+        Ok(saga_id)
+    }
+
+    /// The running step of `saga` and its command id.
+    async fn running(pool: &sqlx::PgPool, saga: Uuid) -> anyhow::Result<(String, String)> {
+        Ok(sqlx::query_as("SELECT name, command_id FROM saga_steps WHERE saga_id = $1 AND state = 'running'")
+            .bind(saga)
+            .fetch_one(pool)
+            .await?)
+    }
+
+    async fn version(pool: &sqlx::PgPool, saga: Uuid) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar("SELECT version FROM sagas WHERE id = $1").bind(saga).fetch_one(pool).await?)
+    }
+
+    /// Applies `items` as one batch; the outcome of each.
+    async fn apply_all(
+        core: &Core,
+        items: Vec<(Item, oneshot::Receiver<Result<(), HandlerError>>)>,
+    ) -> anyhow::Result<Vec<Result<(), HandlerError>>> {
+        let (items, answers): (Vec<_>, Vec<_>) = items.into_iter().unzip();
+        apply(core, items).await;
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.push(answer.await?);
+        }
+        Ok(outcomes)
+    }
+
+    async fn states(pool: &sqlx::PgPool, saga: Uuid) -> anyhow::Result<Vec<(String, i32)>> {
+        Ok(sqlx::query_as("SELECT state, attempts FROM saga_steps WHERE saga_id = $1 ORDER BY position LIMIT 3")
+            .bind(saga)
+            .fetch_all(pool)
+            .await?)
+    }
+
+    /// A saga saved by this orchestrator is kept, and its next result is
+    /// written by the one conditional statement; a kept saga whose version
+    /// moved meanwhile (another replica, the timer) and a repeated message
+    /// go through the locking path, each result applied exactly once.
+    #[tokio::test]
+    async fn a_kept_saga_is_written_in_one_statement_unless_its_version_moved() -> anyhow::Result<()> {
+        let (core, pool) = core().await?;
+        let (a, b) = (start(&core, "kept-a").await?, start(&core, "kept-b").await?);
+        let mut first = Vec::new();
+        for (saga, msg) in [(a, "a-1"), (b, "b-1")] {
+            let (step, command) = running(&pool, saga).await?;
+            first.push(item(saga, msg, &step, &command));
+        }
+        assert!(apply_all(&core, first).await?.iter().all(Result::is_ok));
+        let kept_version = |saga| core.kept.0.lock().unwrap().get(&saga).map(|s| s.version);
+        assert_eq!(kept_version(a), Some(version(&pool, a).await?), "saved by the locking path, kept");
+        // Something else moves `b` on after this orchestrator kept it.
+        sqlx::query("UPDATE sagas SET version = version + 1 WHERE id = $1").bind(b).execute(&pool).await?;
+        let (a_before, b_before) = (version(&pool, a).await?, version(&pool, b).await?);
+
+        let (a_step, a_cmd) = running(&pool, a).await?;
+        let (b_step, b_cmd) = running(&pool, b).await?;
+        let outcomes = apply_all(&core, vec![item(a, "a-2", &a_step, &a_cmd), item(b, "b-2", &b_step, &b_cmd)]).await?;
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        let moved = vec![("succeeded".to_owned(), 1), ("succeeded".to_owned(), 1), ("running".to_owned(), 1)];
+        assert_eq!(states(&pool, a).await?, moved);
+        assert_eq!(states(&pool, b).await?, moved, "the stale kept copy wrote nothing; the locking path applied it");
+        assert_eq!(version(&pool, a).await?, a_before + 1);
+        assert_eq!(version(&pool, b).await?, b_before + 1);
+        assert_eq!(kept_version(a), Some(a_before + 1));
+        assert_eq!(kept_version(b), Some(b_before + 1));
+
+        // The same message again: the kept path finds it in the inbox.
+        let outcomes = apply_all(&core, vec![item(a, "a-2", &a_step, &a_cmd)]).await?;
+        assert!(outcomes[0].is_ok(), "{outcomes:?}");
+        assert_eq!(states(&pool, a).await?, moved, "applied once");
+        let inbox: Vec<String> = sqlx::query_scalar("SELECT msg_id FROM inbox WHERE msg_id LIKE '_-_' ORDER BY msg_id")
+            .fetch_all(&pool)
+            .await?;
+        assert_eq!(inbox, ["a-1", "a-2", "b-1", "b-2"]);
+        Ok(())
+    }
+
+    /// One transaction applies results for several sagas: each saga moves
+    /// one step, a message repeated within the batch or applied before
+    /// changes nothing, a result for an unknown saga is refused alone.
+    #[tokio::test]
+    async fn a_batch_applies_each_fresh_result_once_and_refuses_only_the_unknown_saga() -> anyhow::Result<()> {
+        let (core, pool) = core().await?;
         let mut sagas = Vec::new();
         for key in ["batch-a", "batch-b", "batch-c"] {
-            let mut tx = pool.begin().await?;
-            let (outcome, _) = intake::apply(&mut tx, &namespace, &core.plans, &request(key), key).await?;
-            tx.commit().await?;
-            let Intake::Accepted { saga_id, .. } = outcome else { anyhow::bail!("{key} not accepted: {outcome:?}") };
-            let (step, command_id): (String, String) =
-                sqlx::query_as("SELECT name, command_id FROM saga_steps WHERE saga_id = $1 AND state = 'running'")
-                    .bind(saga_id)
-                    .fetch_one(&pool)
-                    .await?;
+            let saga_id = start(&core, key).await?;
+            let (step, command_id) = running(&pool, saga_id).await?;
             sagas.push((saga_id, step, command_id));
         }
         let [(a, a_step, a_cmd), (b, b_step, b_cmd), (c, c_step, c_cmd)] =

@@ -10,6 +10,7 @@
 //! succeeds. Nothing is undone once the tenant is ACTIVE.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use landlord_contract::pb::{self, StepState, step_result::Outcome};
@@ -77,6 +78,7 @@ pub struct StepRow {
 /// The row [`Saga::load`] reads: a saga and its tenant.
 struct SagaAndTenant {
     saga: SagaRow,
+    version: i64,
     tenant: TenantRow,
     /// The message ids of the batch that were new to the inbox.
     fresh: Vec<String>,
@@ -118,14 +120,16 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for SagaAndTenant {
             admin_last_name: row.try_get("admin_last_name")?,
             labels: row.try_get("labels")?,
         };
-        Ok(Self { saga, tenant, fresh: row.try_get("fresh")? })
+        Ok(Self { saga, version: row.try_get("version")?, tenant, fresh: row.try_get("fresh")? })
     }
 }
 
 /// A saga loaded for a transition.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Saga {
     pub saga: SagaRow,
+    /// `sagas.version` as loaded; every save bumps it.
+    pub version: i64,
     pub tenant: TenantRow,
     pub steps: Vec<StepRow>,
     dirty: Vec<bool>,
@@ -137,9 +141,8 @@ pub struct Saga {
     undone: Vec<String>,
     namespace: Namespace,
     now: OffsetDateTime,
-    /// Tenant status and saga as loaded, to skip writing them back unchanged.
+    /// Tenant status as loaded, to skip writing it back unchanged.
     loaded_status: String,
-    loaded_saga: SagaRow,
 }
 
 fn ms(d: i64) -> time::Duration {
@@ -190,7 +193,7 @@ impl Saga {
                 ON CONFLICT DO NOTHING RETURNING msg_id
              )
              SELECT s.id, s.tenant_id, s.state, s.cancel_reason, s.cancel_requested_by, s.failed_step,
-                    s.failure_reason, t.key, t.display_name, t.plan, t.tier, t.status, t.domains, t.admin_email,
+                    s.failure_reason, s.version, t.key, t.display_name, t.plan, t.tier, t.status, t.domains, t.admin_email,
                     t.admin_first_name, t.admin_last_name, t.labels, ARRAY(SELECT msg_id FROM fresh) AS fresh
              FROM sagas s JOIN tenants t ON t.id = s.tenant_id WHERE s.id = ANY($1) ORDER BY s.id {lock}"
         )))
@@ -226,16 +229,16 @@ impl Saga {
             .filter(|r| wanted.contains(&r.saga.id))
             .map(|r| {
                 let steps = steps.remove(&r.saga.id).unwrap_or_default();
-                (r.saga.id, Self::new(namespace, r.saga, r.tenant, steps))
+                (r.saga.id, Self::new(namespace, r.saga, r.version, r.tenant, steps))
             })
             .collect();
         Ok(Batch { sagas, fresh, missing })
     }
 
-    fn new(namespace: &Namespace, saga: SagaRow, tenant: TenantRow, steps: Vec<StepRow>) -> Self {
+    fn new(namespace: &Namespace, saga: SagaRow, version: i64, tenant: TenantRow, steps: Vec<StepRow>) -> Self {
         Self {
-            loaded_saga: saga.clone(),
             saga,
+            version,
             dirty: vec![false; steps.len()],
             steps,
             outgoing: Vec::new(),
@@ -249,121 +252,149 @@ impl Saga {
         }
     }
 
+    /// The saga as it stands once saved: what an orchestrator keeps in
+    /// memory to apply the next result without loading it
+    /// ([`Saga::save_kept`]).
+    pub fn saved(&self) -> Self {
+        let mut next = self.clone();
+        next.version += 1;
+        next.dirty.fill(false);
+        next.outgoing.clear();
+        next.audit.clear();
+        next.created.clear();
+        next.undone.clear();
+        next.loaded_status.clone_from(&next.tenant.status);
+        next
+    }
+
+    /// A kept saga, ready for its next transition.
+    pub fn resumed(mut self) -> Self {
+        self.now = OffsetDateTime::now_utc();
+        self
+    }
+
+    /// Succeeded, failed or cancelled: no result changes it any more.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.saga.state.as_str(), "succeeded" | "failed" | "cancelled")
+    }
+
     /// Writes back what changed, the audit trail and the outbox; returns the
     /// outbox rows to publish after commit.
     pub async fn save(self, tx: &mut Tx) -> sqlx::Result<Vec<crate::outbox::Pending>> {
         Self::save_all(vec![self], tx).await
     }
 
-    /// Writes back what changed in `sagas` — sagas, tenants, steps,
-    /// resources created and undone, the audit trail and the outbox — in one
-    /// statement, however many sagas there are; returns the outbox rows to
-    /// publish after commit, in the order the sagas decided them.
+    /// Writes back what changed in `sagas`, locked by `tx` — sagas, tenants,
+    /// steps, resources created and undone, the audit trail and the outbox —
+    /// in one statement, however many sagas there are; returns the outbox
+    /// rows to publish after commit, in the order the sagas decided them.
     pub async fn save_all(sagas: Vec<Self>, tx: &mut Tx) -> sqlx::Result<Vec<crate::outbox::Pending>> {
+        let (pending, written) = Self::write(&sagas, None, &mut **tx).await?;
+        if written.len() == sagas.len() {
+            Ok(pending)
+        } else {
+            Err(sqlx::Error::Protocol("the version of a locked saga moved".into()))
+        }
+    }
+
+    /// Writes the transitions of sagas kept in memory since their last save
+    /// ([`Saga::saved`]), `sagas[i]` for message `msg_ids[i]`, in one
+    /// statement outside any transaction: a saga's changes, its message id
+    /// in the inbox and its outbox rows are written only if its version is
+    /// still the one it was kept at (nothing else moved it since) and the
+    /// message is new to the inbox. Returns the outbox rows to publish and
+    /// the sagas written; the others are for the locking path.
+    pub async fn save_kept(
+        sagas: &[Self],
+        msg_ids: &[&str],
+        pool: &sqlx::PgPool,
+    ) -> sqlx::Result<(Vec<crate::outbox::Pending>, HashSet<Uuid>)> {
+        Self::write(sagas, Some(msg_ids), pool).await
+    }
+
+    async fn write<'c, E: sqlx::PgExecutor<'c>>(
+        sagas: &[Self],
+        msg_ids: Option<&[&str]>,
+        executor: E,
+    ) -> sqlx::Result<(Vec<crate::outbox::Pending>, HashSet<Uuid>)> {
+        static LOCKED: LazyLock<String> = LazyLock::new(|| save_statement(false));
+        static KEPT: LazyLock<String> = LazyLock::new(|| save_statement(true));
         let mut c = Changes::default();
         let mut outgoing = Vec::new();
+        let mut outgoing_sagas = Vec::new();
         for saga in sagas {
-            c.add(&saga);
-            outgoing.extend(saga.outgoing);
+            c.add(saga);
+            outgoing.extend(saga.outgoing.iter().cloned());
+            outgoing_sagas.extend(std::iter::repeat_n(saga.saga.id, saga.outgoing.len()));
         }
         let outbox = crate::outbox::Columns::of(&outgoing);
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "WITH sagas_changed AS (
-                UPDATE sagas s
-                SET state = u.state, cancel_reason = u.cancel_reason, cancel_requested_by = u.cancel_requested_by,
-                    failed_step = u.failed_step, failure_reason = u.failure_reason, updated_at = now(),
-                    finished_at = CASE WHEN u.state IN ('succeeded', 'failed', 'cancelled') THEN now() END
-                FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-                     AS u(id, state, cancel_reason, cancel_requested_by, failed_step, failure_reason)
-                WHERE s.id = u.id
-             ), tenants_changed AS (
-                UPDATE tenants t
-                SET status = u.status, failed_step = u.failed_step, failure_reason = u.failure_reason,
-                    updated_at = now(), version = t.version + 1
-                FROM unnest($7::uuid[], $8::text[], $9::text[], $10::text[])
-                     AS u(id, status, failed_step, failure_reason)
-                WHERE t.id = u.id
-             ), steps AS (
-                UPDATE saga_steps st
-                SET state = u.state, attempts = u.attempts, command_id = u.command_id, redriven = u.redriven,
-                    deadline = u.deadline, started_at = u.started_at, finished_at = u.finished_at,
-                    last_error = u.last_error, output = u.output
-                FROM unnest($11::uuid[], $12::int[], $13::text[], $14::int[], $15::text[], $16::bool[],
-                            $17::timestamptz[], $18::timestamptz[], $19::timestamptz[], $20::text[], $21::jsonb[])
-                     AS u(saga_id, position, state, attempts, command_id, redriven, deadline, started_at,
-                          finished_at, last_error, output)
-                WHERE st.saga_id = u.saga_id AND st.position = u.position
-             ), created AS (
-                INSERT INTO resources (tenant_id, saga_id, step, kind, external_id, metadata)
-                SELECT u.tenant_id, u.saga_id, u.step, u.kind, u.external_id, u.metadata
-                FROM unnest($22::uuid[], $23::uuid[], $24::text[], $25::text[], $26::text[], $27::jsonb[])
-                     AS u(tenant_id, saga_id, step, kind, external_id, metadata)
-                ON CONFLICT (tenant_id, kind, external_id) DO UPDATE SET deleted_at = NULL
-             ), undone AS (
-                UPDATE resources r SET deleted_at = now()
-                FROM unnest($28::uuid[], $29::text[]) AS u(saga_id, step)
-                WHERE r.saga_id = u.saga_id AND r.step = u.step AND r.deleted_at IS NULL
-             ), audit AS (
-                INSERT INTO audit_log (actor, tenant_id, saga_id, action, detail)
-                SELECT 'orchestrator', u.tenant_id, u.saga_id, u.action, u.detail
-                FROM unnest($30::uuid[], $31::uuid[], $32::text[], $33::jsonb[])
-                     WITH ORDINALITY AS u(tenant_id, saga_id, action, detail, n)
-                ORDER BY n
-             ), outbox AS (
-                INSERT INTO outbox (subject, msg_id, ce_type, tenant_key, correlation_id, payload, traceparent,
-                                    tracestate)
-                SELECT a, b, c, d, e, f, g, h
-                FROM unnest($34::text[], $35::text[], $36::text[], $37::text[], $38::text[], $39::bytea[],
-                            $40::text[], $41::text[]) WITH ORDINALITY AS u(a, b, c, d, e, f, g, h, n)
-                ORDER BY n
-                RETURNING id
-             )
-             SELECT id FROM outbox",
-        )
-        .bind(&c.saga_ids)
-        .bind(&c.saga_states)
-        .bind(&c.cancel_reasons)
-        .bind(&c.cancel_requested_by)
-        .bind(&c.saga_failed_steps)
-        .bind(&c.saga_failure_reasons)
-        .bind(&c.tenant_ids)
-        .bind(&c.tenant_statuses)
-        .bind(&c.tenant_failed_steps)
-        .bind(&c.tenant_failure_reasons)
-        .bind(&c.step_sagas)
-        .bind(&c.positions)
-        .bind(&c.step_states)
-        .bind(&c.attempts)
-        .bind(&c.command_ids)
-        .bind(&c.redriven)
-        .bind(&c.deadlines)
-        .bind(&c.started_at)
-        .bind(&c.finished_at)
-        .bind(&c.last_errors)
-        .bind(&c.outputs)
-        .bind(&c.created_tenants)
-        .bind(&c.created_sagas)
-        .bind(&c.created_steps)
-        .bind(&c.created_kinds)
-        .bind(&c.created_external_ids)
-        .bind(&c.created_metadata)
-        .bind(&c.undone_sagas)
-        .bind(&c.undone_steps)
-        .bind(&c.audit_tenants)
-        .bind(&c.audit_sagas)
-        .bind(&c.audit_actions)
-        .bind(&c.audit_details)
-        .bind(&outbox.subjects)
-        .bind(&outbox.msg_ids)
-        .bind(&outbox.ce_types)
-        .bind(&outbox.tenant_keys)
-        .bind(&outbox.correlation_ids)
-        .bind(&outbox.payloads)
-        .bind(&outbox.traceparents)
-        .bind(&outbox.tracestates)
-        .fetch_all(&mut **tx)
-        .await?;
-        Ok(crate::outbox::pending(ids, &outgoing))
+        let sql = if msg_ids.is_some() { KEPT.as_str() } else { LOCKED.as_str() };
+        let query = sqlx::query_as::<_, (Option<i64>, Option<String>, Option<Uuid>)>(sqlx::AssertSqlSafe(sql))
+            .bind(&c.saga_ids)
+            .bind(&c.saga_states)
+            .bind(&c.cancel_reasons)
+            .bind(&c.cancel_requested_by)
+            .bind(&c.saga_failed_steps)
+            .bind(&c.saga_failure_reasons)
+            .bind(&c.tenant_ids)
+            .bind(&c.tenant_statuses)
+            .bind(&c.tenant_failed_steps)
+            .bind(&c.tenant_failure_reasons)
+            .bind(&c.step_sagas)
+            .bind(&c.positions)
+            .bind(&c.step_states)
+            .bind(&c.attempts)
+            .bind(&c.command_ids)
+            .bind(&c.redriven)
+            .bind(&c.deadlines)
+            .bind(&c.started_at)
+            .bind(&c.finished_at)
+            .bind(&c.last_errors)
+            .bind(&c.outputs)
+            .bind(&c.created_tenants)
+            .bind(&c.created_sagas)
+            .bind(&c.created_steps)
+            .bind(&c.created_kinds)
+            .bind(&c.created_external_ids)
+            .bind(&c.created_metadata)
+            .bind(&c.undone_sagas)
+            .bind(&c.undone_steps)
+            .bind(&c.audit_tenants)
+            .bind(&c.audit_sagas)
+            .bind(&c.audit_actions)
+            .bind(&c.audit_details)
+            .bind(&outbox.subjects)
+            .bind(&outbox.msg_ids)
+            .bind(&outbox.ce_types)
+            .bind(&outbox.tenant_keys)
+            .bind(&outbox.correlation_ids)
+            .bind(&outbox.payloads)
+            .bind(&outbox.traceparents)
+            .bind(&outbox.tracestates)
+            .bind(&c.saga_versions)
+            .bind(&outgoing_sagas);
+        let rows = match msg_ids {
+            Some(msg_ids) => query.bind(msg_ids).fetch_all(executor).await?,
+            None => query.fetch_all(executor).await?,
+        };
+        let mut ids = HashMap::new();
+        let mut written = HashSet::new();
+        for row in rows {
+            match row {
+                (Some(id), Some(msg_id), _) => {
+                    ids.insert(msg_id, id);
+                }
+                (_, _, Some(saga)) => {
+                    written.insert(saga);
+                }
+                _ => {}
+            }
+        }
+        let pending = outgoing
+            .into_iter()
+            .filter_map(|message| Some(crate::outbox::Pending { id: ids.remove(&message.msg_id)?, message }))
+            .collect();
+        Ok((pending, written))
     }
 
     fn touch(&mut self, i: usize) -> &mut StepRow {
@@ -859,6 +890,7 @@ struct Changes {
     cancel_requested_by: Vec<Option<String>>,
     saga_failed_steps: Vec<Option<String>>,
     saga_failure_reasons: Vec<Option<String>>,
+    saga_versions: Vec<i64>,
     tenant_ids: Vec<Uuid>,
     tenant_statuses: Vec<String>,
     tenant_failed_steps: Vec<Option<String>>,
@@ -891,14 +923,14 @@ struct Changes {
 impl Changes {
     fn add(&mut self, saga: &Saga) {
         let (id, tenant) = (saga.saga.id, saga.tenant.id);
-        if saga.saga != saga.loaded_saga {
-            self.saga_ids.push(id);
-            self.saga_states.push(saga.saga.state.clone());
-            self.cancel_reasons.push(saga.saga.cancel_reason.clone());
-            self.cancel_requested_by.push(saga.saga.cancel_requested_by.clone());
-            self.saga_failed_steps.push(saga.saga.failed_step.clone());
-            self.saga_failure_reasons.push(saga.saga.failure_reason.clone());
-        }
+        // Always written: the version moves with every transition.
+        self.saga_ids.push(id);
+        self.saga_states.push(saga.saga.state.clone());
+        self.cancel_reasons.push(saga.saga.cancel_reason.clone());
+        self.cancel_requested_by.push(saga.saga.cancel_requested_by.clone());
+        self.saga_failed_steps.push(saga.saga.failed_step.clone());
+        self.saga_failure_reasons.push(saga.saga.failure_reason.clone());
+        self.saga_versions.push(saga.version);
         if saga.tenant.status != saga.loaded_status {
             self.tenant_ids.push(tenant);
             self.tenant_statuses.push(saga.tenant.status.clone());
@@ -937,6 +969,89 @@ impl Changes {
             self.audit_details.push(detail.clone());
         }
     }
+}
+
+/// The statement of [`Saga::save_all`] (`kept`: false) and
+/// [`Saga::save_kept`]. Every saga written gets its version bumped; what a
+/// saga decided is written only if its version is the one given.
+fn save_statement(kept: bool) -> String {
+    let (msg_column, msg_alias, fresh, inbox) = if kept {
+        (
+            ", $44::text[]",
+            ", msg_id",
+            " AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.msg_id = u.msg_id)",
+            "), inbox_added AS (
+                INSERT INTO inbox (msg_id)
+                SELECT u.msg_id FROM unnest($1::uuid[], $44::text[]) AS u(id, msg_id)
+                WHERE u.id IN (SELECT id FROM ok) ORDER BY u.msg_id
+                ON CONFLICT DO NOTHING
+             ",
+        )
+    } else {
+        ("", "", "", "")
+    };
+    format!(
+        "WITH ok AS (
+            UPDATE sagas s
+            SET state = u.state, cancel_reason = u.cancel_reason, cancel_requested_by = u.cancel_requested_by,
+                failed_step = u.failed_step, failure_reason = u.failure_reason, updated_at = now(),
+                version = s.version + 1,
+                finished_at = CASE WHEN u.state IN ('succeeded', 'failed', 'cancelled')
+                                   THEN coalesce(s.finished_at, now()) END
+            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $42::bigint[]{msg_column})
+                 AS u(id, state, cancel_reason, cancel_requested_by, failed_step, failure_reason, version{msg_alias})
+            WHERE s.id = u.id AND s.version = u.version{fresh}
+            RETURNING s.id, s.tenant_id
+         {inbox}), tenants_changed AS (
+            UPDATE tenants t
+            SET status = u.status, failed_step = u.failed_step, failure_reason = u.failure_reason,
+                updated_at = now(), version = t.version + 1
+            FROM unnest($7::uuid[], $8::text[], $9::text[], $10::text[])
+                 AS u(id, status, failed_step, failure_reason)
+            WHERE t.id = u.id AND u.id IN (SELECT tenant_id FROM ok)
+         ), steps AS (
+            UPDATE saga_steps st
+            SET state = u.state, attempts = u.attempts, command_id = u.command_id, redriven = u.redriven,
+                deadline = u.deadline, started_at = u.started_at, finished_at = u.finished_at,
+                last_error = u.last_error, output = u.output
+            FROM unnest($11::uuid[], $12::int[], $13::text[], $14::int[], $15::text[], $16::bool[],
+                        $17::timestamptz[], $18::timestamptz[], $19::timestamptz[], $20::text[], $21::jsonb[])
+                 AS u(saga_id, position, state, attempts, command_id, redriven, deadline, started_at,
+                      finished_at, last_error, output)
+            WHERE st.saga_id = u.saga_id AND st.position = u.position AND u.saga_id IN (SELECT id FROM ok)
+         ), created AS (
+            INSERT INTO resources (tenant_id, saga_id, step, kind, external_id, metadata)
+            SELECT u.tenant_id, u.saga_id, u.step, u.kind, u.external_id, u.metadata
+            FROM unnest($22::uuid[], $23::uuid[], $24::text[], $25::text[], $26::text[], $27::jsonb[])
+                 AS u(tenant_id, saga_id, step, kind, external_id, metadata)
+            WHERE u.saga_id IN (SELECT id FROM ok)
+            ON CONFLICT (tenant_id, kind, external_id) DO UPDATE SET deleted_at = NULL
+         ), undone AS (
+            UPDATE resources r SET deleted_at = now()
+            FROM unnest($28::uuid[], $29::text[]) AS u(saga_id, step)
+            WHERE r.saga_id = u.saga_id AND r.step = u.step AND r.deleted_at IS NULL
+              AND u.saga_id IN (SELECT id FROM ok)
+         ), audit AS (
+            INSERT INTO audit_log (actor, tenant_id, saga_id, action, detail)
+            SELECT 'orchestrator', u.tenant_id, u.saga_id, u.action, u.detail
+            FROM unnest($30::uuid[], $31::uuid[], $32::text[], $33::jsonb[])
+                 WITH ORDINALITY AS u(tenant_id, saga_id, action, detail, n)
+            WHERE u.saga_id IN (SELECT id FROM ok)
+            ORDER BY n
+         ), outbox AS (
+            INSERT INTO outbox (subject, msg_id, ce_type, tenant_key, correlation_id, payload, traceparent,
+                                tracestate)
+            SELECT a, b, c, d, e, f, g, h
+            FROM unnest($34::text[], $35::text[], $36::text[], $37::text[], $38::text[], $39::bytea[],
+                        $40::text[], $41::text[], $43::uuid[]) WITH ORDINALITY AS u(a, b, c, d, e, f, g, h, saga, n)
+            WHERE u.saga IN (SELECT id FROM ok)
+            ORDER BY n
+            RETURNING id, msg_id
+         )
+         SELECT id, msg_id, NULL::uuid FROM outbox
+         UNION ALL
+         SELECT NULL, NULL, id FROM ok"
+    )
 }
 
 fn backoff(backoff_ms: &[i64], attempts: i32) -> i64 {
