@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::outbox::{Outgoing, Pending};
 use crate::plans::{Plan, Plans, tier_name};
-use crate::saga::Saga;
+use crate::saga::{Saga, StepRow, TenantRow};
 
 type Tx = Transaction<'static, Postgres>;
 
@@ -164,6 +164,23 @@ fn rejected_event(
     Outgoing::new(subject, format!("{request_id}.rejected"), &event)
 }
 
+/// What [`apply`] did: the outcome, the outbox rows to publish after
+/// commit and, for a saga it started, the saga as saved — for the
+/// orchestrator to keep once the transaction commits, so the first result
+/// is applied without loading it.
+#[derive(Debug)]
+pub struct Applied {
+    pub outcome: Intake,
+    pub pending: Vec<Pending>,
+    pub started: Option<Saga>,
+}
+
+impl Applied {
+    fn nothing(outcome: Intake, pending: Vec<Pending>) -> Self {
+        Self { outcome, pending, started: None }
+    }
+}
+
 /// Applies one request inside `tx`; `request_id` is its message id.
 pub async fn apply(
     tx: &mut Tx,
@@ -171,137 +188,165 @@ pub async fn apply(
     plans: &Plans,
     request: &pb::TenantRequested,
     request_id: &str,
-) -> sqlx::Result<(Intake, Vec<Pending>)> {
+) -> sqlx::Result<Applied> {
+    let reject = async |tx: &mut Tx, rejection: Rejection| {
+        let pending = crate::outbox::write(tx, &[rejected_event(namespace, request, request_id, &rejection)]).await?;
+        Ok(Applied::nothing(Intake::Rejected(rejection), pending))
+    };
     let valid = match validate(request, plans) {
         Ok(valid) => valid,
-        Err(rejection) => {
-            let pending =
-                crate::outbox::write(tx, &[rejected_event(namespace, request, request_id, &rejection)]).await?;
-            return Ok((Intake::Rejected(rejection), pending));
-        }
+        Err(rejection) => return reject(tx, rejection).await,
     };
-    let existing: Option<(Uuid, String)> = sqlx::query_as("SELECT id, idempotency_id FROM tenants WHERE key = $1")
-        .bind(valid.key.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
     if let Some(retry_of) = request.retry_of.as_deref() {
-        return retry(tx, namespace, &valid, request, request_id, existing.map(|(id, _)| id), retry_of).await;
+        let existing: Option<Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE key = $1")
+            .bind(valid.key.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        return match retry_of_failed(tx, &valid, request, existing, retry_of).await? {
+            Ok(Some(tenant)) => {
+                let saga = saga_id("provision", &request.idempotency_id);
+                start_saga(tx, namespace, &valid, request, saga, Started::Again(tenant)).await
+            }
+            Ok(None) => Ok(Applied::nothing(Intake::Repeated, Vec::new())),
+            Err(rejection) => reject(tx, rejection).await,
+        };
     }
-    if let Some((_, idempotency_id)) = existing {
-        if idempotency_id == request.idempotency_id {
-            return Ok((Intake::Repeated, Vec::new()));
-        }
-        let rejection =
-            Rejection::new("tenant_key.duplicate", format!("tenant key {:?} is already taken", valid.key.as_str()));
-        let pending = crate::outbox::write(tx, &[rejected_event(namespace, request, request_id, &rejection)]).await?;
-        return Ok((Intake::Rejected(rejection), pending));
-    }
-    let tenant = tenant_id(&request.idempotency_id);
-    let saga = saga_id("provision", &request.idempotency_id);
+    let tenant = tenant_row(&valid, request);
     let admin = request.admin.clone().unwrap_or_default();
+    // Any conflict — the key taken, the idempotency id used before — leaves
+    // the row alone; the tenant that is there tells which it was.
     let inserted = sqlx::query(
         "INSERT INTO tenants (id, key, display_name, plan, tier, status, domains, admin_email, admin_first_name,
                               admin_last_name, labels, source, idempotency_id)
          VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, $7, $8, $9, $10, $11, $12)
-         ON CONFLICT (id) DO NOTHING",
+         ON CONFLICT DO NOTHING",
     )
-    .bind(tenant)
-    .bind(valid.key.as_str())
-    .bind(request.display_name.trim())
-    .bind(&valid.plan.name)
-    .bind(tier_name(valid.tier))
-    .bind(&request.domains)
+    .bind(tenant.id)
+    .bind(&tenant.key)
+    .bind(&tenant.display_name)
+    .bind(&tenant.plan)
+    .bind(&tenant.tier)
+    .bind(&tenant.domains)
     .bind(&admin.email)
     .bind(&admin.first_name)
     .bind(&admin.last_name)
-    .bind(Json(&request.labels))
+    .bind(&tenant.labels)
     .bind(&request.source)
     .bind(&request.idempotency_id)
     .execute(&mut **tx)
     .await?;
-    if inserted.rows_affected() == 0 {
-        // A concurrent delivery of the same request got there first, or the
-        // idempotency id already made a tenant under another key.
-        let key: Option<String> =
-            sqlx::query_scalar("SELECT key FROM tenants WHERE id = $1").bind(tenant).fetch_optional(&mut **tx).await?;
-        if key.as_deref() == Some(valid.key.as_str()) {
-            return Ok((Intake::Repeated, Vec::new()));
+    if inserted.rows_affected() == 1 {
+        let saga = saga_id("provision", &request.idempotency_id);
+        return start_saga(tx, namespace, &valid, request, saga, Started::New(Box::new(tenant))).await;
+    }
+    // The key is taken (by this request before, or by another), or the
+    // idempotency id already made a tenant under another key.
+    let taken: Option<String> = sqlx::query_scalar("SELECT idempotency_id FROM tenants WHERE key = $1")
+        .bind(valid.key.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    let rejection = match taken {
+        Some(idempotency_id) if idempotency_id == request.idempotency_id => {
+            return Ok(Applied::nothing(Intake::Repeated, Vec::new()));
         }
-        let rejection = Rejection::new(
+        Some(_) => {
+            Rejection::new("tenant_key.duplicate", format!("tenant key {:?} is already taken", valid.key.as_str()))
+        }
+        None => Rejection::new(
             "idempotency_id.reused",
             format!("idempotency id {:?} was already used for another tenant key", request.idempotency_id),
-        );
-        let pending = crate::outbox::write(tx, &[rejected_event(namespace, request, request_id, &rejection)]).await?;
-        return Ok((Intake::Rejected(rejection), pending));
+        ),
+    };
+    reject(tx, rejection).await
+}
+
+/// The tenant row a valid request makes, as inserted.
+fn tenant_row(valid: &ValidRequest<'_>, request: &pb::TenantRequested) -> TenantRow {
+    let admin = request.admin.clone().unwrap_or_default();
+    TenantRow {
+        id: tenant_id(&request.idempotency_id),
+        key: valid.key.as_str().to_owned(),
+        display_name: request.display_name.trim().to_owned(),
+        plan: valid.plan.name.clone(),
+        tier: tier_name(valid.tier).to_owned(),
+        status: "PENDING".into(),
+        domains: request.domains.clone(),
+        admin_email: admin.email,
+        admin_first_name: admin.first_name,
+        admin_last_name: admin.last_name,
+        labels: Json(request.labels.clone()),
     }
-    start_saga(tx, namespace, &valid, request, tenant, saga).await
 }
 
 /// A retry of a FAILED tenant (`retry_of`): the tenant goes back to PENDING
-/// and a new saga, named by the retry's idempotency id, provisions it again.
-/// Anything else carrying `retry_of` is rejected with the reason.
-async fn retry(
+/// (`Some`, its id) and a new saga, named by the retry's idempotency id,
+/// provisions it again; `None` if that saga exists already. Anything else
+/// carrying `retry_of` is rejected with the reason.
+async fn retry_of_failed(
     tx: &mut Tx,
-    namespace: &Namespace,
     valid: &ValidRequest<'_>,
     request: &pb::TenantRequested,
-    request_id: &str,
     existing: Option<Uuid>,
     retry_of: &str,
-) -> sqlx::Result<(Intake, Vec<Pending>)> {
-    let rejection = match existing {
-        Some(tenant) if tenant.to_string() == retry_of => {
-            let saga = saga_id("provision", &request.idempotency_id);
-            let seen: Option<(Uuid,)> =
-                sqlx::query_as("SELECT id FROM sagas WHERE id = $1").bind(saga).fetch_optional(&mut **tx).await?;
-            if seen.is_some() {
-                return Ok((Intake::Repeated, Vec::new()));
-            }
-            let status: String = sqlx::query_scalar("SELECT status FROM tenants WHERE id = $1 FOR UPDATE")
-                .bind(tenant)
-                .fetch_one(&mut **tx)
-                .await?;
-            if status == "FAILED" {
-                sqlx::query(
-                    "UPDATE tenants SET status = 'PENDING', failed_step = NULL, failure_reason = NULL,
-                            updated_at = now(), version = version + 1
-                     WHERE id = $1",
-                )
-                .bind(tenant)
-                .execute(&mut **tx)
-                .await?;
-                return start_saga(tx, namespace, valid, request, tenant, saga).await;
-            }
-            Rejection::new(
-                "retry.not_failed",
-                format!("tenant {:?} is {status}: only a FAILED tenant is retried", valid.key.as_str()),
-            )
-        }
-        _ => Rejection::new(
+) -> sqlx::Result<Result<Option<Uuid>, Rejection>> {
+    let Some(tenant) = existing.filter(|tenant| tenant.to_string() == retry_of) else {
+        return Ok(Err(Rejection::new(
             "retry.unknown_tenant",
             format!("tenant key {:?} does not belong to tenant {retry_of:?}", valid.key.as_str()),
-        ),
+        )));
     };
-    let pending = crate::outbox::write(tx, &[rejected_event(namespace, request, request_id, &rejection)]).await?;
-    Ok((Intake::Rejected(rejection), pending))
+    let saga = saga_id("provision", &request.idempotency_id);
+    let seen: Option<(Uuid,)> =
+        sqlx::query_as("SELECT id FROM sagas WHERE id = $1").bind(saga).fetch_optional(&mut **tx).await?;
+    if seen.is_some() {
+        return Ok(Ok(None));
+    }
+    let status: String = sqlx::query_scalar("SELECT status FROM tenants WHERE id = $1 FOR UPDATE")
+        .bind(tenant)
+        .fetch_one(&mut **tx)
+        .await?;
+    if status != "FAILED" {
+        return Ok(Err(Rejection::new(
+            "retry.not_failed",
+            format!("tenant {:?} is {status}: only a FAILED tenant is retried", valid.key.as_str()),
+        )));
+    }
+    sqlx::query(
+        "UPDATE tenants SET status = 'PENDING', failed_step = NULL, failure_reason = NULL,
+                updated_at = now(), version = version + 1
+         WHERE id = $1",
+    )
+    .bind(tenant)
+    .execute(&mut **tx)
+    .await?;
+    Ok(Ok(Some(tenant)))
 }
 
-/// Creates saga `saga` for `tenant` with the plan's steps and starts it.
+/// Whose saga [`start_saga`] starts.
+enum Started {
+    /// A tenant this transaction inserted, as inserted.
+    New(Box<TenantRow>),
+    /// A FAILED tenant provisioned again, by id: its row is read back.
+    Again(Uuid),
+}
+
+/// Creates saga `saga` with the plan's steps and starts it: the saga and
+/// its steps in one statement, then everything the start decides — the
+/// TenantAccepted event first — in the saga's one save.
 async fn start_saga(
     tx: &mut Tx,
     namespace: &Namespace,
     valid: &ValidRequest<'_>,
     request: &pb::TenantRequested,
-    tenant: Uuid,
     saga: Uuid,
-) -> sqlx::Result<(Intake, Vec<Pending>)> {
-    sqlx::query("INSERT INTO sagas (id, tenant_id, operation, idempotency_id, state) VALUES ($1, $2, 'provision', $3, 'running')")
-        .bind(saga)
-        .bind(tenant)
-        .bind(&request.idempotency_id)
-        .execute(&mut **tx)
-        .await?;
-    // One statement for all steps: arrays of the steps' columns, unnested.
+    started: Started,
+) -> sqlx::Result<Applied> {
+    let tenant = match &started {
+        Started::New(row) => row.id,
+        Started::Again(id) => *id,
+    };
+    // One statement for the saga and all its steps: arrays of the steps'
+    // columns, unnested.
     let steps = &valid.plan.steps;
     let millis = |d: &std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let positions: Vec<i32> = (0..steps.len()).map(|p| i32::try_from(p).unwrap_or(i32::MAX)).collect();
@@ -317,7 +362,11 @@ async fn start_saga(
     let params: Vec<Json<&std::collections::BTreeMap<String, String>>> =
         steps.iter().map(|s| Json(&s.params)).collect();
     sqlx::query(
-        "INSERT INTO saga_steps (saga_id, position, name, service, action, compensation, fatal, timeout_ms,
+        "WITH saga AS (
+            INSERT INTO sagas (id, tenant_id, operation, idempotency_id, state)
+            VALUES ($1, $12, 'provision', $13, 'running')
+         )
+         INSERT INTO saga_steps (saga_id, position, name, service, action, compensation, fatal, timeout_ms,
                                  max_attempts, backoff_ms, params)
          SELECT $1, u.position, u.name, u.service, u.action, u.compensation, u.fatal, u.timeout_ms, u.max_attempts,
                 ARRAY(SELECT jsonb_array_elements_text(u.backoff)::bigint), u.params
@@ -336,8 +385,19 @@ async fn start_saga(
     .bind(&attempts)
     .bind(&backoffs)
     .bind(&params)
+    .bind(tenant)
+    .bind(&request.idempotency_id)
     .execute(&mut **tx)
     .await?;
+    let mut state = match started {
+        // As the statements above left them: nothing to read back.
+        Started::New(row) => {
+            let steps =
+                steps.iter().zip(&positions).map(|(spec, &position)| StepRow::pending(spec, position)).collect();
+            Saga::started(namespace, saga, *row, steps)
+        }
+        Started::Again(_) => Saga::load(tx, namespace, saga, false).await?.ok_or(sqlx::Error::RowNotFound)?,
+    };
     let accepted = pb::TenantAccepted {
         tenant_id: tenant.to_string(),
         saga_id: saga.to_string(),
@@ -346,15 +406,14 @@ async fn start_saga(
         plan: valid.plan.name.clone(),
     };
     let subject = namespace.event_subject(&valid.key, pb::TenantAccepted::KIND);
-    let accepted = Outgoing::new(subject, format!("{saga}.accepted.0"), &accepted)
-        .about(valid.key.as_str(), Some(&saga.to_string()));
-    let mut pending = crate::outbox::write(tx, &[accepted]).await?;
-    let Some(mut state) = Saga::load(tx, namespace, saga, false).await? else {
-        return Err(sqlx::Error::RowNotFound);
-    };
+    state.outgoing.push(
+        Outgoing::new(subject, format!("{saga}.accepted.0"), &accepted)
+            .about(valid.key.as_str(), Some(&saga.to_string())),
+    );
     state.begin();
-    pending.extend(state.save(tx).await?);
-    Ok((Intake::Accepted { tenant_id: tenant, saga_id: saga }, pending))
+    let saved = state.saved();
+    let pending = state.save(tx).await?;
+    Ok(Applied { outcome: Intake::Accepted { tenant_id: tenant, saga_id: saga }, pending, started: Some(saved) })
 }
 
 #[cfg(test)]

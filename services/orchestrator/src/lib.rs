@@ -52,6 +52,7 @@ pub fn migrator() -> Migrator {
             include_str!("../../../migrations/0005_webhook_payload_only_for_the_bridge.sql"),
         ),
         migration(6, "saga version", include_str!("../../../migrations/0006_saga_version.sql")),
+        migration(7, "resources by saga and step", include_str!("../../../migrations/0007_resources_by_saga_step.sql")),
     ])
 }
 
@@ -123,8 +124,18 @@ impl Core {
         }
     }
 
-    async fn commit(&self, tx: Tx, pending: Vec<outbox::Pending>) -> Result<(), HandlerError> {
+    /// Commits, keeps the saga `saved` (if any) for its next result, then
+    /// publishes what the transaction wrote to the outbox.
+    async fn commit(
+        &self,
+        tx: Tx,
+        pending: Vec<outbox::Pending>,
+        saved: Option<saga::Saga>,
+    ) -> Result<(), HandlerError> {
         tx.commit().await.map_err(db_error)?;
+        if let Some(saga) = saved {
+            self.kept.keep(saga);
+        }
         self.dispatcher.dispatch(pending).await;
         Ok(())
     }
@@ -140,10 +151,10 @@ impl Handler for Intake {
         let request_id = delivery.info.message_id();
         let request = delivery.message;
         let Some(mut tx) = core.begin_once(&format!("intake.{request_id}")).await? else { return Ok(()) };
-        let (outcome, pending) =
+        let applied =
             intake::apply(&mut tx, &core.namespace, &core.plans, &request, &request_id).await.map_err(db_error)?;
-        core.commit(tx, pending).await?;
-        tracing::info!(key = %request.key, ?outcome, "tenant requested");
+        core.commit(tx, applied.pending, applied.started).await?;
+        tracing::info!(key = %request.key, outcome = ?applied.outcome, "tenant requested");
         Ok(())
     }
 }
@@ -175,7 +186,7 @@ impl Handler for Cancel {
             saga.cancel(&cancel.reason, &cancel.requested_by);
             pending = saga.save(&mut tx).await.map_err(db_error)?;
         }
-        core.commit(tx, pending).await
+        core.commit(tx, pending, None).await
     }
 }
 

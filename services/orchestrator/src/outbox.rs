@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use landlord_contract::{CeType, header};
+use landlord_contract::{CeType, header, pb};
 use landlord_runtime::{Envelope, Publisher};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::mpsc;
@@ -151,14 +151,18 @@ impl Dispatcher {
         (Self { publisher, published }, rx)
     }
 
-    /// Publishes `pending` in order, all sent before any ack is awaited. On
+    /// Publishes `pending`, all sent before any ack is awaited: step
+    /// commands first — a worker waits on its command, nobody waits on the
+    /// progress events decided with it — each kind in the order given. On
     /// trouble the rows stay and [`sweep`] publishes them later.
     pub async fn dispatch(&self, pending: Vec<Pending>) {
         if pending.is_empty() {
             return;
         }
+        let (commands, others): (Vec<&Pending>, Vec<&Pending>) =
+            pending.iter().partition(|row| row.message.ce_type == pb::StepCommand::CE_TYPE);
         let mut acks = Vec::with_capacity(pending.len());
-        for row in &pending {
+        for row in commands.into_iter().chain(others) {
             let headers = headers(&self.publisher, &row.message);
             match self
                 .publisher

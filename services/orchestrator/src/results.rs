@@ -3,8 +3,9 @@
 //! Each result the consumer hands over waits in a queue; an applier takes
 //! everything waiting (up to a batch) and applies it.
 //!
-//! A saga this orchestrator saved last is kept in memory ([`Kept`]), so the
-//! result it waits for is applied without loading it: one statement,
+//! A saga this orchestrator saved last — when intake started it, or at its
+//! last result — is kept in memory ([`Kept`]), so the result it waits for
+//! is applied without loading it: one statement,
 //! outside any transaction, writes the transition, the message id in the
 //! inbox and the outbox, on condition that the saga's version is still the
 //! kept one (no replica, timer or cancellation moved it since) and that the
@@ -45,6 +46,10 @@ const APPLIERS: usize = 4;
 pub(crate) fn kept_pool(pool: &sqlx::PgPool) -> sqlx::PgPool {
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(u32::try_from(APPLIERS).unwrap_or(4))
+        // As the service's pool: a broken connection fails its statement,
+        // and the result goes the locking path; a ping before each acquire
+        // would cost every step a round trip.
+        .test_before_acquire(false)
         .connect_lazy_with((*pool.connect_options()).clone())
 }
 
@@ -256,6 +261,8 @@ async fn apply_batch(core: &Core, items: &[Item]) -> sqlx::Result<Vec<Result<(),
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use landlord_runtime::{Broker, Publisher};
     use landlord_testkit::{NatsServer, Postgres, unique_namespace};
 
@@ -306,7 +313,7 @@ mod tests {
 
     async fn start(core: &Core, key: &str) -> anyhow::Result<Uuid> {
         let mut tx = core.pool.begin().await?;
-        let (outcome, _) = intake::apply(&mut tx, &core.namespace, &core.plans, &request(key), key).await?;
+        let outcome = intake::apply(&mut tx, &core.namespace, &core.plans, &request(key), key).await?.outcome;
         tx.commit().await?;
         let Intake::Accepted { saga_id, .. } = outcome else { anyhow::bail!("{key} not accepted: {outcome:?}") };
         Ok(saga_id)
@@ -385,6 +392,59 @@ mod tests {
             .fetch_all(&pool)
             .await?;
         assert_eq!(inbox, ["a-1", "a-2", "b-1", "b-2"]);
+        Ok(())
+    }
+
+    /// Intake keeps the saga it started as saved — as loading it would
+    /// give it — so its first result is written by the one statement: it
+    /// goes through while another transaction holds the tenant row, which
+    /// the locking path would wait for.
+    #[tokio::test]
+    async fn intake_keeps_the_saga_it_started_and_its_first_result_needs_no_lock() -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        let (core, pool) = core().await?;
+        let mut tx = core.pool.begin().await?;
+        let applied = intake::apply(&mut tx, &core.namespace, &core.plans, &request("kept-new"), "kept-new").await?;
+        tx.commit().await?;
+        let started = applied.started.context("intake started a saga")?;
+        let saga = started.saga.id;
+        let mut tx = core.pool.begin().await?;
+        let loaded = Saga::load(&mut tx, &core.namespace, saga, false).await?.context("the saga is stored")?;
+        tx.rollback().await?;
+        assert_eq!(started.saga, loaded.saga);
+        assert_eq!((started.version, loaded.version), (1, 1));
+        assert_eq!(format!("{:?}", started.tenant), format!("{:?}", loaded.tenant));
+        let steps = |s: &Saga| {
+            s.steps
+                .iter()
+                .map(|st| {
+                    let at = |t: Option<time::OffsetDateTime>| t.map(|t| t.unix_timestamp_nanos() / 1000);
+                    let spec = (st.position, st.name.clone(), st.service.clone(), st.action.clone());
+                    let policy =
+                        (st.compensation.clone(), st.fatal, st.timeout_ms, st.max_attempts, st.backoff_ms.clone());
+                    let state =
+                        (st.state.clone(), st.attempts, st.command_id.clone(), at(st.deadline), at(st.started_at));
+                    (spec, policy, st.params.0.clone(), state)
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(steps(&started), steps(&loaded));
+        core.kept.keep(started);
+
+        let mut holder = pool.begin().await?;
+        sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(loaded.tenant.id)
+            .execute(&mut *holder)
+            .await?;
+        let (step, command) = running(&pool, saga).await?;
+        let outcomes =
+            tokio::time::timeout(Duration::from_secs(10), apply_all(&core, vec![item(saga, "new-1", &step, &command)]))
+                .await
+                .context("the first result waited for the tenant's lock: it took the locking path")??;
+        assert!(outcomes[0].is_ok(), "{outcomes:?}");
+        holder.rollback().await?;
+        assert_eq!(states(&pool, saga).await?[..2], [("succeeded".to_owned(), 1), ("running".to_owned(), 1)]);
+        assert_eq!(version(&pool, saga).await?, 2);
         Ok(())
     }
 

@@ -75,6 +75,34 @@ pub struct StepRow {
     pub output: Json<StepOutput>,
 }
 
+impl StepRow {
+    /// Step `spec` of a plan at `position`, as a new saga's row holds it.
+    pub fn pending(spec: &crate::plans::StepSpec, position: i32) -> Self {
+        let millis = |d: &Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Self {
+            position,
+            name: spec.name.clone(),
+            service: spec.service.clone(),
+            action: spec.action.clone(),
+            compensation: spec.compensation.clone(),
+            fatal: spec.fatal,
+            timeout_ms: millis(&spec.timeout),
+            max_attempts: i32::try_from(spec.max_attempts).unwrap_or(i32::MAX),
+            backoff_ms: spec.backoff.iter().map(millis).collect(),
+            params: Json(spec.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            state: "pending".into(),
+            attempts: 0,
+            command_id: None,
+            redriven: false,
+            deadline: None,
+            started_at: None,
+            finished_at: None,
+            last_error: None,
+            output: Json(StepOutput::default()),
+        }
+    }
+}
+
 /// The row [`Saga::load`] reads: a saga and its tenant.
 struct SagaAndTenant {
     saga: SagaRow,
@@ -233,6 +261,21 @@ impl Saga {
             })
             .collect();
         Ok(Batch { sagas, fresh, missing })
+    }
+
+    /// Saga `id` of `tenant` as just inserted, running, its steps pending:
+    /// what loading it would give.
+    pub fn started(namespace: &Namespace, id: Uuid, tenant: TenantRow, steps: Vec<StepRow>) -> Self {
+        let saga = SagaRow {
+            id,
+            tenant_id: tenant.id,
+            state: "running".into(),
+            cancel_reason: None,
+            cancel_requested_by: None,
+            failed_step: None,
+            failure_reason: None,
+        };
+        Self::new(namespace, saga, 0, tenant, steps)
     }
 
     fn new(namespace: &Namespace, saga: SagaRow, version: i64, tenant: TenantRow, steps: Vec<StepRow>) -> Self {
@@ -1030,7 +1073,7 @@ fn save_statement(kept: bool) -> String {
             UPDATE resources r SET deleted_at = now()
             FROM unnest($28::uuid[], $29::text[]) AS u(saga_id, step)
             WHERE r.saga_id = u.saga_id AND r.step = u.step AND r.deleted_at IS NULL
-              AND u.saga_id IN (SELECT id FROM ok)
+              AND r.saga_id = ANY($28) AND u.saga_id IN (SELECT id FROM ok)
          ), audit AS (
             INSERT INTO audit_log (actor, tenant_id, saga_id, action, detail)
             SELECT 'orchestrator', u.tenant_id, u.saga_id, u.action, u.detail

@@ -434,6 +434,13 @@ async fn the_same_request_twenty_times_makes_one_tenant_and_one_saga() -> Result
     let rejected = h.events_until("dupe", &[EventKind::Rejected]).await?;
     let rejection = pb::TenantRejected::decode(rejected.last().context("rejected")?.1.clone())?;
     assert_eq!(rejection.rule, "tenant_key.duplicate");
+    // The same idempotency id under another key makes nothing either.
+    let mut reused = Harness::request("dupe-two", &[]);
+    reused.idempotency_id = request.idempotency_id.clone();
+    h.publish(&reused, "reused").await?;
+    let rejected = h.events_until("dupe-two", &[EventKind::Rejected]).await?;
+    let rejection = pb::TenantRejected::decode(rejected.last().context("rejected")?.1.clone())?;
+    assert_eq!(rejection.rule, "idempotency_id.reused");
     let counts: (i64, i64) = sqlx::query_as("SELECT (SELECT count(*) FROM tenants), (SELECT count(*) FROM sagas)")
         .fetch_one(&h.pool)
         .await?;
