@@ -34,6 +34,10 @@ status:
 # Run the whole test suite: real nats-server and PostgreSQL, started by the tests.
 test: install
     cargo build --workspace --bins --tests --locked
+    # Let the build's gigabytes reach the disk first: the tests' nats-servers
+    # fsync their stores, and on ext4 an fsync waits behind all dirty data,
+    # which held publishes past their ack timeout right after a build.
+    sync
     cargo test --workspace --locked 2>&1 | tee target/test.log
     @awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
 
