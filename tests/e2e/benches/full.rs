@@ -7,12 +7,14 @@
 //! orchestrator, at the same concurrency.
 //!
 //! Measured after 100 warm-up tenants and an ANALYZE of the control plane.
-//! `BENCH_TENANTS` (default 1000) tenants per concurrency level. Writes
-//! bench/results/full.{json,md}.
+//! `BENCH_TENANTS` (default 1000) tenants per concurrency level,
+//! `BENCH_LEVELS` (default 1,16,64) the levels. At one in flight it also
+//! shows where the time goes: intake, each step next to the floor's call of
+//! it, and activation ([`breakdown`]). Writes bench/results/full.{json,md}.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result};
 use futures_util::StreamExt as _;
@@ -23,15 +25,40 @@ use landlord_testkit::bench::{command_output, machine, summary};
 use tokio::sync::{Semaphore, oneshot};
 
 const LEVELS: [usize; 3] = [1, 16, 64];
+/// The bridge tier's pipeline (deploy/plans.toml), as the floor calls it.
+const STEPS: [(&str, &str); 6] = [
+    ("idp", "create_realm"),
+    ("idp", "create_client"),
+    ("idp", "create_admin_user"),
+    ("database", "provision"),
+    ("storage", "create_bucket"),
+    ("notification", "send_welcome"),
+];
 const WARM_UP_TENANTS: usize = 100;
 /// WAL written and checkpointed before measuring (see `Postgres::warm_wal`).
 const WARM_WAL_MB: u32 = 1024;
 
-type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<bool>>>>;
+/// Whether the tenant became ACTIVE, and when its last event arrived.
+type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<(bool, f64)>>>>;
+
+/// Milliseconds since the epoch: comparable with the orchestrator's step
+/// timestamps, on the same machine.
+fn wall_ms() -> f64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1000.0
+}
+
+/// One tenant through the stack: its latency, and the wall-clock times of
+/// its publish and of its TenantActivated event.
+struct Trip {
+    key: String,
+    ms: f64,
+    published: f64,
+    activated: f64,
+}
 
 /// Requests `n` tenants, `in_flight` at a time; each latency runs from the
 /// publish to the TenantActivated event.
-async fn through_the_stack(stack: &Stack, level: usize, n: usize, in_flight: usize) -> Result<(Vec<f64>, f64)> {
+async fn through_the_stack(stack: &Stack, level: usize, n: usize, in_flight: usize) -> Result<(Vec<Trip>, f64)> {
     let broker = Broker::connect(&stack.nats.url(), "bench", stack.namespace.clone()).await?;
     let publisher = Publisher::new(&broker, "bench");
     let waiters: Waiters = Arc::default();
@@ -49,7 +76,7 @@ async fn through_the_stack(stack: &Stack, level: usize, n: usize, in_flight: usi
                     _ => continue,
                 };
                 if let Some(waiter) = waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&key) {
-                    let _ = waiter.send(ok);
+                    let _ = waiter.send((ok, wall_ms()));
                 }
             }
         })
@@ -77,24 +104,26 @@ async fn through_the_stack(stack: &Stack, level: usize, n: usize, in_flight: usi
             ..Default::default()
         };
         let tenant_key = TenantKey::parse(&key)?;
-        let begin = Instant::now();
+        let (begin, published) = (Instant::now(), wall_ms());
         publisher.publish_event(&tenant_key, &request, &Envelope::new(request.idempotency_id.clone())).await?;
         tasks.push(tokio::spawn(async move {
             let ok = tokio::time::timeout(Duration::from_secs(120), rx).await;
             drop(permit);
             match ok {
-                Ok(Ok(true)) => Ok(begin.elapsed().as_secs_f64() * 1000.0),
+                Ok(Ok((true, activated))) => {
+                    Ok(Trip { ms: begin.elapsed().as_secs_f64() * 1000.0, key, published, activated })
+                }
                 other => Err(anyhow::anyhow!("tenant {key} did not become ACTIVE: {other:?}")),
             }
         }));
     }
-    let mut latencies = Vec::with_capacity(n);
+    let mut trips = Vec::with_capacity(n);
     for task in tasks {
-        latencies.push(task.await??);
+        trips.push(task.await??);
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
     dispatch.abort();
-    Ok((latencies, rate))
+    Ok((trips, rate))
 }
 
 /// The workers' own step code, in process, called in pipeline order.
@@ -141,8 +170,9 @@ impl Direct {
         })
     }
 
-    /// One tenant's six steps, each fed the outputs before it.
-    async fn provision(&self, key: &str, serial: u64) -> Result<f64> {
+    /// One tenant's six steps, each fed the outputs before it: the whole
+    /// time and each step's, in milliseconds.
+    async fn provision(&self, key: &str, serial: u64) -> Result<(f64, Vec<f64>)> {
         let spec = pb::TenantSpec {
             tenant_id: uuid::Uuid::new_v4().to_string(),
             key: key.to_owned(),
@@ -158,18 +188,10 @@ impl Direct {
             labels: HashMap::new(),
         };
         let begin = Instant::now();
+        let mut steps = Vec::with_capacity(STEPS.len());
         let mut inputs = HashMap::new();
-        for (i, (service, action)) in [
-            ("idp", "create_realm"),
-            ("idp", "create_client"),
-            ("idp", "create_admin_user"),
-            ("database", "provision"),
-            ("storage", "create_bucket"),
-            ("notification", "send_welcome"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (i, (service, action)) in STEPS.into_iter().enumerate() {
+            let step_began = Instant::now();
             let command = pb::StepCommand {
                 saga_id: format!("floor-{key}"),
                 step: action.into(),
@@ -188,12 +210,13 @@ impl Direct {
             };
             let ok = outcome.map_err(|f| anyhow::anyhow!("{key} {service}.{action}: {f}"))?;
             inputs.extend(ok.outputs);
+            steps.push(step_began.elapsed().as_secs_f64() * 1000.0);
         }
-        Ok(begin.elapsed().as_secs_f64() * 1000.0)
+        Ok((begin.elapsed().as_secs_f64() * 1000.0, steps))
     }
 }
 
-async fn floor(direct: Arc<Direct>, level: usize, n: usize, in_flight: usize) -> Result<(Vec<f64>, f64)> {
+async fn floor(direct: Arc<Direct>, level: usize, n: usize, in_flight: usize) -> Result<(Vec<(f64, Vec<f64>)>, f64)> {
     let gate = Arc::new(Semaphore::new(in_flight));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -214,9 +237,62 @@ async fn floor(direct: Arc<Direct>, level: usize, n: usize, in_flight: usize) ->
     Ok((latencies, n as f64 / started.elapsed().as_secs_f64()))
 }
 
+/// Where the time goes, p50 in milliseconds: from the publish to the
+/// orchestrator deciding the first command (intake); each step, from its
+/// command being decided to its result being taken up, next to the floor's
+/// call of the same step; from the last result to the TenantActivated event
+/// arriving (activation). The parts add up to a tenant's latency. Step
+/// times are the orchestrator's own timestamps (`saga_steps`), on the
+/// bench's clock: one machine.
+async fn breakdown(
+    stack: &Stack,
+    trips: &[Trip],
+    floor: &[(f64, Vec<f64>)],
+) -> Result<Vec<(String, f64, Option<f64>)>> {
+    let keys: Vec<&str> = trips.iter().map(|t| t.key.as_str()).collect();
+    let rows: Vec<(String, Option<f64>, Option<f64>)> = sqlx::query_as(
+        "SELECT t.key, extract(epoch FROM st.started_at)::float8 * 1000, extract(epoch FROM st.finished_at)::float8 * 1000
+         FROM tenants t JOIN sagas s ON s.tenant_id = t.id JOIN saga_steps st ON st.saga_id = s.id
+         WHERE t.key = ANY($1) ORDER BY t.key, st.position",
+    )
+    .bind(&keys)
+    .fetch_all(&mut stack.control().await?)
+    .await?;
+    let mut spans: HashMap<String, Vec<(f64, f64)>> = HashMap::new();
+    for (key, started, finished) in rows {
+        if let (Some(started), Some(finished)) = (started, finished) {
+            spans.entry(key).or_default().push((started, finished));
+        }
+    }
+    let (mut intake, mut activation, mut steps) = (Vec::new(), Vec::new(), vec![Vec::new(); STEPS.len()]);
+    for trip in trips {
+        let Some(span) = spans.get(&trip.key).filter(|s| s.len() == STEPS.len()) else { continue };
+        intake.push(span[0].0 - trip.published);
+        activation.push(trip.activated - span[STEPS.len() - 1].1);
+        for (times, (started, finished)) in steps.iter_mut().zip(span) {
+            times.push(finished - started);
+        }
+    }
+    let p50 = |ms: Vec<f64>| summary(ms)["p50"].as_f64().unwrap_or(0.0);
+    let mut parts = vec![("intake: publish → first command decided".to_owned(), p50(intake), None)];
+    for (j, (service, action)) in STEPS.into_iter().enumerate() {
+        let floor_ms = floor.iter().filter_map(|(_, steps)| steps.get(j).copied()).collect();
+        parts.push((format!("{service}.{action}"), p50(std::mem::take(&mut steps[j])), Some(p50(floor_ms))));
+    }
+    parts.push(("activation: last result → TenantActivated received".to_owned(), p50(activation), None));
+    Ok(parts)
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let n: usize = std::env::var("BENCH_TENANTS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let levels: Vec<usize> = match std::env::var("BENCH_LEVELS") {
+        Ok(list) => list
+            .split(',')
+            .map(|l| l.trim().parse().context("BENCH_LEVELS: in-flight counts, e.g. 1,64"))
+            .collect::<Result<_>>()?,
+        Err(_) => LEVELS.to_vec(),
+    };
     let mut stack = Stack::servers_with(true).await?;
     // Steady state: WAL segments recycled, as on a server that has run.
     let wal_ahead = stack.pg.warm_wal(WARM_WAL_MB).await?;
@@ -236,10 +312,15 @@ async fn main() -> Result<()> {
     sqlx::query("ANALYZE").execute(&mut stack.control().await?).await?;
     let mut rows = Vec::new();
     let mut json_rows = Vec::new();
-    for in_flight in LEVELS {
-        let (stack_ms, stack_rate) = through_the_stack(&stack, in_flight, n, in_flight).await?;
-        let (floor_ms, floor_rate) = floor(direct.clone(), in_flight, n, in_flight).await?;
-        let (stack_summary, floor_summary) = (summary(stack_ms), summary(floor_ms));
+    let mut parts = Vec::new();
+    for in_flight in levels {
+        let (trips, stack_rate) = through_the_stack(&stack, in_flight, n, in_flight).await?;
+        let (floor_runs, floor_rate) = floor(direct.clone(), in_flight, n, in_flight).await?;
+        if in_flight == 1 {
+            parts = breakdown(&stack, &trips, &floor_runs).await?;
+        }
+        let stack_summary = summary(trips.iter().map(|t| t.ms).collect());
+        let floor_summary = summary(floor_runs.iter().map(|(ms, _)| *ms).collect());
         let p50_ratio = stack_summary["p50"].as_f64().unwrap_or(0.0) / floor_summary["p50"].as_f64().unwrap_or(1.0);
         let rate_ratio = stack_rate / floor_rate;
         println!(
@@ -264,6 +345,15 @@ async fn main() -> Result<()> {
             "throughput_ratio": rate_ratio,
         }));
     }
+    let mut part_rows = Vec::new();
+    for (part, stack_ms, floor_ms) in &parts {
+        let (floor_cell, over) = match floor_ms {
+            Some(f) => (format!("{f:.1}"), format!("{:+.1}", stack_ms - f)),
+            None => ("–".to_owned(), format!("{stack_ms:+.1}")),
+        };
+        println!("  {part}: stack {stack_ms:.1} ms, floor {floor_cell} ms");
+        part_rows.push(format!("| {part} | {stack_ms:.1} | {floor_cell} | {over} |"));
+    }
     let versions = serde_json::json!({
         "rustc": command_output("rustc", &["--version"]),
         "nats-server": command_output(&landlord_testkit::nats_server_binary()?.display().to_string(), &["--version"]),
@@ -277,6 +367,7 @@ async fn main() -> Result<()> {
         "tier": "bridge",
         "postgres": format!("durable; {WARM_WAL_MB} MB of WAL written and checkpointed first, so that new WAL segments are recycled ones ({wal_ahead} ready), as on a server that has been running, not created and zero-filled inside a commit"),
         "levels": json_rows,
+        "one_in_flight_p50_ms": parts.iter().map(|(part, stack_ms, floor_ms)| serde_json::json!({ "part": part, "stack": stack_ms, "floor": floor_ms })).collect::<Vec<_>>(),
         "machine": machine(),
         "versions": versions,
         "goals": { "p50_ratio_at_1": "≤ 1.25", "throughput_ratio_at_64": "≥ 0.8" },
@@ -285,8 +376,9 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("full.json"), serde_json::to_string_pretty(&results)?)?;
     let md = format!(
-        "# bench (full stack)\n\n{n} bridge-tier tenants per level through the whole system (five service binaries, NATS, durable PostgreSQL, s3s-fs, aiosmtpd, the Keycloak contract double), latency from the TenantRequested publish to the TenantActivated event; next to the floor: the workers' own step code for the same six operations called directly, in sequence per tenant, at the same concurrency. Measured after {WARM_UP_TENANTS} warm-up tenants and an ANALYZE of the control plane; {WARM_WAL_MB} MB of WAL written and checkpointed first, so that new WAL segments are recycled ones ({wal_ahead} ready), as on a server that has been running, not created and zero-filled inside a commit.\n\n| in flight | stack tenants/s | stack p50 / p99 ms | floor tenants/s | floor p50 / p99 ms | p50 ratio (goal ≤ 1.25 at 1) | throughput ratio (goal ≥ 0.8 at 64) |\n|---|---|---|---|---|---|---|\n{}\n\nMachine: {}\n\nVersions: {}\n",
+        "# bench (full stack)\n\n{n} bridge-tier tenants per level through the whole system (five service binaries, NATS, durable PostgreSQL, s3s-fs, aiosmtpd, the Keycloak contract double), latency from the TenantRequested publish to the TenantActivated event; next to the floor: the workers' own step code for the same six operations called directly, in sequence per tenant, at the same concurrency. Measured after {WARM_UP_TENANTS} warm-up tenants and an ANALYZE of the control plane; {WARM_WAL_MB} MB of WAL written and checkpointed first, so that new WAL segments are recycled ones ({wal_ahead} ready), as on a server that has been running, not created and zero-filled inside a commit.\n\n| in flight | stack tenants/s | stack p50 / p99 ms | floor tenants/s | floor p50 / p99 ms | p50 ratio (goal ≤ 1.25 at 1) | throughput ratio (goal ≥ 0.8 at 64) |\n|---|---|---|---|---|---|---|\n{}\n\nWhere the time goes at one in flight, p50 ms of each part (the orchestrator's step timestamps against the bench's clock; the parts of one tenant add up to its latency, their p50s roughly):\n\n| part | stack | floor | over the floor |\n|---|---|---|---|\n{}\n\nMachine: {}\n\nVersions: {}\n",
         rows.join("\n"),
+        part_rows.join("\n"),
         machine(),
         versions
     );
