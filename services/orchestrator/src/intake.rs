@@ -198,11 +198,7 @@ pub async fn apply(
         Err(rejection) => return reject(tx, rejection).await,
     };
     if let Some(retry_of) = request.retry_of.as_deref() {
-        let existing: Option<Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE key = $1")
-            .bind(valid.key.as_str())
-            .fetch_optional(&mut **tx)
-            .await?;
-        return match retry_of_failed(tx, &valid, request, existing, retry_of).await? {
+        return match retry_of_failed(tx, &valid, request, retry_of).await? {
             Ok(Some(tenant)) => {
                 let saga = saga_id("provision", &request.idempotency_id);
                 start_saga(tx, namespace, &valid, request, saga, Started::Again(tenant)).await
@@ -212,7 +208,6 @@ pub async fn apply(
         };
     }
     let tenant = tenant_row(&valid, request);
-    let admin = request.admin.clone().unwrap_or_default();
     // Any conflict — the key taken, the idempotency id used before — leaves
     // the row alone; the tenant that is there tells which it was.
     let inserted = sqlx::query(
@@ -227,9 +222,9 @@ pub async fn apply(
     .bind(&tenant.plan)
     .bind(&tenant.tier)
     .bind(&tenant.domains)
-    .bind(&admin.email)
-    .bind(&admin.first_name)
-    .bind(&admin.last_name)
+    .bind(&tenant.admin_email)
+    .bind(&tenant.admin_first_name)
+    .bind(&tenant.admin_last_name)
     .bind(&tenant.labels)
     .bind(&request.source)
     .bind(&request.idempotency_id)
@@ -286,9 +281,12 @@ async fn retry_of_failed(
     tx: &mut Tx,
     valid: &ValidRequest<'_>,
     request: &pb::TenantRequested,
-    existing: Option<Uuid>,
     retry_of: &str,
 ) -> sqlx::Result<Result<Option<Uuid>, Rejection>> {
+    let existing: Option<Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE key = $1")
+        .bind(valid.key.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
     let Some(tenant) = existing.filter(|tenant| tenant.to_string() == retry_of) else {
         return Ok(Err(Rejection::new(
             "retry.unknown_tenant",
