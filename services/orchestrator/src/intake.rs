@@ -345,20 +345,21 @@ async fn start_saga(
     };
     // One statement for the saga and all its steps: arrays of the steps'
     // columns, unnested.
-    let steps = &valid.plan.steps;
-    let millis = |d: &std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-    let positions: Vec<i32> = (0..steps.len()).map(|p| i32::try_from(p).unwrap_or(i32::MAX)).collect();
+    // The rows as they are inserted and, for a new tenant, kept: one
+    // conversion from the plan for both.
+    let steps: Vec<StepRow> =
+        (0..).zip(&valid.plan.steps).map(|(position, spec)| StepRow::pending(spec, position)).collect();
+    let positions: Vec<i32> = steps.iter().map(|s| s.position).collect();
     let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
     let services: Vec<&str> = steps.iter().map(|s| s.service.as_str()).collect();
     let actions: Vec<&str> = steps.iter().map(|s| s.action.as_str()).collect();
     let compensations: Vec<Option<&str>> = steps.iter().map(|s| s.compensation.as_deref()).collect();
     let fatal: Vec<bool> = steps.iter().map(|s| s.fatal).collect();
-    let timeouts: Vec<i64> = steps.iter().map(|s| millis(&s.timeout)).collect();
-    let attempts: Vec<i32> = steps.iter().map(|s| i32::try_from(s.max_attempts).unwrap_or(i32::MAX)).collect();
+    let timeouts: Vec<i64> = steps.iter().map(|s| s.timeout_ms).collect();
+    let attempts: Vec<i32> = steps.iter().map(|s| s.max_attempts).collect();
     // Postgres arrays of arrays must be rectangular: backoffs travel as JSON.
-    let backoffs: Vec<Json<Vec<i64>>> = steps.iter().map(|s| Json(s.backoff.iter().map(millis).collect())).collect();
-    let params: Vec<Json<&std::collections::BTreeMap<String, String>>> =
-        steps.iter().map(|s| Json(&s.params)).collect();
+    let backoffs: Vec<Json<&Vec<i64>>> = steps.iter().map(|s| Json(&s.backoff_ms)).collect();
+    let params: Vec<&Json<std::collections::HashMap<String, String>>> = steps.iter().map(|s| &s.params).collect();
     sqlx::query(
         "WITH saga AS (
             INSERT INTO sagas (id, tenant_id, operation, idempotency_id, state)
@@ -389,11 +390,7 @@ async fn start_saga(
     .await?;
     let mut state = match started {
         // As the statements above left them: nothing to read back.
-        Started::New(row) => {
-            let steps =
-                steps.iter().zip(&positions).map(|(spec, &position)| StepRow::pending(spec, position)).collect();
-            Saga::started(namespace, saga, *row, steps)
-        }
+        Started::New(row) => Saga::started(namespace, saga, *row, steps),
         Started::Again(_) => Saga::load(tx, namespace, saga, false).await?.ok_or(sqlx::Error::RowNotFound)?,
     };
     let accepted = pb::TenantAccepted {
