@@ -4,7 +4,8 @@
 //! next to the floor: the same backend operations (the workers' own step
 //! code for realm, client, admin user, database, bucket and welcome mail)
 //! run directly, in sequence per tenant, without the bus or the
-//! orchestrator, at the same concurrency.
+//! orchestrator, at the same concurrency. The two take turns in rounds
+//! ([`rounds`]).
 //!
 //! Measured after 100 warm-up tenants and an ANALYZE of the control plane.
 //! `BENCH_TENANTS` (default 1000) tenants per concurrency level,
@@ -13,6 +14,7 @@
 //! it, and activation ([`breakdown`]). Writes bench/results/full.{json,md}.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -56,74 +58,99 @@ struct Trip {
     activated: f64,
 }
 
-/// Requests `n` tenants, `in_flight` at a time; each latency runs from the
-/// publish to the TenantActivated event.
-async fn through_the_stack(stack: &Stack, level: usize, n: usize, in_flight: usize) -> Result<(Vec<Trip>, f64)> {
-    let broker = Broker::connect(&stack.nats.url(), "bench", stack.namespace.clone()).await?;
-    let publisher = Publisher::new(&broker, "bench");
-    let waiters: Waiters = Arc::default();
-    let mut finished = broker.client.subscribe(stack.namespace.event_filter(None, None)).await?;
-    let dispatch = {
-        let waiters = waiters.clone();
-        tokio::spawn(async move {
-            while let Some(message) = finished.next().await {
-                let mut tokens = message.subject.rsplit('.');
-                let kind = tokens.next().and_then(EventKind::from_name);
-                let key = tokens.next().unwrap_or_default().to_owned();
-                let ok = match kind {
-                    Some(EventKind::Activated) => true,
-                    Some(EventKind::ProvisioningFailed | EventKind::Rejected) => false,
-                    _ => continue,
-                };
-                if let Some(waiter) = waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&key) {
-                    let _ = waiter.send((ok, wall_ms()));
+/// Requests tenants through the stack: publishes TenantRequested and waits
+/// for the tenant's last event, on one connection for the whole run.
+struct Driver {
+    publisher: Publisher,
+    waiters: Waiters,
+    dispatch: tokio::task::JoinHandle<()>,
+}
+
+impl Driver {
+    async fn connect(stack: &Stack) -> Result<Self> {
+        let broker = Broker::connect(&stack.nats.url(), "bench", stack.namespace.clone()).await?;
+        let publisher = Publisher::new(&broker, "bench");
+        let waiters: Waiters = Arc::default();
+        // Only the events that end a request: the bench's own load on the
+        // bus should not include a copy of every progress event.
+        let mut ends = Vec::new();
+        for kind in [EventKind::Activated, EventKind::ProvisioningFailed, EventKind::Rejected] {
+            ends.push(broker.client.subscribe(stack.namespace.event_filter(None, Some(kind))).await?);
+        }
+        let mut finished = futures_util::stream::select_all(ends);
+        let dispatch = {
+            let waiters = waiters.clone();
+            tokio::spawn(async move {
+                while let Some(message) = finished.next().await {
+                    let mut tokens = message.subject.rsplit('.');
+                    let kind = tokens.next().and_then(EventKind::from_name);
+                    let key = tokens.next().unwrap_or_default().to_owned();
+                    let ok = match kind {
+                        Some(EventKind::Activated) => true,
+                        Some(EventKind::ProvisioningFailed | EventKind::Rejected) => false,
+                        _ => continue,
+                    };
+                    if let Some(waiter) = waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&key) {
+                        let _ = waiter.send((ok, wall_ms()));
+                    }
                 }
-            }
-        })
-    };
-    let gate = Arc::new(Semaphore::new(in_flight));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for i in 0..n {
-        let permit = gate.clone().acquire_owned().await?;
-        let key = format!("b{level}-{i}");
-        let (tx, rx) = oneshot::channel();
-        waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), tx);
-        let request = pb::TenantRequested {
-            idempotency_id: format!("bench-{key}"),
-            key: key.clone(),
-            display_name: key.clone(),
-            plan: "standard".into(),
-            admin: Some(pb::AdminContact {
-                email: format!("admin@{key}.test"),
-                first_name: "Ada".into(),
-                last_name: "Lovelace".into(),
-            }),
-            domains: vec![format!("{key}.example.com")],
-            source: "bench".into(),
-            ..Default::default()
+            })
         };
-        let tenant_key = TenantKey::parse(&key)?;
-        let (begin, published) = (Instant::now(), wall_ms());
-        publisher.publish_event(&tenant_key, &request, &Envelope::new(request.idempotency_id.clone())).await?;
-        tasks.push(tokio::spawn(async move {
-            let ok = tokio::time::timeout(Duration::from_secs(120), rx).await;
-            drop(permit);
-            match ok {
-                Ok(Ok((true, activated))) => {
-                    Ok(Trip { ms: begin.elapsed().as_secs_f64() * 1000.0, key, published, activated })
+        Ok(Self { publisher, waiters, dispatch })
+    }
+
+    /// Requests tenants `tenants` of `level`, `in_flight` at a time; each
+    /// latency runs from the publish to the TenantActivated event. Returns
+    /// the trips and the seconds the whole batch took.
+    async fn run(&self, level: usize, tenants: Range<usize>, in_flight: usize) -> Result<(Vec<Trip>, f64)> {
+        let gate = Arc::new(Semaphore::new(in_flight));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for i in tenants {
+            let permit = gate.clone().acquire_owned().await?;
+            let key = format!("b{level}-{i}");
+            let (tx, rx) = oneshot::channel();
+            self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), tx);
+            let request = pb::TenantRequested {
+                idempotency_id: format!("bench-{key}"),
+                key: key.clone(),
+                display_name: key.clone(),
+                plan: "standard".into(),
+                admin: Some(pb::AdminContact {
+                    email: format!("admin@{key}.test"),
+                    first_name: "Ada".into(),
+                    last_name: "Lovelace".into(),
+                }),
+                domains: vec![format!("{key}.example.com")],
+                source: "bench".into(),
+                ..Default::default()
+            };
+            let tenant_key = TenantKey::parse(&key)?;
+            let (begin, published) = (Instant::now(), wall_ms());
+            self.publisher.publish_event(&tenant_key, &request, &Envelope::new(request.idempotency_id.clone())).await?;
+            tasks.push(tokio::spawn(async move {
+                let ok = tokio::time::timeout(Duration::from_secs(120), rx).await;
+                drop(permit);
+                match ok {
+                    Ok(Ok((true, activated))) => {
+                        Ok(Trip { ms: begin.elapsed().as_secs_f64() * 1000.0, key, published, activated })
+                    }
+                    other => Err(anyhow::anyhow!("tenant {key} did not become ACTIVE: {other:?}")),
                 }
-                other => Err(anyhow::anyhow!("tenant {key} did not become ACTIVE: {other:?}")),
-            }
-        }));
+            }));
+        }
+        let mut trips = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            trips.push(task.await??);
+        }
+        Ok((trips, started.elapsed().as_secs_f64()))
     }
-    let mut trips = Vec::with_capacity(n);
-    for task in tasks {
-        trips.push(task.await??);
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.dispatch.abort();
     }
-    let rate = n as f64 / started.elapsed().as_secs_f64();
-    dispatch.abort();
-    Ok((trips, rate))
 }
 
 /// The workers' own step code, in process, called in pipeline order.
@@ -216,11 +243,18 @@ impl Direct {
     }
 }
 
-async fn floor(direct: Arc<Direct>, level: usize, n: usize, in_flight: usize) -> Result<(Vec<(f64, Vec<f64>)>, f64)> {
+/// Tenants `tenants` of `level` through [`Direct`], `in_flight` at a time:
+/// each one's whole time and step times, and the seconds the batch took.
+async fn floor(
+    direct: &Arc<Direct>,
+    level: usize,
+    tenants: Range<usize>,
+    in_flight: usize,
+) -> Result<(Vec<(f64, Vec<f64>)>, f64)> {
     let gate = Arc::new(Semaphore::new(in_flight));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for i in 0..n {
+    for i in tenants {
         let permit = gate.clone().acquire_owned().await?;
         let direct = direct.clone();
         tasks.push(tokio::spawn(async move {
@@ -230,12 +264,26 @@ async fn floor(direct: Arc<Direct>, level: usize, n: usize, in_flight: usize) ->
             latency
         }));
     }
-    let mut latencies = Vec::with_capacity(n);
+    let mut latencies = Vec::with_capacity(tasks.len());
     for task in tasks {
         latencies.push(task.await??);
     }
-    Ok((latencies, n as f64 / started.elapsed().as_secs_f64()))
+    Ok((latencies, started.elapsed().as_secs_f64()))
 }
+
+/// How many rounds a level is split into: the stack and the floor take
+/// turns, a round each, so that both see the same machine — the tenant
+/// database's catalog grows with every tenant, and a shared machine's
+/// speed drifts — rather than the floor always running after the stack.
+/// Each round holds at least [`WAVES_PER_ROUND`] waves of `in_flight`
+/// tenants, so filling and draining the pipeline at its ends stays a
+/// small part of it: one block at 16 and 64 in flight, ten rounds at one.
+fn rounds(n: usize, in_flight: usize) -> usize {
+    (n / (in_flight * WAVES_PER_ROUND)).clamp(1, MAX_ROUNDS)
+}
+
+const WAVES_PER_ROUND: usize = 50;
+const MAX_ROUNDS: usize = 10;
 
 /// Where the time goes, p50 in milliseconds: from the publish to the
 /// orchestrator deciding the first command (intake); each step, from its
@@ -305,17 +353,28 @@ async fn main() -> Result<()> {
     ];
     stack.start_services().await?;
     let direct = Arc::new(Direct::new(&stack).await?);
+    let driver = Driver::connect(&stack).await?;
     // Warm up, then let PostgreSQL see the control plane's tables as they
     // are, as autovacuum keeps a running one analyzed: tables it still
     // believes empty are planned with sequential scans.
-    through_the_stack(&stack, 0, WARM_UP_TENANTS, 16).await?;
+    driver.run(0, 0..WARM_UP_TENANTS, 16).await?;
     sqlx::query("ANALYZE").execute(&mut stack.control().await?).await?;
     let mut rows = Vec::new();
     let mut json_rows = Vec::new();
     let mut parts = Vec::new();
     for in_flight in levels {
-        let (trips, stack_rate) = through_the_stack(&stack, in_flight, n, in_flight).await?;
-        let (floor_runs, floor_rate) = floor(direct.clone(), in_flight, n, in_flight).await?;
+        let rounds = rounds(n, in_flight);
+        let (mut trips, mut floor_runs, mut stack_s, mut floor_s) = (Vec::new(), Vec::new(), 0.0, 0.0);
+        for round in 0..rounds {
+            let tenants = n * round / rounds..n * (round + 1) / rounds;
+            let (t, s) = driver.run(in_flight, tenants.clone(), in_flight).await?;
+            trips.extend(t);
+            stack_s += s;
+            let (f, s) = floor(&direct, in_flight, tenants, in_flight).await?;
+            floor_runs.extend(f);
+            floor_s += s;
+        }
+        let (stack_rate, floor_rate) = (n as f64 / stack_s, n as f64 / floor_s);
         if in_flight == 1 {
             parts = breakdown(&stack, &trips, &floor_runs).await?;
         }
@@ -331,7 +390,7 @@ async fn main() -> Result<()> {
             floor_summary["p99"].as_f64().unwrap_or(0.0),
         );
         rows.push(format!(
-            "| {in_flight} | {stack_rate:.1} | {:.1} / {:.1} | {floor_rate:.1} | {:.1} / {:.1} | {p50_ratio:.2} | {rate_ratio:.2} |",
+            "| {in_flight} | {rounds} | {stack_rate:.1} | {:.1} / {:.1} | {floor_rate:.1} | {:.1} / {:.1} | {p50_ratio:.2} | {rate_ratio:.2} |",
             stack_summary["p50"].as_f64().unwrap_or(0.0),
             stack_summary["p99"].as_f64().unwrap_or(0.0),
             floor_summary["p50"].as_f64().unwrap_or(0.0),
@@ -339,6 +398,7 @@ async fn main() -> Result<()> {
         ));
         json_rows.push(serde_json::json!({
             "in_flight": in_flight,
+            "rounds": rounds,
             "stack": { "tenants_per_s": stack_rate, "latency_ms": stack_summary },
             "floor": { "tenants_per_s": floor_rate, "latency_ms": floor_summary },
             "p50_ratio": p50_ratio,
@@ -376,7 +436,7 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("full.json"), serde_json::to_string_pretty(&results)?)?;
     let md = format!(
-        "# bench (full stack)\n\n{n} bridge-tier tenants per level through the whole system (five service binaries, NATS, durable PostgreSQL, s3s-fs, aiosmtpd, the Keycloak contract double), latency from the TenantRequested publish to the TenantActivated event; next to the floor: the workers' own step code for the same six operations called directly, in sequence per tenant, at the same concurrency. Measured after {WARM_UP_TENANTS} warm-up tenants and an ANALYZE of the control plane; {WARM_WAL_MB} MB of WAL written and checkpointed first, so that new WAL segments are recycled ones ({wal_ahead} ready), as on a server that has been running, not created and zero-filled inside a commit.\n\n| in flight | stack tenants/s | stack p50 / p99 ms | floor tenants/s | floor p50 / p99 ms | p50 ratio (goal ≤ 1.25 at 1) | throughput ratio (goal ≥ 0.8 at 64) |\n|---|---|---|---|---|---|---|\n{}\n\nWhere the time goes at one in flight, p50 ms of each part (the orchestrator's step timestamps against the bench's clock; the parts of one tenant add up to its latency, their p50s roughly):\n\n| part | stack | floor | over the floor |\n|---|---|---|---|\n{}\n\nMachine: {}\n\nVersions: {}\n",
+        "# bench (full stack)\n\n{n} bridge-tier tenants per level through the whole system (five service binaries, NATS, durable PostgreSQL, s3s-fs, aiosmtpd, the Keycloak contract double), latency from the TenantRequested publish to the TenantActivated event; next to the floor: the workers' own step code for the same six operations called directly, in sequence per tenant, at the same concurrency. The stack and the floor take turns in rounds (ten of a tenth each at one in flight, one block each at 16 and 64, where a round must hold 50 waves of tenants), so that both see the same machine as the tenant database's catalog grows. Measured after {WARM_UP_TENANTS} warm-up tenants and an ANALYZE of the control plane; {WARM_WAL_MB} MB of WAL written and checkpointed first, so that new WAL segments are recycled ones ({wal_ahead} ready), as on a server that has been running, not created and zero-filled inside a commit.\n\n| in flight | rounds | stack tenants/s | stack p50 / p99 ms | floor tenants/s | floor p50 / p99 ms | p50 ratio (goal ≤ 1.25 at 1) | throughput ratio (goal ≥ 0.8 at 64) |\n|---|---|---|---|---|---|---|---|\n{}\n\nWhere the time goes at one in flight, p50 ms of each part (the orchestrator's step timestamps against the bench's clock; the parts of one tenant add up to its latency, their p50s roughly):\n\n| part | stack | floor | over the floor |\n|---|---|---|---|\n{}\n\nMachine: {}\n\nVersions: {}\n",
         rows.join("\n"),
         part_rows.join("\n"),
         machine(),
