@@ -369,19 +369,17 @@ async fn main() -> Result<()> {
         let (mut trips, mut floor_runs, mut stack_s, mut floor_s) = (Vec::new(), Vec::new(), 0.0, 0.0);
         for round in 0..rounds {
             let tenants = n * round / rounds..n * (round + 1) / rounds;
-            let floor_first = round % 2 == 1;
-            if floor_first {
-                let (f, s) = floor(&direct, in_flight, tenants.clone(), in_flight).await?;
-                floor_runs.extend(f);
-                floor_s += s;
-            }
-            let (t, s) = driver.run(in_flight, tenants.clone(), in_flight).await?;
-            trips.extend(t);
-            stack_s += s;
-            if !floor_first {
-                let (f, s) = floor(&direct, in_flight, tenants, in_flight).await?;
-                floor_runs.extend(f);
-                floor_s += s;
+            // The stack first in even rounds, the floor in odd ones.
+            for stack_turn in [round % 2 == 0, round % 2 == 1] {
+                if stack_turn {
+                    let (t, s) = driver.run(in_flight, tenants.clone(), in_flight).await?;
+                    trips.extend(t);
+                    stack_s += s;
+                } else {
+                    let (f, s) = floor(&direct, in_flight, tenants.clone(), in_flight).await?;
+                    floor_runs.extend(f);
+                    floor_s += s;
+                }
             }
         }
         let (stack_rate, floor_rate) = (n as f64 / stack_s, n as f64 / floor_s);
