@@ -204,14 +204,21 @@ async fn apply_kept(core: &Core, items: Vec<Item>) -> Vec<Item> {
     let msg_ids: Vec<&str> = items.iter().map(|i| i.msg_id.as_str()).collect();
     match Saga::save_kept(&sagas, &msg_ids, &core.kept_pool).await {
         Ok((pending, written)) => {
-            core.dispatcher.dispatch(pending).await;
+            // Kept before the commands go out: a fast worker's result can
+            // reach another applier before this dispatch has its acks, and
+            // must find the saga kept, not take the locking path.
+            let mut applied = Vec::new();
             for (item, saga) in items.into_iter().zip(sagas) {
                 if written.contains(&item.saga_id) {
                     core.kept.keep(saga.saved());
-                    let _ = item.reply.send(Ok(()));
+                    applied.push(item);
                 } else {
                     rest.push(item);
                 }
+            }
+            core.dispatcher.dispatch(pending).await;
+            for item in applied {
+                let _ = item.reply.send(Ok(()));
             }
         }
         Err(error) => {
