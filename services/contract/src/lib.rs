@@ -3,18 +3,21 @@
 //! Services share nothing at run time but the broker and this crate: the
 //! protobuf messages generated from `proto/landlord/v1`, the subjects and
 //! stream names they travel on ([`Namespace`]), the CloudEvents NATS binding
-//! ([`CloudEvent`]) and the tenant key rule ([`TenantKey`]). No service spells
+//! ([`CloudEvent`]), the tenant key rule ([`TenantKey`]) and the rule for
+//! human-readable text ([`text`]). No service spells
 //! a subject, stream or header by hand.
 
 mod cloudevents;
 mod messages;
 mod namespace;
-mod tenant_key;
+pub mod tenant_key;
+pub mod text;
 
 pub use cloudevents::{CloudEvent, HeaderError, header};
 pub use messages::{Action, CeType, Event, EventKind};
 pub use namespace::{Namespace, NamespaceError, StreamKind};
-pub use tenant_key::{KeyError, TenantKey};
+pub use tenant_key::{BackendNames, KeyError, TenantKey};
+pub use text::TextError;
 
 /// Messages generated from `proto/landlord/v1/*.proto`.
 #[allow(missing_debug_implementations, clippy::all)]

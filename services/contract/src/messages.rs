@@ -101,6 +101,7 @@ ce_types!(
     StepCommand,
     StepResult,
     CancelSaga,
+    ResolveCompensation,
     ClerkEvent,
 );
 
@@ -138,8 +139,112 @@ impl Action {
     pub const NOTIFICATION_SEND_FAILURE: Action = Action::new("notification", "send_failure", None);
     /// Served by the orchestrator: cancel a running saga.
     pub const ORCHESTRATOR_CANCEL: Action = Action::new("orchestrator", "cancel", None);
+    /// Served by the orchestrator: retry or skip a stuck compensation.
+    pub const ORCHESTRATOR_RESOLVE: Action = Action::new("orchestrator", "resolve", None);
 
     pub const fn new(service: &'static str, name: &'static str, compensation: Option<&'static str>) -> Self {
         Self { service, name, compensation }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use prost::Message as _;
+
+    /// Decodes `bytes` as every message a consumer decodes; never panics.
+    macro_rules! decode_all {
+        ($bytes:expr, $($ty:ident),* $(,)?) => {{
+            $(
+                if let Ok(message) = pb::$ty::decode($bytes) {
+                    // What decoded re-encodes and decodes to the same value.
+                    let again = pb::$ty::decode(message.encode_to_vec().as_slice());
+                    prop_assert_eq!(again.ok(), Some(message));
+                }
+            )*
+        }};
+    }
+
+    fn requested() -> impl Strategy<Value = pb::TenantRequested> {
+        let admin = (any::<String>(), any::<String>(), any::<String>())
+            .prop_map(|(email, first_name, last_name)| pb::AdminContact { email, first_name, last_name });
+        (
+            any::<String>(),
+            any::<String>(),
+            any::<String>(),
+            any::<String>(),
+            any::<i32>(),
+            proptest::option::of(admin),
+            proptest::collection::vec(any::<String>(), 0..4),
+            proptest::collection::hash_map(any::<String>(), any::<String>(), 0..4),
+            proptest::option::of(any::<String>()),
+        )
+            .prop_map(|(idempotency_id, key, display_name, plan, tier, admin, domains, labels, retry_of)| {
+                pb::TenantRequested {
+                    idempotency_id,
+                    key,
+                    display_name,
+                    plan,
+                    tier,
+                    admin,
+                    domains,
+                    source: String::new(),
+                    labels,
+                    retry_of,
+                }
+            })
+    }
+
+    proptest! {
+        /// Arbitrary bytes on any subject a consumer reads: decoding fails
+        /// or succeeds, and never panics.
+        #[test]
+        fn prop_decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            decode_all!(
+                bytes.as_slice(),
+                TenantRequested,
+                TenantAccepted,
+                TenantRejected,
+                ProvisioningStarted,
+                StepStarted,
+                StepSucceeded,
+                StepFailed,
+                CompensationStarted,
+                StepCompensated,
+                TenantActivated,
+                ProvisioningFailed,
+                TenantCancelled,
+                StepCommand,
+                StepResult,
+                CancelSaga,
+                ClerkEvent,
+            );
+        }
+
+        /// A request with any field values survives the wire unchanged.
+        #[test]
+        fn prop_requests_round_trip(request in requested()) {
+            let bytes = request.encode_to_vec();
+            prop_assert_eq!(pb::TenantRequested::decode(bytes.as_slice()).ok(), Some(request));
+        }
+
+        /// CloudEvents attributes from arbitrary headers: read or refused
+        /// with the header named, never a panic.
+        #[test]
+        fn prop_cloudevent_headers_never_panic(
+            headers in proptest::collection::hash_map("[a-z-]{1,16}|ce-(id|type|source|time|subject|specversion)", any::<String>(), 0..10)
+        ) {
+            match crate::CloudEvent::from_headers(|name| headers.get(name).map(String::as_str)) {
+                Ok(event) => prop_assert_eq!(Some(&event.ty), headers.get(crate::header::TYPE)),
+                Err(error) => prop_assert!(!error.to_string().is_empty()),
+            }
+        }
+    }
+
+    #[test]
+    fn every_message_type_names_itself() {
+        assert_eq!(pb::TenantRequested::CE_TYPE, "landlord.v1.TenantRequested");
+        assert_eq!(pb::TenantRejected::KIND, EventKind::Rejected);
     }
 }
