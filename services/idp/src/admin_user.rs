@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::keycloak::{Body, KeycloakError, Result};
 use crate::password::TemporaryPassword;
-use crate::{Idp, PasswordDelivery, TENANT_ATTRIBUTE, Tenant, organization, resource};
+use crate::{Idp, Owner, PasswordDelivery, SAGA_ATTRIBUTE, TENANT_ATTRIBUTE, Tenant, organization, resource};
 
 /// Where the welcome mail finds the admin's temporary password.
 pub fn password_ref(tenant: &Tenant) -> SecretRef {
@@ -53,6 +53,11 @@ pub async fn create(idp: &Idp, tenant: &Tenant, inputs: &HashMap<String, String>
     if username.is_empty() {
         return Err(KeycloakError::Refused("the tenant has no admin email".into()));
     }
+    if tenant.pooled() {
+        // Checked before the user exists: a profile that dropped the
+        // markers would leave a user no compensation may delete.
+        keeps_markers(idp, &realm).await?;
+    }
     let email_link = settings.password_delivery == PasswordDelivery::KeycloakEmail;
     let sealed = match (&idp.secrets, settings.password_delivery) {
         (Some(secrets), PasswordDelivery::WelcomeEmail) => Some((secrets, password_ref(tenant))),
@@ -75,7 +80,11 @@ pub async fn create(idp: &Idp, tenant: &Tenant, inputs: &HashMap<String, String>
             "enabled": true,
             "emailVerified": settings.email_verified,
             // UserRepresentation.attributes is a map of string lists.
-            "attributes": { TENANT_ATTRIBUTE: [tenant.id], "role": [settings.admin_role] },
+            "attributes": {
+                TENANT_ATTRIBUTE: [tenant.id],
+                SAGA_ATTRIBUTE: [tenant.saga],
+                "role": [settings.admin_role],
+            },
             "credentials": [{ "type": "password", "value": password.expose(), "temporary": true }],
             "requiredActions": if email_link { json!(["UPDATE_PASSWORD"]) } else { json!([]) },
         });
@@ -98,11 +107,12 @@ pub async fn create(idp: &Idp, tenant: &Tenant, inputs: &HashMap<String, String>
                 Some(user) => Some(user),
                 None => find_user(idp, &realm, "email", &username).await?,
             };
-            match existing {
-                Some(user) if tenant.owns(&user) => {
-                    tracing::info!(realm = %realm, "admin user exists and is this tenant's");
+            match existing.map(|user| (tenant.owner(&user), user)) {
+                Some((Owner::ThisSaga, user)) => {
+                    tracing::info!(realm = %realm, "admin user exists and is this saga's");
                     user["id"].as_str().unwrap_or_default().to_owned()
                 }
+                Some((Owner::OtherSaga(_), user)) => adopt(idp, tenant, &realm, user).await?,
                 _ => return Err(tenant.conflict(&format!("user {username} in realm {realm}"), &message)),
             }
         }
@@ -146,6 +156,53 @@ pub async fn create(idp: &Idp, tenant: &Tenant, inputs: &HashMap<String, String>
         outputs.insert("idp.admin_password_ref".to_owned(), reference.to_string());
     }
     Ok(pb::StepOk { resources: vec![resource("keycloak.user", &user_id, &[("realm", &realm)])], outputs })
+}
+
+/// Refuses a realm whose user profile would silently drop the marker
+/// attributes (Keycloak 24+ keeps undeclared attributes only under the
+/// `ENABLED` or `ADMIN_EDIT` unmanaged-attribute policy).
+async fn keeps_markers(idp: &Idp, realm: &str) -> Result<()> {
+    let kc = &idp.keycloak;
+    let reply =
+        kc.send(Method::GET, kc.admin_url(&[realm, "users", "profile"], &[]), None, "reading the user profile").await?;
+    if reply.status != StatusCode::OK {
+        return Err(KeycloakError::unexpected("reading the user profile", &reply));
+    }
+    if matches!(reply.body["unmanagedAttributePolicy"].as_str(), Some("ENABLED" | "ADMIN_EDIT")) {
+        return Ok(());
+    }
+    let declared: Vec<&str> = reply.body["attributes"]
+        .as_array()
+        .map(|list| list.iter().filter_map(|a| a["name"].as_str()).collect())
+        .unwrap_or_default();
+    let missing: Vec<&str> =
+        [TENANT_ATTRIBUTE, SAGA_ATTRIBUTE].into_iter().filter(|name| !declared.contains(name)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(KeycloakError::Refused(format!(
+        "realm {realm}'s user profile would drop the user attributes {}: declare them (and role) or set its unmanaged attribute policy to ADMIN_EDIT",
+        missing.join(", ")
+    )))
+}
+
+/// Rewrites the user's saga attribute to this saga. Keycloak's user `PUT`
+/// replaces the attribute set when one is sent, so the user read is written
+/// back whole with the one change.
+async fn adopt(idp: &Idp, tenant: &Tenant, realm: &str, mut user: Value) -> Result<String> {
+    let kc = &idp.keycloak;
+    let id = user["id"].as_str().unwrap_or_default().to_owned();
+    if !user["attributes"].is_object() {
+        user["attributes"] = json!({});
+    }
+    user["attributes"][SAGA_ATTRIBUTE] = json!([tenant.saga]);
+    let url = kc.admin_url(&[realm, "users", &id], &[]);
+    let reply = kc.send(Method::PUT, url, Some(Body::Json(&user)), "adopting the admin user").await?;
+    if !reply.status.is_success() {
+        return Err(KeycloakError::unexpected("adopting the admin user", &reply));
+    }
+    tracing::info!(realm, "admin user adopted by this saga");
+    Ok(id)
 }
 
 /// Maps realm-management's `realm-admin` role to the user (a mapping that
@@ -218,13 +275,13 @@ async fn send_password_email(idp: &Idp, tenant: &Tenant, realm: &str, user_id: &
     Ok(())
 }
 
-/// `delete_admin_user`: deletes the user if it is this tenant's; gone
-/// (the user, or its whole realm) is fine.
+/// `delete_admin_user`: deletes the user, and purges its sealed password,
+/// if it carries this tenant and this saga; gone (the user, or its whole
+/// realm) is fine. A user another saga adopted keeps its sealed password
+/// (the welcome mail of that saga still needs it); anything not this
+/// saga's is left with a `fenced` note.
 pub async fn delete(idp: &Idp, tenant: &Tenant, resources: &[pb::Resource]) -> Result<pb::StepOk> {
     let kc = &idp.keycloak;
-    if let Some(secrets) = &idp.secrets {
-        secrets.delete(&password_ref(tenant)).await?;
-    }
     let recorded = resources.iter().find(|r| r.kind == "keycloak.user");
     let realm = recorded.and_then(|r| r.metadata.get("realm").cloned()).unwrap_or_else(|| idp.user_realm(tenant));
     let user = match recorded {
@@ -245,16 +302,21 @@ pub async fn delete(idp: &Idp, tenant: &Tenant, resources: &[pb::Resource]) -> R
         }
         None => find_user(idp, &realm, "username", &username(tenant)).await?,
     };
-    let Some(user) = user else {
+    let owner = user.as_ref().map(|user| tenant.owner(user));
+    // The sealed password is this tenant's (keyed by its id): kept only
+    // while a user of this tenant that another saga adopted may need it.
+    if !matches!(owner, Some(Owner::OtherSaga(_)))
+        && let Some(secrets) = &idp.secrets
+    {
+        secrets.delete(&password_ref(tenant)).await?;
+    }
+    let (Some(user), Some(owner)) = (user, owner) else {
         tracing::info!(realm = %realm, "admin user already gone");
         return Ok(pb::StepOk::default());
     };
-    if !tenant.owns(&user) {
-        return Err(KeycloakError::Refused(format!(
-            "user {} in realm {realm} does not carry tenant {}'s id; refusing to delete it",
-            username(tenant),
-            tenant.id
-        )));
+    let what = format!("user {} in realm {realm}", user["username"].as_str().unwrap_or_default());
+    if let Some(fenced) = tenant.fenced(&what, &owner) {
+        return Ok(fenced);
     }
     let id = user["id"].as_str().unwrap_or_default();
     let reply =

@@ -11,12 +11,25 @@
 //! | `create_admin_user` | the admin user with realm-management `realm-admin` | the admin user in the shared realm, member of the organization |
 //! | `delete_realm` / `delete_client` / `delete_admin_user` | delete what the forward step made | delete the organization / nothing / the user |
 //!
-//! Every object carries the tenant id (`tenantId`: a realm attribute, a
-//! client attribute, a user attribute, an organization attribute). A `409`
-//! from Keycloak counts as success only after the existing object was looked
-//! up and found to carry this tenant's id; anything else is a permanent
-//! `conflict`. Deletes check the same marker before deleting and treat
-//! `404` as already gone. Failures are classified once, in
+//! Every object carries a marker: the tenant id (`tenantId`) and the saga
+//! that created it or last adopted it (`landlordSagaId`), as a realm
+//! attribute, a client attribute, a user attribute or an organization
+//! attribute. A `409` from Keycloak counts as success only after the
+//! existing object was looked up and found to carry this tenant's id; the
+//! command's saga then *adopts* it (the saga attribute is rewritten, so a
+//! retry of a failed tenant owns what the failed saga left); anything else
+//! is a permanent `conflict`.
+//!
+//! A compensation deletes only what carries its own tenant *and* saga:
+//! an object a later saga adopted, another tenant's object or an object
+//! without a saga attribute (made before sagas were marked) is left in
+//! place, and the step succeeds with a note in its `fenced` output. So a
+//! late compensation of a failed saga cannot delete what the tenant's retry
+//! made. A compensation does not need the forward step's resources: it
+//! derives the names from the tenant key exactly as the forward step does,
+//! so it also undoes a forward step that failed half-way (a realm created,
+//! its user profile not yet set). `404` is already gone. Failures are
+//! classified once, in
 //! [`keycloak::KeycloakError`]: unreachable, timeouts, 5xx, 429 and 401 are
 //! retryable; other 4xx are permanent.
 //!
@@ -49,7 +62,7 @@
 //! | `LANDLORD_KEYCLOAK_CLIENT_SECRET` | — | set: client-credentials grant with this secret |
 //! | `LANDLORD_KEYCLOAK_USERNAME`, `LANDLORD_KEYCLOAK_PASSWORD` | — | else: password grant as this admin user |
 //! | `LANDLORD_KEYCLOAK_TIMEOUT` | `10s` | per-request timeout |
-//! | `LANDLORD_KEYCLOAK_SHARED_REALM` | `landlord` | the pooled tier's realm (organizations enabled; unmanaged attributes enabled or `tenantId`/`role` declared) |
+//! | `LANDLORD_KEYCLOAK_SHARED_REALM` | `landlord` | the pooled tier's realm (organizations enabled; unmanaged attributes `ENABLED` or `ADMIN_EDIT`, or `tenantId`, `landlordSagaId` and `role` declared in its user profile) |
 //! | `LANDLORD_KEYCLOAK_SHARED_CLIENT` | `landlord-app` | the pooled tier's application client (reported, not created) |
 //! | `LANDLORD_IDP_LOGIN_THEME` | — | login theme of tenant realms |
 //! | `LANDLORD_IDP_SMTP_URL` | — | tenant realms' mail server (Keycloak's own mails): `smtp://[user:pass@]host[:port][?tls=starttls]` or `smtps://…`; required for `keycloak-email` |
@@ -70,6 +83,7 @@ pub mod organization;
 pub mod password;
 pub mod tenant_realm;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +102,33 @@ pub const SERVICE: &str = "idp";
 
 /// The attribute that marks every Keycloak object with its tenant's id.
 pub const TENANT_ATTRIBUTE: &str = "tenantId";
+
+/// The attribute that names the saga that created a Keycloak object or
+/// last adopted it: only that saga's compensation deletes the object.
+pub const SAGA_ATTRIBUTE: &str = "landlordSagaId";
+
+/// The values of a representation's attribute: a string (realms, clients)
+/// or a list of strings (users, organizations).
+pub fn attribute<'a>(representation: &'a Value, name: &str) -> Vec<&'a str> {
+    match &representation["attributes"][name] {
+        Value::String(value) => vec![value.as_str()],
+        Value::Array(values) => values.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whose an existing Keycloak object is, by its markers, seen from a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// This tenant and this command's saga.
+    ThisSaga,
+    /// This tenant, another saga (`None`: no saga attribute, made before
+    /// sagas were marked). A forward command adopts it; a compensation
+    /// leaves it.
+    OtherSaga(Option<String>),
+    /// Another tenant (`None`: no tenant attribute at all).
+    OtherTenant(Option<String>),
+}
 
 /// How the admin learns how to sign in the first time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,6 +289,8 @@ fn smtp_server(value: &str, from: &str) -> Result<Value, String> {
 #[derive(Debug, Clone)]
 pub struct Tenant {
     pub id: String,
+    /// The command's saga: what markers of created or adopted objects name.
+    pub saga: String,
     pub key: String,
     pub display_name: String,
     pub tier: pb::Tier,
@@ -264,6 +307,7 @@ impl Tenant {
         }
         Ok(Self {
             id: spec.tenant_id.clone(),
+            saga: command.saga_id.clone(),
             key: spec.key.clone(),
             display_name: if spec.display_name.is_empty() { spec.key.clone() } else { spec.display_name.clone() },
             tier: pb::Tier::try_from(spec.tier).unwrap_or(pb::Tier::Unspecified),
@@ -292,11 +336,36 @@ impl Tenant {
     /// tenant: a string (realms, clients) or a list of strings (users,
     /// organizations).
     pub fn owns(&self, representation: &Value) -> bool {
-        match &representation["attributes"][TENANT_ATTRIBUTE] {
-            Value::String(id) => *id == self.id,
-            Value::Array(ids) => ids.iter().any(|v| v.as_str() == Some(self.id.as_str())),
-            _ => false,
+        attribute(representation, TENANT_ATTRIBUTE).contains(&self.id.as_str())
+    }
+
+    /// Whose the object is: this saga's, another saga's of this tenant, or
+    /// another tenant's.
+    pub fn owner(&self, representation: &Value) -> Owner {
+        if !self.owns(representation) {
+            let tenant = attribute(representation, TENANT_ATTRIBUTE).first().map(|id| (*id).to_owned());
+            return Owner::OtherTenant(tenant);
         }
+        let sagas = attribute(representation, SAGA_ATTRIBUTE);
+        if sagas.contains(&self.saga.as_str()) {
+            Owner::ThisSaga
+        } else {
+            Owner::OtherSaga(sagas.first().map(|saga| (*saga).to_owned()))
+        }
+    }
+
+    /// What a compensation that leaves `what` in place reports, in its
+    /// `fenced` output; `None` when the object is this saga's to delete.
+    pub fn fenced(&self, what: &str, owner: &Owner) -> Option<pb::StepOk> {
+        let note = match owner {
+            Owner::ThisSaga => return None,
+            Owner::OtherSaga(Some(saga)) => format!("{what} belongs to saga {saga}"),
+            Owner::OtherSaga(None) => format!("{what} carries no saga marker (made before sagas were marked)"),
+            Owner::OtherTenant(Some(tenant)) => format!("{what} belongs to tenant {tenant}"),
+            Owner::OtherTenant(None) => format!("{what} carries no tenant marker"),
+        };
+        tracing::warn!(saga = %self.saga, "compensation leaves it in place: {note}");
+        Some(pb::StepOk { resources: Vec::new(), outputs: HashMap::from([("fenced".to_owned(), note)]) })
     }
 
     /// The permanent error for an object that exists and is not ours.

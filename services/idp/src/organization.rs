@@ -2,8 +2,9 @@
 //! (realm-per-tenant degrades past a few hundred realms).
 //!
 //! The shared realm is the operator's: it must exist, have organizations
-//! enabled, and keep the `tenantId` and `role` user attributes (declared in
-//! its user profile, or unmanaged attributes enabled). Its application
+//! enabled, and keep the `tenantId`, `landlordSagaId` and `role` user
+//! attributes (declared in its user profile, or unmanaged attributes
+//! `ENABLED` or `ADMIN_EDIT`). Its application
 //! client is shared too, so `create_client` creates nothing for a pooled
 //! tenant and reports the shared client (`idp.client_mode=shared`).
 
@@ -14,21 +15,63 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::keycloak::{Body, KeycloakError, Result};
-use crate::{Idp, TENANT_ATTRIBUTE, Tenant, resource};
+use crate::{Idp, Owner, SAGA_ATTRIBUTE, TENANT_ATTRIBUTE, Tenant, resource};
 
-/// The organization named `<key>` in the shared realm, if any.
+/// The organization named `<key>` in the shared realm, if any, with its
+/// attributes.
 pub async fn find(idp: &Idp, tenant: &Tenant) -> Result<Option<Value>> {
     let kc = &idp.keycloak;
     let realm = &idp.settings.shared_realm;
     let url = kc.admin_url(&[realm, "organizations"], &[("search", &tenant.key), ("exact", "true")]);
     let reply = kc.send(Method::GET, url, None, "looking up the organization").await?;
-    match reply.status {
-        StatusCode::OK => Ok(reply
+    let found = match reply.status {
+        StatusCode::OK => reply
             .body
             .as_array()
-            .and_then(|list| list.iter().find(|o| o["name"].as_str() == Some(tenant.key.as_str())).cloned())),
-        _ => Err(KeycloakError::unexpected("looking up the organization", &reply)),
+            .and_then(|list| list.iter().find(|o| o["name"].as_str() == Some(tenant.key.as_str())).cloned()),
+        _ => return Err(KeycloakError::unexpected("looking up the organization", &reply)),
+    };
+    match found {
+        // Later Keycloak releases list brief representations, without
+        // attributes: the markers are then read from the organization itself.
+        Some(org) if !org["attributes"].is_object() => read(idp, org["id"].as_str().unwrap_or_default()).await,
+        other => Ok(other),
     }
+}
+
+/// The organization `id` in the shared realm, if it exists.
+async fn read(idp: &Idp, id: &str) -> Result<Option<Value>> {
+    let kc = &idp.keycloak;
+    let realm = &idp.settings.shared_realm;
+    let reply = kc
+        .send(Method::GET, kc.admin_url(&[realm, "organizations", id], &[]), None, "reading the organization")
+        .await?;
+    match reply.status {
+        StatusCode::OK => Ok(Some(reply.body)),
+        StatusCode::NOT_FOUND => Ok(None),
+        _ => Err(KeycloakError::unexpected("reading the organization", &reply)),
+    }
+}
+
+/// Rewrites the organization's saga attribute to this saga. Keycloak's
+/// organization `PUT` replaces the whole record (name, attributes,
+/// domains…), so the organization read is written back whole with the one
+/// change.
+async fn adopt(idp: &Idp, tenant: &Tenant, mut org: Value) -> Result<String> {
+    let kc = &idp.keycloak;
+    let realm = &idp.settings.shared_realm;
+    let id = org["id"].as_str().unwrap_or_default().to_owned();
+    if !org["attributes"].is_object() {
+        org["attributes"] = json!({});
+    }
+    org["attributes"][SAGA_ATTRIBUTE] = json!([tenant.saga]);
+    let url = kc.admin_url(&[realm, "organizations", &id], &[]);
+    let reply = kc.send(Method::PUT, url, Some(Body::Json(&org)), "adopting the organization").await?;
+    if !reply.status.is_success() {
+        return Err(KeycloakError::unexpected("adopting the organization", &reply));
+    }
+    tracing::info!(organization = %tenant.key, "organization adopted by this saga");
+    Ok(id)
 }
 
 /// `create_realm` for a pooled tenant: its organization.
@@ -43,7 +86,7 @@ pub async fn create(idp: &Idp, tenant: &Tenant) -> Result<pb::StepOk> {
         "enabled": true,
         "description": tenant.display_name,
         "domains": domains,
-        "attributes": { TENANT_ATTRIBUTE: [tenant.id], "tenantKey": [tenant.key] },
+        "attributes": { TENANT_ATTRIBUTE: [tenant.id], "tenantKey": [tenant.key], SAGA_ATTRIBUTE: [tenant.saga] },
     });
     let url = kc.admin_url(&[realm, "organizations"], &[]);
     let reply = kc.send(Method::POST, url, Some(Body::Json(&body)), "creating the organization").await?;
@@ -52,11 +95,12 @@ pub async fn create(idp: &Idp, tenant: &Tenant) -> Result<pb::StepOk> {
             tracing::info!(realm = %realm, organization = %tenant.key, "organization created");
             reply.created_id("creating the organization")?
         }
-        StatusCode::CONFLICT => match find(idp, tenant).await? {
-            Some(org) if tenant.owns(&org) => {
-                tracing::info!(organization = %tenant.key, "organization exists and is this tenant's");
+        StatusCode::CONFLICT => match find(idp, tenant).await?.map(|org| (tenant.owner(&org), org)) {
+            Some((Owner::ThisSaga, org)) => {
+                tracing::info!(organization = %tenant.key, "organization exists and is this saga's");
                 org["id"].as_str().unwrap_or_default().to_owned()
             }
+            Some((Owner::OtherSaga(_), org)) => adopt(idp, tenant, org).await?,
             _ => {
                 return Err(tenant.conflict(&format!("organization {} in realm {realm}", tenant.key), &reply.message()));
             }
@@ -84,33 +128,25 @@ pub async fn create(idp: &Idp, tenant: &Tenant) -> Result<pb::StepOk> {
 }
 
 /// `delete_realm` for a pooled tenant: deletes its organization (members
-/// stay users of the shared realm; `delete_admin_user` removes the admin).
+/// stay users of the shared realm; `delete_admin_user` removes the admin)
+/// if it carries this tenant and this saga; gone is fine, anything else is
+/// left with a `fenced` note. Without the forward step's resources (it
+/// failed) the organization is looked up by the name the key gives it.
 pub async fn delete(idp: &Idp, tenant: &Tenant, resources: &[pb::Resource]) -> Result<pb::StepOk> {
     let kc = &idp.keycloak;
     let realm = &idp.settings.shared_realm;
     let recorded = resources.iter().find(|r| r.kind == "keycloak.organization").map(|r| r.external_id.clone());
     let org = match recorded {
-        Some(id) => {
-            let reply = kc
-                .send(Method::GET, kc.admin_url(&[realm, "organizations", &id], &[]), None, "reading the organization")
-                .await?;
-            match reply.status {
-                StatusCode::OK => Some(reply.body),
-                StatusCode::NOT_FOUND => None,
-                _ => return Err(KeycloakError::unexpected("reading the organization", &reply)),
-            }
-        }
+        Some(id) => read(idp, &id).await?,
         None => find(idp, tenant).await?,
     };
     let Some(org) = org else {
         tracing::info!(organization = %tenant.key, "organization already gone");
         return Ok(pb::StepOk::default());
     };
-    if !tenant.owns(&org) {
-        return Err(KeycloakError::Refused(format!(
-            "organization {} does not carry tenant {}'s id; refusing to delete it",
-            tenant.key, tenant.id
-        )));
+    let what = format!("organization {} in realm {realm}", org["name"].as_str().unwrap_or(&tenant.key));
+    if let Some(fenced) = tenant.fenced(&what, &tenant.owner(&org)) {
+        return Ok(fenced);
     }
     let id = org["id"].as_str().unwrap_or_default();
     let reply = kc

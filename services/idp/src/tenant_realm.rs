@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::keycloak::{Body, KeycloakError, Result};
-use crate::{Idp, TENANT_ATTRIBUTE, Tenant, resource};
+use crate::{Idp, Owner, SAGA_ATTRIBUTE, TENANT_ATTRIBUTE, Tenant, resource};
 
 /// The RealmRepresentation of a tenant's realm.
 fn realm_representation(idp: &Idp, tenant: &Tenant) -> Value {
@@ -23,7 +23,7 @@ fn realm_representation(idp: &Idp, tenant: &Tenant) -> Value {
         "ssoSessionIdleTimeout": settings.sso_session_idle.as_secs(),
         "ssoSessionMaxLifespan": settings.sso_session_max.as_secs(),
         // RealmRepresentation.attributes is a map of strings.
-        "attributes": { TENANT_ATTRIBUTE: tenant.id, "tenantKey": tenant.key },
+        "attributes": { TENANT_ATTRIBUTE: tenant.id, "tenantKey": tenant.key, SAGA_ATTRIBUTE: tenant.saga },
     });
     if let Some(theme) = &settings.login_theme {
         realm["loginTheme"] = json!(theme);
@@ -34,7 +34,9 @@ fn realm_representation(idp: &Idp, tenant: &Tenant) -> Value {
     realm
 }
 
-/// `create_realm`: the realm `tenant-<key>`, then its user profile.
+/// `create_realm`: the realm `tenant-<key>` (marked in the same request),
+/// then its user profile. A realm of this tenant that exists already is
+/// adopted by this saga.
 pub async fn create_realm(idp: &Idp, tenant: &Tenant) -> Result<pb::StepOk> {
     let kc = &idp.keycloak;
     let name = tenant.realm_name();
@@ -47,10 +49,11 @@ pub async fn create_realm(idp: &Idp, tenant: &Tenant) -> Result<pb::StepOk> {
             if existing.status != StatusCode::OK {
                 return Err(KeycloakError::unexpected("reading the existing realm", &existing));
             }
-            if !tenant.owns(&existing.body) {
-                return Err(tenant.conflict(&format!("realm {name}"), &reply.message()));
+            match tenant.owner(&existing.body) {
+                Owner::ThisSaga => tracing::info!(realm = %name, "realm exists and is this saga's"),
+                Owner::OtherSaga(previous) => adopt_realm(idp, tenant, &name, existing.body, previous).await?,
+                Owner::OtherTenant(_) => return Err(tenant.conflict(&format!("realm {name}"), &reply.message())),
             }
-            tracing::info!(realm = %name, "realm exists and is this tenant's");
         }
         _ => return Err(KeycloakError::unexpected("creating the realm", &reply)),
     }
@@ -62,6 +65,26 @@ pub async fn create_realm(idp: &Idp, tenant: &Tenant) -> Result<pb::StepOk> {
         ("idp.admin_portal_url".to_owned(), format!("{public}/admin/{name}/console/")),
     ]);
     Ok(pb::StepOk { resources: vec![resource("keycloak.realm", &name, &[(TENANT_ATTRIBUTE, &tenant.id)])], outputs })
+}
+
+/// Rewrites the realm's saga attribute to this saga. Keycloak's realm `PUT`
+/// merges the representation's fields but *replaces* the attribute map
+/// when one is sent (`updateRealm` removes the attributes the map lacks),
+/// so the map read is written back whole with the one change.
+async fn adopt_realm(idp: &Idp, tenant: &Tenant, name: &str, existing: Value, previous: Option<String>) -> Result<()> {
+    let kc = &idp.keycloak;
+    let mut attributes = match existing.get("attributes") {
+        Some(Value::Object(map)) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    attributes.insert(SAGA_ATTRIBUTE.to_owned(), json!(tenant.saga));
+    let body = json!({ "attributes": attributes });
+    let reply = kc.send(Method::PUT, kc.admin_url(&[name], &[]), Some(Body::Json(&body)), "adopting the realm").await?;
+    if !reply.status.is_success() {
+        return Err(KeycloakError::unexpected("adopting the realm", &reply));
+    }
+    tracing::info!(realm = %name, previous = previous.as_deref().unwrap_or("none"), "realm adopted by this saga");
+    Ok(())
 }
 
 /// Keycloak 24+ drops user attributes its user profile does not declare.
@@ -88,7 +111,11 @@ async fn allow_admin_attributes(idp: &Idp, realm: &str) -> Result<()> {
     Ok(())
 }
 
-/// `delete_realm`: deletes the realm if it is this tenant's; gone is fine.
+/// `delete_realm`: deletes the realm `tenant-<key>` (its client and users
+/// go with it) if it carries this tenant and this saga; gone is fine, and
+/// anything else is left in place with a `fenced` note. The name comes
+/// from the key, not from the forward step's resources: a `create_realm`
+/// that failed after creating the realm reported none.
 pub async fn delete_realm(idp: &Idp, tenant: &Tenant) -> Result<pb::StepOk> {
     let kc = &idp.keycloak;
     let name = tenant.realm_name();
@@ -98,12 +125,10 @@ pub async fn delete_realm(idp: &Idp, tenant: &Tenant) -> Result<pb::StepOk> {
             tracing::info!(realm = %name, "realm already gone");
             return Ok(pb::StepOk::default());
         }
-        StatusCode::OK if tenant.owns(&existing.body) => {}
         StatusCode::OK => {
-            return Err(KeycloakError::Refused(format!(
-                "realm {name} does not carry tenant {}'s id; refusing to delete it",
-                tenant.id
-            )));
+            if let Some(fenced) = tenant.fenced(&format!("realm {name}"), &tenant.owner(&existing.body)) {
+                return Ok(fenced);
+            }
         }
         _ => return Err(KeycloakError::unexpected("reading the realm", &existing)),
     }
@@ -139,6 +164,7 @@ fn client_representation(tenant: &Tenant) -> Value {
             "pkce.code.challenge.method": "S256",
             "post.logout.redirect.uris": redirect_uris.join("##"),
             TENANT_ATTRIBUTE: tenant.id,
+            SAGA_ATTRIBUTE: tenant.saga,
         },
     })
 }
@@ -156,7 +182,8 @@ async fn find_client(idp: &Idp, realm: &str, client_id: &str) -> Result<Option<V
     }
 }
 
-/// `create_client`: the public OIDC client `<key>-app`.
+/// `create_client`: the public OIDC client `<key>-app`; this tenant's
+/// client that exists already is adopted by this saga.
 pub async fn create_client(idp: &Idp, tenant: &Tenant) -> Result<pb::StepOk> {
     let kc = &idp.keycloak;
     let realm = tenant.realm_name();
@@ -171,11 +198,13 @@ pub async fn create_client(idp: &Idp, tenant: &Tenant) -> Result<pb::StepOk> {
         }
         StatusCode::CONFLICT => {
             let existing = find_client(idp, &realm, &client_id).await?;
-            match existing {
-                Some(client) if tenant.owns(&client) => {
-                    tracing::info!(realm = %realm, client = %client_id, "client exists and is this tenant's");
+            let owner = existing.as_ref().map(|client| tenant.owner(client));
+            match (existing, owner) {
+                (Some(client), Some(Owner::ThisSaga)) => {
+                    tracing::info!(realm = %realm, client = %client_id, "client exists and is this saga's");
                     client["id"].as_str().unwrap_or_default().to_owned()
                 }
+                (Some(client), Some(Owner::OtherSaga(_))) => adopt_client(idp, tenant, &realm, client).await?,
                 _ => return Err(tenant.conflict(&format!("client {client_id} in realm {realm}"), &reply.message())),
             }
         }
@@ -191,7 +220,28 @@ pub async fn create_client(idp: &Idp, tenant: &Tenant) -> Result<pb::StepOk> {
     })
 }
 
-/// `delete_client`: deletes `<key>-app` if it is this tenant's.
+/// Rewrites the client's saga attribute to this saga. The client read is
+/// written back whole (Keycloak's client `PUT` merges attributes key by
+/// key, so nothing else changes).
+async fn adopt_client(idp: &Idp, tenant: &Tenant, realm: &str, mut client: Value) -> Result<String> {
+    let kc = &idp.keycloak;
+    let uuid = client["id"].as_str().unwrap_or_default().to_owned();
+    if !client["attributes"].is_object() {
+        client["attributes"] = json!({});
+    }
+    client["attributes"][SAGA_ATTRIBUTE] = json!(tenant.saga);
+    let url = kc.admin_url(&[realm, "clients", &uuid], &[]);
+    let reply = kc.send(Method::PUT, url, Some(Body::Json(&client)), "adopting the client").await?;
+    if !reply.status.is_success() {
+        return Err(KeycloakError::unexpected("adopting the client", &reply));
+    }
+    tracing::info!(realm, client = %tenant.client_id(), "client adopted by this saga");
+    Ok(uuid)
+}
+
+/// `delete_client`: deletes `<key>-app` if it carries this tenant and this
+/// saga; gone (the client or its realm) is fine, anything else is left
+/// with a `fenced` note.
 pub async fn delete_client(idp: &Idp, tenant: &Tenant) -> Result<pb::StepOk> {
     let kc = &idp.keycloak;
     let realm = tenant.realm_name();
@@ -200,11 +250,8 @@ pub async fn delete_client(idp: &Idp, tenant: &Tenant) -> Result<pb::StepOk> {
         tracing::info!(client = %client_id, "client already gone");
         return Ok(pb::StepOk::default());
     };
-    if !tenant.owns(&client) {
-        return Err(KeycloakError::Refused(format!(
-            "client {client_id} in realm {realm} does not carry tenant {}'s id; refusing to delete it",
-            tenant.id
-        )));
+    if let Some(fenced) = tenant.fenced(&format!("client {client_id} in realm {realm}"), &tenant.owner(&client)) {
+        return Ok(fenced);
     }
     let uuid = client["id"].as_str().unwrap_or_default();
     let reply =

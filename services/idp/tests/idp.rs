@@ -355,10 +355,19 @@ async fn an_object_carrying_another_tenants_id_is_a_permanent_conflict() -> Resu
         assert!(!error.retryable && error.code == "conflict", "{action}: {error}");
         assert!(error.message.contains(what) && error.message.contains("does not belong"), "{error}");
     }
-    // Nor will it delete them.
-    let error = run(&idp, "delete_realm", &command(&intruder, "x", true)).await.expect_err("not ours");
-    assert!(!error.retryable && error.code == "refused", "{error}");
+    // Nor will its compensations delete them: they leave them, succeed
+    // (a stuck compensation helps nobody) and say why.
+    for (action, what) in [
+        ("delete_admin_user", "user ada@taken.test in realm tenant-taken"),
+        ("delete_client", "client taken-app in realm tenant-taken"),
+        ("delete_realm", "realm tenant-taken"),
+    ] {
+        let ok = run(&idp, action, &command(&intruder, "x", true)).await?;
+        assert_eq!(ok.outputs["fenced"], format!("{what} belongs to tenant 55555555-eeee"), "{action}");
+    }
     assert!(double.realm_names().contains(&"tenant-taken".to_owned()));
+    assert_eq!(double.users("tenant-taken").len(), 1);
+    assert!(double.clients("tenant-taken").iter().any(|c| c["clientId"] == "taken-app"));
     // Pooled: the admin's address is taken in the shared realm by another tenant.
     let pooled = tenant("poolone", "77777777-aaaa", pb::Tier::Pooled);
     provision(&idp, &pooled).await?;

@@ -17,23 +17,33 @@
 //!   gets `401` on every admin call ([`KeycloakDouble::expire_tokens`]);
 //! - realms: `GET /admin/realms` (every realm), `POST /admin/realms` (`201` + `Location`, `409
 //!   {"errorMessage":"Conflict detected. See logs for details"}`),
-//!   `GET`/`DELETE /admin/realms/{realm}` (`404 {"error":"Realm not found."}`);
+//!   `GET`/`DELETE /admin/realms/{realm}` (`404 {"error":"Realm not found."}`),
+//!   `PUT /admin/realms/{realm}` (`204`; fields merged, but an `attributes`
+//!   map sent replaces the realm's, as Keycloak's `updateRealm` does);
 //!   a new realm has a `realm-management` client with the `realm-admin` role
 //!   and the default user profile, which — as in Keycloak 24+ — silently
 //!   drops user attributes it does not declare unless
 //!   `unmanagedAttributePolicy` is set (`GET`/`PUT …/users/profile`);
-//! - clients: `POST`, `GET ?clientId=`, `GET`/`DELETE …/clients/{id}`,
+//! - clients: `POST`, `GET ?clientId=`, `GET`/`PUT`/`DELETE …/clients/{id}`
+//!   (`PUT` merges fields and attributes key by key, `204`),
 //!   `GET …/clients/{id}/roles/{role}`;
 //! - users: `POST` (`409` on a taken username or email), `GET ?username=&exact=true`
 //!   or `?email=`, `GET`/`PUT`/`DELETE …/users/{id}`, client role mappings,
 //!   `PUT …/execute-actions-email` (needs the realm's SMTP settings, as
 //!   Keycloak does; the "sent" mails are kept for tests);
 //! - organizations: `POST`, `GET ?search=&exact=` or `?q=key:value`,
-//!   `GET`/`DELETE …/organizations/{id}`, `POST …/members` with the user id
-//!   as the body (`409` when already a member), `GET …/members`.
+//!   `GET`/`PUT`/`DELETE …/organizations/{id}` (`PUT` replaces the whole
+//!   record, `204`; `409` on a name taken by another organization),
+//!   `POST …/members` with the user id as the body (`409` when already a
+//!   member), `GET …/members`.
+//!
+//! Anything else answers `501 Not Implemented`, never `404`: the worker
+//! reads a `404` as "already gone", so a call the double does not know must
+//! not look like one.
 //!
 //! For failure tests it can answer the next N requests with a status
-//! ([`KeycloakDouble::fail_next`]), or be stopped so that its port refuses
+//! ([`KeycloakDouble::fail_next`]), or the next N requests to one endpoint
+//! ([`KeycloakDouble::fail_next_to`]), or be stopped so that its port refuses
 //! connections ([`KeycloakDouble::stop`], [`KeycloakDouble::restart`]). It
 //! records every request ([`KeycloakDouble::requests`]). Every answer closes
 //! its connection, so that a stopped double is really unreachable.
@@ -94,6 +104,8 @@ struct State {
     tokens: HashMap<String, Instant>,
     token_lifespan: Duration,
     failures: VecDeque<StatusCode>,
+    /// (method, path suffix, status, how many more).
+    targeted_failures: Vec<(Method, String, StatusCode, usize)>,
     requests: Vec<RecordedRequest>,
     emails: Vec<ActionsEmail>,
 }
@@ -119,6 +131,7 @@ impl KeycloakDouble {
             tokens: HashMap::new(),
             token_lifespan: Duration::from_secs(60),
             failures: VecDeque::new(),
+            targeted_failures: Vec::new(),
             requests: Vec::new(),
             emails: Vec::new(),
         };
@@ -186,9 +199,21 @@ impl KeycloakDouble {
         self.lock().failures.extend(std::iter::repeat_n(status, count));
     }
 
-    /// Forgets failures asked for with [`Self::fail_next`] and not yet served.
+    /// Answers the next `count` requests with `method` whose path ends with
+    /// `path_suffix` with `status` (other requests are served as usual),
+    /// e.g. to fail a step half-way.
+    pub fn fail_next_to(&self, method: &str, path_suffix: &str, count: usize, status: u16) {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let method = Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET);
+        self.lock().targeted_failures.push((method, path_suffix.to_owned(), status, count));
+    }
+
+    /// Forgets failures asked for with [`Self::fail_next`] or
+    /// [`Self::fail_next_to`] and not yet served.
     pub fn clear_failures(&self) {
-        self.lock().failures.clear();
+        let mut state = self.lock();
+        state.failures.clear();
+        state.targeted_failures.clear();
     }
 
     /// Lifetime of tokens issued from now on (`expires_in`).
@@ -347,6 +372,23 @@ fn not_found(message: &str) -> Response {
     respond(StatusCode::NOT_FOUND, Some(json!({"error": message})), None)
 }
 
+/// A call the double does not implement: `501`, so that it is never taken
+/// for Keycloak's `404` ("already gone" to a delete).
+fn not_implemented(method: &Method, path: &str) -> Response {
+    error_message(StatusCode::NOT_IMPLEMENTED, &format!("the Keycloak double does not implement {method} {path}"))
+}
+
+/// Sets every non-null field of `update` on `target` except `skip`.
+fn merge_fields(target: &mut Value, update: &Value, skip: &[&str]) {
+    if let (Some(target), Some(update)) = (target.as_object_mut(), update.as_object()) {
+        for (key, value) in update {
+            if !value.is_null() && !skip.contains(&key.as_str()) {
+                target.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
 /// `application/x-www-form-urlencoded` or a query string, decoded.
 fn decode_pairs(input: &str) -> HashMap<String, String> {
     fn decode(s: &str) -> String {
@@ -386,7 +428,15 @@ fn answer(state: &Mutex<State>, method: Method, uri: Uri, headers: HeaderMap, bo
     let path = uri.path().to_owned();
     let query = uri.query().unwrap_or_default().to_owned();
     let body_text = String::from_utf8_lossy(&body).into_owned();
-    let response = match state.failures.pop_front() {
+    let targeted = state
+        .targeted_failures
+        .iter_mut()
+        .find(|(m, suffix, _, left)| *m == method && path.ends_with(suffix.as_str()) && *left > 0)
+        .map(|(_, _, status, left)| {
+            *left -= 1;
+            *status
+        });
+    let response = match targeted.or_else(|| state.failures.pop_front()) {
         Some(status) => respond(status, Some(json!({"error": "unknown_error"})), None),
         None => route(&mut state, &method, &path, &decode_pairs(&query), &headers, &body_text),
     };
@@ -413,7 +463,7 @@ fn route(
         return token(state, body);
     }
     if segments.first() != Some(&"admin") || segments.get(1) != Some(&"realms") {
-        return not_found("Not Found");
+        return not_implemented(method, path);
     }
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -460,7 +510,7 @@ fn route(
             state.emails.append(emails);
             response
         }
-        _ => not_found("Not Found"),
+        _ => not_implemented(method, path),
     }
 }
 
@@ -550,6 +600,17 @@ fn realm_route(
     let q = |k: &str| query.get(k).map(String::as_str);
     match (method.clone(), rest) {
         (Method::GET, []) => ok(r.rep.clone()),
+        // RealmAdminResource.updateRealm: fields that are set replace the
+        // realm's; an attributes map replaces the realm's attributes (those
+        // it lacks are removed). Renaming is not implemented here.
+        (Method::PUT, []) => {
+            let Ok(rep) = parsed else { return error_message(StatusCode::BAD_REQUEST, "unrecognized field") };
+            if rep["realm"].as_str().is_some_and(|name| name != realm) {
+                return error_message(StatusCode::NOT_IMPLEMENTED, "the Keycloak double does not rename realms");
+            }
+            merge_fields(&mut r.rep, &rep, &["id", "realm"]);
+            no_content()
+        }
         (Method::GET, ["users", "profile"]) => ok(r.profile.clone()),
         (Method::PUT, ["users", "profile"]) => match parsed {
             Ok(profile) => {
@@ -583,6 +644,31 @@ fn realm_route(
             Some(client) => ok(client.clone()),
             None => not_found("Could not find client"),
         },
+        // ClientResource.update: fields that are set replace the client's;
+        // attributes are set key by key (others stay), empty values skipped.
+        (Method::PUT, ["clients", id]) => {
+            let Ok(rep) = parsed else { return error_message(StatusCode::BAD_REQUEST, "unrecognized field") };
+            if let Some(client_id) = rep["clientId"].as_str()
+                && r.clients.iter().any(|c| c["clientId"].as_str() == Some(client_id) && c["id"].as_str() != Some(id))
+            {
+                return error_message(StatusCode::CONFLICT, &format!("Client {client_id} already exists"));
+            }
+            let Some(client) = r.clients.iter_mut().find(|c| c["id"].as_str() == Some(id)) else {
+                return not_found("Could not find client");
+            };
+            merge_fields(client, &rep, &["id", "attributes"]);
+            if let Some(attributes) = rep["attributes"].as_object() {
+                if !client["attributes"].is_object() {
+                    client["attributes"] = json!({});
+                }
+                for (key, value) in attributes {
+                    if value.as_str().is_some_and(|v| !v.is_empty()) {
+                        client["attributes"][key] = value.clone();
+                    }
+                }
+            }
+            no_content()
+        }
         (Method::DELETE, ["clients", id]) => {
             let before = r.clients.len();
             r.clients.retain(|c| c["id"].as_str() != Some(id));
@@ -758,6 +844,32 @@ fn realm_route(
             Some(org) => ok(org.clone()),
             None => error_message(StatusCode::NOT_FOUND, "Organization not found."),
         },
+        // OrganizationResource.update: the representation becomes the
+        // organization (name, attributes, domains…); its alias cannot change.
+        (Method::PUT, ["organizations", id]) => {
+            let Ok(mut rep) = parsed else { return error_message(StatusCode::BAD_REQUEST, "unrecognized field") };
+            let Some(index) = r.organizations.iter().position(|o| o["id"].as_str() == Some(id)) else {
+                return error_message(StatusCode::NOT_FOUND, "Organization not found.");
+            };
+            let current = &r.organizations[index];
+            let name = rep["name"].as_str().unwrap_or_default().to_owned();
+            if name.is_empty() {
+                return error_message(StatusCode::BAD_REQUEST, "Name can not be null");
+            }
+            if current["name"].as_str() != Some(name.as_str()) && find_by(&r.organizations, "name", &name).is_some() {
+                return error_message(StatusCode::CONFLICT, "A organization with the same name already exists.");
+            }
+            match rep["alias"].as_str() {
+                None => rep["alias"] = current["alias"].clone(),
+                Some(alias) if current["alias"].as_str() != Some(alias) => {
+                    return error_message(StatusCode::BAD_REQUEST, "Cannot change the alias");
+                }
+                Some(_) => {}
+            }
+            rep["id"] = json!(id);
+            r.organizations[index] = rep;
+            no_content()
+        }
         (Method::DELETE, ["organizations", id]) => {
             let before = r.organizations.len();
             r.organizations.retain(|o| o["id"].as_str() != Some(id));
@@ -789,6 +901,9 @@ fn realm_route(
                 r.users.iter().filter(|u| ids.iter().any(|i| u["id"] == json!(i))).map(user_view).collect(),
             ))
         }
-        _ => not_found("Not Found"),
+        _ => error_message(
+            StatusCode::NOT_IMPLEMENTED,
+            &format!("the Keycloak double does not implement {method} {base}/{}", rest.join("/")),
+        ),
     }
 }
