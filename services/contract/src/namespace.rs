@@ -112,6 +112,20 @@ impl Namespace {
         )
     }
 
+    /// `(key token, event)` of an event subject
+    /// `<root>.v1.events.<token>.<event>`; the token is whatever the
+    /// publisher put there, not necessarily a valid key.
+    pub fn parse_event_subject<'a>(&self, subject: &'a str) -> Option<(&'a str, EventKind)> {
+        let rest = subject
+            .strip_prefix(self.root.as_str())?
+            .strip_prefix('.')?
+            .strip_prefix(VERSION)?
+            .strip_prefix(".events.")?;
+        let (token, event) = rest.split_once('.')?;
+        (!token.is_empty()).then_some(())?;
+        Some((token, EventKind::from_name(event)?))
+    }
+
     /// `landlord.v1.cmd.<service>.<action>`.
     pub fn command_subject(&self, service: &str, action: &str) -> String {
         format!("{}.{VERSION}.cmd.{service}.{action}", self.root)
@@ -181,6 +195,17 @@ mod tests {
         assert_eq!(ns.parse_command_subject("landlord.v1.result.database.provision"), None);
         assert_eq!(ns.parse_command_subject("other.v1.cmd.database.provision"), None);
         assert_eq!(ns.parse_command_subject("landlord.v1.cmd.database"), None);
+    }
+
+    #[test]
+    fn event_subjects_parse_strictly() {
+        let ns = Namespace::default();
+        assert_eq!(ns.parse_event_subject("landlord.v1.events.acme.requested"), Some(("acme", EventKind::Requested)));
+        assert_eq!(ns.parse_event_subject("landlord.v1.events._invalid.rejected"), Some(("_invalid", EventKind::Rejected)));
+        assert_eq!(ns.parse_event_subject("landlord.v1.events.acme.requested.x"), None);
+        assert_eq!(ns.parse_event_subject("landlord.v1.events..requested"), None);
+        assert_eq!(ns.parse_event_subject("landlord.v1.cmd.acme.requested"), None);
+        assert_eq!(ns.parse_event_subject("other.v1.events.acme.requested"), None);
     }
 
     #[test]

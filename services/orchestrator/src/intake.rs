@@ -2,8 +2,11 @@
 //! TenantRejected that names the rule the request broke. Nothing is created
 //! for a rejected request; a repeated request finds what the first made.
 
+use std::collections::HashMap;
+
 use landlord_contract::pb::{self, Tier};
-use landlord_contract::{Event, KeyError, Namespace, TenantKey};
+use landlord_contract::{CeType, Event, EventKind, KeyError, Namespace, TenantKey, header, text};
+use landlord_runtime::DeliveryInfo;
 use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
@@ -45,15 +48,34 @@ impl From<KeyError> for Rejection {
     }
 }
 
-/// A request that passed every rule.
+/// A request that passed every rule, with its human-readable fields as they
+/// are kept: NFC-normalised and trimmed.
 #[derive(Debug, Clone)]
 pub struct ValidRequest<'a> {
     pub key: TenantKey,
     pub plan: &'a Plan,
     pub tier: Tier,
+    pub display_name: String,
+    pub admin_first_name: String,
+    pub admin_last_name: String,
+    pub labels: HashMap<String, String>,
 }
 
 const MAX_DOMAINS: usize = 20;
+const MAX_DISPLAY_NAME: usize = 200;
+const MAX_ADMIN_NAME: usize = 100;
+/// Labels, after Kubernetes' label rules: a key of at most 63 characters,
+/// a value of at most 256 (Kubernetes: 63; ours carry short scripts and ids),
+/// and a bounded count.
+pub const MAX_LABELS: usize = 32;
+pub const MAX_LABEL_KEY: usize = 63;
+pub const MAX_LABEL_VALUE: usize = 256;
+
+/// `field.<problem>` for a human-readable field that broke the text rule.
+fn text_field(field: &str, raw: &str, max: usize, allow_empty: bool) -> Result<String, Rejection> {
+    text::clean(raw, max, allow_empty)
+        .map_err(|error| Rejection::new(&format!("{field}.{}", error.problem()), format!("{field} {error}")))
+}
 
 /// Checks a request against the rules, in a fixed order, and names the
 /// first one broken.
@@ -62,29 +84,21 @@ pub fn validate<'a>(request: &pb::TenantRequested, plans: &'a Plans) -> Result<V
         return Err(Rejection::new("idempotency_id.missing", "idempotency_id must be 1 to 200 characters"));
     }
     let key = TenantKey::parse(&request.key)?;
-    let name = request.display_name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(Rejection::new(
-            "display_name.invalid",
-            "display_name must be 1 to 200 characters without control characters",
-        ));
-    }
+    let display_name = text_field("display_name", &request.display_name, MAX_DISPLAY_NAME, false)?;
     let admin = request.admin.as_ref().ok_or_else(|| Rejection::new("admin.missing", "admin contact is required"))?;
     validate_email(&admin.email)?;
-    for (field, value) in [("admin.first_name", &admin.first_name), ("admin.last_name", &admin.last_name)] {
-        if value.chars().count() > 100 || value.chars().any(char::is_control) {
-            return Err(Rejection::new(
-                &format!("{field}.invalid"),
-                format!("{field} must be at most 100 characters without control characters"),
-            ));
-        }
-    }
+    let admin_first_name = text_field("admin.first_name", &admin.first_name, MAX_ADMIN_NAME, true)?;
+    let admin_last_name = text_field("admin.last_name", &admin.last_name, MAX_ADMIN_NAME, true)?;
     if request.domains.len() > MAX_DOMAINS {
         return Err(Rejection::new("domains.too_many", format!("at most {MAX_DOMAINS} domains are allowed")));
     }
-    for domain in &request.domains {
+    for (i, domain) in request.domains.iter().enumerate() {
         validate_domain(domain)?;
+        if request.domains[..i].contains(domain) {
+            return Err(Rejection::new("domains.duplicate", format!("domain {domain:?} is listed twice")));
+        }
     }
+    let labels = validate_labels(&request.labels)?;
     let plan = plans.get(&request.plan).ok_or_else(|| {
         let known: Vec<_> = plans.names().collect();
         Rejection::new("plan.unknown", format!("plan {:?} is not one of: {}", request.plan, known.join(", ")))
@@ -94,7 +108,44 @@ pub fn validate<'a>(request: &pb::TenantRequested, plans: &'a Plans) -> Result<V
         Ok(tier) => tier,
         Err(_) => return Err(Rejection::new("tier.unknown", format!("tier {} is not a known tier", request.tier))),
     };
-    Ok(ValidRequest { key, plan, tier })
+    Ok(ValidRequest { key, plan, tier, display_name, admin_first_name, admin_last_name, labels })
+}
+
+/// Label keys follow the syntax of a Kubernetes label name: ASCII letters,
+/// digits, `-`, `_` and `.`, beginning and ending with a letter or digit
+/// (`script.s2`, `clerk.organization_id`). Values are human-readable text.
+fn validate_labels(labels: &HashMap<String, String>) -> Result<HashMap<String, String>, Rejection> {
+    if labels.len() > MAX_LABELS {
+        return Err(Rejection::new(
+            "labels.too_many",
+            format!("at most {MAX_LABELS} labels are allowed, not {}", labels.len()),
+        ));
+    }
+    // Sorted, so the first broken one named is the same every time.
+    let mut sorted: Vec<(&String, &String)> = labels.iter().collect();
+    sorted.sort();
+    let mut kept = HashMap::with_capacity(labels.len());
+    for (key, value) in sorted {
+        let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+        let key_ok = (1..=MAX_LABEL_KEY).contains(&key.len())
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && edge(key.chars().next())
+            && edge(key.chars().last());
+        if !key_ok {
+            return Err(Rejection::new(
+                "labels.key",
+                format!(
+                    "label key {key:?} must be 1 to {MAX_LABEL_KEY} ASCII letters, digits, '-', '_' or '.', \
+                     beginning and ending with a letter or digit"
+                ),
+            ));
+        }
+        let value = text::clean(value, MAX_LABEL_VALUE, true).map_err(|error| {
+            Rejection::new(&format!("labels.value.{}", error.problem()), format!("label {key:?}: value {error}"))
+        })?;
+        kept.insert(key.clone(), value);
+    }
+    Ok(kept)
 }
 
 fn validate_email(email: &str) -> Result<(), Rejection> {
@@ -104,6 +155,7 @@ fn validate_email(email: &str) -> Result<(), Rejection> {
     }
     if email.len() > 254
         || email.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"'))
+        || !text::has_no_refused_character(email)
     {
         return Err(invalid("has characters an address cannot have"));
     }
@@ -117,6 +169,10 @@ fn validate_email(email: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// A DNS host name as the tenant's client will use it in redirect URIs:
+/// lower-case LDH labels of 1 to 63, at least two of them, 253 in all, a
+/// top-level label that is not all digits (no IP addresses), and no `--`
+/// in the third and fourth place except the IDNA `xn--`.
 fn validate_domain(domain: &str) -> Result<(), Rejection> {
     let invalid = || Rejection::new("domains.invalid", format!("{domain:?} is not a valid DNS host name"));
     let labels: Vec<&str> = domain.split('.').collect();
@@ -129,8 +185,120 @@ fn validate_domain(domain: &str) -> Result<(), Rejection> {
             && !l.starts_with('-')
             && !l.ends_with('-')
             && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && (l.get(2..4) != Some("--") || l.starts_with("xn--"))
     };
-    if labels.iter().all(label_ok) { Ok(()) } else { Err(invalid()) }
+    let top_ok = labels.last().is_some_and(|top| !top.chars().all(|c| c.is_ascii_digit()));
+    if labels.iter().all(label_ok) && top_ok { Ok(()) } else { Err(invalid()) }
+}
+
+/// How a request arrived: the subject it was published on and the
+/// CloudEvents headers it carried, checked by [`check_arrival`].
+#[derive(Debug, Clone, Default)]
+pub struct Arrival {
+    pub subject: String,
+    pub ce_type: Option<String>,
+    pub ce_subject: Option<String>,
+}
+
+impl Arrival {
+    pub fn of(info: &DeliveryInfo) -> Self {
+        let get = |name: &str| info.headers.get(name).map(|v| v.as_str().to_owned());
+        Self { subject: info.subject.clone(), ce_type: get(header::TYPE), ce_subject: get(header::SUBJECT) }
+    }
+
+    /// The key token of the subject, when it is a valid key: where the
+    /// publisher was allowed to publish, so where its rejection goes.
+    fn subject_key(&self, namespace: &Namespace) -> Option<TenantKey> {
+        let (token, _) = namespace.parse_event_subject(&self.subject)?;
+        TenantKey::parse(token).ok()
+    }
+}
+
+/// The request contract, checked where a request arrives (issue 23): a
+/// `ce-type` naming the message decoded, and the key in the subject — what
+/// per-subject bus permissions allow a publisher — the same as the key in
+/// the payload (and in `ce-subject`, when set). A payload key that breaks
+/// the key rule is named by that rule rather than as a mismatch.
+pub fn check_arrival(namespace: &Namespace, arrival: &Arrival, request: &pb::TenantRequested) -> Result<(), Rejection> {
+    let expected = pb::TenantRequested::CE_TYPE;
+    match arrival.ce_type.as_deref() {
+        Some(ty) if ty == expected => {}
+        Some(ty) => {
+            return Err(Rejection::new(
+                "request.ce_type",
+                format!("ce-type {ty:?} is not {expected:?}: a request is decoded only as what it says it is"),
+            ));
+        }
+        None => {
+            return Err(Rejection::new(
+                "request.ce_type",
+                format!("the request has no ce-type header; it must be {expected:?}"),
+            ));
+        }
+    }
+    let key = TenantKey::parse(&request.key)?;
+    match namespace.parse_event_subject(&arrival.subject) {
+        Some((token, EventKind::Requested)) if token == key.as_str() => {}
+        _ => {
+            return Err(Rejection::new(
+                "request.subject_key",
+                format!(
+                    "the request for key {:?} was published on {:?}, not on {:?}",
+                    key.as_str(),
+                    arrival.subject,
+                    namespace.event_subject(&key, EventKind::Requested)
+                ),
+            ));
+        }
+    }
+    if let Some(ce_subject) = arrival.ce_subject.as_deref().filter(|s| *s != key.as_str()) {
+        return Err(Rejection::new(
+            "request.ce_subject",
+            format!("ce-subject {ce_subject:?} is not the request's key {:?}", key.as_str()),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether another live tenant lists one of `domains`: `(domain, its key)`.
+/// A domain belongs to one live tenant at a time; FAILED, CANCELLED and
+/// DELETED tenants hold none. Each domain is locked (a transaction-scoped
+/// advisory lock, in sorted order, so two intakes never wait on each other
+/// crosswise) until the transaction ends, so two requests for one domain
+/// cannot both find it free.
+async fn domain_holder(
+    tx: &mut Tx,
+    domains: &[String],
+    key: &str,
+    tenant: Uuid,
+) -> sqlx::Result<Option<(String, String)>> {
+    if domains.is_empty() {
+        return Ok(None);
+    }
+    let mut sorted = domains.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('landlord.domain:' || d, 0)) FROM unnest($1::text[]) AS d",
+    )
+    .bind(&sorted)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query_as(
+        "SELECT d, t.key FROM tenants t, unnest(t.domains) AS d
+         WHERE t.domains && $1 AND d = ANY($1) AND t.key <> $2 AND t.id <> $3
+           AND t.status NOT IN ('FAILED', 'CANCELLED', 'DELETED')
+         ORDER BY d, t.key LIMIT 1",
+    )
+    .bind(&sorted)
+    .bind(key)
+    .bind(tenant)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+fn domain_taken((domain, holder): (String, String)) -> Rejection {
+    Rejection::new("tenant.domain_taken", format!("domain {domain:?} belongs to tenant {holder:?}"))
 }
 
 /// What intake did with a request.
@@ -145,11 +313,16 @@ pub enum Intake {
     Rejected(Rejection),
 }
 
+/// The TenantRejected for `request`, on the subject of the key it arrived
+/// under (else its payload key, else `_invalid`), with that token as
+/// `ce-subject` and, as correlation id, the saga id the request would have
+/// started — like every other event about a request.
 fn rejected_event(
     namespace: &Namespace,
     request: &pb::TenantRequested,
     request_id: &str,
     rejection: &Rejection,
+    route: Option<TenantKey>,
 ) -> Outgoing {
     let event = pb::TenantRejected {
         idempotency_id: request.idempotency_id.clone(),
@@ -157,11 +330,13 @@ fn rejected_event(
         rule: rejection.rule.clone(),
         reason: rejection.reason.clone(),
     };
-    let subject = match TenantKey::parse(&request.key) {
-        Ok(key) => namespace.event_subject(&key, pb::TenantRejected::KIND),
-        Err(_) => namespace.invalid_key_event_subject(pb::TenantRejected::KIND),
+    let route = route.or_else(|| TenantKey::parse(&request.key).ok());
+    let (subject, token) = match &route {
+        Some(key) => (namespace.event_subject(key, pb::TenantRejected::KIND), key.as_str()),
+        None => (namespace.invalid_key_event_subject(pb::TenantRejected::KIND), "_invalid"),
     };
-    Outgoing::new(subject, format!("{request_id}.rejected"), &event)
+    let correlation = saga_id("provision", &request.idempotency_id).to_string();
+    Outgoing::new(subject, format!("{request_id}.rejected"), &event).about(token, Some(&correlation))
 }
 
 /// What [`apply`] did: the outcome, the outbox rows to publish after
@@ -181,6 +356,25 @@ impl Applied {
     }
 }
 
+/// Applies one request that arrived from the bus inside `tx`: the request
+/// contract first ([`check_arrival`]), then [`apply`].
+pub async fn apply_arrived(
+    tx: &mut Tx,
+    namespace: &Namespace,
+    plans: &Plans,
+    request: &pb::TenantRequested,
+    request_id: &str,
+    arrival: &Arrival,
+) -> sqlx::Result<Applied> {
+    let route = arrival.subject_key(namespace);
+    if let Err(rejection) = check_arrival(namespace, arrival, request) {
+        let rejected = rejected_event(namespace, request, request_id, &rejection, route);
+        let pending = crate::outbox::write(tx, &[rejected]).await?;
+        return Ok(Applied::nothing(Intake::Rejected(rejection), pending));
+    }
+    apply(tx, namespace, plans, request, request_id).await
+}
+
 /// Applies one request inside `tx`; `request_id` is its message id.
 pub async fn apply(
     tx: &mut Tx,
@@ -190,7 +384,8 @@ pub async fn apply(
     request_id: &str,
 ) -> sqlx::Result<Applied> {
     let reject = async |tx: &mut Tx, rejection: Rejection| {
-        let pending = crate::outbox::write(tx, &[rejected_event(namespace, request, request_id, &rejection)]).await?;
+        let pending =
+            crate::outbox::write(tx, &[rejected_event(namespace, request, request_id, &rejection, None)]).await?;
         Ok(Applied::nothing(Intake::Rejected(rejection), pending))
     };
     let valid = match validate(request, plans) {
@@ -208,6 +403,9 @@ pub async fn apply(
         };
     }
     let tenant = tenant_row(&valid, request);
+    if let Some(held) = domain_holder(tx, &tenant.domains, &tenant.key, tenant.id).await? {
+        return reject(tx, domain_taken(held)).await;
+    }
     // Any conflict — the key taken, the idempotency id used before — leaves
     // the row alone; the tenant that is there tells which it was.
     let inserted = sqlx::query(
@@ -257,19 +455,19 @@ pub async fn apply(
 
 /// The tenant row a valid request makes, as inserted.
 fn tenant_row(valid: &ValidRequest<'_>, request: &pb::TenantRequested) -> TenantRow {
-    let admin = request.admin.clone().unwrap_or_default();
+    let admin_email = request.admin.as_ref().map(|a| a.email.clone()).unwrap_or_default();
     TenantRow {
         id: tenant_id(&request.idempotency_id),
         key: valid.key.as_str().to_owned(),
-        display_name: request.display_name.trim().to_owned(),
+        display_name: valid.display_name.clone(),
         plan: valid.plan.name.clone(),
         tier: tier_name(valid.tier).to_owned(),
         status: "PENDING".into(),
         domains: request.domains.clone(),
-        admin_email: admin.email,
-        admin_first_name: admin.first_name,
-        admin_last_name: admin.last_name,
-        labels: Json(request.labels.clone()),
+        admin_email,
+        admin_first_name: valid.admin_first_name.clone(),
+        admin_last_name: valid.admin_last_name.clone(),
+        labels: Json(valid.labels.clone()),
     }
 }
 
@@ -308,6 +506,12 @@ async fn retry_of_failed(
             "retry.not_failed",
             format!("tenant {:?} is {status}: only a FAILED tenant is retried", valid.key.as_str()),
         )));
+    }
+    // A FAILED tenant let go of its domains: another may have taken one.
+    let domains: Vec<String> =
+        sqlx::query_scalar("SELECT domains FROM tenants WHERE id = $1").bind(tenant).fetch_one(&mut **tx).await?;
+    if let Some(held) = domain_holder(tx, &domains, valid.key.as_str(), tenant).await? {
+        return Ok(Err(domain_taken(held)));
     }
     sqlx::query(
         "UPDATE tenants SET status = 'PENDING', failed_step = NULL, failure_reason = NULL,
@@ -461,7 +665,7 @@ mod tests {
         );
         assert_eq!(rule(|r| r.plan = "platinum".into()), "plan.unknown");
         assert_eq!(rule(|r| r.domains = vec!["bad domain.test".into()]), "domains.invalid");
-        assert_eq!(rule(|r| r.display_name = " ".into()), "display_name.invalid");
+        assert_eq!(rule(|r| r.display_name = " ".into()), "display_name.empty");
         assert_eq!(rule(|r| r.idempotency_id = String::new()), "idempotency_id.missing");
         assert_eq!(rule(|r| r.tier = 42), "tier.unknown");
     }
@@ -471,5 +675,225 @@ mod tests {
         assert_eq!(tenant_id("x"), tenant_id("x"));
         assert_ne!(tenant_id("x"), tenant_id("y"));
         assert_ne!(saga_id("provision", "x"), tenant_id("x"));
+    }
+
+    /// Issue 23, item 2: a key the key rule's characters allow but a
+    /// backend's names do not is refused before anything is created.
+    #[test]
+    fn keys_that_make_names_a_backend_refuses_are_refused_by_the_backend_rule() {
+        assert_eq!(rule(|r| r.key = "acme-s3alias".into()), "tenant_key.s3_bucket_name");
+        assert_eq!(rule(|r| r.key = "sthree-acme".into()), "tenant_key.s3_bucket_name");
+        let rejection =
+            validate(&pb::TenantRequested { key: "acme-s3alias".into(), ..request() }, &plans()).unwrap_err();
+        assert!(rejection.reason.contains("landlord-acme-s3alias"), "{rejection:?}");
+    }
+
+    /// Issue 23, item 3: invisible and direction-changing characters in
+    /// every human-readable field; what is kept is NFC.
+    #[test]
+    fn human_readable_fields_refuse_format_characters_and_keep_nfc() {
+        assert_eq!(rule(|r| r.display_name = "Acme \u{202E}gnp.exe".into()), "display_name.bidi_control");
+        assert_eq!(rule(|r| r.display_name = "Ac\u{200B}me".into()), "display_name.format_character");
+        assert_eq!(rule(|r| r.display_name = "\u{FEFF}Acme".into()), "display_name.format_character");
+        assert_eq!(rule(|r| r.display_name = "x".repeat(201)), "display_name.too_long");
+        assert_eq!(
+            rule(|r| r.admin.as_mut().unwrap().first_name = "A\u{2066}da".into()),
+            "admin.first_name.bidi_control"
+        );
+        assert_eq!(
+            rule(|r| r.admin.as_mut().unwrap().last_name = "Love\u{200D}lace".into()),
+            "admin.last_name.format_character"
+        );
+        assert_eq!(rule(|r| r.admin.as_mut().unwrap().last_name = "L\n".into()), "admin.last_name.control_character");
+        assert_eq!(rule(|r| r.admin.as_mut().unwrap().email = "ops\u{202E}@acme.test".into()), "admin.email.invalid");
+        assert_eq!(rule(|r| r.admin.as_mut().unwrap().first_name = String::new()), "valid", "names may be empty");
+        let plans = plans();
+        let mut decomposed = request();
+        decomposed.display_name = "  Cafe\u{0301}  ".into();
+        decomposed.admin.as_mut().unwrap().first_name = " Zoe\u{0308} ".into();
+        decomposed.labels.insert("team".into(), "Re\u{0301}seau".into());
+        let valid = validate(&decomposed, &plans).unwrap();
+        assert_eq!(valid.display_name, "Café");
+        assert_eq!(valid.admin_first_name, "Zoë");
+        assert_eq!(valid.labels["team"], "Réseau");
+        let row = tenant_row(&valid, &decomposed);
+        assert_eq!((row.display_name.as_str(), row.admin_first_name.as_str()), ("Café", "Zoë"));
+        assert_eq!(row.labels.0["team"], "Réseau");
+    }
+
+    /// Issue 23, item 3: labels have rules.
+    #[test]
+    fn labels_have_rules() {
+        let label = |k: &str, v: &str| {
+            let (k, v) = (k.to_owned(), v.to_owned());
+            rule(move |r| {
+                r.labels.insert(k, v);
+            })
+        };
+        assert_eq!(label("script.s2", "fail-attempts:2"), "valid");
+        assert_eq!(label("clerk.organization_id", "org_2abc"), "valid");
+        assert_eq!(label("", "x"), "labels.key");
+        assert_eq!(label(".hidden", "x"), "labels.key");
+        assert_eq!(label("a/b", "x"), "labels.key");
+        assert_eq!(label("ключ", "x"), "labels.key");
+        assert_eq!(label(&"k".repeat(64), "x"), "labels.key");
+        assert_eq!(label(&"k".repeat(63), "x"), "valid");
+        assert_eq!(label("k", &"v".repeat(257)), "labels.value.too_long");
+        assert_eq!(label("k", &"v".repeat(256)), "valid");
+        assert_eq!(label("k", "a\u{202E}b"), "labels.value.bidi_control");
+        assert_eq!(label("k", "a\u{0000}b"), "labels.value.control_character");
+        assert_eq!(
+            rule(|r| r.labels = (0..=MAX_LABELS).map(|i| (format!("k{i}"), String::new())).collect()),
+            "labels.too_many"
+        );
+    }
+
+    #[test]
+    fn domains_are_host_names_listed_once() {
+        assert_eq!(rule(|r| r.domains = vec!["acme.test".into(), "acme.test".into()]), "domains.duplicate");
+        for bad in
+            ["1.2.3.4", "acme.test.", ".acme.test", "ACME.test", "ab--c.test", "-a.test", "a_b.test", "localhost"]
+        {
+            assert_eq!(rule(|r| r.domains = vec![bad.into()]), "domains.invalid", "{bad}");
+        }
+        for good in ["xn--bcher-kva.test", "demo.localhost", "a.b.c.d.example", "1acme.test"] {
+            assert_eq!(rule(|r| r.domains = vec![good.into()]), "valid", "{good}");
+        }
+    }
+
+    fn arrival(subject: &str, ce_type: Option<&str>, ce_subject: Option<&str>) -> Arrival {
+        Arrival {
+            subject: subject.to_owned(),
+            ce_type: ce_type.map(str::to_owned),
+            ce_subject: ce_subject.map(str::to_owned),
+        }
+    }
+
+    /// Issue 23, item 11: the request contract is checked where it arrives.
+    #[test]
+    fn the_request_contract_is_checked_on_arrival() {
+        let ns = Namespace::default();
+        let ty = Some("landlord.v1.TenantRequested");
+        let check = |a: &Arrival, r: &pb::TenantRequested| check_arrival(&ns, a, r).map(|()| "ok".to_owned());
+        let r = request();
+        assert_eq!(check(&arrival("landlord.v1.events.acme.requested", ty, Some("acme")), &r), Ok("ok".into()));
+        assert_eq!(check(&arrival("landlord.v1.events.acme.requested", ty, None), &r), Ok("ok".into()));
+        let rule_of = |a: Arrival, r: &pb::TenantRequested| check_arrival(&ns, &a, r).unwrap_err().rule;
+        assert_eq!(rule_of(arrival("landlord.v1.events.acme.requested", None, None), &r), "request.ce_type");
+        assert_eq!(
+            rule_of(arrival("landlord.v1.events.acme.requested", Some("landlord.v1.CancelSaga"), None), &r),
+            "request.ce_type"
+        );
+        assert_eq!(rule_of(arrival("landlord.v1.events.other.requested", ty, None), &r), "request.subject_key");
+        assert_eq!(rule_of(arrival("landlord.v1.events.acme.rejected", ty, None), &r), "request.subject_key");
+        assert_eq!(rule_of(arrival("landlord.v1.events.acme.requested", ty, Some("other")), &r), "request.ce_subject");
+        // A payload key that breaks the key rule is named by that rule.
+        let bad = pb::TenantRequested { key: "Bad Key".into(), ..request() };
+        assert_eq!(
+            rule_of(arrival("landlord.v1.events._invalid.requested", ty, None), &bad),
+            "tenant_key.first_character"
+        );
+    }
+
+    /// A rejection goes where the request was published, not to the
+    /// payload's key, and carries ce-subject and a correlation id.
+    #[test]
+    fn rejections_go_to_the_subject_key_with_subject_and_correlation() {
+        let ns = Namespace::default();
+        let r = request();
+        let rejection = Rejection::new("request.subject_key", "x");
+        let routed = rejected_event(&ns, &r, "m1", &rejection, Some(TenantKey::parse("other").unwrap()));
+        assert_eq!(routed.subject, "landlord.v1.events.other.rejected");
+        assert_eq!(routed.tenant_key.as_deref(), Some("other"));
+        assert_eq!(routed.correlation_id, Some(saga_id("provision", "req-1").to_string()));
+        let own = rejected_event(&ns, &r, "m1", &rejection, None);
+        assert_eq!(own.subject, "landlord.v1.events.acme.rejected");
+        assert_eq!(own.tenant_key.as_deref(), Some("acme"));
+        let bad = pb::TenantRequested { key: "a b".into(), ..request() };
+        let invalid = rejected_event(&ns, &bad, "m1", &rejection, None);
+        assert_eq!(invalid.subject, "landlord.v1.events._invalid.rejected");
+        assert_eq!(invalid.tenant_key.as_deref(), Some("_invalid"));
+        assert!(invalid.correlation_id.is_some());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Requests near the valid one: each field arbitrary or plausible.
+        fn requests() -> impl Strategy<Value = pb::TenantRequested> {
+            let text = || prop_oneof![any::<String>(), "\\PC{0,30}", "[A-Za-z \u{202E}\u{200B}\u{FEFF}\u{0301}]{0,12}"];
+            let key = prop_oneof![any::<String>(), "[a-z][a-z0-9-]{0,44}", "[a-z]{3,10}-s3alias"];
+            let domain = prop_oneof![any::<String>(), "[a-z0-9-]{1,10}(\\.[a-z0-9-]{1,10}){0,3}"];
+            let label_key = prop_oneof![any::<String>(), "[a-zA-Z0-9._-]{0,70}"];
+            (
+                (any::<String>(), key, text(), prop_oneof![Just("standard".to_owned()), any::<String>()]),
+                (any::<i32>(), proptest::option::of((text(), text(), text()))),
+                proptest::collection::vec(domain, 0..4),
+                proptest::collection::hash_map(label_key, text(), 0..4),
+            )
+                .prop_map(|((idempotency_id, key, display_name, plan), (tier, admin), domains, labels)| {
+                    pb::TenantRequested {
+                        idempotency_id,
+                        key,
+                        display_name,
+                        plan,
+                        tier,
+                        admin: admin.map(|(email, first_name, last_name)| pb::AdminContact {
+                            email,
+                            first_name,
+                            last_name,
+                        }),
+                        domains,
+                        labels,
+                        ..Default::default()
+                    }
+                })
+        }
+
+        proptest! {
+            /// Any request is accepted or refused with a named rule, never a
+            /// panic; what is accepted is kept clean.
+            #[test]
+            fn prop_validate_accepts_or_names_a_rule(request in requests()) {
+                let plans = plans();
+                match validate(&request, &plans) {
+                    Ok(valid) => {
+                        prop_assert!(!valid.display_name.is_empty());
+                        for kept in [&valid.display_name, &valid.admin_first_name, &valid.admin_last_name]
+                            .into_iter()
+                            .chain(valid.labels.values())
+                        {
+                            prop_assert!(landlord_contract::text::has_no_refused_character(kept));
+                        }
+                        prop_assert!(valid.key.backend_names().check().is_ok());
+                    }
+                    Err(rejection) => {
+                        prop_assert!(rejection.rule.contains('.'), "{:?}", rejection);
+                        prop_assert!(!rejection.reason.is_empty());
+                    }
+                }
+            }
+
+            /// Whatever arrives, the contract check names a rule or passes,
+            /// and passes only when subject, ce-type and payload agree.
+            #[test]
+            fn prop_arrival_checks_name_a_rule(
+                request in requests(),
+                token in prop_oneof![Just("acme".to_owned()), "[a-z_]{1,8}", any::<String>()],
+                ce_type in proptest::option::of(prop_oneof![Just("landlord.v1.TenantRequested".to_owned()), any::<String>()]),
+            ) {
+                let ns = Namespace::default();
+                let subject = format!("landlord.v1.events.{token}.requested");
+                let arrived = Arrival { subject, ce_type: ce_type.clone(), ce_subject: None };
+                match check_arrival(&ns, &arrived, &request) {
+                    Ok(()) => {
+                        prop_assert_eq!(ce_type.as_deref(), Some("landlord.v1.TenantRequested"));
+                        prop_assert_eq!(&token, &request.key);
+                    }
+                    Err(rejection) => prop_assert!(rejection.rule.contains('.')),
+                }
+            }
+        }
     }
 }

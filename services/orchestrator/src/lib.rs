@@ -151,8 +151,11 @@ impl Handler for Intake {
         let request_id = delivery.info.message_id();
         let request = delivery.message;
         let Some(mut tx) = core.begin_once(&format!("intake.{request_id}")).await? else { return Ok(()) };
-        let applied =
-            intake::apply(&mut tx, &core.namespace, &core.plans, &request, &request_id).await.map_err(db_error)?;
+        // The request contract is checked where it arrives (issue 23).
+        let arrival = intake::Arrival::of(&delivery.info);
+        let applied = intake::apply_arrived(&mut tx, &core.namespace, &core.plans, &request, &request_id, &arrival)
+            .await
+            .map_err(db_error)?;
         core.commit(tx, applied.pending, applied.started).await?;
         tracing::info!(key = %request.key, outcome = ?applied.outcome, "tenant requested");
         Ok(())
