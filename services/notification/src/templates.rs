@@ -6,6 +6,11 @@
 //! Values are inserted as they are into the subject and the text body and
 //! HTML-escaped into the HTML body. A placeholder naming no known field is
 //! an error when the templates are loaded, not when a mail is sent.
+//!
+//! An empty (or blank) value takes the space before its placeholder with
+//! it, so "Hello {{admin_first_name}} {{admin_last_name}}," greets an admin
+//! without a name as "Hello," rather than "Hello  ," and one with only a
+//! first name as "Hello Ada,".
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -155,7 +160,15 @@ fn fill(template: &str, values: &HashMap<&str, String>, encode: impl Fn(&str) ->
         // `check` saw every placeholder closed.
         let end = after.find("}}").unwrap_or(after.len());
         let field = after[..end].trim();
-        out.push_str(&encode(values.get(field).map_or("", String::as_str)));
+        let value = values.get(field).map_or("", String::as_str);
+        if value.trim().is_empty() {
+            // Nothing to say: no space before nothing either.
+            if out.ends_with(' ') {
+                out.pop();
+            }
+        } else {
+            out.push_str(&encode(value));
+        }
         rest = after.get(end + 2..).unwrap_or("");
     }
     out.push_str(rest);
@@ -207,5 +220,38 @@ mod tests {
         let mail = Templates::load(Some(&dir)).unwrap().render(Kind::Welcome, &values());
         assert_eq!(mail.text, "Hi Ada, welcome");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Issue 23, item 10: "Hello  ," for an admin without a name.
+    #[test]
+    fn a_greeting_without_a_name_has_no_stray_spaces() {
+        let templates = Templates::load(None).unwrap();
+        let named = |first: &str, last: &str| {
+            let values: HashMap<&str, String> = [
+                ("tenant_name", "Acme".to_owned()),
+                ("admin_first_name", first.to_owned()),
+                ("admin_last_name", last.to_owned()),
+            ]
+            .into();
+            Kind::ALL.map(|kind| templates.render(kind, &values))
+        };
+        for mail in named("", "") {
+            assert!(mail.text.starts_with("Hello,\n"), "{:?}", mail.text);
+            assert!(mail.html.contains("<p>Hello,</p>"), "{:?}", mail.html);
+            assert!(!mail.text.contains("  ,") && !mail.text.contains(" ,"), "{:?}", mail.text);
+        }
+        for mail in named("  ", "") {
+            assert!(mail.text.starts_with("Hello,\n"), "a blank name is no name: {:?}", mail.text);
+        }
+        for mail in named("Ada", "") {
+            assert!(mail.text.starts_with("Hello Ada,\n"), "{:?}", mail.text);
+        }
+        for mail in named("", "Lovelace") {
+            assert!(mail.text.starts_with("Hello Lovelace,\n"), "{:?}", mail.text);
+        }
+        for mail in named("Ada", "Lovelace") {
+            assert!(mail.text.starts_with("Hello Ada Lovelace,\n"), "{:?}", mail.text);
+            assert!(mail.html.contains("<p>Hello Ada Lovelace,</p>"), "{:?}", mail.html);
+        }
     }
 }
