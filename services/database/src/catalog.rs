@@ -11,12 +11,14 @@ use landlord_runtime::StepFailure;
 use sqlx::PgConnection;
 
 use crate::failure::{classify, conflict};
-use crate::ident::{is_marked_for, marker, quote_ident, quote_literal};
+use crate::ident::{quote_ident, quote_literal};
+use crate::marker::{self, Marker, Verdict};
 use crate::secrets::Password;
 use crate::seed::Seed;
-use crate::{Tenant, exec};
+use crate::{Tenant, exec, kind};
 
-/// An object that exists: its COMMENT and owner.
+/// An object that exists: its COMMENT (where older markers were kept) and
+/// owner.
 #[derive(Debug, Clone)]
 pub struct Existing {
     pub comment: Option<String>,
@@ -72,8 +74,10 @@ pub async fn database(conn: &mut PgConnection, name: &str) -> Result<Option<Exis
     .await
 }
 
-/// Creates the tenant's login role unless it exists; an existing role must
-/// carry the tenant's marker. Returns whether it was created.
+/// Creates the tenant's login role, marked as made by the tenant's saga,
+/// unless it exists; an existing role must carry the tenant's marker, and
+/// is adopted: its marker names this saga from now on. Returns whether it
+/// was created. Runs under the tenant's lock ([`marker::lock_tenant`]).
 pub async fn ensure_role(
     conn: &mut PgConnection,
     tenant: &Tenant,
@@ -81,13 +85,17 @@ pub async fn ensure_role(
     connection_limit: i64,
 ) -> Result<bool, StepFailure> {
     let names = &tenant.names;
-    match role(conn, &names.role).await? {
-        Some(existing) if is_marked_for(existing.comment.as_deref(), &tenant.id) => {
-            join_role(conn, &ident(&names.role)?).await?;
-            return Ok(false);
+    if let Some(existing) = role(conn, &names.role).await? {
+        let found = marker::read(conn, kind::ROLE, &names.role, existing.comment.as_deref()).await?;
+        if found.as_ref().is_none_or(|m| m.tenant_id != tenant.id) {
+            return Err(conflict("role", &names.role, &tenant.id, found.as_ref()));
         }
-        Some(existing) => return Err(conflict("role", &names.role, &tenant.id, existing.comment.as_deref())),
-        None => {}
+        marker::write(conn, kind::ROLE, &names.role, tenant, None).await?;
+        if found.is_some_and(|m| m.is_legacy()) {
+            exec(conn, "dropping the older marker", format!("COMMENT ON ROLE {} IS NULL", ident(&names.role)?)).await?;
+        }
+        join_role(conn, &ident(&names.role)?).await?;
+        return Ok(false);
     }
     // The verifier, not the password, goes into the statement.
     let verifier = password.scram_verifier().map_err(crate::failure::from_secret)?;
@@ -99,8 +107,9 @@ pub async fn ensure_role(
 
 /// The statements that make the tenant's login role, in order, each with
 /// what it does (for error messages): create it with `verifier` (a SCRAM
-/// verifier, never a password), mark it, set its `search_path`, and make
-/// the provisioning role a member. Run by [`ensure_role`] after its
+/// verifier, never a password), mark it (a row in the marker table, in the
+/// same transaction), set its `search_path`, and make the provisioning role
+/// a member. Run by [`ensure_role`] after its
 /// look-up, and by bench-database's floor as they are.
 pub fn role_statements(
     tenant: &Tenant,
@@ -118,7 +127,7 @@ pub fn role_statements(
                 literal(verifier)?
             ),
         ),
-        ("marking the role", format!("COMMENT ON ROLE {role} IS {}", literal(&marker(&tenant.id))?)),
+        ("marking the role", marker::write_sql(kind::ROLE, &names.role, tenant, None)?),
         ("setting the role's search_path", format!("ALTER ROLE {role} SET search_path = {}", ident(&names.schema)?)),
         (JOIN_ROLE, join_role_sql(&role)),
     ])
@@ -138,19 +147,47 @@ async fn join_role(conn: &mut PgConnection, role: &str) -> Result<(), StepFailur
     exec(conn, JOIN_ROLE, join_role_sql(role)).await
 }
 
+/// Where a schema's marker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaMark {
+    /// A row in the marker table of the same database (bridge).
+    Row,
+    /// None: the schema is inside the tenant's own database, which is
+    /// marked (silo); a schema there is the tenant's if its role owns it.
+    Database,
+}
+
 /// Creates the tenant's schema, owned by its role, and applies `seed` in
 /// it as that role — all inside the caller's transaction — then verifies.
-/// An existing schema must carry the marker and belong to the role.
-pub async fn ensure_schema(conn: &mut PgConnection, tenant: &Tenant, seed: &Seed) -> Result<(), StepFailure> {
+/// An existing schema must belong to the role and (bridge) carry the
+/// tenant's marker; it is adopted (its marker names this saga).
+pub async fn ensure_schema(
+    conn: &mut PgConnection,
+    tenant: &Tenant,
+    seed: &Seed,
+    mark: SchemaMark,
+) -> Result<(), StepFailure> {
     let names = &tenant.names;
-    match schema(conn, &names.schema).await? {
-        Some(existing) if is_marked_for(existing.comment.as_deref(), &tenant.id) && existing.owner == names.role => {
-            return verify(conn, &names.schema, seed).await;
+    if let Some(existing) = schema(conn, &names.schema).await? {
+        let legacy = Marker::from_comment(existing.comment.as_deref());
+        let found = match mark {
+            SchemaMark::Row => marker::read(conn, kind::SCHEMA, &names.schema, existing.comment.as_deref()).await?,
+            SchemaMark::Database => legacy.clone().or(Some(Marker { tenant_id: tenant.id.clone(), saga_id: None })),
+        };
+        if !(found.as_ref().is_some_and(|m| m.tenant_id == tenant.id) && existing.owner == names.role) {
+            return Err(conflict("schema", &names.schema, &tenant.id, found.as_ref()));
         }
-        Some(existing) => return Err(conflict("schema", &names.schema, &tenant.id, existing.comment.as_deref())),
-        None => {}
+        if mark == SchemaMark::Row {
+            marker::write(conn, kind::SCHEMA, &names.schema, tenant, None).await?;
+        }
+        if legacy.is_some() {
+            let sql = format!("COMMENT ON SCHEMA {} IS NULL", ident(&names.schema)?);
+            exec(conn, "dropping the older marker", sql).await?;
+        }
+        return verify(conn, &names.schema, seed).await;
     }
-    for (what, sql) in schema_statements(tenant, seed)? {
+    let statements = schema_statements(tenant, seed)?;
+    for (what, sql) in statements.into_iter().filter(|(what, _)| mark == SchemaMark::Row || *what != MARK_SCHEMA) {
         exec(conn, what, sql).await?;
     }
     sqlx::raw_sql(seed.sql)
@@ -161,17 +198,20 @@ pub async fn ensure_schema(conn: &mut PgConnection, tenant: &Tenant, seed: &Seed
     verify(conn, &names.schema, seed).await
 }
 
-/// The statements that make the tenant's schema, owned by its role and
-/// marked with the seed, and then switch to the role for the seed — which
-/// runs next, followed by [`LEAVE_ROLE`]. Run by [`ensure_schema`] after
-/// its look-up, and by bench-database's floor as they are.
+const MARK_SCHEMA: &str = "marking the schema";
+
+/// The statements that make the tenant's schema, owned by its role, and
+/// mark it (a row in the marker table, with the seed and its checksum),
+/// then switch to the role for the seed — which runs next, followed by
+/// [`LEAVE_ROLE`]. Run by [`ensure_schema`] after its look-up, and by
+/// bench-database's floor as they are.
 pub fn schema_statements(tenant: &Tenant, seed: &Seed) -> Result<Vec<(&'static str, String)>, StepFailure> {
     let names = &tenant.names;
     let (schema_id, role) = (ident(&names.schema)?, ident(&names.role)?);
-    let comment = format!("{} seed={} sha256={}", marker(&tenant.id), seed.label(), seed.checksum());
+    let detail = format!("seed={} sha256={}", seed.label(), seed.checksum());
     Ok(vec![
         ("creating the schema", format!("CREATE SCHEMA {schema_id} AUTHORIZATION {role}")),
-        ("marking the schema", format!("COMMENT ON SCHEMA {schema_id} IS {}", literal(&comment)?)),
+        (MARK_SCHEMA, marker::write_sql(kind::SCHEMA, &names.schema, tenant, Some(&detail))?),
         // The seed runs with the tenant's own privileges: whatever it says,
         // it cannot reach past the tenant's schema.
         ("switching to the tenant's role", format!("SET LOCAL ROLE {role}")),
@@ -216,49 +256,42 @@ pub async fn verify(conn: &mut PgConnection, schema_name: &str, seed: &Seed) -> 
     Ok(())
 }
 
-/// Drops the tenant's schema and everything in it, if it is there and
-/// marked as the tenant's.
-pub async fn drop_schema(conn: &mut PgConnection, tenant: &Tenant) -> Result<bool, StepFailure> {
+/// The verdict on the tenant's schema (bridge) for a compensation.
+pub async fn judge_schema(conn: &mut PgConnection, tenant: &Tenant) -> Result<Verdict, StepFailure> {
     let name = &tenant.names.schema;
-    match schema(conn, name).await? {
-        None => Ok(false),
-        Some(existing) if is_marked_for(existing.comment.as_deref(), &tenant.id) => {
-            exec(conn, "dropping the schema", format!("DROP SCHEMA {} CASCADE", ident(name)?)).await?;
-            Ok(true)
-        }
-        Some(existing) => Err(conflict("schema", name, &tenant.id, existing.comment.as_deref())),
-    }
+    let Some(existing) = schema(conn, name).await? else { return Ok(Verdict::Absent) };
+    let found = marker::read(conn, kind::SCHEMA, name, existing.comment.as_deref()).await?;
+    Ok(marker::judge(kind::SCHEMA, name, found.as_ref(), tenant))
 }
 
-/// Drops the tenant's role, if it is there and marked, ending its sessions
-/// first. Its memberships go with it; anything else that still depends on
-/// it makes DROP ROLE fail (permanent, naming the dependency).
-pub async fn drop_role(conn: &mut PgConnection, tenant: &Tenant) -> Result<bool, StepFailure> {
+/// The verdict on the tenant's role for a compensation, and its marker.
+pub async fn judge_role(conn: &mut PgConnection, tenant: &Tenant) -> Result<(Verdict, Option<Marker>), StepFailure> {
     let name = &tenant.names.role;
-    match role(conn, name).await? {
-        None => Ok(false),
-        Some(existing) if is_marked_for(existing.comment.as_deref(), &tenant.id) => {
-            end_sessions(conn, name).await?;
-            exec(conn, "dropping the role", format!("DROP ROLE {}", ident(name)?)).await?;
-            Ok(true)
-        }
-        Some(existing) => Err(conflict("role", name, &tenant.id, existing.comment.as_deref())),
-    }
+    let Some(existing) = role(conn, name).await? else { return Ok((Verdict::Absent, None)) };
+    let found = marker::read(conn, kind::ROLE, name, existing.comment.as_deref()).await?;
+    Ok((marker::judge(kind::ROLE, name, found.as_ref(), tenant), found))
 }
 
-/// Ends the sessions of the tenant's role, if the role is the tenant's: an
-/// open transaction of the tenant would otherwise hold up DROP SCHEMA
-/// until the statement timeout.
-pub async fn end_tenant_sessions(conn: &mut PgConnection, tenant: &Tenant) -> Result<(), StepFailure> {
-    match role(conn, &tenant.names.role).await? {
-        Some(existing) if is_marked_for(existing.comment.as_deref(), &tenant.id) => {
-            end_sessions(conn, &tenant.names.role).await
-        }
-        _ => Ok(()),
-    }
+/// Drops the tenant's schema and everything in it, and its marker.
+pub async fn drop_schema(conn: &mut PgConnection, tenant: &Tenant) -> Result<(), StepFailure> {
+    let name = &tenant.names.schema;
+    exec(conn, "dropping the schema", format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(name)?)).await?;
+    marker::remove(conn, kind::SCHEMA, name).await
 }
 
-async fn end_sessions(conn: &mut PgConnection, role_name: &str) -> Result<(), StepFailure> {
+/// Drops the tenant's role, ending its sessions first, and its marker. Its
+/// memberships go with it; anything else that still depends on it makes
+/// DROP ROLE fail (permanent, naming the dependency).
+pub async fn drop_role(conn: &mut PgConnection, tenant: &Tenant) -> Result<(), StepFailure> {
+    let name = &tenant.names.role;
+    end_sessions(conn, name).await?;
+    exec(conn, "dropping the role", format!("DROP ROLE IF EXISTS {}", ident(name)?)).await?;
+    marker::remove(conn, kind::ROLE, name).await
+}
+
+/// Ends the sessions of the tenant's role: an open transaction of the
+/// tenant would otherwise hold up DROP SCHEMA until the statement timeout.
+pub async fn end_sessions(conn: &mut PgConnection, role_name: &str) -> Result<(), StepFailure> {
     sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
         .bind(role_name)
         .execute(&mut *conn)

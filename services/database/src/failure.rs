@@ -5,6 +5,7 @@
 
 use landlord_runtime::StepFailure;
 
+use crate::marker::Marker;
 use crate::secrets::SecretError;
 
 /// SQLSTATEs worth retrying, by class or code.
@@ -91,13 +92,18 @@ pub fn from_delivery(error: landlord_runtime::secrets::SecretError) -> StepFailu
     }
 }
 
-/// An existing object that does not carry this tenant's marker.
-pub fn conflict(kind: &str, name: &str, tenant_id: &str, comment: Option<&str>) -> StepFailure {
+/// An existing object that does not carry this tenant's marker (`found`:
+/// the marker it carries, if any).
+pub fn conflict(kind: &str, name: &str, tenant_id: &str, found: Option<&Marker>) -> StepFailure {
+    let found = match found {
+        Some(Marker { tenant_id: other, .. }) if other != tenant_id => format!("it is tenant {other}'s"),
+        Some(_) => "it is not in the state Landlord leaves it in".to_owned(),
+        None => "it carries no marker".to_owned(),
+    };
     StepFailure::permanent(
         "conflict",
         format!(
-            "{kind} {name:?} exists but is not marked as tenant {tenant_id}'s (comment: {}); refusing to use or drop it",
-            comment.map_or_else(|| "none".to_owned(), |c| format!("{c:?}"))
+            "{kind} {name:?} exists but is not marked as tenant {tenant_id}'s ({found}); refusing to use or drop it"
         ),
     )
 }

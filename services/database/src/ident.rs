@@ -58,17 +58,6 @@ impl TenantNames {
     }
 }
 
-/// The owner marker written as the COMMENT of everything created for a
-/// tenant: `landlord:tenant=<tenant id>`, optionally followed by details.
-pub fn marker(tenant_id: &str) -> String {
-    format!("landlord:tenant={tenant_id}")
-}
-
-/// Whether a comment is the marker of `tenant_id` (details after it allowed).
-pub fn is_marked_for(comment: Option<&str>, tenant_id: &str) -> bool {
-    comment.and_then(|c| c.split_whitespace().next()).is_some_and(|first| first == marker(tenant_id))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,15 +92,5 @@ mod tests {
         assert_eq!(names.role, names.schema);
         let longest = TenantNames::for_key(&TenantKey::parse(&"a".repeat(40)).unwrap());
         assert!(quote_ident(&longest.database).is_ok());
-    }
-
-    #[test]
-    fn markers_match_only_their_tenant() {
-        let id = "0b6e3b5e-7d38-4c7c-9b62-4c51f0c1a111";
-        assert!(is_marked_for(Some(&marker(id)), id));
-        assert!(is_marked_for(Some(&format!("{} seed=default@1", marker(id))), id));
-        assert!(!is_marked_for(Some(&format!("{}0", marker(id))), id));
-        assert!(!is_marked_for(Some("made by hand"), id));
-        assert!(!is_marked_for(None, id));
     }
 }

@@ -18,9 +18,17 @@
 //! Default data comes from versioned seed files (`seeds/`, see its README;
 //! the step parameter `seed` picks one), applied in the transaction that
 //! creates the schema and verified before commit. Everything created is
-//! marked with a COMMENT `landlord:tenant=<tenant id>`: an existing object
-//! without the tenant's marker is a permanent conflict, never reused and
-//! never dropped. Passwords are generated from the OS CSPRNG, reach
+//! marked as made by the tenant and the saga (the command's `saga_id`) in
+//! `landlord_admin.markers`, a table only the worker's role can read (see
+//! [`marker`]; older objects carry a COMMENT `landlord:tenant=<tenant id>`,
+//! still honoured). A forward command adopts what carries its tenant's
+//! marker (the marker then names its saga); anything else is a permanent
+//! conflict, never reused. A compensation undoes only what its own saga
+//! made or adopted — also after a failed forward command, finding the
+//! objects by the names the tenant spec gives, and the kept password of a
+//! provision that stopped before the role — and leaves (succeeding, with
+//! `outputs["fenced"]` saying why) what a later saga adopted, another
+//! tenant's objects and unmarked ones. Passwords are generated from the OS CSPRNG, reach
 //! PostgreSQL only as SCRAM verifiers, and are kept encrypted in the
 //! [`secrets`] store; results carry only `database.password_ref`.
 //!
@@ -81,6 +89,7 @@
 pub mod catalog;
 pub mod failure;
 pub mod ident;
+pub mod marker;
 pub mod pooled;
 pub mod secrets;
 pub mod seed;
@@ -220,6 +229,9 @@ pub fn open_pool(settings: &Settings) -> PgPool {
 pub struct Tenant {
     /// The tenant id (a UUID): what the markers carry.
     pub id: String,
+    /// The command's saga: markers name it, compensations undo only what
+    /// carries it.
+    pub saga: String,
     pub key: TenantKey,
     pub names: TenantNames,
     pub tier: pb::Tier,
@@ -246,7 +258,7 @@ impl Tenant {
             pb::Tier::Unspecified => pb::Tier::Bridge,
             tier => tier,
         };
-        Ok(Self { id, names: TenantNames::for_key(&key), key, tier })
+        Ok(Self { id, saga: command.saga_id.clone(), names: TenantNames::for_key(&key), key, tier })
     }
 
     /// A compensation's resources must name this tenant's objects: anything
@@ -344,10 +356,12 @@ pub struct Provisioner<S = PgSecretStore> {
 
 impl Provisioner<PgSecretStore> {
     /// Opens the pool (lazily: a server that is down makes commands fail as
-    /// retryable, not the start) with the PostgreSQL secret store.
+    /// retryable, not the start) with the PostgreSQL secret store, on a pool
+    /// of its own: the store is used while a transaction of the worker's
+    /// holds a connection, and one shared pool could run dry that way.
     pub fn connect(settings: Settings) -> Result<Self, ConfigError> {
         let pool = open_pool(&settings);
-        let secrets = PgSecretStore::new(pool.clone(), settings.secrets_key.clone());
+        let secrets = PgSecretStore::new(open_pool(&settings), settings.secrets_key.clone());
         Self::with_store(settings, pool, secrets)
     }
 }
@@ -442,6 +456,10 @@ impl<S: SecretStore> Provisioner<S> {
             .execute(&mut *tx)
             .await
             .map_err(|e| classify("creating landlord_secrets", &e))?;
+        sqlx::raw_sql(marker::MARKERS_SCHEMA_SQL)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify("creating landlord_admin", &e))?;
         sqlx::raw_sql(pooled::SHARED_SCHEMA_SQL)
             .execute(&mut *tx)
             .await
@@ -472,6 +490,9 @@ impl<S: SecretStore> Provisioner<S> {
     }
 
     /// The tenant's password: the one kept for it, or a new one, kept first.
+    /// Called under the tenant's lock, as is every compensation's removal
+    /// of it: a compensation that finds no role removes a kept password,
+    /// and must not do so between this and the role's creation.
     async fn password(&self, tenant: &Tenant) -> Result<(SecretRef, Password), StepFailure> {
         let reference = secrets::database_password_ref(&tenant.id);
         let candidate = Password::generate().map_err(failure::from_secret)?;
@@ -489,14 +510,12 @@ impl<S: SecretStore> Provisioner<S> {
         match tenant.tier {
             pb::Tier::Pooled => pooled::provision(&self.pool, tenant, seed).await,
             pb::Tier::Silo => {
-                let (reference, password) = self.password(tenant).await?;
-                silo::provision(self, tenant, seed, &password).await?;
+                let (reference, password) = silo::provision(self, tenant, seed).await?;
                 let delivered = self.deliver(tenant, &password).await?;
                 Ok(self.outputs(tenant, &tenant.names.database, &reference, delivered.as_ref(), seed))
             }
             _ => {
-                let (reference, password) = self.password(tenant).await?;
-                self.provision_bridge(tenant, seed, &password).await?;
+                let (reference, password) = self.provision_bridge(tenant, seed).await?;
                 let delivered = self.deliver(tenant, &password).await?;
                 Ok(self.outputs(tenant, &self.database, &reference, delivered.as_ref(), seed))
             }
@@ -532,40 +551,83 @@ impl<S: SecretStore> Provisioner<S> {
     }
 
     /// Role, CONNECT on the tenant-data database, schema and seed: one
-    /// transaction, so a failure leaves nothing half made.
-    async fn provision_bridge(&self, tenant: &Tenant, seed: &Seed, password: &Password) -> Result<(), StepFailure> {
+    /// transaction, so a failure leaves nothing half made but the kept
+    /// password (which the compensation removes).
+    async fn provision_bridge(&self, tenant: &Tenant, seed: &Seed) -> Result<(SecretRef, Password), StepFailure> {
         let mut tx = self.begin().await?;
-        let created = catalog::ensure_role(&mut tx, tenant, password, self.settings.connection_limit).await?;
+        marker::lock_tenant(&mut tx, tenant).await?;
+        let (reference, password) = self.password(tenant).await?;
+        let created = catalog::ensure_role(&mut tx, tenant, &password, self.settings.connection_limit).await?;
         exec(&mut tx, "granting CONNECT", tenants_grant(tenant)?).await?;
-        catalog::ensure_schema(&mut tx, tenant, seed).await?;
+        catalog::ensure_schema(&mut tx, tenant, seed, catalog::SchemaMark::Row).await?;
         tx.commit().await.map_err(|e| classify("committing", &e))?;
         tracing::info!(role_created = created, schema = %tenant.names.schema, seed = %seed.label(), "bridge tenant ready");
-        Ok(())
+        Ok((reference, password))
     }
 
+    /// Undoes what the tenant's saga made (see the crate docs on fencing).
+    /// Works from the tenant spec's names, not the command's resources, so
+    /// it also undoes what a failed forward command left.
     pub async fn deprovision(&self, tenant: &Tenant) -> Result<pb::StepOk, StepFailure> {
         self.prepare().await?;
-        match tenant.tier {
+        let notes = match tenant.tier {
             pb::Tier::Pooled => pooled::deprovision(&self.pool, tenant).await?,
             pb::Tier::Silo => silo::deprovision(self, tenant).await?,
-            _ => {
-                let mut tx = self.begin().await?;
-                catalog::end_tenant_sessions(&mut tx, tenant).await?;
-                let schema = catalog::drop_schema(&mut tx, tenant).await?;
-                let role = catalog::drop_role(&mut tx, tenant).await?;
-                tx.commit().await.map_err(|e| classify("committing", &e))?;
-                tracing::info!(schema_dropped = schema, role_dropped = role, "bridge tenant removed");
-            }
+            _ => self.deprovision_bridge(tenant).await?,
+        };
+        let mut ok = pb::StepOk::default();
+        if !notes.is_empty() {
+            tracing::warn!(fenced = %notes.join("; "), "compensation left objects that are not its saga's");
+            ok.outputs.insert("fenced".into(), notes.join("; "));
         }
-        if tenant.tier != pb::Tier::Pooled {
-            // Last: a compensation that failed above can still find them.
-            if let Some(store) = &self.delivery {
-                store.delete(&secrets::database_delivery_ref(&tenant.id)).await.map_err(failure::from_delivery)?;
-            }
-            let reference = secrets::database_password_ref(&tenant.id);
-            self.secrets.delete(&reference).await.map_err(failure::from_secret)?;
+        Ok(ok)
+    }
+
+    async fn deprovision_bridge(&self, tenant: &Tenant) -> Result<Vec<String>, StepFailure> {
+        let mut tx = self.begin().await?;
+        marker::lock_tenant(&mut tx, tenant).await?;
+        let mut notes = Vec::new();
+        let (role, role_marker) = catalog::judge_role(&mut tx, tenant).await?;
+        if role == marker::Verdict::Mine {
+            // An open transaction of the tenant would hold up DROP SCHEMA.
+            catalog::end_sessions(&mut tx, &tenant.names.role).await?;
         }
-        Ok(pb::StepOk::default())
+        let schema = catalog::judge_schema(&mut tx, tenant).await?;
+        match &schema {
+            marker::Verdict::Mine => catalog::drop_schema(&mut tx, tenant).await?,
+            marker::Verdict::Fenced(note) => notes.push(note.clone()),
+            marker::Verdict::Absent => {}
+        }
+        match &role {
+            marker::Verdict::Mine => catalog::drop_role(&mut tx, tenant).await?,
+            marker::Verdict::Fenced(note) => notes.push(note.clone()),
+            marker::Verdict::Absent => {}
+        }
+        self.forget_password(tenant, &role, role_marker.as_ref()).await?;
+        tx.commit().await.map_err(|e| classify("committing", &e))?;
+        tracing::info!(?schema, ?role, "bridge tenant removed");
+        Ok(notes)
+    }
+
+    /// Removes the tenant's kept password and its delivery copy, under the
+    /// tenant's lock, unless the role that uses it stays because a later
+    /// saga of the tenant adopted it. A password without a role is what a
+    /// provision that stopped before creating the role leaves: removed.
+    async fn forget_password(
+        &self,
+        tenant: &Tenant,
+        role: &marker::Verdict,
+        role_marker: Option<&marker::Marker>,
+    ) -> Result<(), StepFailure> {
+        let adopted =
+            matches!(role, marker::Verdict::Fenced(_)) && role_marker.is_some_and(|m| m.tenant_id == tenant.id);
+        if adopted {
+            return Ok(());
+        }
+        if let Some(store) = &self.delivery {
+            store.delete(&secrets::database_delivery_ref(&tenant.id)).await.map_err(failure::from_delivery)?;
+        }
+        self.secrets.delete(&secrets::database_password_ref(&tenant.id)).await.map_err(failure::from_secret)
     }
 
     fn outputs(

@@ -3,6 +3,11 @@
 //! tables' owner too) restricts to `current_setting('landlord.tenant_id')`.
 //! Applications connect as a role granted `landlord_pooled_app` and set
 //! `landlord.tenant_id` per transaction; a session without it sees nothing.
+//! The tenant's row is marked like any other object (kind
+//! `postgres.pooled_tenant`, named by the tenant id, in
+//! `landlord_admin.markers`): the row names its tenant, the marker the saga
+//! that made or last adopted it. A row without a marker row predates them
+//! and is the tenant's, whichever saga undoes it.
 
 use std::collections::HashMap;
 
@@ -12,6 +17,7 @@ use sqlx::PgPool;
 
 use crate::catalog::ident;
 use crate::failure::{classify, conflict};
+use crate::marker::{self, Marker, Verdict};
 use crate::seed::Seed;
 use crate::{Tenant, kind};
 
@@ -65,6 +71,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON landlord_pooled.settings TO landlord_poo
 
 pub async fn provision(pool: &PgPool, tenant: &Tenant, seed: &Seed) -> Result<pb::StepOk, StepFailure> {
     let mut tx = pool.begin().await.map_err(|e| classify("opening a transaction", &e))?;
+    marker::lock_tenant(&mut tx, tenant).await?;
     let existing: Option<(String, String)> =
         sqlx::query_as("SELECT tenant_id, key FROM landlord_pooled.tenants WHERE tenant_id = $1 OR key = $2 LIMIT 1")
             .bind(&tenant.id)
@@ -74,9 +81,13 @@ pub async fn provision(pool: &PgPool, tenant: &Tenant, seed: &Seed) -> Result<pb
             .map_err(|e| classify("looking up the pooled tenant", &e))?;
     let set = |name: &'static str, value: String| sqlx::query("SELECT set_config($1, $2, true)").bind(name).bind(value);
     match existing {
-        Some((id, key)) if id == tenant.id && key == tenant.key.as_str() => {}
+        Some((id, key)) if id == tenant.id && key == tenant.key.as_str() => {
+            // Adopt it: from now on the marker names this saga.
+            marker::write(&mut tx, kind::POOLED_TENANT, &tenant.id, tenant, None).await?;
+        }
         Some((id, key)) => {
-            return Err(conflict("pooled tenant", &key, &tenant.id, Some(&format!("registered for tenant {id}"))));
+            let found = Marker { tenant_id: id, saga_id: None };
+            return Err(conflict("pooled tenant", &key, &tenant.id, Some(&found)));
         }
         None => {
             sqlx::query("INSERT INTO landlord_pooled.tenants (tenant_id, key, seed) VALUES ($1, $2, $3)")
@@ -86,6 +97,7 @@ pub async fn provision(pool: &PgPool, tenant: &Tenant, seed: &Seed) -> Result<pb
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| classify("registering the pooled tenant", &e))?;
+            marker::write(&mut tx, kind::POOLED_TENANT, &tenant.id, tenant, None).await?;
             set(TENANT_SETTING, tenant.id.clone()).execute(&mut *tx).await.map_err(|e| classify("seeding", &e))?;
             set("search_path", SCHEMA.into()).execute(&mut *tx).await.map_err(|e| classify("seeding", &e))?;
             sqlx::raw_sql(seed.sql)
@@ -129,15 +141,35 @@ pub async fn provision(pool: &PgPool, tenant: &Tenant, seed: &Seed) -> Result<pb
     })
 }
 
-/// Deletes the tenant's row (its data rows go with it, ON DELETE CASCADE).
-/// Only rows carrying this tenant's id are touched.
-pub async fn deprovision(pool: &PgPool, tenant: &Tenant) -> Result<(), StepFailure> {
-    let deleted = sqlx::query("DELETE FROM landlord_pooled.tenants WHERE tenant_id = $1")
+/// Deletes the tenant's row (its data rows go with it, ON DELETE CASCADE)
+/// if this saga made or adopted it; returns notes on what it left. Only
+/// rows carrying this tenant's id are touched.
+pub async fn deprovision(pool: &PgPool, tenant: &Tenant) -> Result<Vec<String>, StepFailure> {
+    let mut tx = pool.begin().await.map_err(|e| classify("opening a transaction", &e))?;
+    marker::lock_tenant(&mut tx, tenant).await?;
+    let (exists,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT FROM landlord_pooled.tenants WHERE tenant_id = $1)")
         .bind(&tenant.id)
-        .execute(pool)
+        .fetch_one(&mut *tx)
         .await
-        .map_err(|e| classify("removing the pooled tenant", &e))?
-        .rows_affected();
-    tracing::info!(deleted, "pooled tenant removed");
-    Ok(())
+        .map_err(|e| classify("looking up the pooled tenant", &e))?;
+    let found = marker::read(&mut tx, kind::POOLED_TENANT, &tenant.id, None).await?;
+    // The row names the tenant: without a marker row it predates them.
+    let found = found.or_else(|| exists.then(|| Marker { tenant_id: tenant.id.clone(), saga_id: None }));
+    let verdict =
+        if exists { marker::judge(kind::POOLED_TENANT, &tenant.id, found.as_ref(), tenant) } else { Verdict::Absent };
+    let mut notes = Vec::new();
+    match &verdict {
+        Verdict::Fenced(note) => notes.push(note.clone()),
+        Verdict::Mine | Verdict::Absent => {
+            sqlx::query("DELETE FROM landlord_pooled.tenants WHERE tenant_id = $1")
+                .bind(&tenant.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify("removing the pooled tenant", &e))?;
+            marker::remove(&mut tx, kind::POOLED_TENANT, &tenant.id).await?;
+        }
+    }
+    tx.commit().await.map_err(|e| classify("committing", &e))?;
+    tracing::info!(?verdict, "pooled tenant removed");
+    Ok(notes)
 }

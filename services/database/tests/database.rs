@@ -35,8 +35,13 @@ fn tenant(key: &str, tier: pb::Tier) -> pb::TenantSpec {
 }
 
 fn command(spec: &pb::TenantSpec, compensate: bool) -> pb::StepCommand {
+    in_saga(&format!("saga-{}", spec.key), spec, compensate)
+}
+
+/// A command of saga `saga` (a retry of a tenant is a new saga).
+fn in_saga(saga: &str, spec: &pb::TenantSpec, compensate: bool) -> pb::StepCommand {
     pb::StepCommand {
-        saga_id: format!("saga-{}", spec.key),
+        saga_id: saga.to_owned(),
         step: "database".into(),
         compensate,
         attempt: 1,
@@ -159,6 +164,20 @@ impl Fixture {
     async fn database_exists(&self, name: &str) -> Result<bool> {
         self.exists("SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)", name).await
     }
+
+    /// The marker row of `kind` `name`: (tenant id, saga id).
+    async fn marker(&self, kind: &str, name: &str) -> Result<Option<(String, String)>> {
+        Ok(sqlx::query_as("SELECT tenant_id, saga_id FROM landlord_admin.markers WHERE kind = $1 AND name = $2")
+            .bind(kind)
+            .bind(name)
+            .fetch_optional(&mut self.admin().await?)
+            .await?)
+    }
+
+    async fn password_kept(&self, spec: &pb::TenantSpec) -> Result<bool> {
+        let reference = SecretRef::new("database", &spec.tenant_id, "password");
+        Ok(self.provisioner.secrets().get(&reference).await?.is_some())
+    }
 }
 
 fn sqlstate(error: &sqlx::Error) -> Option<String> {
@@ -210,14 +229,24 @@ async fn bridge_provision_twice_is_once_and_the_password_is_only_a_reference() -
     .await?;
     assert_eq!((roles, settings, tables), (3, 3, 10));
     sqlx::query("INSERT INTO accounts (name) VALUES ('works')").execute(&mut tenant).await?;
-    let (comment, owner): (String, String) = sqlx::query_as(
+    let (comment, owner): (Option<String>, String) = sqlx::query_as(
         "SELECT obj_description(oid, 'pg_namespace'), pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = $1",
     )
     .bind(&schema)
     .fetch_one(&mut f.admin().await?)
     .await?;
-    assert!(comment.starts_with(&format!("landlord:tenant={} seed=default@1 sha256=", spec.tenant_id)), "{comment}");
+    assert_eq!(comment, None, "no marker in the world-readable catalog");
     assert_eq!(owner, schema);
+    let (detail,): (String,) =
+        sqlx::query_as("SELECT detail FROM landlord_admin.markers WHERE kind = 'postgres.schema' AND name = $1")
+            .bind(&schema)
+            .fetch_one(&mut f.admin().await?)
+            .await?;
+    assert!(detail.starts_with("seed=default@1 sha256="), "{detail}");
+    let saga = format!("saga-{key}");
+    for kind in ["postgres.role", "postgres.schema"] {
+        assert_eq!(f.marker(kind, &schema).await?, Some((spec.tenant_id.clone(), saga.clone())), "{kind}");
+    }
     Ok(())
 }
 
@@ -284,6 +313,138 @@ async fn compensation_after_a_partial_provision_removes_the_role() -> Result<()>
     let ok = f.provision(&spec).await?;
     assert!(f.schema_exists(&role).await?);
     assert_eq!(ok.outputs["database.role"], role);
+    // The older COMMENT marker was read, and replaced by a marker row.
+    assert_eq!(f.marker("postgres.role", &role).await?, Some((spec.tenant_id.clone(), format!("saga-{key}"))));
+    let (comment,): (Option<String>,) =
+        sqlx::query_as("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1")
+            .bind(&role)
+            .fetch_one(&mut admin)
+            .await?;
+    assert_eq!(comment, None, "the older marker is dropped once rewritten");
+    Ok(())
+}
+
+/// The object a tier's fencing is judged on, and its name.
+fn fenced_object(spec: &pb::TenantSpec, tier: pb::Tier) -> (&'static str, String) {
+    let name = format!("tenant_{}", spec.key.replace('-', "_"));
+    match tier {
+        pb::Tier::Silo => ("postgres.database", name),
+        pb::Tier::Pooled => ("postgres.pooled_tenant", spec.tenant_id.clone()),
+        _ => ("postgres.schema", name),
+    }
+}
+
+/// Issue 22's fencing in every tier: a retry (saga S2) adopts what saga S1
+/// made; S1's late compensation then leaves it, succeeding with a note;
+/// S2's own compensation removes it.
+#[tokio::test]
+async fn a_retry_adopts_and_a_stale_compensation_leaves_what_it_adopted() -> Result<()> {
+    let f = Fixture::new().await?;
+    for tier in [pb::Tier::Bridge, pb::Tier::Silo, pb::Tier::Pooled] {
+        let spec = tenant(&unique_key("adopt"), tier);
+        let (s1, s2) = (format!("s1-{}", spec.key), format!("s2-{}", spec.key));
+        let (kind, name) = fenced_object(&spec, tier);
+        let role = format!("tenant_{}", spec.key.replace('-', "_"));
+        let first = f.run("provision", &in_saga(&s1, &spec, false)).await?;
+        assert_eq!(f.marker(kind, &name).await?, Some((spec.tenant_id.clone(), s1.clone())), "{tier:?}");
+
+        let second = f.run("provision", &in_saga(&s2, &spec, false)).await?;
+        assert_eq!(first.outputs, second.outputs, "{tier:?}: adopting changes nothing the tenant sees");
+        assert_eq!(f.marker(kind, &name).await?, Some((spec.tenant_id.clone(), s2.clone())), "{tier:?}");
+        if tier != pb::Tier::Pooled {
+            assert_eq!(f.marker("postgres.role", &role).await?, Some((spec.tenant_id.clone(), s2.clone())));
+        }
+
+        // S1's compensation, redelivered late, with the resources S1 recorded.
+        let mut stale = in_saga(&s1, &spec, true);
+        stale.resources = first.resources.clone();
+        let left = f.run("deprovision", &stale).await?;
+        assert!(left.outputs["fenced"].contains(&format!("{kind} {name} belongs to saga {s2}")), "{tier:?}: {left:?}");
+        assert_eq!(f.marker(kind, &name).await?, Some((spec.tenant_id.clone(), s2.clone())), "{tier:?}");
+        match tier {
+            pb::Tier::Pooled => {
+                let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM landlord_pooled.tenants WHERE tenant_id = $1")
+                    .bind(&spec.tenant_id)
+                    .fetch_one(&mut f.admin().await?)
+                    .await?;
+                assert_eq!(n, 1, "the pooled row stays");
+            }
+            _ => {
+                assert!(f.role_exists(&role).await?);
+                assert!(f.password_kept(&spec).await?, "{tier:?}: the adopted role's password stays");
+                // The tenant still logs in, with the password it was given.
+                f.connect_as(&second, &second.outputs["database.name"]).await?;
+            }
+        }
+
+        // S2's own compensation removes everything.
+        let mut own = in_saga(&s2, &spec, true);
+        own.resources = second.resources.clone();
+        let done = f.run("deprovision", &own).await?;
+        assert!(!done.outputs.contains_key("fenced"), "{tier:?}: {done:?}");
+        assert_eq!(f.marker(kind, &name).await?, None);
+        if tier != pb::Tier::Pooled {
+            assert!(!f.role_exists(&role).await? && !f.password_kept(&spec).await?, "{tier:?}");
+            assert!(!f.schema_exists(&role).await? && !f.database_exists(&role).await?, "{tier:?}");
+        }
+    }
+    Ok(())
+}
+
+/// A provision that fails after keeping the password (the first thing it
+/// does) leaves only that; the compensation of the failed step — which has
+/// no resources to go by — finds it from the tenant spec and removes it,
+/// and leaves the object that made the provision fail.
+#[tokio::test]
+async fn the_compensation_of_a_failed_provision_removes_its_kept_password() -> Result<()> {
+    let f = Fixture::new().await?;
+    let key = unique_key("partial");
+    let name = format!("tenant_{}", key.replace('-', "_"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {}", quote_ident(&name).map_err(anyhow::Error::msg)?)))
+        .execute(&mut f.admin().await?)
+        .await?;
+    let spec = tenant(&key, pb::Tier::Bridge);
+    assert_eq!(f.run("provision", &command(&spec, false)).await.unwrap_err().code, "conflict");
+    assert!(f.password_kept(&spec).await?, "the partial effect");
+    assert!(!f.role_exists(&name).await?, "role and schema are one transaction");
+    let left = f.run("deprovision", &command(&spec, true)).await?;
+    assert!(left.outputs["fenced"].contains("carries no marker"), "{left:?}");
+    assert!(!f.password_kept(&spec).await?);
+    assert!(f.schema_exists(&name).await?, "not ours: left alone");
+    Ok(())
+}
+
+/// Issue 23, item 9: markers are where only the worker's role reads them;
+/// the catalogs every tenant can read name no tenant id.
+#[tokio::test]
+async fn tenants_can_read_neither_markers_nor_tenant_ids_in_the_catalogs() -> Result<()> {
+    let f = Fixture::new().await?;
+    let one = tenant(&unique_key("seer"), pb::Tier::Bridge);
+    let others = [tenant(&unique_key("seen"), pb::Tier::Bridge), tenant(&unique_key("seensilo"), pb::Tier::Silo)];
+    let ok = f.provision(&one).await?;
+    for other in &others {
+        f.provision(other).await?;
+    }
+    let mut tenant_session = f.connect_as(&ok, &f.database).await?;
+    let denied = sqlx::query("SELECT * FROM landlord_admin.markers").execute(&mut tenant_session).await.unwrap_err();
+    assert_eq!(sqlstate(&denied).as_deref(), Some("42501"), "{denied}");
+    let comments: Vec<(String,)> = sqlx::query_as(
+        "SELECT c FROM (SELECT obj_description(oid, 'pg_namespace') AS c FROM pg_namespace
+                        UNION ALL SELECT shobj_description(oid, 'pg_authid') FROM pg_roles
+                        UNION ALL SELECT shobj_description(oid, 'pg_database') FROM pg_database) x
+         WHERE c IS NOT NULL",
+    )
+    .fetch_all(&mut tenant_session)
+    .await?;
+    for other in &others {
+        assert!(!comments.iter().any(|(c,)| c.contains(&other.tenant_id)), "{comments:?}");
+    }
+    // What the tier documentation says: schema-per-tenant still shows the
+    // other tenants' schema names (PostgreSQL's catalogs are public).
+    let schemas: Vec<(String,)> =
+        sqlx::query_as("SELECT nspname::text FROM pg_namespace").fetch_all(&mut tenant_session).await?;
+    let seen = format!("tenant_{}", others[0].key.replace('-', "_"));
+    assert!(schemas.iter().any(|(n,)| *n == seen), "{schemas:?}");
     Ok(())
 }
 
@@ -419,8 +580,9 @@ async fn objects_not_marked_as_ours_are_conflicts_never_reused_or_dropped() -> R
     assert!(failure.message.contains("not marked"), "{failure}");
     // Nothing was left behind by the failed provision (one transaction).
     assert!(!f.role_exists(&name).await?);
-    let refused = f.run("deprovision", &command(&spec, true)).await.unwrap_err();
-    assert_eq!(refused.code, "conflict");
+    // A compensation leaves it, and says so.
+    let left = f.run("deprovision", &command(&spec, true)).await?;
+    assert!(left.outputs["fenced"].contains("carries no marker"), "{left:?}");
     assert!(f.schema_exists(&name).await?);
     sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {quoted}.precious"))).execute(&mut admin).await?;
 
@@ -430,7 +592,8 @@ async fn objects_not_marked_as_ours_are_conflicts_never_reused_or_dropped() -> R
     let mut impostor = other.clone();
     impostor.tenant_id = uuid::Uuid::new_v4().to_string();
     assert_eq!(f.run("provision", &command(&impostor, false)).await.unwrap_err().code, "conflict");
-    assert_eq!(f.run("deprovision", &command(&impostor, true)).await.unwrap_err().code, "conflict");
+    let left = f.run("deprovision", &command(&impostor, true)).await?;
+    assert!(left.outputs["fenced"].contains(&format!("belongs to tenant {}", other.tenant_id)), "{left:?}");
     f.provision(&other).await?;
 
     // A role made by hand.
@@ -441,7 +604,8 @@ async fn objects_not_marked_as_ours_are_conflicts_never_reused_or_dropped() -> R
         .await?;
     let spec = tenant(&key, pb::Tier::Bridge);
     assert_eq!(f.run("provision", &command(&spec, false)).await.unwrap_err().code, "conflict");
-    assert_eq!(f.run("deprovision", &command(&spec, true)).await.unwrap_err().code, "conflict");
+    let left = f.run("deprovision", &command(&spec, true)).await?;
+    assert!(left.outputs["fenced"].contains("carries no marker"), "{left:?}");
     assert!(f.role_exists(&role).await?);
     Ok(())
 }
@@ -463,16 +627,24 @@ async fn silo_tenants_get_a_database_of_their_own() -> Result<()> {
     let neighbour = f.provision(&tenant(&unique_key("next"), pb::Tier::Bridge)).await?;
     assert_eq!(sqlstate(&f.connect_as(&neighbour, &name).await.unwrap_err()).as_deref(), Some("42501"));
 
-    // A half-made silo (database created, COMMENT not yet) is finished.
+    // A half-made silo (database created, not marked yet) is finished.
     drop(inside);
     let mut admin = f.admin().await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "COMMENT ON DATABASE {} IS NULL",
-        quote_ident(&name).map_err(anyhow::Error::msg)?
-    )))
-    .execute(&mut admin)
-    .await?;
+    assert_eq!(
+        f.marker("postgres.database", &name).await?,
+        Some((spec.tenant_id.clone(), format!("saga-{}", spec.key)))
+    );
+    sqlx::query("DELETE FROM landlord_admin.markers WHERE kind = 'postgres.database' AND name = $1")
+        .bind(&name)
+        .execute(&mut admin)
+        .await?;
     f.provision(&spec).await?;
+    assert!(f.marker("postgres.database", &name).await?.is_some());
+    // …and one its own saga's compensation finds unmarked is undone.
+    sqlx::query("DELETE FROM landlord_admin.markers WHERE kind = 'postgres.database' AND name = $1")
+        .bind(&name)
+        .execute(&mut admin)
+        .await?;
 
     f.deprovision(&spec).await?;
     f.deprovision(&spec).await?;
@@ -487,8 +659,15 @@ async fn silo_tenants_get_a_database_of_their_own() -> Result<()> {
         .await?;
     let spec = tenant(&key, pb::Tier::Silo);
     assert_eq!(f.run("provision", &command(&spec, false)).await.unwrap_err().code, "conflict");
-    assert_eq!(f.run("deprovision", &command(&spec, true)).await.unwrap_err().code, "conflict");
+    // The failed provision had kept a password and made the role before
+    // it met the database: its compensation undoes both, and leaves the
+    // database.
+    assert!(f.role_exists(&foreign).await? && f.password_kept(&spec).await?);
+    let left = f.run("deprovision", &command(&spec, true)).await?;
+    assert!(left.outputs["fenced"].contains(&format!("postgres.database {foreign} carries no marker")), "{left:?}");
     assert!(f.database_exists(&foreign).await?);
+    assert!(!f.role_exists(&foreign).await?);
+    assert!(!f.password_kept(&spec).await?);
     Ok(())
 }
 
