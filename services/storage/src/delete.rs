@@ -1,0 +1,185 @@
+//! `storage.delete_bucket`, the compensation: empties and removes the
+//! tenant's bucket (or prefix) — only if its marker names this saga.
+
+use std::collections::HashMap;
+
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use landlord_contract::pb;
+use landlord_runtime::StepFailure;
+
+use crate::Storage;
+use crate::classify::{classify, code_of, unsupported};
+use crate::naming::Place;
+use crate::ownership::{MarkerRead, Ownership, Undo};
+
+/// The output that says why a compensation left a place alone.
+pub const FENCED: &str = "fenced";
+
+/// How emptying a place ended.
+enum Emptied {
+    All(usize),
+    /// The marker changed hands while emptying: stopped, with the reason.
+    Fenced {
+        removed: usize,
+        note: String,
+    },
+}
+
+impl Storage {
+    /// Where the forward step reported creating things, else where the
+    /// current settings put this tenant: a failed or crashed forward step
+    /// reports nothing, and names its place from the tenant the same way.
+    fn recorded_place(&self, tenant: &pb::TenantSpec, resources: &[pb::Resource]) -> Result<Place, StepFailure> {
+        match resources.iter().find_map(Place::from_resource) {
+            Some(place) => Ok(place),
+            None => self.settings.place(tenant),
+        }
+    }
+
+    pub(crate) async fn delete(
+        &self,
+        tenant: &pb::TenantSpec,
+        saga_id: &str,
+        resources: &[pb::Resource],
+    ) -> Result<pb::StepOk, StepFailure> {
+        let place = self.recorded_place(tenant, resources)?;
+        match self.ownership(&place).await?.undo(&place, &tenant.tenant_id, saga_id) {
+            Undo::Gone => {
+                tracing::info!(%place, "already gone");
+                return Ok(pb::StepOk::default());
+            }
+            Undo::Leave(note) => return Ok(fenced(&place, note, 0)),
+            Undo::Remove => {}
+        }
+        let removed = match self.empty(&place, &tenant.tenant_id, saga_id).await? {
+            Emptied::All(removed) => removed,
+            Emptied::Fenced { removed, note } => return Ok(fenced(&place, note, removed)),
+        };
+        if place.own_bucket() {
+            // The marker is gone, so nothing proves ownership any more: a
+            // forward step that marked the bucket since would be lost with
+            // it. AWS refuses to delete a non-empty bucket (BucketNotEmpty,
+            // retried, and the retry finds the new marker); servers that
+            // delete non-empty buckets (s3s-fs) have only this last look.
+            if let Some(note) = self.taken_since(&place, &tenant.tenant_id, saga_id).await? {
+                return Ok(fenced(&place, note, removed));
+            }
+            match self.client.delete_bucket().bucket(&place.bucket).send().await {
+                Ok(_) => {}
+                Err(e) if code_of(&e) == Some("NoSuchBucket") => {}
+                Err(e) => return Err(classify("deleting the bucket", &e)),
+            }
+        }
+        tracing::info!(%place, removed, "deleted");
+        Ok(pb::StepOk {
+            resources: Vec::new(),
+            outputs: HashMap::from([("storage.removed_objects".into(), removed.to_string())]),
+        })
+    }
+
+    /// Deletes every object (and version) under the place, the marker last,
+    /// so that an interrupted delete still proves ownership on the retry.
+    /// Before each batch the marker is read again: a forward step of a
+    /// later saga that adopted the place meanwhile stops the emptying.
+    async fn empty(&self, place: &Place, tenant_id: &str, saga_id: &str) -> Result<Emptied, StepFailure> {
+        let mut removed = 0;
+        let marker = place.marker_key();
+        loop {
+            let batch = self.list_batch(place).await?;
+            if batch.is_empty() {
+                return Ok(Emptied::All(removed));
+            }
+            if let Some(note) = self.taken_since(place, tenant_id, saga_id).await? {
+                return Ok(Emptied::Fenced { removed, note });
+            }
+            let others: Vec<ObjectIdentifier> = batch.iter().filter(|o| o.key() != marker).cloned().collect();
+            let chunk = if others.is_empty() { batch } else { others };
+            removed += chunk.len();
+            let delete = Delete::builder()
+                .set_objects(Some(chunk))
+                .quiet(true)
+                .build()
+                .map_err(|e| StepFailure::permanent("delete_request", e.to_string()))?;
+            let answer = self
+                .client
+                .delete_objects()
+                .bucket(&place.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| classify("deleting objects", &e))?;
+            if let Some(error) = answer.errors().first() {
+                let code = error.code().unwrap_or("delete_failed");
+                let message = format!("deleting {:?}: {code}: {}", error.key(), error.message().unwrap_or(""));
+                return Err(if code == "AccessDenied" {
+                    StepFailure::permanent(code, message)
+                } else {
+                    StepFailure::retryable(code, message)
+                });
+            }
+        }
+    }
+
+    /// Whether the marker, read again, now names another saga or tenant
+    /// (a later saga adopted the place while this compensation ran): why
+    /// to stop, if so.
+    async fn taken_since(&self, place: &Place, tenant_id: &str, saga_id: &str) -> Result<Option<String>, StepFailure> {
+        Ok(match self.read_marker(place).await? {
+            MarkerRead::Found(marker) => match Ownership::Marked(marker).undo(place, tenant_id, saga_id) {
+                Undo::Leave(note) => Some(note),
+                Undo::Gone | Undo::Remove => None,
+            },
+            MarkerRead::NoBucket | MarkerRead::Absent => None,
+        })
+    }
+
+    /// Up to 1,000 objects (versions where the server keeps them).
+    async fn list_batch(&self, place: &Place) -> Result<Vec<ObjectIdentifier>, StepFailure> {
+        let identifier = |key: &str, version: Option<&str>| {
+            ObjectIdentifier::builder()
+                .key(key)
+                .set_version_id(version.map(str::to_owned))
+                .build()
+                .map_err(|e| StepFailure::permanent("delete_request", e.to_string()))
+        };
+        let versions =
+            self.client.list_object_versions().bucket(&place.bucket).prefix(&place.prefix).max_keys(1000).send().await;
+        match versions {
+            Ok(page) => {
+                let mut out = Vec::new();
+                for v in page.versions() {
+                    out.push(identifier(v.key().unwrap_or_default(), v.version_id())?);
+                }
+                for m in page.delete_markers() {
+                    out.push(identifier(m.key().unwrap_or_default(), m.version_id())?);
+                }
+                if !out.is_empty() || page.is_truncated() != Some(true) {
+                    return Ok(out);
+                }
+            }
+            Err(e) if code_of(&e) == Some("NoSuchBucket") => return Ok(Vec::new()),
+            // No versions on this server: plain listing below.
+            Err(e) if unsupported(&e) => {}
+            Err(e) => return Err(classify("listing object versions", &e)),
+        }
+        let page =
+            match self.client.list_objects_v2().bucket(&place.bucket).prefix(&place.prefix).max_keys(1000).send().await
+            {
+                Ok(page) => page,
+                Err(e) if code_of(&e) == Some("NoSuchBucket") => return Ok(Vec::new()),
+                Err(e) => return Err(classify("listing objects", &e)),
+            };
+        page.contents().iter().map(|o| identifier(o.key().unwrap_or_default(), None)).collect()
+    }
+}
+
+/// A compensation that leaves the place alone succeeds, and says why: the
+/// saga's undo is done, since what is there is no longer its to undo.
+fn fenced(place: &Place, note: String, removed: usize) -> pb::StepOk {
+    tracing::warn!(%place, removed, %note, "left in place: not this saga's");
+    let mut outputs = HashMap::from([(FENCED.to_owned(), note)]);
+    if removed > 0 {
+        outputs.insert("storage.removed_objects".into(), removed.to_string());
+    }
+    pb::StepOk { resources: Vec::new(), outputs }
+}
