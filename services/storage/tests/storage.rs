@@ -8,7 +8,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use landlord_contract::pb;
 use landlord_runtime::{Config, DeliveryInfo, Env, Envelope, Publisher, Service, StepFailure, StepService};
-use landlord_storage::{MARKER, Settings, Storage};
+use landlord_storage::{FENCED, MARKER, Marker, Ownership, Place, SAGA_METADATA, Settings, Storage};
 use landlord_testkit::{
     NatsServer, Process, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, scratch_dir, unique_namespace, workspace_binary,
 };
@@ -35,6 +35,38 @@ fn tenant(key: &str, tier: pb::Tier) -> pb::TenantSpec {
 
 fn command(tenant: pb::TenantSpec) -> pb::StepCommand {
     pb::StepCommand { saga_id: "saga".into(), step: "storage".into(), tenant: Some(tenant), ..Default::default() }
+}
+
+/// `create_bucket` for `tenant` in saga `saga`.
+async fn create_in(storage: &Storage, saga: &str, tenant: &pb::TenantSpec) -> Result<pb::StepOk, StepFailure> {
+    let forward = pb::StepCommand { saga_id: saga.into(), ..command(tenant.clone()) };
+    storage.run("create_bucket", &forward, &delivery()).await
+}
+
+/// `delete_bucket` for `tenant` in saga `saga`, with what the forward step
+/// reported (nothing when it failed).
+async fn compensate_in(
+    storage: &Storage,
+    saga: &str,
+    tenant: &pb::TenantSpec,
+    reported: &[pb::Resource],
+) -> Result<pb::StepOk, StepFailure> {
+    let undo = pb::StepCommand {
+        saga_id: saga.into(),
+        compensate: true,
+        resources: reported.to_vec(),
+        ..command(tenant.clone())
+    };
+    storage.run("delete_bucket", &undo, &delivery()).await
+}
+
+/// The marker object as stored: its body (the tenant id) and the saga in
+/// its metadata.
+async fn marker(storage: &Storage, bucket: &str, key: &str) -> Result<(String, Option<String>)> {
+    let object = storage.client().get_object().bucket(bucket).key(key).send().await?;
+    let saga = object.metadata().and_then(|m| m.get(SAGA_METADATA)).cloned();
+    let body = object.body.collect().await?.into_bytes();
+    Ok((String::from_utf8(body.to_vec())?, saga))
 }
 
 fn delivery() -> DeliveryInfo {
@@ -119,8 +151,9 @@ async fn a_bucket_that_is_not_ours_is_a_permanent_conflict_and_is_never_deleted(
     let taken = tenant("taken", pb::Tier::Bridge);
     let error = run(&storage, "create_bucket", &taken).await.expect_err("not ours");
     assert!(!error.retryable && error.code == "conflicting_owner" && error.message.contains("id-someone-else"));
-    let error = run(&storage, "delete_bucket", &taken).await.expect_err("not ours");
-    assert!(!error.retryable && error.code == "conflicting_owner", "{error}");
+    // A compensation leaves it alone and says so: its saga's undo is done.
+    let ok = run(&storage, "delete_bucket", &taken).await?;
+    assert_eq!(ok.outputs[FENCED], "s3.bucket landlord-taken belongs to tenant id-someone-else");
     assert!(bucket_exists(&storage, "landlord-taken").await);
 
     // Objects and no marker.
@@ -129,14 +162,15 @@ async fn a_bucket_that_is_not_ours_is_a_permanent_conflict_and_is_never_deleted(
     let foreign = tenant("foreign", pb::Tier::Bridge);
     let error = run(&storage, "create_bucket", &foreign).await.expect_err("not ours");
     assert!(!error.retryable && error.code == "conflicting_owner", "{error}");
-    let error = run(&storage, "delete_bucket", &foreign).await.expect_err("not ours");
-    assert!(!error.retryable && error.code == "conflicting_owner", "{error}");
+    let ok = run(&storage, "delete_bucket", &foreign).await?;
+    assert_eq!(ok.outputs[FENCED], "s3.bucket landlord-foreign holds objects and no Landlord marker");
     assert_eq!(keys(&storage, "landlord-foreign", "").await?, ["precious.csv"]);
 
     // Empty and unmarked: what a crash right after CreateBucket leaves; adopted.
     storage.client().create_bucket().bucket("landlord-crashed").send().await?;
     run(&storage, "create_bucket", &tenant("crashed", pb::Tier::Bridge)).await?;
     assert_eq!(keys(&storage, "landlord-crashed", "").await?, [MARKER]);
+    assert_eq!(marker(&storage, "landlord-crashed", MARKER).await?, ("id-crashed".into(), Some("saga".into())));
     Ok(())
 }
 
@@ -293,5 +327,175 @@ async fn the_service_binary_answers_a_create_bucket_command() -> Result<()> {
     let Some(pb::step_result::Outcome::Ok(ok)) = result.outcome else { anyhow::bail!("not ok: {result:?}") };
     assert_eq!(ok.outputs["storage.bucket"], "landlord-wired");
     assert!(bucket_exists(&storage(&s3)?, "landlord-wired").await);
+    Ok(())
+}
+
+fn bucket_place(bucket: &str) -> Place {
+    Place { bucket: bucket.into(), prefix: String::new() }
+}
+
+#[tokio::test]
+async fn a_retry_adopts_the_bucket_and_the_failed_sagas_compensation_leaves_it() -> Result<()> {
+    let s3 = S3Server::start().await?;
+    let storage = storage(&s3)?;
+    let acme = tenant("acme", pb::Tier::Bridge);
+    let first = create_in(&storage, "s1", &acme).await?;
+    assert_eq!(marker(&storage, "landlord-acme", MARKER).await?, ("id-acme".into(), Some("s1".into())));
+
+    // The retry S2 adopts what S1 made: the marker now names S2.
+    let second = create_in(&storage, "s2", &acme).await?;
+    assert_eq!(first.resources, second.resources);
+    assert_eq!(marker(&storage, "landlord-acme", MARKER).await?, ("id-acme".into(), Some("s2".into())));
+    put(&storage, "landlord-acme", "data/report.csv", "live").await?;
+    // A re-run of S2 rewrites the same value.
+    create_in(&storage, "s2", &acme).await?;
+    assert_eq!(marker(&storage, "landlord-acme", MARKER).await?, ("id-acme".into(), Some("s2".into())));
+
+    // S1's compensation, redelivered late, with what S1 reported: left alone.
+    let stale = compensate_in(&storage, "s1", &acme, &first.resources).await?;
+    assert_eq!(stale.outputs[FENCED], "s3.bucket landlord-acme belongs to saga s2");
+    assert!(stale.resources.is_empty());
+    assert_eq!(keys(&storage, "landlord-acme", "").await?, [MARKER, "data/report.csv"]);
+    assert_eq!(marker(&storage, "landlord-acme", MARKER).await?, ("id-acme".into(), Some("s2".into())));
+
+    // S2's own compensation deletes it, data and all.
+    let own = compensate_in(&storage, "s2", &acme, &second.resources).await?;
+    assert!(!own.outputs.contains_key(FENCED), "{own:?}");
+    assert_eq!(own.outputs["storage.removed_objects"], "2");
+    assert!(!bucket_exists(&storage, "landlord-acme").await);
+    // Gone is done, for either saga.
+    compensate_in(&storage, "s2", &acme, &second.resources).await?;
+    compensate_in(&storage, "s1", &acme, &[]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_compensation_cleans_up_after_a_create_that_failed_half_way() -> Result<()> {
+    let s3 = S3Server::start().await?;
+    let storage = storage(&s3)?;
+    // The forward step created the bucket and failed (or crashed) before
+    // marking it: an empty bucket, no marker, nothing reported.
+    let half = tenant("half", pb::Tier::Bridge);
+    storage.client().create_bucket().bucket("landlord-half").send().await?;
+    assert_eq!(storage.ownership(&bucket_place("landlord-half")).await?, Ownership::Empty);
+    let ok = compensate_in(&storage, "s1", &half, &[]).await?;
+    assert!(!ok.outputs.contains_key(FENCED), "{ok:?}");
+    assert!(!bucket_exists(&storage, "landlord-half").await, "found from the tenant key and removed");
+
+    // Marked, then configuring failed: the saga's own marker, nothing
+    // reported; found by the tenant key and removed.
+    let configured = tenant("configured", pb::Tier::Bridge);
+    create_in(&storage, "s1", &configured).await?;
+    compensate_in(&storage, "s1", &configured, &[]).await?;
+    assert!(!bucket_exists(&storage, "landlord-configured").await);
+
+    // A half-made bucket that has since received objects is not what a
+    // crash leaves: left alone, and said so.
+    storage.client().create_bucket().bucket("landlord-filled").send().await?;
+    put(&storage, "landlord-filled", "someone.txt", "x").await?;
+    let ok = compensate_in(&storage, "s1", &tenant("filled", pb::Tier::Bridge), &[]).await?;
+    assert!(ok.outputs[FENCED].contains("no Landlord marker"), "{ok:?}");
+    assert_eq!(keys(&storage, "landlord-filled", "").await?, ["someone.txt"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tenant_only_marker_is_adopted_and_deleted_only_by_its_tenant() -> Result<()> {
+    let s3 = S3Server::start().await?;
+    let storage = storage(&s3)?;
+    // Markers written before sagas were recorded: the bare tenant id.
+    for bucket in ["landlord-old", "landlord-older"] {
+        storage.client().create_bucket().bucket(bucket).send().await?;
+    }
+    put(&storage, "landlord-old", MARKER, "id-old").await?;
+    put(&storage, "landlord-older", MARKER, "id-older\n").await?;
+    assert_eq!(
+        storage.ownership(&bucket_place("landlord-old")).await?,
+        Ownership::Marked(Marker { tenant_id: "id-old".into(), saga_id: None })
+    );
+
+    // A forward step adopts it: the marker gains the saga.
+    create_in(&storage, "s2", &tenant("old", pb::Tier::Bridge)).await?;
+    assert_eq!(marker(&storage, "landlord-old", MARKER).await?, ("id-old".into(), Some("s2".into())));
+
+    // Another tenant's compensation never deletes it.
+    let stranger = pb::TenantSpec { tenant_id: "id-stranger".into(), ..tenant("older", pb::Tier::Bridge) };
+    let ok = compensate_in(&storage, "s1", &stranger, &[]).await?;
+    assert_eq!(ok.outputs[FENCED], "s3.bucket landlord-older belongs to tenant id-older");
+    assert!(bucket_exists(&storage, "landlord-older").await);
+    // Its own tenant's compensation does: no later saga can have adopted a
+    // marker that still has the old format.
+    compensate_in(&storage, "s1", &tenant("older", pb::Tier::Bridge), &[]).await?;
+    assert!(!bucket_exists(&storage, "landlord-older").await);
+    Ok(())
+}
+
+#[tokio::test]
+async fn another_tenants_bucket_is_never_deleted_whatever_the_saga() -> Result<()> {
+    let s3 = S3Server::start().await?;
+    let storage = storage(&s3)?;
+    let owner = tenant("shared-name", pb::Tier::Bridge);
+    let made = create_in(&storage, "s1", &owner).await?;
+    // Same key and saga id, another tenant id (say, a tenant deleted and
+    // re-created): not its bucket.
+    let other = pb::TenantSpec { tenant_id: "id-impostor".into(), ..owner.clone() };
+    let ok = compensate_in(&storage, "s1", &other, &made.resources).await?;
+    assert_eq!(ok.outputs[FENCED], "s3.bucket landlord-shared-name belongs to tenant id-shared-name");
+    let error = create_in(&storage, "s2", &other).await.expect_err("not its bucket");
+    assert!(!error.retryable && error.code == "conflicting_owner", "{error}");
+    assert_eq!(marker(&storage, "landlord-shared-name", MARKER).await?, ("id-shared-name".into(), Some("s1".into())));
+    Ok(())
+}
+
+#[tokio::test]
+async fn pooled_prefixes_are_fenced_by_saga_and_tenant() -> Result<()> {
+    let s3 = S3Server::start().await?;
+    let storage = storage(&s3)?;
+    let one = tenant("one", pb::Tier::Pooled);
+    let first = create_in(&storage, "s1", &one).await?;
+    assert_eq!(marker(&storage, "landlord-pooled", "tenants/one/.landlord/tenant").await?.1.as_deref(), Some("s1"));
+    let second = create_in(&storage, "s2", &one).await?;
+    assert_eq!(marker(&storage, "landlord-pooled", "tenants/one/.landlord/tenant").await?.1.as_deref(), Some("s2"));
+    put(&storage, "landlord-pooled", "tenants/one/file", "1").await?;
+
+    // S1's stale compensation leaves S2's prefix whole.
+    let stale = compensate_in(&storage, "s1", &one, &first.resources).await?;
+    assert_eq!(stale.outputs[FENCED], "s3.prefix landlord-pooled/tenants/one/ belongs to saga s2");
+    assert_eq!(keys(&storage, "landlord-pooled", "tenants/one/").await?.len(), 2);
+
+    // Another tenant's prefix under this key is never emptied.
+    let two = tenant("two", pb::Tier::Pooled);
+    create_in(&storage, "s1", &two).await?;
+    put(&storage, "landlord-pooled", "tenants/two/file", "2").await?;
+    let impostor = pb::TenantSpec { tenant_id: "id-impostor".into(), ..two.clone() };
+    let ok = compensate_in(&storage, "s1", &impostor, &[]).await?;
+    assert_eq!(ok.outputs[FENCED], "s3.prefix landlord-pooled/tenants/two/ belongs to tenant id-two");
+    assert_eq!(keys(&storage, "landlord-pooled", "tenants/two/").await?.len(), 2);
+
+    // Objects under a prefix with no marker: left alone.
+    put(&storage, "landlord-pooled", "tenants/three/file", "3").await?;
+    let ok = compensate_in(&storage, "s1", &tenant("three", pb::Tier::Pooled), &[]).await?;
+    assert!(ok.outputs[FENCED].contains("no Landlord marker"), "{ok:?}");
+    assert_eq!(keys(&storage, "landlord-pooled", "tenants/three/").await?, ["tenants/three/file"]);
+
+    // S2's own compensation empties its prefix, and only its prefix; the
+    // shared bucket stays. A failed create's compensation (nothing
+    // reported, nothing there) is done at once.
+    compensate_in(&storage, "s2", &one, &second.resources).await?;
+    assert!(keys(&storage, "landlord-pooled", "tenants/one/").await?.is_empty());
+    assert_eq!(keys(&storage, "landlord-pooled", "tenants/two/").await?.len(), 2);
+    let ok = compensate_in(&storage, "s1", &tenant("never", pb::Tier::Pooled), &[]).await?;
+    assert!(!ok.outputs.contains_key(FENCED), "{ok:?}");
+    assert!(bucket_exists(&storage, "landlord-pooled").await);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_command_without_a_saga_is_refused() -> Result<()> {
+    let s3 = S3Server::start().await?;
+    let storage = storage(&s3)?;
+    let error = create_in(&storage, "", &tenant("nosaga", pb::Tier::Bridge)).await.expect_err("no saga");
+    assert!(!error.retryable && error.code == "no_saga_id", "{error}");
+    assert!(!bucket_exists(&storage, "landlord-nosaga").await);
     Ok(())
 }
