@@ -2,9 +2,10 @@
 //!
 //! Serves `landlord.v1.cmd.notification.send_welcome` (the pipeline's last,
 //! non-fatal step) and `…send_failure` (requested by the orchestrator when
-//! provisioning failed). A redelivered command never sends a second mail:
-//! each command's message id is claimed in a JetStream key-value bucket
-//! before sending and marked sent after. Mail trouble is retryable and, the
+//! provisioning failed). A redelivered command, a later attempt or a
+//! re-drive of the same step never sends a second mail: each mail is
+//! claimed by its saga and step in a JetStream key-value bucket before
+//! sending and marked sent after. Mail trouble is retryable and, the
 //! welcome step being non-fatal, never fails a tenant.
 //!
 //! Configuration, besides the runtime's `LANDLORD_*` variables:
@@ -353,7 +354,19 @@ impl StepService for Notifier {
         }
         let key = command.tenant.as_ref().map_or("", |t| t.key.as_str());
         let span = tracing::info_span!("mail", template = kind.name(), tenant = key, saga = %command.saga_id);
-        self.send(kind, command, &delivery.message_id()).instrument(span).await
+        self.send(kind, command, &mail_id(command, delivery)).instrument(span).await
+    }
+}
+
+/// What the sent-mail ledger keys a mail by: its saga and step, so that
+/// every attempt and re-drive of one step (each with its own message id)
+/// sends at most one mail. Commands outside a saga fall back to the
+/// message id.
+fn mail_id(command: &pb::StepCommand, delivery: &DeliveryInfo) -> String {
+    if command.saga_id.is_empty() || command.step.is_empty() {
+        delivery.message_id()
+    } else {
+        format!("{}.{}", command.saga_id, command.step)
     }
 }
 

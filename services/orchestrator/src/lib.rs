@@ -53,6 +53,7 @@ pub fn migrator() -> Migrator {
         ),
         migration(6, "saga version", include_str!("../../../migrations/0006_saga_version.sql")),
         migration(7, "resources by saga and step", include_str!("../../../migrations/0007_resources_by_saga_step.sql")),
+        migration(8, "saga fencing", include_str!("../../../migrations/0008_saga_fencing.sql")),
     ])
 }
 
@@ -96,10 +97,34 @@ struct Core {
     kept_pool: PgPool,
 }
 
+/// A database error as the message loop should treat it. The control
+/// plane being down or busy is never a reason to dead-letter a message the
+/// saga needs (a lost step result costs an attempt, issue 22): those are
+/// [`HandlerError::unavailable`], kept and tried again until the database
+/// answers. Anything else — a concurrent insert of the same key, which
+/// resolves on redelivery, or an error that will not — is retryable with
+/// the usual bounded redeliveries.
 fn db_error(error: sqlx::Error) -> HandlerError {
-    // Lost connections, serialisation conflicts and a concurrent insert of
-    // the same key all resolve on redelivery.
-    HandlerError::retryable(format!("database: {error}"))
+    let message = format!("database: {error}");
+    if is_unavailable(&error) { HandlerError::unavailable(message) } else { HandlerError::retryable(message) }
+}
+
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        // Connection trouble (08), serialisation failures and deadlocks
+        // (40), out of resources (53), shutdown or crash recovery (57P),
+        // system errors (58).
+        sqlx::Error::Database(e) => {
+            e.code().is_some_and(|code| ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class)))
+        }
+        _ => false,
+    }
 }
 
 type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
@@ -171,31 +196,75 @@ impl Handler for Cancel {
         let core = &self.0;
         let cancel = delivery.message;
         let Some(mut tx) = core.begin_once(&delivery.info.message_id()).await? else { return Ok(()) };
+        // A cancel names its saga: one that arrives late, after the tenant
+        // was retried under a new saga, must not cancel the new one.
+        let named = match cancel.saga_id.as_str() {
+            "" => None,
+            id => Some(
+                Uuid::parse_str(id).map_err(|_| HandlerError::permanent(format!("saga id {id:?} is not a UUID")))?,
+            ),
+        };
         let running: Option<(Uuid,)> = sqlx::query_as(
-            "SELECT s.id FROM sagas s JOIN tenants t ON t.id = s.tenant_id WHERE t.key = $1 AND s.state = 'running'",
+            "SELECT s.id FROM sagas s JOIN tenants t ON t.id = s.tenant_id
+             WHERE t.key = $1 AND s.state = 'running' AND ($2::uuid IS NULL OR s.id = $2)",
         )
         .bind(&cancel.tenant_key)
+        .bind(named)
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_error)?;
         let Some((saga_id,)) = running else {
-            return Err(HandlerError::permanent(format!(
-                "tenant {:?} has no provisioning in progress to cancel",
-                cancel.tenant_key
-            )));
+            return Err(HandlerError::permanent(match named {
+                Some(id) => format!("saga {id} of tenant {:?} is not running: nothing to cancel", cancel.tenant_key),
+                None => format!("tenant {:?} has no provisioning in progress to cancel", cancel.tenant_key),
+            }));
         };
         let mut pending = Vec::new();
         if let Some(mut saga) = saga::Saga::load(&mut tx, &core.namespace, saga_id, false).await.map_err(db_error)? {
             saga.cancel(&cancel.reason, &cancel.requested_by);
             pending = saga.save(&mut tx).await.map_err(db_error)?;
         }
-        core.commit(tx, pending, None).await
+        core.commit(tx, pending, None).await?;
+        // The kept copy (if any) is a version behind now.
+        core.kept.forget(&saga_id);
+        Ok(())
+    }
+}
+
+struct Resolve(Arc<Core>);
+
+impl Handler for Resolve {
+    type Message = pb::ResolveCompensation;
+
+    async fn handle(&self, delivery: Delivery<pb::ResolveCompensation>) -> Result<(), HandlerError> {
+        let core = &self.0;
+        let order = delivery.message;
+        let saga_id = Uuid::parse_str(&order.saga_id)
+            .map_err(|_| HandlerError::permanent(format!("saga id {:?} is not a UUID", order.saga_id)))?;
+        if order.reason.trim().is_empty() || order.requested_by.trim().is_empty() {
+            return Err(HandlerError::permanent("resolving a compensation needs a reason and who asked"));
+        }
+        let Some(mut tx) = core.begin_once(&delivery.info.message_id()).await? else { return Ok(()) };
+        let Some(mut saga) = saga::Saga::load(&mut tx, &core.namespace, saga_id, false).await.map_err(db_error)? else {
+            return Err(HandlerError::permanent(format!("no saga {saga_id}")));
+        };
+        if !saga.resolve(&order.step, order.skip, &order.reason, &order.requested_by) {
+            return Err(HandlerError::permanent(format!(
+                "step {:?} of saga {saga_id} is not a stuck compensation",
+                order.step
+            )));
+        }
+        let pending = saga.save(&mut tx).await.map_err(db_error)?;
+        core.commit(tx, pending, None).await?;
+        core.kept.forget(&saga_id);
+        Ok(())
     }
 }
 
 /// Applies due deadlines: late answers are re-driven or counted as failed
 /// attempts, due retries and compensation retries start.
 async fn timer(core: Arc<Core>, interval: Duration, shutdown: CancellationToken) {
+    let mut pruned = std::time::Instant::now();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -203,6 +272,10 @@ async fn timer(core: Arc<Core>, interval: Duration, shutdown: CancellationToken)
         }
         if let Err(error) = fire_due(&core).await {
             tracing::warn!(%error, "saga timer failed; retrying");
+        }
+        if pruned.elapsed() > Duration::from_secs(60) {
+            core.kept.prune();
+            pruned = std::time::Instant::now();
         }
     }
 }
@@ -213,14 +286,25 @@ async fn fire_due(core: &Core) -> sqlx::Result<()> {
             .fetch_all(&core.pool)
             .await?;
     for (saga_id, position) in due {
-        let mut tx = core.pool.begin().await?;
-        // Another replica or handler holds it: it will be looked at again.
-        let Some(mut saga) = saga::Saga::load(&mut tx, &core.namespace, saga_id, true).await? else { continue };
-        saga.on_deadline(position);
-        let pending = saga.save(&mut tx).await?;
-        tx.commit().await?;
-        core.dispatcher.dispatch(pending).await;
+        // One saga that fails (a bad row, a conflict) must not hold up the
+        // others due in the same round.
+        if let Err(error) = fire_one(core, saga_id, position).await {
+            tracing::warn!(%error, %saga_id, position, "applying a due deadline failed; it will be tried again");
+        }
     }
+    Ok(())
+}
+
+async fn fire_one(core: &Core, saga_id: Uuid, position: i32) -> sqlx::Result<()> {
+    let mut tx = core.pool.begin().await?;
+    // Another replica or handler holds it: it will be looked at again.
+    let Some(mut saga) = saga::Saga::load(&mut tx, &core.namespace, saga_id, true).await? else { return Ok(()) };
+    saga.on_deadline(position);
+    let pending = saga.save(&mut tx).await?;
+    tx.commit().await?;
+    // The kept copy (if any) is a version behind now.
+    core.kept.forget(&saga_id);
+    core.dispatcher.dispatch(pending).await;
     Ok(())
 }
 
@@ -259,7 +343,9 @@ pub async fn attach(service: &mut Service, plans: Plans, timing: Timing) -> anyh
     }
     service.consume(StreamKind::Results, "orchestrator-results", vec![results], handler).await?;
     let cancel = namespace.command_subject(Action::ORCHESTRATOR_CANCEL.service, Action::ORCHESTRATOR_CANCEL.name);
-    service.consume(StreamKind::Commands, "orchestrator-commands", vec![cancel], Cancel(core)).await?;
+    service.consume(StreamKind::Commands, "orchestrator-commands", vec![cancel], Cancel(core.clone())).await?;
+    let resolve = namespace.command_subject(Action::ORCHESTRATOR_RESOLVE.service, Action::ORCHESTRATOR_RESOLVE.name);
+    service.consume(StreamKind::Commands, "orchestrator-resolve", vec![resolve], Resolve(core)).await?;
     Ok(())
 }
 

@@ -24,6 +24,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
 
 use landlord_contract::pb;
 use landlord_runtime::{Delivery, Handler, HandlerError};
@@ -56,9 +57,15 @@ pub(crate) fn kept_pool(pool: &sqlx::PgPool) -> sqlx::PgPool {
 /// Most sagas kept in memory; beyond it, results take the locking path.
 const KEPT_SAGAS: usize = 10_000;
 
-/// Sagas in progress as this orchestrator last saved them, by id.
+/// Sagas in progress as this orchestrator last saved them, by id, with
+/// when they were kept.
 #[derive(Debug, Default)]
-pub(crate) struct Kept(std::sync::Mutex<HashMap<Uuid, Saga>>);
+pub(crate) struct Kept(std::sync::Mutex<HashMap<Uuid, (Saga, Instant)>>);
+
+/// A kept saga untouched for this long is dropped: another replica, the
+/// timer or a cancel moved it on (its next result would take the locking
+/// path anyway), or it is stuck waiting for an operator.
+const KEPT_FOR: Duration = Duration::from_secs(600);
 
 impl Kept {
     /// Keeps `saga` as saved — unless it is finished, or a newer version of
@@ -70,14 +77,24 @@ impl Kept {
             kept.remove(&id);
             return;
         }
-        let newer = kept.get(&id).is_some_and(|k| k.version >= saga.version);
+        let newer = kept.get(&id).is_some_and(|(k, _)| k.version >= saga.version);
         if !newer && (kept.len() < KEPT_SAGAS || kept.contains_key(&id)) {
-            kept.insert(id, saga);
+            kept.insert(id, (saga, Instant::now()));
         }
     }
 
     fn take(&self, id: &Uuid) -> Option<Saga> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(id)
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(id).map(|(saga, _)| saga)
+    }
+
+    /// Drops the copy of a saga that was saved by another path.
+    pub(crate) fn forget(&self, id: &Uuid) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+    }
+
+    /// Drops copies kept longer than [`KEPT_FOR`].
+    pub(crate) fn prune(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, (_, at)| at.elapsed() < KEPT_FOR);
     }
 }
 
@@ -108,7 +125,9 @@ pub(crate) fn batched(
 }
 
 fn shutting_down() -> HandlerError {
-    HandlerError::retryable("the orchestrator is shutting down")
+    // Handed back to the broker for another replica (or this one after its
+    // restart), never dead-lettered.
+    HandlerError::unavailable("the orchestrator is shutting down")
 }
 
 impl Handler for Results {
@@ -373,7 +392,7 @@ mod tests {
             first.push(item(saga, msg, &step, &command));
         }
         assert!(apply_all(&core, first).await?.iter().all(Result::is_ok));
-        let kept_version = |saga| core.kept.0.lock().unwrap().get(&saga).map(|s| s.version);
+        let kept_version = |saga| core.kept.0.lock().unwrap().get(&saga).map(|(s, _)| s.version);
         assert_eq!(kept_version(a), Some(version(&pool, a).await?), "saved by the locking path, kept");
         // Something else moves `b` on after this orchestrator kept it.
         sqlx::query("UPDATE sagas SET version = version + 1 WHERE id = $1").bind(b).execute(&pool).await?;

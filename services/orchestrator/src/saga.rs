@@ -493,7 +493,7 @@ impl Saga {
         let current = self
             .steps
             .iter()
-            .find(|s| matches!(s.state.as_str(), "running" | "retry_wait" | "compensating"))
+            .find(|s| matches!(s.state.as_str(), "running" | "retry_wait" | "compensating" | "stuck"))
             .or_else(|| self.steps.iter().rev().find(|s| s.state != "pending"))
             .map(|s| s.name.clone())
             .unwrap_or_default();
@@ -533,7 +533,12 @@ impl Saga {
 
     fn command(&self, i: usize, compensate: bool) -> pb::StepCommand {
         let step = &self.steps[i];
+        let deadline =
+            step.deadline.map(|t| prost_types::Timestamp { seconds: t.unix_timestamp(), nanos: t.nanosecond() as i32 });
+        let compensation = step.compensation.as_deref().map(|c| c.rsplit('.').next().unwrap_or(c).to_owned());
         pb::StepCommand {
+            deadline,
+            compensation: compensation.unwrap_or_default(),
             saga_id: self.saga_id(),
             step: step.name.clone(),
             compensate,
@@ -551,7 +556,7 @@ impl Saga {
         let step = &self.steps[i];
         let action = if compensate { step.compensation.clone().unwrap_or_default() } else { step.action.clone() };
         let subject = self.namespace.command_subject(&step.service, &action);
-        let id = step.command_id.clone().unwrap_or_default();
+        let id = sent_id(step);
         let saga_id = self.saga_id();
         self.outgoing.push(Outgoing::new(subject, id, &command).about(&self.tenant.key, Some(&saga_id)));
     }
@@ -628,12 +633,15 @@ impl Saga {
     }
 
     /// Applies a worker's answer. Answers to commands no longer in flight
-    /// (an older attempt, a re-drive's twin) change nothing.
+    /// (an older attempt) change nothing; the answer to a re-driven
+    /// command counts whichever of its two sendings it answers.
     pub fn on_result(&mut self, result: &pb::StepResult) {
         let Some(i) = self.steps.iter().position(|s| s.name == result.step) else { return };
         let step = &self.steps[i];
         let expected_state = if result.compensate { "compensating" } else { "running" };
-        if step.state != expected_state || step.command_id.as_deref() != Some(result.command_id.as_str()) {
+        let current = step.command_id.as_deref() == Some(result.command_id.as_str())
+            || (step.redriven && step.command_id.is_some() && sent_id(step) == result.command_id);
+        if step.state != expected_state || !current {
             tracing::debug!(step = %result.step, command = %result.command_id, "stale result ignored");
             return;
         }
@@ -685,9 +693,38 @@ impl Saga {
         let step = self.touch(i);
         step.last_error = Some(format!("{}: {}", error.code, error.message));
         let position = step.position;
+        if compensate && !retryable {
+            // A compensation that fails the same way every time would be
+            // retried forever without anyone noticing: it stops, in plain
+            // sight (step `stuck`, an event, the audit), until an operator
+            // retries or skips it (`resolve`).
+            step.state = "stuck".into();
+            step.deadline = None;
+            step.command_id = None;
+            let name = step.name.clone();
+            let attempt = u32::try_from(step.attempts).unwrap_or(0);
+            let detail = serde_json::json!({ "step": name, "error": step.last_error });
+            self.audit("compensation_stuck", detail);
+            let progress = self.progress();
+            self.event(
+                &format!("{position}.undo.{attempt}"),
+                pb::StepFailed {
+                    tenant_id: self.tenant.id.to_string(),
+                    saga_id: self.saga_id(),
+                    step: name,
+                    attempt,
+                    error: Some(error.clone()),
+                    will_retry: false,
+                    fatal: true,
+                    progress: Some(progress),
+                },
+            );
+            return;
+        }
         if compensate {
-            // Compensations are retried until they succeed: leaving a
-            // tenant's resources behind is worse than trying again.
+            // Retryable trouble: compensations are retried until they
+            // succeed, since leaving a tenant's resources behind is worse
+            // than trying again.
             let delay = backoff(&step.backoff_ms, step.attempts);
             step.deadline = Some(now + ms(delay));
             step.command_id = None;
@@ -760,7 +797,8 @@ impl Saga {
             "compensating" if step.command_id.is_none() => self.start_compensation(i),
             "running" | "compensating" if !step.redriven => {
                 // Maybe the command or its answer was lost: send the same
-                // command again, with the same message id.
+                // command again with a new deadline — under its own message
+                // id, or the stream's duplicate window would drop it.
                 let compensate = step.state == "compensating";
                 let now = self.now;
                 let step = self.touch(i);
@@ -784,6 +822,25 @@ impl Saga {
             }
             _ => {}
         }
+    }
+
+    /// An operator's decision about a stuck compensation: try it again
+    /// (`skip` false), or record it as done without undoing anything
+    /// (`skip` true: the operator removed what was left by hand, or
+    /// accepts leaving it). Returns false when the step is not stuck.
+    pub fn resolve(&mut self, step: &str, skip: bool, reason: &str, by: &str) -> bool {
+        let Some(i) = self.steps.iter().position(|s| s.name == step && s.state == "stuck") else { return false };
+        let action = if skip { "compensation_skipped" } else { "compensation_retried" };
+        self.audit(action, serde_json::json!({ "step": step, "reason": reason, "by": by }));
+        if skip {
+            self.touch(i).last_error = Some(format!("skipped by {by}: {reason}"));
+            self.compensated(i);
+        } else {
+            let step = self.touch(i);
+            step.state = "compensating".into();
+            self.start_compensation(i);
+        }
+        true
     }
 
     /// Cancels a running saga: compensation starts as soon as no step is in
@@ -825,10 +882,15 @@ impl Saga {
         self.compensate_next();
     }
 
-    /// Compensates the newest completed step that has a compensation, or
-    /// finishes the saga when none is left.
+    /// Compensates the newest step that has a compensation and may have
+    /// had an effect — it succeeded, or it failed after its command went
+    /// out (a failed step can still have done part of its work, or do it
+    /// later: a late delivery of its command) — or finishes the saga when
+    /// none is left.
     fn compensate_next(&mut self) {
-        let next = self.steps.iter().rposition(|s| s.state == "succeeded" && s.compensation.is_some());
+        let next = self.steps.iter().rposition(|s| {
+            s.compensation.is_some() && (s.state == "succeeded" || (s.state == "failed" && s.attempts > 0))
+        });
         match next {
             Some(i) => {
                 let step = self.touch(i);
@@ -1068,7 +1130,9 @@ fn save_statement(kept: bool) -> String {
             FROM unnest($22::uuid[], $23::uuid[], $24::text[], $25::text[], $26::text[], $27::jsonb[])
                  AS u(tenant_id, saga_id, step, kind, external_id, metadata)
             WHERE u.saga_id IN (SELECT id FROM ok)
-            ON CONFLICT (tenant_id, kind, external_id) DO UPDATE SET deleted_at = NULL
+            ON CONFLICT (tenant_id, kind, external_id) DO UPDATE
+            SET deleted_at = NULL, saga_id = excluded.saga_id, step = excluded.step,
+                metadata = excluded.metadata, created_at = now()
          ), undone AS (
             UPDATE resources r SET deleted_at = now()
             FROM unnest($28::uuid[], $29::text[]) AS u(saga_id, step)
@@ -1097,6 +1161,13 @@ fn save_statement(kept: bool) -> String {
     )
 }
 
+/// The message id a step's command in flight was last sent under: its
+/// command id, or that id with `.r` once re-driven.
+fn sent_id(step: &StepRow) -> String {
+    let id = step.command_id.clone().unwrap_or_default();
+    if step.redriven { format!("{id}.r") } else { id }
+}
+
 fn backoff(backoff_ms: &[i64], attempts: i32) -> i64 {
     let index = usize::try_from(attempts.saturating_sub(1)).unwrap_or(0);
     backoff_ms.get(index).or(backoff_ms.last()).copied().unwrap_or(1000)
@@ -1108,7 +1179,7 @@ fn step_state(state: &str) -> StepState {
         "running" | "retry_wait" => StepState::Running,
         "succeeded" => StepState::Succeeded,
         "failed" => StepState::Failed,
-        "compensating" => StepState::Compensating,
+        "compensating" | "stuck" => StepState::Compensating,
         "compensated" => StepState::Compensated,
         "skipped" => StepState::Skipped,
         _ => StepState::Unspecified,

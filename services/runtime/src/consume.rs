@@ -32,6 +32,11 @@ pub enum ErrorKind {
     Retryable,
     /// Will fail the same way every time (invalid input, conflict, denied).
     Permanent,
+    /// The service's own infrastructure is down (its database): the
+    /// message is fine and must never be dead-lettered for this. The loop
+    /// keeps it (ack progress, no redelivery count) and tries again with
+    /// backoff until the handler gets through or the service shuts down.
+    Unavailable,
 }
 
 /// What a handler reports when it could not finish a message.
@@ -50,6 +55,10 @@ impl HandlerError {
     pub fn permanent(message: impl Into<String>) -> Self {
         Self { kind: ErrorKind::Permanent, message: message.into() }
     }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::Unavailable, message: message.into() }
+    }
 }
 
 /// Where a message came from and how often it was delivered.
@@ -63,6 +72,8 @@ pub struct DeliveryInfo {
     /// 1 on first delivery.
     pub delivered: u64,
     pub max_deliver: u64,
+    /// When a retryable failure of this delivery would be redelivered.
+    pub next_retry: std::time::Duration,
 }
 
 impl DeliveryInfo {
@@ -77,11 +88,13 @@ impl DeliveryInfo {
             stream_sequence,
             delivered: 1,
             max_deliver: 1,
+            next_retry: Duration::ZERO,
         }
     }
 
     /// No redelivery will follow a failure of this one.
     pub fn is_last_delivery(&self) -> bool {
+        // (an Unavailable error is retried in place, not redelivered)
         self.delivered >= self.max_deliver
     }
 
@@ -103,7 +116,7 @@ pub struct Delivery<M> {
 
 /// Handles one kind of message.
 pub trait Handler: Send + Sync + 'static {
-    type Message: CeType + Send + 'static;
+    type Message: CeType + Clone + Send + Sync + 'static;
 
     fn handle(&self, delivery: Delivery<Self::Message>) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
@@ -137,6 +150,9 @@ pub fn disposition(outcome: &Result<(), HandlerError>, delivered: u64, settings:
         Err(error) if error.kind == ErrorKind::Retryable && delivered < max_deliver => {
             Disposition::Retry(settings.backoff_for(delivered))
         }
+        // Only reached when the service shuts down while its infrastructure
+        // is down: hand the message back, whatever the delivery count.
+        Err(error) if error.kind == ErrorKind::Unavailable => Disposition::Retry(settings.backoff_for(delivered)),
         Err(error) if error.kind == ErrorKind::Retryable => {
             Disposition::DeadLetter(format!("retryable error on each of {delivered} deliveries, the last: {error}"))
         }
@@ -153,6 +169,7 @@ pub enum ConsumeError {
 /// Everything a message task needs, shared by all of them.
 struct Shared<H> {
     name: String,
+    shutdown: CancellationToken,
     handler: H,
     settings: ConsumerSettings,
     publisher: Publisher,
@@ -174,6 +191,7 @@ pub async fn run<H: Handler>(
     let in_flight = settings.max_in_flight;
     let shared = Arc::new(Shared {
         name: name.clone(),
+        shutdown: shutdown.clone(),
         handler,
         namespace: publisher.namespace().clone(),
         settings,
@@ -249,6 +267,7 @@ async fn process<H: Handler>(shared: &Shared<H>, message: jetstream::Message) {
         stream_sequence,
         delivered,
         max_deliver: u64::try_from(shared.settings.max_deliver).unwrap_or(1),
+        next_retry: shared.settings.backoff_for(delivered),
         headers,
     };
     let span = tracing::info_span!(
@@ -268,8 +287,8 @@ async fn process<H: Handler>(shared: &Shared<H>, message: jetstream::Message) {
         }
         let outcome = match H::Message::decode(message.payload.clone()) {
             Ok(decoded) => {
-                let delivery = Delivery { message: decoded, info };
-                with_progress(shared.handler.handle(delivery), &message, shared.settings.ack_wait).await
+                let work = until_available(shared, decoded, info);
+                with_progress(work, &message, shared.settings.ack_wait).await
             }
             Err(error) => Err(HandlerError::permanent(format!("cannot decode {}: {error}", H::Message::CE_TYPE))),
         };
@@ -278,6 +297,33 @@ async fn process<H: Handler>(shared: &Shared<H>, message: jetstream::Message) {
         settle(shared, &message, stream_sequence, delivered, disposition).await;
     };
     telemetry::continue_trace(&span, message.headers.as_ref(), work.instrument(span.clone())).await;
+}
+
+/// Runs the handler until it gets past an [`ErrorKind::Unavailable`]
+/// error, backing off in between (the caller keeps the message with ack
+/// progress, so neither the delivery count nor the dead-letter stream sees
+/// an outage), or until shutdown.
+async fn until_available<H: Handler>(
+    shared: &Shared<H>,
+    message: H::Message,
+    info: DeliveryInfo,
+) -> Result<(), HandlerError> {
+    let mut tries: u64 = 0;
+    loop {
+        let delivery = Delivery { message: message.clone(), info: info.clone() };
+        let outcome = shared.handler.handle(delivery).await;
+        let Err(error) = &outcome else { return outcome };
+        if error.kind != ErrorKind::Unavailable || shared.shutdown.is_cancelled() {
+            return outcome;
+        }
+        tries = tries.saturating_add(1);
+        let delay = shared.settings.backoff_for(tries);
+        tracing::warn!(%error, delay_ms = delay.as_millis() as u64, tries, "infrastructure unavailable; keeping the message and trying again");
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return outcome,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
 }
 
 /// Runs the handler, telling the broker "still working" every half ack_wait

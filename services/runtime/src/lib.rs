@@ -9,6 +9,7 @@
 pub mod broker;
 pub mod config;
 pub mod consume;
+pub mod fence;
 pub mod health;
 pub mod http;
 pub mod metrics;
@@ -21,6 +22,7 @@ pub mod telemetry;
 pub use broker::Broker;
 pub use config::{Config, ConfigError, Env};
 pub use consume::{Delivery, DeliveryInfo, ErrorKind, Handler, HandlerError};
+pub use fence::Fences;
 pub use metrics::Metrics;
 pub use publish::{Envelope, Publisher};
 pub use secrets::{KvSecrets, SecretRef, SecretsKey};

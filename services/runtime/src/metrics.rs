@@ -125,7 +125,7 @@ impl ConsumerMetrics {
             Disposition::DeadLetter(_) => self.dead_lettered.inc(),
         };
         match error.map(|e| e.kind) {
-            Some(ErrorKind::Retryable) => {
+            Some(ErrorKind::Retryable | ErrorKind::Unavailable) => {
                 self.retryable.inc();
             }
             Some(ErrorKind::Permanent) => {

@@ -87,6 +87,10 @@ impl Publisher {
         &self.namespace
     }
 
+    pub(crate) fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
     /// Headers for `M` under `envelope`, with the current trace context.
     pub fn headers<M: CeType>(&self, envelope: &Envelope) -> HeaderMap {
         self.headers_for(M::CE_TYPE, envelope)

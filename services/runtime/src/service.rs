@@ -36,6 +36,8 @@ pub enum ServiceError {
     Http { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Consume(#[from] consume::ConsumeError),
+    #[error(transparent)]
+    Fence(#[from] crate::fence::FenceError),
     #[error("in-flight work did not finish within LANDLORD_SHUTDOWN_TIMEOUT ({0:?})")]
     ShutdownTimeout(Duration),
 }
@@ -64,6 +66,9 @@ impl Service {
             Broker::connect(&config.nats_url, &format!("landlord-{}", config.service), config.namespace.clone())
                 .await?;
         broker.declare_streams(&config.streams).await?;
+        // Every step worker reads the tombstones; declared here so that
+        // they get the streams' replicas.
+        crate::fence::Fences::declare(&broker.jetstream, broker.namespace.root(), config.streams.replicas).await?;
         let database = match &config.database_url {
             Some(url) => Some(
                 PgPoolOptions::new()

@@ -11,7 +11,10 @@ use std::future::Future;
 
 use landlord_contract::pb::{self, step_result::Outcome};
 
+use tokio::sync::OnceCell;
+
 use crate::consume::{Delivery, DeliveryInfo, Handler, HandlerError};
+use crate::fence::Fences;
 use crate::publish::{Envelope, Publisher};
 
 /// Why a step failed, as the worker classifies it.
@@ -51,38 +54,80 @@ pub trait StepService: Send + Sync + 'static {
 }
 
 /// Adapts a [`StepService`] to the message loop and reports results.
+///
+/// Besides running the action it enforces, for every worker alike, what
+/// keeps a late or repeated command from leaving an orphan (issue 22):
+/// a command past its deadline is refused (`expired`), a compensation
+/// raises its step's fence before it runs, and a forward command whose
+/// step is fenced — before or after its effect — undoes what it may have
+/// done and reports `fenced` ([`crate::fence`]).
 #[derive(Debug)]
 pub struct StepWorker<S> {
     service: S,
     publisher: Publisher,
+    fences: OnceCell<Fences>,
 }
 
 impl<S: StepService> StepWorker<S> {
     pub fn new(service: S, publisher: Publisher) -> Self {
-        Self { service, publisher }
+        Self { service, publisher, fences: OnceCell::new() }
     }
-}
 
-impl<S: StepService> Handler for StepWorker<S> {
-    type Message = pb::StepCommand;
+    async fn fences(&self) -> Result<&Fences, HandlerError> {
+        let (jetstream, root) = (self.publisher.jetstream(), self.publisher.namespace().root());
+        self.fences
+            .get_or_try_init(|| Fences::open(jetstream, root))
+            .await
+            .map_err(|e| HandlerError::retryable(e.to_string()))
+    }
 
-    async fn handle(&self, delivery: Delivery<pb::StepCommand>) -> Result<(), HandlerError> {
-        let Delivery { message: command, info } = delivery;
-        let namespace = self.publisher.namespace();
-        let Some((_, action)) = namespace.parse_command_subject(&info.subject) else {
-            return Err(HandlerError::permanent(format!("{} is not a command subject", info.subject)));
-        };
-        let action = action.to_owned();
-        let outcome = self.service.run(&action, &command, &info).await;
-        let (outcome, failure) = match outcome {
-            Ok(ok) => (Outcome::Ok(ok), None),
-            // Let redelivery try again before the orchestrator hears of it.
-            Err(failure) if failure.retryable && !info.is_last_delivery() => {
-                return Err(HandlerError::retryable(failure.to_string()));
+    /// Whether this command's step is fenced. Commands outside a saga's
+    /// steps (no saga or step name) never are.
+    async fn is_fenced(&self, command: &pb::StepCommand) -> Result<bool, HandlerError> {
+        if command.saga_id.is_empty() || command.step.is_empty() {
+            return Ok(false);
+        }
+        self.fences()
+            .await?
+            .is_raised(&command.saga_id, &command.step)
+            .await
+            .map_err(|e| HandlerError::retryable(e.to_string()))
+    }
+
+    /// A fenced forward command undoes whatever it (or an earlier delivery
+    /// of it) did, with the step's compensation; every compensation deletes
+    /// only what carries its own saga, and treats "not there" as done.
+    async fn undo(
+        &self,
+        command: &pb::StepCommand,
+        ok: Option<&pb::StepOk>,
+        info: &DeliveryInfo,
+    ) -> Result<(), HandlerError> {
+        if command.compensation.is_empty() {
+            return Ok(());
+        }
+        let mut undo = command.clone();
+        undo.compensate = true;
+        undo.resources = ok.map(|ok| ok.resources.clone()).unwrap_or_default();
+        match self.service.run(&command.compensation, &undo, info).await {
+            Ok(_) => Ok(()),
+            Err(failure) if failure.retryable => {
+                Err(HandlerError::retryable(format!("undoing a fenced command: {failure}")))
             }
-            Err(failure) if failure.retryable => (Outcome::Retryable(failure.to_pb()), Some(failure)),
-            Err(failure) => (Outcome::Permanent(failure.to_pb()), Some(failure)),
-        };
+            Err(failure) => {
+                tracing::error!(%failure, step = %command.step, "a fenced command's effect could not be undone");
+                Ok(())
+            }
+        }
+    }
+
+    async fn report(
+        &self,
+        command: &pb::StepCommand,
+        info: &DeliveryInfo,
+        outcome: Outcome,
+    ) -> Result<(), HandlerError> {
+        let namespace = self.publisher.namespace();
         let command_id = info.message_id();
         let result = pb::StepResult {
             saga_id: command.saga_id.clone(),
@@ -102,9 +147,100 @@ impl<S: StepService> Handler for StepWorker<S> {
         self.publisher
             .publish(subject, &result, &envelope)
             .await
-            .map_err(|error| HandlerError::retryable(error.to_string()))?;
+            .map(|_| ())
+            .map_err(|error| HandlerError::retryable(error.to_string()))
+    }
+}
+
+/// How long until `deadline` (negative: past it).
+fn time_left(deadline: &prost_types::Timestamp) -> time::Duration {
+    let deadline = time::OffsetDateTime::from_unix_timestamp(deadline.seconds)
+        .map(|t| t + time::Duration::nanoseconds(i64::from(deadline.nanos)))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    deadline - time::OffsetDateTime::now_utc()
+}
+
+fn fenced_error(command: &pb::StepCommand) -> pb::StepError {
+    pb::StepError {
+        code: "fenced".into(),
+        message: format!(
+            "step {} of saga {} is being or was compensated; its forward command does nothing",
+            command.step, command.saga_id
+        ),
+        retryable: false,
+    }
+}
+
+impl<S: StepService> Handler for StepWorker<S> {
+    type Message = pb::StepCommand;
+
+    async fn handle(&self, delivery: Delivery<pb::StepCommand>) -> Result<(), HandlerError> {
+        let Delivery { message: command, info } = delivery;
+        let namespace = self.publisher.namespace();
+        let Some((_, action)) = namespace.parse_command_subject(&info.subject) else {
+            return Err(HandlerError::permanent(format!("{} is not a command subject", info.subject)));
+        };
+        let action = action.to_owned();
+        let left = command.deadline.as_ref().map(time_left);
+        if left.is_some_and(|left| left.is_negative()) {
+            // The orchestrator stopped waiting for this answer: it has
+            // re-driven the step, retried it or moved on. Say so (a result
+            // it still waits for counts as a failed attempt) and drop it.
+            tracing::info!(step = %command.step, saga = %command.saga_id, "command past its deadline refused");
+            let error = pb::StepError {
+                code: "expired".into(),
+                message: format!(
+                    "the command arrived {:?} after its deadline",
+                    left.map(|l| l.unsigned_abs()).unwrap_or_default()
+                ),
+                retryable: true,
+            };
+            return self.report(&command, &info, Outcome::Retryable(error)).await;
+        }
+        let in_saga = !command.saga_id.is_empty() && !command.step.is_empty();
+        if command.compensate && in_saga {
+            // Before anything is deleted: a forward command that comes
+            // later (or finishes later) sees this and undoes itself.
+            self.fences()
+                .await?
+                .raise(&command.saga_id, &command.step)
+                .await
+                .map_err(|e| HandlerError::retryable(e.to_string()))?;
+        } else if !command.compensate && self.is_fenced(&command).await? {
+            tracing::info!(step = %command.step, saga = %command.saga_id, "forward command of a fenced step: undoing, not running");
+            self.undo(&command, None, &info).await?;
+            return self.report(&command, &info, Outcome::Permanent(fenced_error(&command))).await;
+        }
+        let outcome = self.service.run(&action, &command, &info).await;
+        if let Ok(ok) = &outcome
+            && !command.compensate
+            && self.is_fenced(&command).await?
+        {
+            // The compensation began while this ran, and may have run
+            // before this effect existed.
+            tracing::info!(step = %command.step, saga = %command.saga_id, "step fenced while it ran: undoing its effect");
+            self.undo(&command, Some(ok), &info).await?;
+            return self.report(&command, &info, Outcome::Permanent(fenced_error(&command))).await;
+        }
+        // A retry by redelivery must not outlast the step's deadline: past
+        // it the redelivery would only be refused as expired.
+        let no_time_for_redelivery =
+            left.is_some_and(|left| left <= time::Duration::try_from(info.next_retry).unwrap_or(time::Duration::MAX));
+        let (outcome, failure) = match outcome {
+            Ok(ok) => (Outcome::Ok(ok), None),
+            // Let redelivery try again before the orchestrator hears of it.
+            Err(failure) if failure.retryable && !info.is_last_delivery() && !no_time_for_redelivery => {
+                return Err(HandlerError::retryable(failure.to_string()));
+            }
+            Err(failure) if failure.retryable => (Outcome::Retryable(failure.to_pb()), Some(failure)),
+            Err(failure) => (Outcome::Permanent(failure.to_pb()), Some(failure)),
+        };
+        self.report(&command, &info, outcome).await?;
         match failure {
             None => Ok(()),
+            // Reported: the orchestrator decides what happens next, so the
+            // command is not redelivered.
+            Some(failure) if failure.retryable && no_time_for_redelivery => Ok(()),
             Some(failure) if failure.retryable => Err(HandlerError::retryable(failure.to_string())),
             Some(failure) => Err(HandlerError::permanent(failure.to_string())),
         }

@@ -4,6 +4,12 @@
 //! SIGKILL when that thread dies (PR_SET_PDEATHSIG): the signal is tied to
 //! the forking *thread*, and test threads come and go. So a test binary that
 //! ends, panics or is killed leaves no server behind.
+//!
+//! A Rust service started with [`Process::start`] is also watched for
+//! panics: when it is dropped (stopped by the test, or restarted), its log is
+//! searched for the line Rust's panic hook writes, and a panic found fails
+//! the test that held it (issue 23: a panic anywhere in a service fails the
+//! suite, even one the service survived, such as a panicking request task).
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -92,6 +98,31 @@ pub fn scratch_dir(kind: &str) -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
+/// The lines of `log` that Rust's default panic hook starts a panic with:
+/// `thread '<name>' panicked at <file>:<line>:<column>:` (since Rust 1.92
+/// with the thread id, `thread '<name>' (<id>) panicked at …`). Only a line
+/// that begins so counts: a log line merely quoting the words (a request
+/// body, an error message, a log field) starts with a timestamp or a level,
+/// and a multi-line message the services log has its lines indented or
+/// escaped by the tracing formatter.
+pub fn panic_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|line| {
+            let Some(rest) = line.strip_prefix("thread '") else { return false };
+            // After the thread's name: `' panicked at ` or `' (<id>) panicked at `.
+            let Some((_, after_name)) = rest.split_once('\'') else { return false };
+            let after_id = match after_name.strip_prefix(" (") {
+                Some(id) => match id.split_once(')') {
+                    Some((digits, after)) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => after,
+                    _ => return false,
+                },
+                None => after_name,
+            };
+            after_id.starts_with(" panicked at ")
+        })
+        .collect()
+}
+
 /// A running child with its stdout and stderr in a log file.
 #[derive(Debug)]
 pub struct Process {
@@ -99,6 +130,8 @@ pub struct Process {
     child: Child,
     log: PathBuf,
     status: Option<ExitStatus>,
+    /// A Rust service of ours: a panic in its log fails the test ([`Drop`]).
+    watch_panics: bool,
 }
 
 impl Process {
@@ -121,7 +154,7 @@ impl Process {
             .stdout(out.try_clone()?)
             .stderr(out);
         let child = spawn_tied(command).map_err(|e| anyhow::anyhow!("cannot start {}: {e}", program.display()))?;
-        Ok(Self { name: name.to_owned(), child, log, status: None })
+        Ok(Self { name: name.to_owned(), child, log, status: None, watch_panics: true })
     }
 
     /// Starts `command`, a server, with its output appended to `log`, and
@@ -148,8 +181,10 @@ impl Process {
         Ok(process)
     }
 
+    /// A server that is not ours (nats-server, PostgreSQL, …): its log is
+    /// not searched for Rust panics.
     pub(crate) fn from_child(name: &str, child: Child, log: PathBuf) -> Self {
-        Self { name: name.to_owned(), child, log, status: None }
+        Self { name: name.to_owned(), child, log, status: None, watch_panics: false }
     }
 
     pub fn pid(&self) -> u32 {
@@ -163,6 +198,33 @@ impl Process {
     /// Everything the process wrote so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The panics its log holds so far (the first line of each), in order.
+    /// The log is appended across restarts under the same name, so this
+    /// covers every run of the service in its log directory.
+    pub fn panics(&self) -> Vec<String> {
+        panic_lines(&self.output()).into_iter().map(str::to_owned).collect()
+    }
+
+    /// Fails with the panics and the log if the process logged any.
+    pub fn check_no_panics(&self) -> anyhow::Result<()> {
+        let panics = self.panics();
+        anyhow::ensure!(
+            panics.is_empty(),
+            "{} panicked ({} panic(s)): {panics:#?}\nits log ({}):\n{}",
+            self.name,
+            panics.len(),
+            self.log.display(),
+            self.output()
+        );
+        Ok(())
+    }
+
+    /// Stops watching for panics (a test that makes a service panic on
+    /// purpose).
+    pub fn allow_panics(&mut self) {
+        self.watch_panics = false;
     }
 
     pub fn signal(&self, signal: i32) {
@@ -219,5 +281,45 @@ impl Drop for Process {
         if self.try_status().is_none() {
             self.kill();
         }
+        if !self.watch_panics {
+            return;
+        }
+        // Killed and reaped: the log is complete.
+        if let Err(error) = self.check_no_panics() {
+            if std::thread::panicking() {
+                // A second panic would abort the test binary; say it instead.
+                eprintln!("{error:#}");
+            } else {
+                panic!("{error:#}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_lines;
+
+    #[test]
+    fn only_the_panic_hooks_own_line_counts() {
+        let log = "\
+2026-05-01T10:00:00Z  INFO gateway: request path=/v1/tenants status=202
+thread 'tokio-runtime-worker' (4242) panicked at services/gateway/src/events.rs:80:61:
+attempt to add with overflow
+thread 'main' panicked at src/main.rs:2:5:
+2026-05-01T10:00:01Z  WARN gateway: display name \"thread 'x' panicked at a.rs:1:1\" refused
+  thread 'x' panicked at indented.rs:1:1:
+thread 'x' (12a) panicked at not-an-id.rs:1:1:
+thread 'x' (4242) did not panic at all
+the words panicked at appear here
+";
+        assert_eq!(
+            panic_lines(log),
+            [
+                "thread 'tokio-runtime-worker' (4242) panicked at services/gateway/src/events.rs:80:61:",
+                "thread 'main' panicked at src/main.rs:2:5:",
+            ]
+        );
+        assert!(panic_lines("").is_empty());
     }
 }

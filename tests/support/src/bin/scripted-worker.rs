@@ -15,15 +15,35 @@
 //! | `sleep:MS`        | works for MS milliseconds, then succeeds              |
 //! | `crash-once`      | exits the process on the first delivery (no ack)      |
 //! | `crash`           | exits the process on every delivery (no ack)          |
+//! | `hang-first:MS`   | the first sending of attempt 1 (not its re-drive) works MS ms, then succeeds |
 //!
 //! Successful results carry `outputs["delivered"]`, the delivery count.
+//!
+//! Its "backend" is a JetStream key-value bucket, `<namespace>_scripted`,
+//! that tests read to find orphans: a forward step that succeeds puts
+//! `<tenant key>/<step>` with its saga id as the ownership marker (adopting
+//! what is there), and a compensation deletes the key only when the marker
+//! names its own saga — the fencing protocol the real workers follow.
 
 use std::time::Duration;
 
+use async_nats::jetstream::kv;
 use landlord_contract::{StreamKind, pb};
 use landlord_runtime::{Config, DeliveryInfo, Env, Service, StepFailure, StepService, StepWorker, Telemetry};
 
-struct Scripted;
+struct Scripted {
+    backend: kv::Store,
+}
+
+/// The backend's key for a step of a tenant.
+fn backend_key(command: &pb::StepCommand) -> String {
+    let key = command.tenant.as_ref().map_or("", |t| t.key.as_str());
+    format!("{key}/{}", command.step)
+}
+
+fn backend_error(error: impl std::fmt::Display) -> StepFailure {
+    StepFailure::retryable("backend", format!("scripted backend: {error}"))
+}
 
 impl StepService for Scripted {
     async fn run(
@@ -69,7 +89,20 @@ impl StepService for Scripted {
                 tracing::warn!("crashing on purpose before the ack");
                 std::process::exit(3);
             }
+            "hang-first" if command.attempt == 1 && !delivery.message_id().ends_with(".r") => {
+                tokio::time::sleep(Duration::from_millis(arg.parse().unwrap_or(0))).await;
+            }
+            "hang-first" => {}
             other => return Err(StepFailure::permanent("unknown_script", format!("unknown script {other:?}"))),
+        }
+        let place = backend_key(command);
+        if command.compensate {
+            let marker = self.backend.get(place.clone()).await.map_err(backend_error)?;
+            if marker.as_deref() == Some(command.saga_id.as_bytes()) {
+                self.backend.purge(place).await.map_err(backend_error)?;
+            }
+        } else if action != "send_welcome" {
+            self.backend.put(place, command.saga_id.clone().into()).await.map_err(backend_error)?;
         }
         let key = command.tenant.as_ref().map_or("", |t| t.key.as_str());
         Ok(pb::StepOk {
@@ -91,7 +124,16 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = Telemetry::init(&format!("scripted-{service_name}"), config.otlp_endpoint.as_deref())?;
     let mut service = Service::build(config).await?;
     let subjects = vec![service.broker.namespace.service_commands(&service_name)];
-    let worker = StepWorker::new(Scripted, service.publisher.clone());
+    let backend = service
+        .broker
+        .jetstream
+        .create_or_update_key_value(kv::Config {
+            bucket: format!("{}_scripted", service.broker.namespace.root().replace('.', "_")),
+            history: 1,
+            ..Default::default()
+        })
+        .await?;
+    let worker = StepWorker::new(Scripted { backend }, service.publisher.clone());
     service.consume(StreamKind::Commands, &service_name, subjects, worker).await?;
     let outcome = service.run().await;
     telemetry.shutdown();
