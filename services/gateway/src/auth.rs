@@ -134,13 +134,15 @@ impl<'a> Jwt<'a> {
             .and_then(|p| serde_json::from_slice(&p).ok())
             .ok_or_else(|| malformed("has unreadable claims (sub, iss, aud, exp and iat are required)"))?;
         let now = now();
-        if claims.exp + LEEWAY < now {
+        // The claims are signed, yet numbers from outside all the same:
+        // saturating, so an exp near u64::MAX is far future, not a wrap.
+        if claims.exp.saturating_add(LEEWAY) < now {
             return Err(Problem::unauthenticated(
                 "token-expired",
                 format!("the bearer token expired {} seconds ago", now - claims.exp),
             ));
         }
-        if claims.nbf.is_some_and(|nbf| nbf > now + LEEWAY) {
+        if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(LEEWAY)) {
             return Err(Problem::unauthenticated("token-not-yet-valid", "the bearer token is not valid yet (nbf)"));
         }
         if !claims.aud.contains(audience) {
@@ -179,7 +181,7 @@ impl Tokens {
             sub: subject.to_owned(),
             iss: self.issuer.clone(),
             aud: Audience::One(self.audience.clone()),
-            exp: iat + ttl.as_secs(),
+            exp: iat.saturating_add(ttl.as_secs()),
             iat,
             nbf: None,
             scope: scopes.join(" "),

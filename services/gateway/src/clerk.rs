@@ -18,6 +18,9 @@
 //! key comes from the slug, made valid where that is unambiguous (lower
 //! case, `_`/`.`/space to `-`, other characters dropped, cut to the maximum
 //! length) or the organization is marked rejected with the rule it broke.
+//! A key already held by a tenant, an API request or another organization
+//! is not a rejection: the organization gets the first free key of `-2`,
+//! `-3`, … appended ([`key_candidates`]; docs/clerk.md).
 //! Organizations still waiting for their admin are listed at
 //! `/v1/clerk/organizations` and logged as overdue after
 //! `LANDLORD_CLERK_ADMIN_WAIT`. With `LANDLORD_CLERK_SECRET_KEY` set, the
@@ -32,6 +35,7 @@
 //! the delivery's JSON verbatim in `data`, written to the outbox in the
 //! delivery's transaction like everything the gateway publishes.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
@@ -55,6 +59,7 @@ use tokio_util::sync::CancellationToken;
 use crate::App;
 use crate::auth::{Caller, READ};
 use crate::clerk_backend::{Admin, BackendSettings};
+use crate::limits::SignatureChecked;
 use crate::problem::{Problem, Result};
 
 /// How far a delivery's timestamp may be from our clock, either way.
@@ -115,13 +120,15 @@ impl SigningSecret {
             .parse()
             .map_err(|_| Problem::bad_request("webhook-headers", "svix-timestamp is not a number of seconds"))?;
         let signatures = header("svix-signature")?;
-        let skew = now - timestamp;
-        let tolerance = TOLERANCE.as_secs() as i64;
-        if skew.abs() > tolerance {
-            let when = if skew > 0 { "old" } else { "ahead of our clock" };
+        // abs_diff: any i64 from the header, i64::MIN included, without
+        // overflow.
+        let skew = now.abs_diff(timestamp);
+        let tolerance = TOLERANCE.as_secs();
+        if skew > tolerance {
+            let when = if now > timestamp { "old" } else { "ahead of our clock" };
             return Err(Problem::unauthenticated(
                 "webhook-timestamp",
-                format!("svix-timestamp is {}s {when}; at most {tolerance}s either way is accepted", skew.abs()),
+                format!("svix-timestamp is {skew}s {when}; at most {tolerance}s either way is accepted"),
             ));
         }
         let content = signed_content(id, timestamp, body);
@@ -166,6 +173,44 @@ pub fn key_from_slug(slug: &str) -> std::result::Result<TenantKey, KeyError> {
         key.pop();
     }
     TenantKey::parse(&key)
+}
+
+/// How many suffixed keys (`-2` to `-<this>`) are tried for an
+/// organization whose key is taken before it is rejected.
+pub const MAX_KEY_SUFFIX: u32 = 99;
+
+/// The keys an organization may get, in order of preference: the key from
+/// its slug, then the same with `-2`, `-3`, … up to [`MAX_KEY_SUFFIX`], the
+/// base cut (and any hyphen it ends with dropped) so that each still meets
+/// the key rule, its length included.
+pub fn key_candidates(key: &TenantKey) -> Vec<TenantKey> {
+    let mut candidates = vec![key.clone()];
+    for n in 2..=MAX_KEY_SUFFIX {
+        let suffix = format!("-{n}");
+        let mut base = key.as_str().to_owned();
+        base.truncate(KEY_MAX_LEN.saturating_sub(suffix.len()));
+        while base.ends_with('-') {
+            base.pop();
+        }
+        if let Ok(candidate) = TenantKey::parse(&format!("{base}{suffix}"))
+            && !candidates.contains(&candidate)
+        {
+            candidates.push(candidate);
+        }
+    }
+    candidates
+}
+
+/// Any NUL character in a string or a member name: PostgreSQL's text and
+/// jsonb cannot hold one, so a delivery with one is refused up front rather
+/// than failing its transaction (a 5xx that Svix would retry for a day).
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(members) => members.iter().any(|(name, value)| name.contains('\0') || has_nul(value)),
+        _ => false,
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,27 +266,75 @@ pub struct OrganizationView {
     pub overdue: bool,
 }
 
-const VIEW: &str = "org_id, slug, name, tenant_key, admin_email,
-    CASE WHEN rejected_rule IS NOT NULL THEN 'rejected'
-         WHEN requested_at IS NOT NULL THEN 'requested'
-         WHEN organization_at IS NULL THEN 'waiting_for_organization'
+/// An organization as listed, over [`VIEW_FROM`]. One whose request lost
+/// its key to another tenant (the race [`free_key`] leaves open: the
+/// orchestrator rejected the request) is `rejected` with the rule, and not
+/// linked to the tenant that has the key.
+const VIEW: &str = "o.org_id, o.slug, o.name, CASE WHEN lost THEN NULL ELSE o.tenant_key END AS tenant_key,
+    o.admin_email,
+    CASE WHEN o.rejected_rule IS NOT NULL OR lost THEN 'rejected'
+         WHEN o.requested_at IS NOT NULL THEN 'requested'
+         WHEN o.organization_at IS NULL THEN 'waiting_for_organization'
          ELSE 'waiting_for_admin' END AS state,
-    rejected_rule, rejected_reason, created_at, requested_at,
-    (requested_at IS NULL AND rejected_rule IS NULL AND created_at < now() - make_interval(secs => $1)) AS overdue";
+    coalesce(o.rejected_rule, CASE WHEN lost THEN 'tenant_key.duplicate' END) AS rejected_rule,
+    coalesce(o.rejected_reason, CASE WHEN lost THEN
+        format('tenant key %s was taken by another tenant before this organization''s request arrived',
+               o.tenant_key) END) AS rejected_reason,
+    o.created_at, o.requested_at,
+    (o.requested_at IS NULL AND o.rejected_rule IS NULL AND o.created_at < now() - make_interval(secs => $1))
+        AS overdue";
+
+/// `lost`: a tenant other than the organization's own has its key (the
+/// tenant of an organization has its idempotency id, or, once retried,
+/// still its label).
+const VIEW_FROM: &str = "clerk_organizations o
+    CROSS JOIN LATERAL (SELECT EXISTS (
+        SELECT 1 FROM tenants t WHERE t.key = o.tenant_key
+           AND t.idempotency_id <> 'clerk:' || o.org_id
+           AND (t.labels ->> 'clerk.organization_id') IS DISTINCT FROM o.org_id) AS lost) l";
 
 fn text(value: &Value, pointer: &str) -> Option<String> {
     value.pointer(pointer).and_then(Value::as_str).map(str::to_owned).filter(|s| !s.is_empty())
 }
 
-/// `POST /v1/webhooks/clerk`.
-pub async fn webhook(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Result<Response> {
-    let Some(settings) = app.clerk.clone() else { return Err(Problem::not_found("no such endpoint")) };
-    let svix_id = settings.secret.verify(&headers, &body, unix_now())?;
-    let delivery: Delivery = serde_json::from_slice(&body)
-        .map_err(|e| Problem::bad_request("malformed-body", format!("the delivery is not a Clerk event: {e}")))?;
+/// `POST /v1/webhooks/clerk`. An answer to a delivery whose signature
+/// checked carries [`SignatureChecked`]: the rate limit counts only the
+/// others ([`crate::limits::guard`]).
+pub async fn webhook(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(settings) = app.clerk.clone() else { return Problem::not_found("no such endpoint").into_response() };
+    let svix_id = match settings.secret.verify(&headers, &body, unix_now()) {
+        Ok(svix_id) => svix_id,
+        Err(problem) => return problem.into_response(),
+    };
+    let mut response = match deliver(&app, &settings, &headers, &body, svix_id).await {
+        Ok(response) => response,
+        Err(problem) => problem.into_response(),
+    };
+    response.extensions_mut().insert(SignatureChecked);
+    response
+}
+
+/// A delivery whose signature checked.
+async fn deliver(
+    app: &App,
+    settings: &Arc<Settings>,
+    headers: &HeaderMap,
+    body: &Bytes,
+    svix_id: String,
+) -> Result<Response> {
+    crate::body::require_json(headers)?;
+    let malformed = |e: serde_json::Error| {
+        Problem::bad_request("malformed-body", format!("the delivery is not a Clerk event: {e}"))
+    };
+    let value: Value = serde_json::from_slice(body).map_err(malformed)?;
+    if has_nul(&value) {
+        return Err(Problem::bad_request("malformed-body", "the delivery contains a NUL character (\\u0000)")
+            .with_rule("body.nul_character"));
+    }
+    let delivery: Delivery = serde_json::from_value(value).map_err(malformed)?;
     // Parsed above, so valid JSON (and UTF-8): stored as sent, PostgreSQL
     // makes the jsonb (no second parse and re-serialisation here).
-    let payload = std::str::from_utf8(&body).unwrap_or("null");
+    let payload = std::str::from_utf8(body).unwrap_or("null");
     let token: String = delivery.kind.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '.').collect();
     let token = token.to_ascii_lowercase().replace('.', "_");
     let token = if token.is_empty() { "unknown".to_owned() } else { token };
@@ -252,14 +345,14 @@ pub async fn webhook(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
         timestamp: delivery.timestamp.unwrap_or_default(),
         data: body.to_vec(),
         instance_id: delivery.instance_id.clone().unwrap_or_default(),
-        delivered_at: svix_timestamp(&headers),
+        delivered_at: svix_timestamp(headers),
     };
     let subject = format!("{}.v1.events._clerk.{token}", app.namespace.root());
     let event = Outgoing::new(subject, format!("clerk.{svix_id}"), &event);
     let admin_membership = delivery.kind == "organizationMembership.created"
         && text(&delivery.data, "/role").as_deref() == Some("org:admin");
     if delivery.kind != "organization.created" && !admin_membership {
-        return record_event(&app, &svix_id, &delivery.kind, event).await;
+        return record_event(app, &svix_id, &delivery.kind, event).await;
     }
     let mut tx = app.pool.begin().await?;
     let fresh = sqlx::query(
@@ -314,7 +407,7 @@ pub async fn webhook(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
     };
     let mut organization = None;
     if let Some(org_id) = &org_id {
-        if let Some(request) = ready_request(&mut tx, &app, &settings, org_id).await? {
+        if let Some(request) = ready_request(&mut tx, app, settings, org_id).await? {
             messages.push(request);
         }
         organization = Some(view(&mut tx, org_id, settings.admin_wait).await?);
@@ -482,13 +575,21 @@ async fn ready_request(
     }
     let Some(email) = row.admin_email else { return Ok(None) };
     let slug = row.slug.clone().unwrap_or_default();
-    let key = match key_from_slug(&slug) {
+    let wanted = match key_from_slug(&slug) {
         Ok(key) => key,
         Err(error) => {
             let reason = format!("slug {slug:?} cannot be a tenant key: {error}");
             return reject(tx, org_id, error.rule(), &reason).await;
         }
     };
+    let Some(key) = free_key(tx, org_id, &wanted).await? else {
+        let reason =
+            format!("tenant key {:?} and its suffixed forms up to -{MAX_KEY_SUFFIX} are all taken", wanted.as_str());
+        return reject(tx, org_id, "tenant_key.duplicate", &reason).await;
+    };
+    if key != wanted {
+        tracing::info!(org_id, wanted = %wanted, key = %key, "clerk organization's key is taken; a suffixed one is used");
+    }
     let request = pb::TenantRequested {
         idempotency_id: format!("clerk:{org_id}"),
         key: key.to_string(),
@@ -517,6 +618,36 @@ async fn ready_request(
     Ok(Some(Outgoing::new(subject, format!("gateway.clerk.{org_id}.requested"), &request).about(key.as_str(), None)))
 }
 
+/// The first of [`key_candidates`] that no tenant, API request or other
+/// organization holds. Picking is serialised between deliveries by a
+/// transaction-level advisory lock, so two organizations with one slug get
+/// two keys; a tenant asked for under the same key at the same moment by
+/// another source (the API, a service on the broker) can still win the
+/// race at the orchestrator's intake, and the organization is then shown
+/// rejected (see [`VIEW`]).
+async fn free_key(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    org_id: &str,
+    wanted: &TenantKey,
+) -> Result<Option<TenantKey>> {
+    /// The advisory lock's key: any constant of our own.
+    const KEY_PICKING: i64 = 0x6c61_6e64_6c6f_7264;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(KEY_PICKING).execute(&mut **tx).await?;
+    let candidates = key_candidates(wanted);
+    let names: Vec<&str> = candidates.iter().map(TenantKey::as_str).collect();
+    let taken: Vec<String> = sqlx::query_scalar(
+        "SELECT k FROM unnest($1::text[]) k
+         WHERE EXISTS (SELECT 1 FROM tenants WHERE key = k)
+            OR EXISTS (SELECT 1 FROM api_requests WHERE tenant_key = k)
+            OR EXISTS (SELECT 1 FROM clerk_organizations WHERE tenant_key = k AND org_id <> $2)",
+    )
+    .bind(&names)
+    .bind(org_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(candidates.into_iter().find(|c| !taken.iter().any(|t| t == c.as_str())))
+}
+
 /// Records why an organization cannot become a tenant.
 async fn reject(
     tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
@@ -539,7 +670,7 @@ async fn view(
     org_id: &str,
     wait: Duration,
 ) -> Result<OrganizationView> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {VIEW} FROM clerk_organizations WHERE org_id = $2")))
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {VIEW} FROM {VIEW_FROM} WHERE o.org_id = $2")))
         .bind(wait.as_secs_f64())
         .bind(org_id)
         .fetch_one(&mut **tx)
@@ -578,7 +709,7 @@ pub async fn organizations(
         return Err(Problem::bad_request("state", format!("state {state:?} is not one of: {}", STATES.join(", "))));
     }
     let all: Vec<OrganizationView> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT * FROM (SELECT {VIEW} FROM clerk_organizations) o WHERE $2::text IS NULL OR state = $2
+        "SELECT * FROM (SELECT {VIEW} FROM {VIEW_FROM}) v WHERE $2::text IS NULL OR state = $2
          ORDER BY created_at, org_id LIMIT 1000"
     )))
     .bind(settings.admin_wait.as_secs_f64())
@@ -632,6 +763,26 @@ mod tests {
     }
 
     #[test]
+    fn a_taken_key_gets_suffixes_that_meet_the_key_rule() {
+        let keys = |key: &str| -> Vec<String> {
+            key_candidates(&TenantKey::parse(key).unwrap()).iter().map(|k| k.as_str().to_owned()).collect()
+        };
+        let acme = keys("acme");
+        assert_eq!(&acme[..3], ["acme", "acme-2", "acme-3"]);
+        assert_eq!(acme.len(), MAX_KEY_SUFFIX as usize);
+        assert_eq!(acme.last().map(String::as_str), Some("acme-99"));
+        // The longest key is cut to leave room, and a cut that ends in a
+        // hyphen drops it (no "--").
+        let long = format!("{}-b", "a".repeat(KEY_MAX_LEN - 2));
+        let cut = keys(&long);
+        assert_eq!(cut[1], format!("{}-2", "a".repeat(KEY_MAX_LEN - 2)));
+        assert_eq!(cut[10], format!("{}-11", "a".repeat(KEY_MAX_LEN - 3)));
+        for key in keys(&long).iter().chain(&acme) {
+            assert!(TenantKey::parse(key).is_ok() && key.len() <= KEY_MAX_LEN, "{key}");
+        }
+    }
+
+    #[test]
     fn signatures_verify_as_svix_describes() {
         // The example from Svix's documentation of manual verification.
         let secret = SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
@@ -651,5 +802,15 @@ mod tests {
             secret.verify(&headers, b"{}", 1614265330).unwrap_err().kind,
             "urn:landlord:problem:webhook-signature"
         );
+        // Timestamps at either end of i64, and clocks at either end, are
+        // refused as off, not an overflow.
+        for (stamp, now) in [(i64::MIN, i64::MAX), (i64::MAX, i64::MIN), (i64::MIN, 0), (0, i64::MIN)] {
+            headers.insert("svix-timestamp", stamp.to_string().parse().unwrap());
+            assert_eq!(
+                secret.verify(&headers, body, now).unwrap_err().kind,
+                "urn:landlord:problem:webhook-timestamp",
+                "{stamp} at {now}"
+            );
+        }
     }
 }

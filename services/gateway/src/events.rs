@@ -37,9 +37,17 @@ pub struct EventsQuery {
     pub last_event_id: Option<String>,
 }
 
-fn sequence(raw: &str) -> Result<u64> {
-    raw.trim().parse().map_err(|_| {
-        Problem::bad_request("last-event-id", format!("Last-Event-ID {raw:?} is not a stream sequence number"))
+/// Where a feed resumed after `raw` (from `source`: the header or the
+/// query parameter) starts: the next sequence. Checked: `raw` comes from
+/// the client, and the last sequence has no next.
+fn start_after(source: &str, raw: &str) -> Result<u64> {
+    let last: u64 = raw.trim().parse().map_err(|_| {
+        Problem::bad_request("last-event-id", format!("{source} {raw:?} is not a stream sequence number"))
+            .with_rule("last_event_id.number")
+    })?;
+    last.checked_add(1).ok_or_else(|| {
+        Problem::bad_request("last-event-id", format!("{source} {last} is past the last possible stream sequence"))
+            .with_rule("last_event_id.out_of_range")
     })
 }
 
@@ -66,12 +74,18 @@ pub async fn feed(
             Problem::bad_request("type", format!("type {name:?} is not one of: {}", known.join(", ")))
         })?),
     };
-    let last = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
-        Some(raw) => Some(sequence(raw)?),
-        None => query.last_event_id.as_deref().map(sequence).transpose()?,
+    let start = match headers.get("last-event-id") {
+        Some(value) => {
+            let raw = value.to_str().map_err(|_| {
+                Problem::bad_request("last-event-id", "Last-Event-ID is not a stream sequence number")
+                    .with_rule("last_event_id.number")
+            })?;
+            Some(start_after("Last-Event-ID", raw)?)
+        }
+        None => query.last_event_id.as_deref().map(|raw| start_after("last_event_id", raw)).transpose()?,
     };
-    let deliver_policy = match last {
-        Some(n) => DeliverPolicy::ByStartSequence { start_sequence: n + 1 },
+    let deliver_policy = match start {
+        Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
         None => DeliverPolicy::New,
     };
     let stream = app
@@ -150,4 +164,24 @@ fn to_event(message: &async_nats::jetstream::Message) -> Event {
         payload: STANDARD.encode(&message.payload),
     };
     Event::default().id(sequence.to_string()).event(name).data(serde_json::to_string(&data).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_point_is_checked_not_wrapped() {
+        assert_eq!(start_after("Last-Event-ID", "0").unwrap(), 1);
+        assert_eq!(start_after("Last-Event-ID", " 41 ").unwrap(), 42);
+        assert_eq!(start_after("Last-Event-ID", &(u64::MAX - 1).to_string()).unwrap(), u64::MAX);
+        let past = start_after("Last-Event-ID", &u64::MAX.to_string()).unwrap_err();
+        assert_eq!((past.status, past.rule.as_deref()), (400, Some("last_event_id.out_of_range")));
+        assert!(past.detail.contains("Last-Event-ID"), "{past:?}");
+        for raw in ["-1", "18446744073709551616", "1e3", "", "x"] {
+            let problem = start_after("last_event_id", raw).unwrap_err();
+            assert_eq!(problem.rule.as_deref(), Some("last_event_id.number"), "{raw}");
+            assert!(problem.detail.contains("last_event_id"), "{problem:?}");
+        }
+    }
 }

@@ -21,9 +21,11 @@
 //!   shared secret and/or RS256 with keys from a JWKS ([`jwks`]); every
 //!   401/403/503 says why ([`auth`]); `landlord-gateway mint-token` mints an
 //!   admin token from the configured secret;
-//! - limits: body size, a per-request timeout, a per-client rate limit (not
-//!   on the signed Clerk webhook, which Svix sends from few addresses) and
-//!   one structured access-log line per request ([`limits`]);
+//! - limits: body size, a per-request timeout, a per-client rate limit (on
+//!   the Clerk webhook only for deliveries whose signature does not check:
+//!   Svix sends every signed one from few addresses) and one structured
+//!   access-log line per request ([`limits`]);
+//! - request bodies are JSON declared as `application/json` ([`body`]);
 //! - `/livez`, `/readyz`, `/metrics` on `LANDLORD_HTTP_ADDR` like every
 //!   service (the runtime's health endpoint), the API on `LANDLORD_API_ADDR`.
 //!
@@ -66,6 +68,7 @@
 #![recursion_limit = "256"]
 
 pub mod auth;
+pub mod body;
 pub mod clerk;
 pub mod clerk_backend;
 pub mod events;
@@ -259,6 +262,8 @@ pub fn router(app: App, limits: &limits::Limits) -> Router {
         .with_state(app)
         .layer(DefaultBodyLimit::max(limits.body_bytes))
         .layer(axum::middleware::from_fn_with_state(limiter, limits::guard))
+        // Outermost: whatever answered an error, it is problem+json.
+        .layer(axum::middleware::from_fn_with_state(limits.body_bytes, problem::every_error_is_a_problem))
 }
 
 /// The running API.

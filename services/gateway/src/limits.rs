@@ -57,28 +57,44 @@ impl Limiter {
     }
 }
 
+/// Put on an answer of the Clerk webhook whose delivery's signature
+/// checked: only those are exempt from the per-address limit.
+#[derive(Debug, Clone, Copy)]
+pub struct SignatureChecked;
+
+/// The path of the one route limited after the fact (see [`guard`]).
+const WEBHOOK: &str = "/v1/webhooks/clerk";
+
+impl Limiter {
+    fn refuse(&self, retry_after: u64, what: &str) -> Response {
+        let mut problem = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            format!(
+                "more than {} {what} per second from this client; retry in {retry_after}s",
+                self.limits.rate_per_second
+            ),
+        );
+        problem.retry_after = Some(retry_after);
+        problem.into_response()
+    }
+}
+
 pub async fn guard(State(limiter): State<Limiter>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    // Clerk's deliveries are authenticated by their signature and come from
-    // Svix's few addresses: a per-address limit would refuse a burst of
-    // organizations (and Svix would retry only minutes later).
-    let limited = client.filter(|_| path != "/v1/webhooks/clerk");
+    // Clerk's deliveries come from Svix's few addresses: a per-address
+    // limit would refuse a burst of organizations (and Svix would retry only
+    // minutes later). So the webhook takes a token only for a delivery whose
+    // signature did not check, once the handler has said so: a flood of
+    // unsigned or forged deliveries from one address is refused like any
+    // other, a signed delivery never is.
+    let webhook = path == WEBHOOK;
+    let limited = client.filter(|_| !webhook);
     let response = match limited.map(|c| limiter.take(c)) {
-        Some(Err(retry_after)) => {
-            let mut problem = Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate-limited",
-                format!(
-                    "more than {} requests per second from this client; retry in {retry_after}s",
-                    limiter.limits.rate_per_second
-                ),
-            );
-            problem.retry_after = Some(retry_after);
-            problem.into_response()
-        }
+        Some(Err(retry_after)) => limiter.refuse(retry_after, "requests"),
         _ => match tokio::time::timeout(limiter.limits.timeout, next.run(request)).await {
             Ok(response) => response,
             Err(_) => Problem::new(
@@ -88,6 +104,15 @@ pub async fn guard(State(limiter): State<Limiter>, request: Request, next: Next)
             )
             .into_response(),
         },
+    };
+    let response = match client {
+        Some(client) if webhook && response.extensions().get::<SignatureChecked>().is_none() => {
+            match limiter.take(client) {
+                Ok(()) => response,
+                Err(retry_after) => limiter.refuse(retry_after, "deliveries with a bad or missing signature"),
+            }
+        }
+        _ => response,
     };
     tracing::info!(
         target: "access",

@@ -198,7 +198,7 @@ pub fn document() -> Value {
         "info": {
             "title": "Landlord gateway",
             "version": "1",
-            "description": "Tenant provisioning: ask for a tenant, follow its saga, cancel or retry it; Clerk webhooks; a live event feed. Errors are RFC 9457 problem details."
+            "description": "Tenant provisioning: ask for a tenant, follow its saga, cancel or retry it; Clerk webhooks; a live event feed. Every error, on every path (an unknown path 404, a method a path does not have 405 with Allow, a body too large 413, a body not declared application/json 415), is an RFC 9457 problem detail (application/problem+json)."
         },
         "components": {
             "securitySchemes": {
@@ -215,8 +215,9 @@ pub fn document() -> Value {
                     "responses": answers.with_auth(vec![
                         ("202", accepted.clone()),
                         ("400", answers.problem("Missing Idempotency-Key or malformed body")),
-                        ("409", answers.problem("The tenant key is taken")),
-                        ("413", json!({"description": "Body too large"})),
+                        ("409", answers.problem("The tenant key is taken (rule tenant_key.duplicate), or a domain belongs to another live tenant (rule tenant.domain_taken)")),
+                        ("413", answers.problem("Body too large")),
+                        ("415", answers.problem("The body is not declared Content-Type: application/json")),
                         ("422", answers.problem("A rule was broken (see rule), or the Idempotency-Key was used with another body")),
                     ])
                 },
@@ -252,7 +253,10 @@ pub fn document() -> Value {
                     "responses": answers.with_auth(vec![
                         ("202", accepted.clone()),
                         ("404", answers.problem("No such tenant")),
+                        ("400", answers.problem("Malformed body")),
                         ("409", answers.problem("Nothing is running to cancel")),
+                        ("413", answers.problem("Body too large")),
+                        ("415", answers.problem("A body not declared Content-Type: application/json")),
                         ("422", answers.problem("Not a valid tenant key")),
                     ])
                 }
@@ -264,7 +268,7 @@ pub fn document() -> Value {
                     "responses": answers.with_auth(vec![
                         ("202", accepted),
                         ("404", answers.problem("No such tenant")),
-                        ("409", answers.problem("The tenant is not FAILED")),
+                        ("409", answers.problem("The tenant is not FAILED, or a domain of it now belongs to another live tenant (rule tenant.domain_taken)")),
                         ("422", answers.problem("Not a valid tenant key")),
                     ])
                 }
@@ -300,6 +304,9 @@ pub fn document() -> Value {
                         "200": ok("Durably accepted, or a duplicate", &outcome),
                         "400": answers.problem("Missing Svix headers or not a Clerk event"),
                         "401": answers.problem("Bad signature or a timestamp more than 5 minutes off"),
+                        "413": answers.problem("Body too large"),
+                        "415": answers.problem("A signed delivery not declared Content-Type: application/json"),
+                        "429": answers.problem("Too many deliveries with a bad or missing signature from this address; see Retry-After (signed deliveries are never limited)"),
                     }
                 }
             },

@@ -3,8 +3,17 @@
 //! Every refusal names what was wrong: `type` is a stable URN per kind of
 //! problem, `detail` is a sentence for people, and validation problems carry
 //! the rule that was broken in `rule`.
+//!
+//! That holds for answers the handlers never see too: axum's own refusals
+//! (a body over the size limit, a method the route does not have, a path
+//! segment that is not UTF-8, …) are plain text or empty, and
+//! [`every_error_is_a_problem`], the outermost layer, rewrites any error
+//! answer that is not already `application/problem+json` into one, keeping
+//! its status and headers such as `Allow`.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -131,5 +140,70 @@ impl IntoResponse for Problem {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+/// The largest error body of axum's that is read back to become a
+/// problem's detail (its rejections are one sentence).
+const REWRITTEN_BODY_LIMIT: usize = 4096;
+
+/// Layer: an error answer that is not problem+json becomes one. `body_limit`
+/// is the configured body size limit, named in 413s.
+pub async fn every_error_is_a_problem(State(body_limit): State<usize>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let said = axum::body::to_bytes(body, REWRITTEN_BODY_LIMIT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let allow = parts.headers.get(header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let problem = problem_for(status, &method, &allow, &said, body_limit);
+    let mut rewritten = problem.into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
+            rewritten.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rewritten
+}
+
+/// The problem an error answer of axum's stands for.
+fn problem_for(status: StatusCode, method: &Method, allow: &str, said: &str, body_limit: usize) -> Problem {
+    let said_or = |fallback: &str| if said.is_empty() { fallback.to_owned() } else { said.to_owned() };
+    match status {
+        StatusCode::NOT_FOUND => Problem::not_found(said_or("no such endpoint")),
+        StatusCode::METHOD_NOT_ALLOWED => Problem::new(
+            status,
+            "method-not-allowed",
+            format!("{method} is not allowed here; this endpoint accepts: {allow}"),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
+            status,
+            "body-too-large",
+            format!("the request body is larger than the limit of {body_limit} bytes"),
+        )
+        .with_rule("body.too_large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            Problem::new(status, "unsupported-media-type", said_or("unsupported media type"))
+                .with_rule("content_type.json")
+        }
+        // A 5xx says nothing of its cause to the caller (the log does).
+        _ if status.is_server_error() => {
+            tracing::error!(status = status.as_u16(), said, "error answer without a problem");
+            Problem::new(status, "internal", "the request could not be served; try again")
+        }
+        _ => {
+            let title = status.canonical_reason().unwrap_or("error").to_ascii_lowercase().replace(' ', "-");
+            Problem::new(status, &title, said_or(status.canonical_reason().unwrap_or("refused")))
+        }
     }
 }

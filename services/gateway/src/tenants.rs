@@ -82,11 +82,6 @@ fn parse_tier(tier: Option<&str>) -> Result<pb::Tier> {
     }
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T> {
-    serde_json::from_slice(body)
-        .map_err(|error| Problem::bad_request("malformed-body", format!("the request body is not valid: {error}")))
-}
-
 fn idempotency_key(headers: &HeaderMap) -> Result<String> {
     let missing = || {
         Problem::bad_request(
@@ -122,7 +117,7 @@ fn requested_subject(app: &App, key: &TenantKey) -> String {
 pub async fn create(State(app): State<App>, caller: Caller, headers: HeaderMap, body: Bytes) -> Result<Response> {
     caller.require(WRITE)?;
     let idempotency_key = idempotency_key(&headers)?;
-    let body: CreateTenant = json_body(&body)?;
+    let body: CreateTenant = crate::body::json(&headers, &body)?;
     let request = pb::TenantRequested {
         idempotency_id: format!("api:{idempotency_key}"),
         key: body.key.clone(),
@@ -185,14 +180,18 @@ pub async fn create(State(app): State<App>, caller: Caller, headers: HeaderMap, 
     }
     // Refuse a key taken by another source (Clerk, a service on the
     // broker) now rather than after the broker round trip.
-    let exists: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM tenants WHERE key = $1 AND id <> $2")
-        .bind(valid.key.as_str())
-        .bind(tenant)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if exists.is_some() {
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM tenants WHERE key = $1 AND id <> $2)
+             OR EXISTS (SELECT 1 FROM clerk_organizations WHERE tenant_key = $1)",
+    )
+    .bind(valid.key.as_str())
+    .bind(tenant)
+    .fetch_one(&mut *tx)
+    .await?;
+    if exists {
         return Err(taken());
     }
+    refuse_taken_domains(&mut tx, &request.domains, tenant).await?;
     let message = Outgoing::new(requested_subject(&app, &valid.key), format!("gateway.{tenant}.requested"), &request)
         .about(valid.key.as_str(), None);
     let pending = landlord_orchestrator::outbox::write(&mut tx, &[message]).await?;
@@ -200,6 +199,44 @@ pub async fn create(State(app): State<App>, caller: Caller, headers: HeaderMap, 
     app.dispatcher.dispatch(pending).await;
     tracing::info!(key = %valid.key, %tenant, by = %caller.subject, "tenant requested");
     Ok(accepted_response(&accepted))
+}
+
+/// Tenant statuses in which a tenant no longer holds its domains.
+const GONE: [&str; 3] = ["FAILED", "CANCELLED", "DELETED"];
+
+/// 409 `tenant.domain_taken` if a live tenant (any status but [`GONE`])
+/// other than `tenant` lists one of `domains`, compared lower-cased. The
+/// answer names the domain, never the tenant that holds it. The
+/// orchestrator's intake applies the same rule to requests from every
+/// source; this is the early answer for the API. Nothing here proves the
+/// caller owns the domain (docs/domains.md).
+async fn refuse_taken_domains(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    domains: &[String],
+    tenant: Uuid,
+) -> Result<()> {
+    if domains.is_empty() {
+        return Ok(());
+    }
+    let wanted: Vec<String> = domains.iter().map(|d| d.to_lowercase()).collect();
+    let taken: Option<String> = sqlx::query_scalar(
+        "SELECT lower(d) FROM tenants t CROSS JOIN LATERAL unnest(t.domains) d
+         WHERE t.id <> $2 AND t.status <> ALL($3) AND lower(d) = ANY($1)
+         ORDER BY 1 LIMIT 1",
+    )
+    .bind(&wanted)
+    .bind(tenant)
+    .bind(&GONE[..])
+    .fetch_optional(&mut **tx)
+    .await?;
+    match taken {
+        None => Ok(()),
+        Some(domain) => Err(Problem::conflict(
+            "domain-taken",
+            format!("the domain {domain:?} belongs to another tenant; a domain belongs to one live tenant at a time"),
+        )
+        .with_rule("tenant.domain_taken")),
+    }
 }
 
 /// A tenant as listed.
@@ -385,6 +422,11 @@ fn utc(at: OffsetDateTime) -> OffsetDateTime {
 /// `GET /v1/tenants/{id_or_key}`.
 pub async fn get(State(app): State<App>, caller: Caller, Path(id_or_key): Path<String>) -> Result<Response> {
     caller.require(READ)?;
+    if Uuid::parse_str(&id_or_key).is_err() && TenantKey::parse(&id_or_key).is_err() {
+        // Neither an id nor a key: nothing can match (and a NUL in it would
+        // be refused by PostgreSQL, not answered).
+        return Err(Problem::not_found(format!("no tenant has the id or key {id_or_key:?}")));
+    }
     let sql = format!(
         "{VIEW_SQL} WHERE {}",
         if Uuid::parse_str(id_or_key.as_str()).is_ok() { "t.id = $1::uuid" } else { "t.key = $1" }
@@ -516,6 +558,11 @@ fn decode_cursor(raw: &str) -> Result<(OffsetDateTime, Uuid)> {
     let bad = || Problem::bad_request("cursor", "cursor is not one this API handed out");
     let cursor: Cursor =
         URL_SAFE_NO_PAD.decode(raw).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(bad)?;
+    // Before 1970 nothing was created, and PostgreSQL refuses times before
+    // 4713 BC that `time` would accept.
+    if cursor.t < 0 {
+        return Err(bad());
+    }
     let at = OffsetDateTime::from_unix_timestamp_nanos(cursor.t).map_err(|_| bad())?;
     Ok((at, cursor.id))
 }
@@ -541,6 +588,11 @@ pub async fn list(
             "status",
             format!("status {status:?} is not one of: {}", STATUSES.join(", ")),
         ));
+    }
+    if let Some(plan) = &query.plan
+        && (plan.is_empty() || plan.len() > 200 || plan.chars().any(char::is_control))
+    {
+        return Err(Problem::bad_request("plan", format!("plan {plan:?} is not a plan name")));
     }
     let limit: i64 = match &query.limit {
         None => 50,
@@ -581,9 +633,15 @@ pub struct CancelBody {
 
 /// `POST /v1/tenants/{key}/cancel`: stops a running provisioning; what was
 /// done is undone and the tenant ends CANCELLED.
-pub async fn cancel(State(app): State<App>, caller: Caller, Path(key): Path<String>, body: Bytes) -> Result<Response> {
+pub async fn cancel(
+    State(app): State<App>,
+    caller: Caller,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
     caller.require(WRITE)?;
-    let body: CancelBody = if body.is_empty() { CancelBody::default() } else { json_body(&body)? };
+    let body: CancelBody = if body.is_empty() { CancelBody::default() } else { crate::body::json(&headers, &body)? };
     let key = TenantKey::parse(&key).map_err(|e| Problem::invalid(e.rule(), e.to_string()))?;
     let mut tx = app.pool.begin().await?;
     let found: Option<(Uuid, String, Option<Uuid>)> = sqlx::query_as(
@@ -607,6 +665,9 @@ pub async fn cancel(State(app): State<App>, caller: Caller, Path(key): Path<Stri
         tenant_key: key.to_string(),
         reason: body.reason.unwrap_or_else(|| "cancelled through the API".to_owned()),
         requested_by: caller.subject.clone(),
+        // The saga running now, not whichever runs when the cancel arrives:
+        // a cancel delayed past a retry must not stop the retry.
+        saga_id: saga.to_string(),
     };
     let cancel = Action::ORCHESTRATOR_CANCEL;
     // One cancel per saga: a repeated call is the same message.
@@ -664,6 +725,8 @@ pub async fn retry(State(app): State<App>, caller: Caller, Path(key): Path<Strin
     let msg_id = format!("gateway.{tenant}.retry.{sagas}");
     let message = Outgoing::new(requested_subject(&app, &key), msg_id, &request).about(key.as_str(), None);
     let mut tx = app.pool.begin().await?;
+    // Its domains may have gone to another tenant since it failed.
+    refuse_taken_domains(&mut tx, &request.domains, tenant).await?;
     let pending = landlord_orchestrator::outbox::write(&mut tx, &[message]).await?;
     tx.commit().await?;
     app.dispatcher.dispatch(pending).await;

@@ -27,6 +27,13 @@ use sqlx::PgPool;
 use time::format_description::well_known::Rfc3339;
 use tokio_util::sync::CancellationToken;
 
+// The crate root is tests/gateway.rs, so its modules are found beside it
+// unless told; they live in tests/gateway/ (one test binary).
+#[path = "gateway/hardening.rs"]
+mod hardening;
+#[path = "gateway/properties.rs"]
+mod properties;
+
 const WAIT: Duration = Duration::from_secs(30);
 const JWT_SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
 const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
