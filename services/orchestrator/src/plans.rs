@@ -126,6 +126,13 @@ pub fn tier_name(tier: Tier) -> &'static str {
     }
 }
 
+/// Bounds on a step's timing: a deadline is `now() + timeout` in
+/// PostgreSQL, so a timeout of zero would re-drive a step at once, forever,
+/// and one of centuries would overflow the timestamp.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// More attempts than this is a mistake, not a policy.
+pub const MAX_ATTEMPTS: u32 = 1000;
+
 /// `[a-z][a-z0-9_]*`: safe as a subject token and readable.
 fn is_token(s: &str) -> bool {
     let mut chars = s.chars();
@@ -142,11 +149,25 @@ impl Plans {
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
         let duration = |what: &str, v: &str| {
-            humantime::parse_duration(v).map_err(|e| format!("{what}: {v:?} is not a duration ({e})"))
+            let d = humantime::parse_duration(v).map_err(|e| format!("{what}: {v:?} is not a duration ({e})"))?;
+            if d > MAX_DURATION {
+                return Err(format!("{what}: {v:?} is longer than {}", humantime::format_duration(MAX_DURATION)));
+            }
+            Ok(d)
         };
+        let timeout = |what: &str, v: &str| {
+            let d = duration(what, v)?;
+            if d < Duration::from_millis(1) {
+                return Err(format!("{what}: timeout {v:?} must be at least 1ms"));
+            }
+            Ok(d)
+        };
+        if file.defaults.max_attempts == 0 || file.defaults.max_attempts > MAX_ATTEMPTS {
+            return Err(format!("defaults.max_attempts must be 1 to {MAX_ATTEMPTS}"));
+        }
         let default_backoff =
             file.defaults.backoff.iter().map(|b| duration("defaults.backoff", b)).collect::<Result<Vec<_>, _>>()?;
-        let default_timeout = duration("defaults.timeout", &file.defaults.timeout)?;
+        let default_timeout = timeout("defaults.timeout", &file.defaults.timeout)?;
         let mut plans = BTreeMap::new();
         for (name, entry) in file.plans {
             let tier = parse_tier(&entry.tier)
@@ -181,8 +202,8 @@ impl Plans {
                     None => default_backoff.clone(),
                 };
                 let max_attempts = step.max_attempts.unwrap_or(file.defaults.max_attempts);
-                if max_attempts == 0 {
-                    return Err(format!("{at}: max_attempts must be at least 1"));
+                if max_attempts == 0 || max_attempts > MAX_ATTEMPTS {
+                    return Err(format!("{at}: max_attempts must be 1 to {MAX_ATTEMPTS}"));
                 }
                 steps.push(StepSpec {
                     name: step.name.clone(),
@@ -191,7 +212,7 @@ impl Plans {
                     compensation,
                     fatal: step.fatal,
                     timeout: match &step.timeout {
-                        Some(t) => duration(&at, t)?,
+                        Some(t) => timeout(&at, t)?,
                         None => default_timeout,
                     },
                     max_attempts,
@@ -246,5 +267,95 @@ mod tests {
         assert!(err.contains("compensation \"other.delete\" must be dns.<action>"), "{err}");
         let bad = bad.replace("other.delete", "dns.delete").replace("bridge", "gold");
         assert!(Plans::parse(&bad).unwrap_err().contains("tier \"gold\""));
+    }
+
+    #[test]
+    fn timings_are_bounded() {
+        let plan = |step: &str| {
+            format!(
+                "[plans.x]\ntier = \"bridge\"\npipeline = \"p\"\n[[pipelines.p]]\nname = \"a\"\ncommand = \"dns.create\"\n{step}\n"
+            )
+        };
+        assert!(Plans::parse(&plan("timeout = \"0s\"")).unwrap_err().contains("at least 1ms"));
+        assert!(Plans::parse(&plan("timeout = \"500years\"")).unwrap_err().contains("longer than"));
+        assert!(Plans::parse(&plan("backoff = [\"1s\", \"900years\"]")).unwrap_err().contains("longer than"));
+        assert!(Plans::parse(&plan("max_attempts = 4294967295")).unwrap_err().contains("max_attempts must be 1 to"));
+        assert!(Plans::parse(&plan("max_attempts = 0")).unwrap_err().contains("max_attempts must be 1 to"));
+        let defaults = "[defaults]\nmax_attempts = 0\n".to_owned() + &plan("");
+        assert!(Plans::parse(&defaults).unwrap_err().contains("defaults.max_attempts"));
+        assert!(Plans::parse(&plan("timeout = \"30days\"")).is_ok());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A plans file from arbitrary values in the right places.
+        fn plans_file() -> impl Strategy<Value = String> {
+            let value = || prop_oneof!["[a-z][a-z0-9_]{0,8}", "[a-z._ -]{0,12}", any::<String>()];
+            let duration = || prop_oneof!["[0-9]{1,22}(ms|s|m|h|days|years)?", any::<String>()];
+            (
+                value(),
+                prop_oneof![Just("bridge".to_owned()), Just("silo".to_owned()), value()],
+                proptest::collection::vec(
+                    (value(), value(), proptest::option::of(value()), proptest::option::of(duration()), any::<u32>()),
+                    0..4,
+                ),
+                duration(),
+                proptest::collection::vec(duration(), 0..3),
+            )
+                .prop_map(|(plan, tier, steps, default_timeout, backoff)| {
+                    // A JSON string is a TOML basic string, once DEL is escaped too.
+                    let quote = |s: &str| serde_json::to_string(s).unwrap_or_default().replace('\u{7f}', "\\u007F");
+                    let mut text = format!(
+                        "[defaults]\ntimeout = {}\nbackoff = [{}]\n[plans.{}]\ntier = {}\npipeline = \"p\"\n",
+                        quote(&default_timeout),
+                        backoff.iter().map(|b| quote(b)).collect::<Vec<_>>().join(", "),
+                        quote(&plan),
+                        quote(&tier),
+                    );
+                    for (name, command, compensation, timeout, attempts) in steps {
+                        text += &format!("[[pipelines.p]]\nname = {}\ncommand = {}\n", quote(&name), quote(&command));
+                        if let Some(c) = compensation {
+                            text += &format!("compensation = {}\n", quote(&c));
+                        }
+                        if let Some(t) = timeout {
+                            text += &format!("timeout = {}\n", quote(&t));
+                        }
+                        text += &format!("max_attempts = {attempts}\n");
+                    }
+                    text
+                })
+        }
+
+        proptest! {
+            /// Arbitrary text: parsed or refused with a message, never a panic.
+            #[test]
+            fn prop_plans_parse_never_panics_on_any_text(text in prop_oneof![any::<String>(), "\\PC{0,200}", "[\\[\\]a-z=\". \n0-9]{0,200}"]) {
+                if let Err(message) = Plans::parse(&text) {
+                    prop_assert!(!message.is_empty());
+                }
+            }
+
+            /// A plans file with arbitrary values: what is accepted is within
+            /// every bound the saga relies on; a refusal says what is wrong.
+            #[test]
+            fn prop_plans_accept_only_what_the_saga_can_run(text in plans_file()) {
+                match Plans::parse(&text) {
+                    Ok(plans) => {
+                        for plan in plans.plans.values() {
+                            prop_assert!(!plan.steps.is_empty());
+                            for step in &plan.steps {
+                                prop_assert!(is_token(&step.name) && is_token(&step.service) && is_token(&step.action));
+                                prop_assert!(step.timeout >= Duration::from_millis(1) && step.timeout <= MAX_DURATION);
+                                prop_assert!(step.backoff.iter().all(|b| *b <= MAX_DURATION));
+                                prop_assert!((1..=MAX_ATTEMPTS).contains(&step.max_attempts));
+                            }
+                        }
+                    }
+                    Err(message) => prop_assert!(!message.is_empty()),
+                }
+            }
+        }
     }
 }
