@@ -51,7 +51,7 @@
 //! the SDK's default client would build aws-lc from C.
 //!
 //! Modules: [`settings`] (environment and client), [`naming`] (bucket names
-//! and places), [`classify`] (which errors to retry), [`ownership`] (the
+//! and places), `classify` (which errors to retry), [`ownership`] (the
 //! marker and the fencing rules), `create` and `delete` (the two steps).
 
 mod classify;

@@ -14,6 +14,16 @@
 //! tenant. A compensation of the same tenant may delete it: such markers
 //! predate saga fencing, so no later saga can have adopted them (adopting
 //! rewrites the marker in the new format).
+//!
+//! What the marker cannot close on its own: S3 has no conditional delete
+//! that every server honours, so a compensation reads the marker again
+//! before each batch it deletes and before DeleteBucket, leaving a window
+//! of one request for a later saga's adoption to slip into (on AWS,
+//! DeleteBucket of a bucket marked meanwhile fails with BucketNotEmpty and
+//! is retried; s3s-fs deletes non-empty buckets). And adoption is last
+//! writer wins: an older saga's forward command running after a newer
+//! saga's would take the place back — the runtime's per-step tombstone is
+//! what stops a forward command once its saga's compensation has begun.
 
 use std::collections::HashMap;
 
