@@ -76,35 +76,6 @@ fn settings_with(url: &str, key: &SecretsKey, extra: &[(&str, &str)]) -> Result<
     Ok(Settings::from_env(&Env::from_pairs(pairs))?)
 }
 
-/// Testkit clusters trust every connection, under which any password would
-/// "work": this one checks passwords (SCRAM) for every role but the
-/// superuser. Returns once a wrong password is refused.
-async fn require_passwords(postgres: &Postgres) -> Result<()> {
-    let mut admin = PgConnection::connect(&postgres.url("postgres")).await?;
-    let (file,): (String,) = sqlx::query_as("SHOW hba_file").fetch_one(&mut admin).await?;
-    let rules = "ARRAY['local all postgres trust', 'host all postgres 127.0.0.1/32 trust', \
-                 'host all all 127.0.0.1/32 scram-sha-256']";
-    let file = quote_literal(&file).map_err(anyhow::Error::msg)?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("COPY (SELECT unnest({rules})) TO {file}"))).execute(&mut admin).await?;
-    sqlx::query("SELECT pg_reload_conf()").execute(&mut admin).await?;
-    let probe = format!("probe_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE {probe} LOGIN PASSWORD 'right'"))).execute(&mut admin).await?;
-    let port = postgres.port();
-    eventually("pg_hba.conf to require passwords", WAIT, || {
-        let options = sqlx::postgres::PgConnectOptions::new()
-            .host("127.0.0.1")
-            .port(port)
-            .username(&probe)
-            .password("wrong")
-            .database("postgres");
-        async move {
-            let refused = PgConnection::connect_with(&options).await.err()?;
-            (sqlstate(&refused).as_deref() == Some("28P01")).then_some(())
-        }
-    })
-    .await
-}
-
 impl Fixture {
     async fn new() -> Result<Self> {
         let postgres = tokio::task::spawn_blocking(Postgres::shared).await??;
@@ -445,6 +416,38 @@ async fn tenants_can_read_neither_markers_nor_tenant_ids_in_the_catalogs() -> Re
         sqlx::query_as("SELECT nspname::text FROM pg_namespace").fetch_all(&mut tenant_session).await?;
     let seen = format!("tenant_{}", others[0].key.replace('-', "_"));
     assert!(schemas.iter().any(|(n,)| *n == seen), "{schemas:?}");
+    Ok(())
+}
+
+/// Issue 23, item 8: the test cluster, like the local stack, checks
+/// passwords over TCP (scram-sha-256): a tenant role gets in with the
+/// password the worker generated, and not with a wrong one or none.
+#[tokio::test]
+async fn a_tenant_role_logs_in_only_with_the_password_the_worker_generated() -> Result<()> {
+    let f = Fixture::new().await?;
+    for tier in [pb::Tier::Bridge, pb::Tier::Silo] {
+        let ok = f.provision(&tenant(&unique_key("login"), tier)).await?;
+        let password = f.password(&ok).await?;
+        let mut session = connect_with_outputs(&ok, &password).await?;
+        let (user,): (String,) = sqlx::query_as("SELECT current_user::text").fetch_one(&mut session).await?;
+        assert_eq!(user, ok.outputs["database.role"]);
+        for wrong in ["not-the-password", ""] {
+            let refused = connect_with_outputs(&ok, wrong).await.unwrap_err();
+            assert_eq!(sqlstate(&refused).as_deref(), Some("28P01"), "{tier:?} {wrong:?}: {refused}");
+        }
+        let options = sqlx::postgres::PgConnectOptions::new()
+            .host(&ok.outputs["database.host"])
+            .port(f.port)
+            .username(&ok.outputs["database.role"])
+            .database(&ok.outputs["database.name"]);
+        let refused = PgConnection::connect_with(&options).await.unwrap_err();
+        assert!(sqlstate(&refused).is_some_and(|c| c.starts_with("28")), "{tier:?} without a password: {refused}");
+    }
+    // The superuser too, over TCP.
+    let postgres = tokio::task::spawn_blocking(Postgres::shared).await??;
+    let url = postgres.url("postgres").replace(postgres.password(), "wrong");
+    let refused = PgConnection::connect(&url).await.unwrap_err();
+    assert_eq!(sqlstate(&refused).as_deref(), Some("28P01"), "{refused}");
     Ok(())
 }
 
@@ -791,7 +794,6 @@ async fn connect_with_outputs(ok: &pb::StepOk, password: &str) -> Result<PgConne
 #[tokio::test]
 async fn the_password_reaches_the_admin_only_through_a_sealed_delivery_copy() -> Result<()> {
     let postgres = tokio::task::spawn_blocking(Postgres::start).await??;
-    require_passwords(&postgres).await?;
     let db = postgres.fresh_database().await?;
     let nats = NatsServer::shared().await;
     let namespace = unique_namespace();

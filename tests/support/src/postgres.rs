@@ -3,6 +3,15 @@
 //!
 //! The cluster runs with `fsync=off` (test data only). PostgreSQL refuses
 //! to run as root, so as root the server runs as the `postgres` user.
+//!
+//! Passwords are checked as in a deployment: TCP connections, the only
+//! ones tests make, authenticate with `scram-sha-256` — the superuser
+//! `postgres` too, with a password generated per cluster that
+//! [`Postgres::url`] and [`Postgres::fresh_database`] put into the URLs
+//! they hand out ([`Postgres::password`] for anything else). Only the
+//! superuser's Unix socket (in the cluster's folder) is trusted. A tenant
+//! role with a wrong password, or none, is refused — which is what makes
+//! the passwords Landlord generates mean something in tests.
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -29,9 +38,10 @@ pub fn pg_bin_dir() -> anyhow::Result<PathBuf> {
     })
 }
 
-#[derive(Debug)]
 pub struct Postgres {
     port: u16,
+    /// The superuser's password (random hex: safe in a URL as it is).
+    password: String,
     dir: PathBuf,
     bin: PathBuf,
     run_as: Option<(u32, u32)>,
@@ -39,6 +49,21 @@ pub struct Postgres {
     /// `None` while stopped.
     process: Option<Process>,
 }
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres").field("port", &self.port).field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+/// What pg_hba.conf says: the superuser's socket is trusted, every TCP
+/// connection (tests connect to 127.0.0.1 only) checks a SCRAM password.
+const HBA: &str = "\
+# landlord-testkit: the superuser over the Unix socket without a password;
+# every TCP connection with a SCRAM-SHA-256 password.
+local all postgres trust
+host all all 127.0.0.1/32 scram-sha-256
+";
 
 /// A database of its own for one test.
 #[derive(Debug, Clone)]
@@ -83,21 +108,35 @@ impl Postgres {
                 command.uid(uid).gid(gid);
             }
         };
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let pwfile = dir.join("superuser.password");
+        std::fs::write(&pwfile, &password)?;
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid))?;
+        }
         let mut initdb = Command::new(bin.join("initdb"));
         initdb
             .args(["-D"])
             .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"])
+            .args(["-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile"])
+            .arg(&pwfile)
+            .args(["-E", "UTF8", "--no-sync", "--no-instructions"])
             .stdin(Stdio::null());
         as_user(&mut initdb);
         let output = initdb.output()?;
+        std::fs::remove_file(&pwfile)?;
         anyhow::ensure!(
             output.status.success(),
             "initdb failed: {}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let mut postgres = Self { port: crate::free_port(), dir, bin, run_as, durable, process: None };
+        let hba = data.join("pg_hba.conf");
+        std::fs::write(&hba, HBA)?;
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(&hba, Some(uid), Some(gid))?;
+        }
+        let mut postgres = Self { port: crate::free_port(), password, dir, bin, run_as, durable, process: None };
         postgres.spawn()?;
         Ok(postgres)
     }
@@ -133,7 +172,7 @@ impl Postgres {
         }
         let child = spawn_tied(server)?;
         let mut process = Process::from_child("postgres", child, log);
-        let admin_url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        let admin_url = self.url("postgres");
         let deadline = Instant::now() + Duration::from_secs(30);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         loop {
@@ -177,9 +216,14 @@ impl Postgres {
         self.port
     }
 
-    /// URL of `database` as the superuser.
+    /// URL of `database` as the superuser, with its password.
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        format!("postgres://postgres:{}@127.0.0.1:{}/{database}", self.password, self.port)
+    }
+
+    /// The superuser's password.
+    pub fn password(&self) -> &str {
+        &self.password
     }
 
     /// Brings a new cluster's WAL to the state of one that has been running,
