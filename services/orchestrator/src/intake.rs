@@ -260,22 +260,17 @@ pub fn check_arrival(namespace: &Namespace, arrival: &Arrival, request: &pb::Ten
     Ok(())
 }
 
-/// Whether another live tenant lists one of `domains`: `(domain, its key)`.
-/// A domain belongs to one live tenant at a time; FAILED, CANCELLED and
-/// DELETED tenants hold none. Each domain is locked (a transaction-scoped
-/// advisory lock, in sorted order, so two intakes never wait on each other
+/// The first of `domains` another live tenant lists, if any. A domain
+/// belongs to one live tenant at a time; FAILED, CANCELLED and DELETED
+/// tenants hold none. Each domain is locked (a transaction-scoped advisory
+/// lock, in sorted order, so two intakes never wait on each other
 /// crosswise) until the transaction ends, so two requests for one domain
-/// cannot both find it free.
-async fn domain_holder(
-    tx: &mut Tx,
-    domains: &[String],
-    key: &str,
-    tenant: Uuid,
-) -> sqlx::Result<Option<(String, String)>> {
+/// cannot both find it free. Domains are lower-case by the domain rule.
+async fn taken_domain(tx: &mut Tx, domains: &[String], key: &str, tenant: Uuid) -> sqlx::Result<Option<String>> {
     if domains.is_empty() {
         return Ok(None);
     }
-    let mut sorted = domains.to_vec();
+    let mut sorted: Vec<String> = domains.iter().map(|d| d.to_lowercase()).collect();
     sorted.sort();
     sorted.dedup();
     sqlx::query(
@@ -284,11 +279,11 @@ async fn domain_holder(
     .bind(&sorted)
     .execute(&mut **tx)
     .await?;
-    sqlx::query_as(
-        "SELECT d, t.key FROM tenants t, unnest(t.domains) AS d
-         WHERE t.domains && $1 AND d = ANY($1) AND t.key <> $2 AND t.id <> $3
+    sqlx::query_scalar(
+        "SELECT lower(d) FROM tenants t CROSS JOIN LATERAL unnest(t.domains) AS d
+         WHERE lower(d) = ANY($1) AND t.key <> $2 AND t.id <> $3
            AND t.status NOT IN ('FAILED', 'CANCELLED', 'DELETED')
-         ORDER BY d, t.key LIMIT 1",
+         ORDER BY 1 LIMIT 1",
     )
     .bind(&sorted)
     .bind(key)
@@ -297,8 +292,13 @@ async fn domain_holder(
     .await
 }
 
-fn domain_taken((domain, holder): (String, String)) -> Rejection {
-    Rejection::new("tenant.domain_taken", format!("domain {domain:?} belongs to tenant {holder:?}"))
+/// Names the domain, never the tenant that holds it: the rejection goes to
+/// the requester's feed.
+fn domain_taken(domain: String) -> Rejection {
+    Rejection::new(
+        "tenant.domain_taken",
+        format!("domain {domain:?} belongs to another tenant; a domain belongs to one live tenant at a time"),
+    )
 }
 
 /// What intake did with a request.
@@ -403,7 +403,7 @@ pub async fn apply(
         };
     }
     let tenant = tenant_row(&valid, request);
-    if let Some(held) = domain_holder(tx, &tenant.domains, &tenant.key, tenant.id).await? {
+    if let Some(held) = taken_domain(tx, &tenant.domains, &tenant.key, tenant.id).await? {
         return reject(tx, domain_taken(held)).await;
     }
     // Any conflict — the key taken, the idempotency id used before — leaves
@@ -510,7 +510,7 @@ async fn retry_of_failed(
     // A FAILED tenant let go of its domains: another may have taken one.
     let domains: Vec<String> =
         sqlx::query_scalar("SELECT domains FROM tenants WHERE id = $1").bind(tenant).fetch_one(&mut **tx).await?;
-    if let Some(held) = domain_holder(tx, &domains, valid.key.as_str(), tenant).await? {
+    if let Some(held) = taken_domain(tx, &domains, valid.key.as_str(), tenant).await? {
         return Ok(Err(domain_taken(held)));
     }
     sqlx::query(

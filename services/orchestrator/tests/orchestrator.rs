@@ -13,6 +13,8 @@ use landlord_orchestrator::{Plans, Timing, attach};
 use landlord_runtime::{Config, Env, Envelope, Publisher, Service};
 #[path = "orchestrator/fencing.rs"]
 mod fencing;
+#[path = "orchestrator/intake.rs"]
+mod intake;
 
 use landlord_testkit::{NatsServer, Postgres, Process, eventually, scratch_dir, unique_namespace, workspace_binary};
 use prost::Message as _;
