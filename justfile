@@ -41,6 +41,11 @@ test: install
     cargo test --workspace --locked 2>&1 | tee target/test.log
     @awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
 
+# Property tests with many cases (minutes): every `prop_*` test (contract, orchestrator) and the gateway's `properties::` module, PROPTEST_CASES=20000 (CI runs each property's default count). cargo-fuzz would need a nightly toolchain, which these machines cannot install, so this is proptest's fuzzing on stable.
+fuzz cases="20000": install
+    cargo build --workspace --tests --locked
+    PROPTEST_CASES={{cases}} cargo test --workspace --locked -- prop_ properties::
+
 # Formatting and lints, as CI checks them.
 lint:
     cargo fmt --all --check
