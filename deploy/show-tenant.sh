@@ -8,6 +8,9 @@ home=${LANDLORD_HOME:-$repo/.stack}
 key=${1:?usage: show-tenant.sh KEY}
 pg_port=${LANDLORD_PG_PORT:-15432}
 keycloak=${KEYCLOAK_URL:-http://127.0.0.1:${LANDLORD_KEYCLOAK_DOUBLE_PORT:-18080}}
+# The stack's PostgreSQL checks passwords over TCP (deploy/stack.sh keeps the superuser's).
+PGPASSWORD=${PGPASSWORD:-$(cat "$home/postgres.password" 2>/dev/null || true)}
+export PGPASSWORD
 
 control() { psql -h 127.0.0.1 -p "$pg_port" -U postgres -d landlord -tA -F ' ' -v key="$key" "$@"; }
 tenants() { psql -h 127.0.0.1 -p "$pg_port" -U postgres -d landlord_tenants -tA "$@"; }
@@ -50,12 +53,15 @@ else:
     print(f"  keycloak realm    tenant-{key}: not found (pooled tenants live in the shared realm; "
           "the double keeps its state in memory, so a restarted stack has forgotten earlier realms)")
 PY
-# Database objects carry the marker landlord:tenant=<tenant id>.
+# Database objects are marked in landlord_admin.markers (tenant id and saga),
+# which only the worker's role reads.
 id=$(control <<<"select id from tenants where key = :'key'")
-tenants -c "select '  postgres schema   ' || nspname || ' owned by ' || pg_get_userbyid(nspowner)
-            from pg_namespace where obj_description(oid, 'pg_namespace') like 'landlord:tenant=$id%'"
-tenants -c "select '  postgres role     ' || rolname || ' (can log in: ' || rolcanlogin || ')'
-            from pg_roles where shobj_description(oid, 'pg_authid') like 'landlord:tenant=$id%'"
+tenants -c "select '  postgres schema   ' || nspname || ' owned by ' || pg_get_userbyid(nspowner) || ', saga ' || m.saga_id
+            from landlord_admin.markers m join pg_namespace on nspname = m.name
+            where m.kind = 'postgres.schema' and m.tenant_id = '$id'"
+tenants -c "select '  postgres role     ' || rolname || ' (can log in: ' || rolcanlogin || '), saga ' || m.saga_id
+            from landlord_admin.markers m join pg_roles on rolname = m.name
+            where m.kind = 'postgres.role' and m.tenant_id = '$id'"
 for bucket in "$home"/s3/*"$key"*; do
   [ -d "$bucket" ] && echo "  s3 bucket         $(basename "$bucket") (s3s-fs data in $bucket)"
 done
@@ -75,6 +81,6 @@ try next:
   curl -N -H "Authorization: Bearer \$(deploy/stack.sh token)" http://127.0.0.1:18100/v1/events   # live feed (SSE)
   deploy/stack.sh audit                           # backends against the control plane
   deploy/just status                              # what runs
-  psql -h 127.0.0.1 -p $pg_port -U postgres landlord -c 'select key, status, tier from tenants'
+  PGPASSWORD=\$(cat $home/postgres.password) psql -h 127.0.0.1 -p $pg_port -U postgres landlord -c 'select key, status, tier from tenants'
   deploy/just down                                # stop everything (state stays in .stack/)
 NEXT

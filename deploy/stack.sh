@@ -66,6 +66,32 @@ nats_down() {
   rm -f "$pidfile"
 }
 
+# The superuser's password, generated once and kept in the state folder
+# (mode 600). TCP connections check passwords (scram-sha-256); only the
+# superuser's Unix socket, in the data folder, is trusted — which is how
+# this script itself talks to the server (pg_sql).
+pg_password_file=$home/postgres.password
+pg_password() {
+  if [ ! -s "$pg_password_file" ]; then
+    (umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$pg_password_file")
+  fi
+  cat "$pg_password_file"
+}
+pg_sql() { psql -h "$home/postgres" -p "$pg_port" -U postgres "$@"; }
+# A superuser URL for a database, with the password (URL-safe characters).
+pg_url() { echo "postgres://postgres:$(pg_password)@127.0.0.1:$pg_port/$1"; }
+
+pg_hba() {
+  as_pg tee "$1/pg_hba.conf" >/dev/null <<'HBA'
+# Landlord's local stack (deploy/stack.sh rewrites this file on every start):
+# the superuser over the Unix socket without a password; every TCP
+# connection with a SCRAM-SHA-256 password, so a tenant role's password is
+# checked as it would be in a deployment.
+local all postgres trust
+host all all 127.0.0.1/32 scram-sha-256
+HBA
+}
+
 pg_up() {
   local data=$home/postgres
   if [ ! -f "$data/PG_VERSION" ]; then
@@ -74,19 +100,25 @@ pg_up() {
       chown postgres: "$data"
       chmod o+x "$home"
     fi
-    as_pg "$LANDLORD_PG_BIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >>"$log/postgres.log" 2>&1
+    as_pg "$LANDLORD_PG_BIN/initdb" -D "$data" -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 \
+      >>"$log/postgres.log" 2>&1
   fi
+  # Also for a stack made when the server trusted every loopback connection.
+  pg_hba "$data"
   if as_pg "$LANDLORD_PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    as_pg "$LANDLORD_PG_BIN/pg_ctl" -D "$data" reload >/dev/null
     echo "postgres    already running"
   else
     [ "$(id -u)" -eq 0 ] && { touch "$log/postgres.log"; chown postgres: "$log/postgres.log"; }
     as_pg "$LANDLORD_PG_BIN/pg_ctl" -D "$data" -l "$log/postgres.log" -w -t 30 start \
       -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $data" >/dev/null
   fi
-  if ! psql -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -tAc "select 1 from pg_database where datname = 'landlord'" | grep -q 1; then
-    psql -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -qc "create database landlord"
+  # On stdin, not the command line (which ps shows); the same value each time.
+  pg_sql -d postgres -q <<<"ALTER ROLE postgres PASSWORD '$(pg_password)'"
+  if ! pg_sql -d postgres -tAc "select 1 from pg_database where datname = 'landlord'" | grep -q 1; then
+    pg_sql -d postgres -qc "create database landlord"
   fi
-  echo "postgres    postgres://postgres@127.0.0.1:$pg_port/landlord"
+  echo "postgres    postgres://postgres:…@127.0.0.1:$pg_port/landlord (scram-sha-256 over TCP; the password is in $pg_password_file)"
 }
 
 pg_down() {
@@ -163,8 +195,12 @@ write_service_env() {
   # shellcheck source=/dev/null
   set -a; . "$file"; set +a
   export LANDLORD_NATS_URL=nats://127.0.0.1:$nats_port
-  export LANDLORD_DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/landlord
-  export LANDLORD_TENANT_DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/landlord_tenants
+  LANDLORD_DATABASE_URL=$(pg_url landlord)
+  LANDLORD_TENANT_DATABASE_URL=$(pg_url landlord_tenants)
+  export LANDLORD_DATABASE_URL LANDLORD_TENANT_DATABASE_URL
+  # For psql and deploy/show-tenant.sh over TCP.
+  PGPASSWORD=$(pg_password)
+  export PGPASSWORD
   export LANDLORD_PLANS=$repo/deploy/plans.toml
   export LANDLORD_S3_ENDPOINT=http://127.0.0.1:$s3_port LANDLORD_S3_PATH_STYLE=true
   export AWS_ACCESS_KEY_ID=landlord AWS_SECRET_ACCESS_KEY=landlord-secret
@@ -189,9 +225,8 @@ write_service_env() {
 services_up() {
   echo "building    the services (cargo build --bins)"
   (cd "$repo" && cargo build --quiet --workspace --bins)
-  if ! psql -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -tAc \
-      "select 1 from pg_database where datname = 'landlord_tenants'" | grep -q 1; then
-    psql -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -qc "create database landlord_tenants"
+  if ! pg_sql -d postgres -tAc "select 1 from pg_database where datname = 'landlord_tenants'" | grep -q 1; then
+    pg_sql -d postgres -qc "create database landlord_tenants"
   fi
   write_service_env
   if [ -z "${KEYCLOAK_URL:-}" ]; then
@@ -220,7 +255,7 @@ demo() {
   write_service_env
   local key=${LANDLORD_DEMO_KEY:-demo}
   local status
-  status=$(psql -h 127.0.0.1 -p "$pg_port" -U postgres -d landlord -tA -v key="$key" \
+  status=$(pg_sql -d landlord -tA -v key="$key" \
     <<<"select status from tenants where key = :'key'" 2>/dev/null || true)
   echo
   if [ -n "$status" ]; then
@@ -250,7 +285,7 @@ PY
 status() {
   if pid_alive "$home/nats.pid"; then echo "nats        running  nats://127.0.0.1:$nats_port"; else echo "nats        stopped"; fi
   if [ -f "$home/postgres/PG_VERSION" ] && as_pg "$LANDLORD_PG_BIN/pg_ctl" -D "$home/postgres" status >/dev/null 2>&1; then
-    echo "postgres    running  postgres://postgres@127.0.0.1:$pg_port/landlord"
+    echo "postgres    running  postgres://postgres:…@127.0.0.1:$pg_port/landlord (password in $pg_password_file)"
   else
     echo "postgres    stopped"
   fi
