@@ -47,7 +47,10 @@ pub const RESERVED: &[&str] = &[
 /// How the workers turn a key into names, with their default settings.
 pub mod backend {
     /// The storage worker's `LANDLORD_S3_BUCKET_PATTERN` default
-    /// (services/storage/src/lib.rs): the bucket of a bridge or silo tenant.
+    /// (services/storage/src/settings.rs): the bucket of a bridge or silo
+    /// tenant. A deployment that sets another pattern is checked by the
+    /// storage worker itself, at start (the pattern with a sample key) and
+    /// per key (a permanent `invalid_bucket_name` failure of the step).
     pub const BUCKET_PATTERN: &str = "landlord-{key}";
     /// The database worker's prefix of the role, schema and database it
     /// creates (services/database/src/ident.rs), followed by the key with
@@ -213,8 +216,9 @@ impl BackendNames {
 /// S3's general-purpose bucket naming rules; the broken rule, if any.
 ///
 /// The same rules as the storage worker's own check
-/// (`landlord_storage::check_bucket_name`), kept here so intake refuses a
-/// key before anything is created; keep the two in step.
+/// (`landlord_storage::check_bucket_name`, services/storage/src/naming.rs),
+/// kept here so intake refuses a key before anything is created; keep the
+/// two in step (the contract cannot depend on the worker).
 pub fn check_s3_bucket_name(name: &str) -> Result<(), String> {
     if !(3..=63).contains(&name.len()) {
         return Err("length must be 3 to 63 characters".into());
