@@ -113,12 +113,12 @@ async fn the_welcome_mail_reaches_the_admin_through_the_service_binary() -> Resu
     let answer = tokio::time::timeout(WAIT, answers.next()).await?.context("no result")?;
     let result = pb::StepResult::decode(answer.payload)?;
     let Some(pb::step_result::Outcome::Ok(ok)) = result.outcome else { anyhow::bail!("not ok: {result:?}") };
-    assert_eq!(ok.outputs["notification.message_id"], "cmd-welcome-acme");
+    assert_eq!(ok.outputs["notification.message_id"], "saga-acme.welcome_email");
     let mails = smtp.mails_to("admin@acme.test");
     assert_eq!(mails.len(), 1);
     let mail = &mails[0];
     assert_eq!(mail.header("Subject").as_deref(), Some("Welcome to acme & Co <b>"));
-    assert_eq!(mail.header("Message-ID").as_deref(), Some("<cmd-welcome-acme@landlord>"));
+    assert_eq!(mail.header("Message-ID").as_deref(), Some("<saga-acme.welcome_email@landlord>"));
     assert!(mail.header("Content-Type").is_some_and(|h| h.starts_with("multipart/alternative")), "{}", mail.raw);
     assert!(mail.raw.contains("https://auth.test/realms/tenant-acme/account"), "{}", mail.raw);
     assert!(mail.raw.contains("https://acme.example.com"), "{}", mail.raw);
@@ -202,8 +202,14 @@ async fn the_database_password_travels_sealed_reaches_only_the_mail_and_is_purge
     // A redelivery finds the mail sent: nothing is sent, nothing is needed.
     notifier.run("send_welcome", &welcome, &delivery(1)).await?;
     assert_eq!(f.smtp.mails_to("admin@dbmail.test").len(), 1);
-    // A copy that expired: the mail still goes out and says how to get new credentials.
+    // Another attempt of the same step (another message id): still one mail.
     notifier.run("send_welcome", &welcome, &delivery(2)).await?;
+    assert_eq!(f.smtp.mails_to("admin@dbmail.test").len(), 1);
+    // A copy that expired (another saga's mail, the tenant retried): the
+    // mail still goes out and says how to get new credentials.
+    let mut retried = welcome.clone();
+    retried.saga_id.push_str("-retry");
+    notifier.run("send_welcome", &retried, &delivery(3)).await?;
     let mails = f.smtp.mails_to("admin@dbmail.test");
     assert_eq!(mails.len(), 2);
     let raw = &mails[1].raw;
@@ -256,10 +262,18 @@ async fn a_redelivered_command_sends_no_second_mail_even_after_a_restart() -> Re
     // A new process with the same bucket.
     let restarted = f.notifier().await?;
     let ok = restarted.run("send_welcome", &command("twice", "Ada"), &delivery(7)).await?;
-    assert_eq!(ok.outputs["notification.message_id"], "seq-7");
+    assert_eq!(ok.outputs["notification.message_id"], "saga-twice.welcome_email");
     assert_eq!(f.smtp.mails_to("admin@twice.test").len(), 1);
-    // Another command for the same tenant is another mail.
-    restarted.run("send_welcome", &command("twice", "Ada"), &delivery(8)).await?;
+    // A later attempt or a re-drive of the same step comes under another
+    // message id: still the same mail.
+    let mut again = command("twice", "Ada");
+    again.attempt = 2;
+    restarted.run("send_welcome", &again, &delivery(8)).await?;
+    assert_eq!(f.smtp.mails_to("admin@twice.test").len(), 1);
+    // Another saga (the tenant retried) is another mail.
+    let mut retried = command("twice", "Ada");
+    retried.saga_id = "saga-twice-retry".into();
+    restarted.run("send_welcome", &retried, &delivery(9)).await?;
     assert_eq!(f.smtp.mails_to("admin@twice.test").len(), 2);
     Ok(())
 }
@@ -294,8 +308,14 @@ async fn the_temporary_password_travels_sealed_reaches_only_the_mail_and_is_purg
     // A redelivery finds the mail sent; the purged secret is not needed.
     notifier.run("send_welcome", &welcome, &delivery(1)).await?;
     assert_eq!(f.smtp.mails_to("admin@sealed.test").len(), 1);
-    // A reference whose secret expired still gets a mail, pointing to "Forgot password?".
+    // Another attempt of the same step (another message id): still one mail.
     notifier.run("send_welcome", &welcome, &delivery(2)).await?;
+    assert_eq!(f.smtp.mails_to("admin@sealed.test").len(), 1);
+    // A reference whose secret expired (another saga's mail) still gets a
+    // mail, pointing to "Forgot password?".
+    let mut retried = welcome.clone();
+    retried.saga_id.push_str("-retry");
+    notifier.run("send_welcome", &retried, &delivery(3)).await?;
     let mails = f.smtp.mails_to("admin@sealed.test");
     assert_eq!(mails.len(), 2);
     assert!(mails[1].raw.contains("Forgot password?") && !mails[1].raw.contains("Tmp-7xQ"), "{}", mails[1].raw);
@@ -349,11 +369,17 @@ async fn an_smtp_outage_is_retryable_and_the_retry_sends_once_it_is_back() -> Re
     let error = notifier.run("send_welcome", &command("outage", "Ada"), &delivery(2)).await.expect_err("down");
     assert!(error.retryable && error.code == "smtp_transient", "{error}");
     f.smtp.restart().await?;
-    // The claim was given back: the retry sends, once.
-    notifier.run("send_welcome", &command("outage", "Ada"), &delivery(2)).await?;
+    // The claim was given back: the next attempt sends, once.
+    let mut second = command("outage", "Ada");
+    second.attempt = 2;
+    notifier.run("send_welcome", &second, &delivery(3)).await?;
     eventually("the mail after the outage", WAIT, || async {
         (f.smtp.mails_to("admin@outage.test").len() == 1).then_some(())
     })
     .await?;
+    // The first attempt, redelivered late (its message id is another one),
+    // finds the step's mail sent (issue 22: two welcome mails).
+    notifier.run("send_welcome", &command("outage", "Ada"), &delivery(2)).await?;
+    assert_eq!(f.smtp.mails_to("admin@outage.test").len(), 1, "one mail per saga and step");
     Ok(())
 }
