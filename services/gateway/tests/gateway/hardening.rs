@@ -383,6 +383,13 @@ async fn a_cancel_names_the_saga_running_when_it_was_accepted() -> Result<()> {
     let command = <pb::CancelSaga as prost::Message>::decode(message.payload)?;
     assert_eq!(command.saga_id, running);
     assert_eq!(command.tenant_key, "stuck");
+    // Released only once the orchestrator has taken the cancel: a step
+    // answering first would finish the saga before it.
+    eventually("the cancel to be recorded", WAIT, || async {
+        let (_, t) = h.get("/v1/tenants/stuck", &admin).await.ok()?;
+        t["saga"]["cancel_reason"].is_string().then_some(())
+    })
+    .await?;
     h.release.send_replace(true);
     h.until_status("stuck", "CANCELLED").await?;
     Ok(())
