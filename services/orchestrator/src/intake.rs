@@ -265,7 +265,9 @@ pub fn check_arrival(namespace: &Namespace, arrival: &Arrival, request: &pb::Ten
 /// tenants hold none. Each domain is locked (a transaction-scoped advisory
 /// lock, in sorted order, so two intakes never wait on each other
 /// crosswise) until the transaction ends, so two requests for one domain
-/// cannot both find it free. Domains are lower-case by the domain rule.
+/// cannot both find it free. Domains are lower-case by the domain rule, so
+/// `&&` compares them exactly, on the index of live tenants' domains
+/// (migration 0009).
 async fn taken_domain(tx: &mut Tx, domains: &[String], key: &str, tenant: Uuid) -> sqlx::Result<Option<String>> {
     if domains.is_empty() {
         return Ok(None);
@@ -280,8 +282,8 @@ async fn taken_domain(tx: &mut Tx, domains: &[String], key: &str, tenant: Uuid) 
     .execute(&mut **tx)
     .await?;
     sqlx::query_scalar(
-        "SELECT lower(d) FROM tenants t CROSS JOIN LATERAL unnest(t.domains) AS d
-         WHERE lower(d) = ANY($1) AND t.key <> $2 AND t.id <> $3
+        "SELECT d FROM tenants t CROSS JOIN LATERAL unnest(t.domains) AS d
+         WHERE t.domains && $1 AND d = ANY($1) AND t.key <> $2 AND t.id <> $3
            AND t.status NOT IN ('FAILED', 'CANCELLED', 'DELETED')
          ORDER BY 1 LIMIT 1",
     )
