@@ -459,6 +459,14 @@ mod tests {
     }
 
     #[test]
+    fn an_unavailable_infrastructure_never_dead_letters() {
+        let error = Err(HandlerError::unavailable("database: connection refused"));
+        assert_eq!(disposition(&error, 1, &settings()), Disposition::Retry(Duration::from_millis(100)));
+        assert_eq!(disposition(&error, 3, &settings()), Disposition::Retry(Duration::from_millis(500)));
+        assert_eq!(disposition(&error, 30, &settings()), Disposition::Retry(Duration::from_millis(500)));
+    }
+
+    #[test]
     fn permanent_errors_are_dead_lettered_at_once() {
         let error = Err(HandlerError::permanent("bucket name invalid"));
         assert_eq!(
