@@ -1,11 +1,15 @@
 //! `landlord audit [--remove-orphans]`: what exists in the backends against
 //! what the control plane recorded.
 //!
-//! Every object Landlord creates carries its tenant's id (a Keycloak
-//! attribute, a PostgreSQL COMMENT, an S3 marker object). The audit lists
-//! the marked objects in each backend — realms, shared-realm organizations,
-//! schemas, roles, databases, pooled rows, buckets, pooled prefixes — and
-//! compares them with the live rows of the `resources` table:
+//! Every object Landlord creates carries a marker naming its tenant and the
+//! saga that created it or last adopted it (issue 22): a Keycloak attribute
+//! (`tenantId`, `landlordSagaId`), a row of `landlord_admin.markers` in the
+//! tenant-data database (older objects: a COMMENT naming the tenant only),
+//! an S3 marker object whose body is the tenant id and whose metadata
+//! `landlord-saga` is the saga. The audit lists the marked objects in each
+//! backend — realms, shared-realm organizations, schemas, roles, databases,
+//! pooled rows, buckets, pooled prefixes — and compares them with the live
+//! rows of the `resources` table:
 //!
 //! - an **orphan** is a marked object no live resource names: a crash or a
 //!   bug left it behind, or it was recorded as deleted and is still there;
@@ -13,22 +17,31 @@
 //!
 //! Objects of tenants whose saga is still running are left out: they may
 //! exist before their result is recorded. Keycloak clients and users are
-//! covered through their realm. `--remove-orphans` removes orphans through
-//! the owning worker's own compensation, which checks the marker again
-//! before deleting anything. Exit status: 0 when nothing drifts (or every
-//! orphan was removed), 1 otherwise.
+//! covered through their realm.
+//!
+//! `--remove-orphans` removes each orphan through the owning worker's own
+//! compensation, sent under the saga its marker names *now* (read again
+//! right before the removal), so the worker's fencing applies as to any
+//! compensation. Right before each removal the control plane is read again:
+//! an orphan whose saga is running or compensating, of a tenant with a saga
+//! under way, or of a tenant that saga made ACTIVE is skipped — the list of
+//! running sagas read at the start is stale by then, and a retry may have
+//! adopted the object meanwhile. A compensation that leaves the object in
+//! place (its `fenced` output) is reported as not removed. Exit status: 0
+//! when nothing drifts (or every orphan was removed), 1 otherwise.
 //!
 //! Connections come from the workers' variables: `LANDLORD_DATABASE_URL`
 //! (control plane), `LANDLORD_KEYCLOAK_*`, `LANDLORD_TENANT_DATABASE_URL`
-//! (a role that sees pooled rows: BYPASSRLS or superuser), `LANDLORD_S3_*`.
+//! (the database worker's role: it reads the markers table and pooled rows),
+//! `LANDLORD_S3_*`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context as _, Result};
-use aws_sdk_s3::primitives::ByteStream;
 use landlord_contract::pb;
-use landlord_idp::{Idp, PasswordDelivery};
+use landlord_idp::{Idp, PasswordDelivery, SAGA_ATTRIBUTE, TENANT_ATTRIBUTE};
 use landlord_runtime::{DeliveryInfo, Env, StepService};
+use landlord_storage::{Ownership, Place};
 use reqwest::Method;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -54,20 +67,42 @@ const KINDS: [&str; 8] = [
     "s3.prefix",
 ];
 
-const MARKER: &str = "landlord:tenant=";
-
 fn kind(name: &str) -> Option<&'static str> {
     KINDS.into_iter().find(|k| *k == name)
-}
-
-/// The tenant id in a PostgreSQL marker comment.
-fn marked(comment: &str) -> Option<String> {
-    comment.split_whitespace().next()?.strip_prefix(MARKER).map(str::to_owned)
 }
 
 /// `tenant_<key with - as _>` back to the key (keys have no `_`).
 fn key_of_pg_name(name: &str) -> Option<String> {
     name.strip_prefix("tenant_").map(|k| k.replace('_', "-"))
+}
+
+/// Who an object belongs to, by its marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Owner {
+    tenant_id: String,
+    /// `None`: a marker written before sagas were recorded.
+    saga_id: Option<String>,
+}
+
+/// An orphan's marker, read again right before its removal.
+#[derive(Debug)]
+enum Marking {
+    /// The object is gone (an earlier removal took it along, or someone else).
+    Gone,
+    Marked(Owner),
+    /// The object is there but no longer carries a marker of Landlord's.
+    Unmarked,
+}
+
+/// The backends and the control plane, connected once.
+struct Backends {
+    control: PgPool,
+    idp: Idp,
+    shared_realm: String,
+    database: landlord_database::Settings,
+    tenant_data: PgPool,
+    storage: landlord_storage::Storage,
+    storage_settings: landlord_storage::Settings,
 }
 
 pub async fn run(remove: bool) -> Result<bool> {
@@ -78,16 +113,24 @@ pub async fn run(remove: bool) -> Result<bool> {
     // Removing realms and organizations touches no temporary password.
     idp_settings.password_delivery = PasswordDelivery::None;
     let idp = Idp::new(idp_settings.clone(), None)?;
-    let database_settings = landlord_database::Settings::from_env(&env)?;
-    let tenant_data = PgPool::connect_with(database_settings.connect.clone())
-        .await
-        .context("connecting to the tenant-data database")?;
+    let database = landlord_database::Settings::from_env(&env)?;
+    let tenant_data =
+        PgPool::connect_with(database.connect.clone()).await.context("connecting to the tenant-data database")?;
     let storage_settings = landlord_storage::Settings::from_env(&env)?;
     let storage = landlord_storage::Storage::new(storage_settings.clone());
+    let backends = Backends {
+        control,
+        idp,
+        shared_realm: idp_settings.shared_realm,
+        database,
+        tenant_data,
+        storage,
+        storage_settings,
+    };
 
     let busy: BTreeSet<String> =
         sqlx::query_scalar("SELECT DISTINCT tenant_id::text FROM sagas WHERE state IN ('running', 'compensating')")
-            .fetch_all(&control)
+            .fetch_all(&backends.control)
             .await?
             .into_iter()
             .collect();
@@ -95,7 +138,7 @@ pub async fn run(remove: bool) -> Result<bool> {
         "SELECT r.kind, r.external_id, r.tenant_id::text, t.key FROM resources r
          JOIN tenants t ON t.id = r.tenant_id WHERE r.deleted_at IS NULL",
     )
-    .fetch_all(&control)
+    .fetch_all(&backends.control)
     .await?;
     let recorded: BTreeMap<(&str, String), Object> = rows
         .into_iter()
@@ -105,9 +148,9 @@ pub async fn run(remove: bool) -> Result<bool> {
         })
         .collect();
 
-    let mut found = keycloak(&idp, &idp_settings.shared_realm).await?;
-    found.extend(postgres(&tenant_data).await?);
-    found.extend(s3(&storage, &storage_settings).await?);
+    let mut found = keycloak(&backends.idp, &backends.shared_realm).await?;
+    found.extend(postgres(&backends.tenant_data).await?);
+    found.extend(s3(&backends.storage, &backends.storage_settings).await?);
     let found: BTreeMap<(&str, String), Object> =
         found.into_iter().map(|o| ((o.kind, o.external_id.clone()), o)).collect();
 
@@ -130,8 +173,17 @@ pub async fn run(remove: bool) -> Result<bool> {
     let mut left = missing.len();
     for object in &orphans {
         let outcome = if remove {
-            match remove_orphan(object, &idp, &database_settings, &storage).await {
-                Ok(()) => "removed".to_owned(),
+            match backends.remove_orphan(object).await {
+                Ok(Removal::Removed) => "removed".to_owned(),
+                Ok(Removal::AlreadyGone) => "removed (already gone)".to_owned(),
+                Ok(Removal::Skipped(why)) => {
+                    left += 1;
+                    format!("skipped: {why}")
+                }
+                Ok(Removal::Fenced(why)) => {
+                    left += 1;
+                    format!("NOT removed: the worker left it in place: {why}")
+                }
                 Err(error) => {
                     left += 1;
                     format!("NOT removed: {error:#}")
@@ -164,7 +216,9 @@ async fn keycloak(idp: &Idp, shared_realm: &str) -> Result<Vec<Object>> {
     let realms = kc.send(Method::GET, kc.admin_url(&[], &[]), None, "listing realms").await?;
     anyhow::ensure!(realms.status.is_success(), "listing realms: {} {}", realms.status, realms.message());
     for realm in realms.body.as_array().into_iter().flatten() {
-        let (Some(name), Some(id)) = (realm["realm"].as_str(), realm["attributes"]["tenantId"].as_str()) else {
+        let (Some(name), Some(id)) =
+            (realm["realm"].as_str(), landlord_idp::attribute(realm, TENANT_ATTRIBUTE).first().copied())
+        else {
             continue;
         };
         found.push(Object {
@@ -178,53 +232,106 @@ async fn keycloak(idp: &Idp, shared_realm: &str) -> Result<Vec<Object>> {
     let orgs = kc.send(Method::GET, url, None, "listing organizations").await?;
     // A shared realm without organizations (404) holds no pooled tenants.
     for org in orgs.body.as_array().into_iter().flatten() {
-        let (Some(id), Some(tenant)) = (org["id"].as_str(), first(&org["attributes"]["tenantId"])) else {
+        let Some(id) = org["id"].as_str() else { continue };
+        // Later Keycloak releases list brief representations, without
+        // attributes: the marker is then read from the organization itself.
+        let full = if org["attributes"].is_object() { None } else { organization(idp, shared_realm, id).await? };
+        let Some(tenant) = landlord_idp::attribute(full.as_ref().unwrap_or(org), TENANT_ATTRIBUTE).first().copied()
+        else {
             continue;
         };
         found.push(Object {
             kind: "keycloak.organization",
             external_id: id.to_owned(),
-            tenant_id: tenant,
+            tenant_id: tenant.to_owned(),
             key: org["name"].as_str().map(str::to_owned),
         });
     }
     Ok(found)
 }
 
-fn first(value: &Value) -> Option<String> {
-    value.as_array()?.first()?.as_str().map(str::to_owned)
+/// The organization `id` of the shared realm, if it exists.
+async fn organization(idp: &Idp, shared_realm: &str, id: &str) -> Result<Option<Value>> {
+    let kc = idp.keycloak();
+    let url = kc.admin_url(&[shared_realm, "organizations", id], &[]);
+    let reply = kc.send(Method::GET, url, None, "reading an organization").await?;
+    match reply.status.as_u16() {
+        200 => Ok(Some(reply.body)),
+        404 => Ok(None),
+        _ => anyhow::bail!("reading organization {id}: {} {}", reply.status, reply.message()),
+    }
 }
 
-async fn postgres(pool: &PgPool) -> Result<Vec<Object>> {
-    let queries = [
-        ("postgres.schema", "SELECT nspname::text, obj_description(oid, 'pg_namespace') FROM pg_namespace"),
-        ("postgres.role", "SELECT rolname::text, shobj_description(oid, 'pg_authid') FROM pg_roles"),
-        ("postgres.database", "SELECT datname::text, shobj_description(oid, 'pg_database') FROM pg_database"),
-    ];
+/// The realm `name`, if it exists.
+async fn realm(idp: &Idp, name: &str) -> Result<Option<Value>> {
+    let kc = idp.keycloak();
+    let reply = kc.send(Method::GET, kc.admin_url(&[name], &[]), None, "reading a realm").await?;
+    match reply.status.as_u16() {
+        200 => Ok(Some(reply.body)),
+        404 => Ok(None),
+        _ => anyhow::bail!("reading realm {name}: {} {}", reply.status, reply.message()),
+    }
+}
+
+/// The marker a Keycloak representation carries.
+fn keycloak_owner(representation: &Value) -> Marking {
+    match landlord_idp::attribute(representation, TENANT_ATTRIBUTE).first() {
+        Some(tenant) => Marking::Marked(Owner {
+            tenant_id: (*tenant).to_owned(),
+            saga_id: landlord_idp::attribute(representation, SAGA_ATTRIBUTE).first().map(|s| (*s).to_owned()),
+        }),
+        None => Marking::Unmarked,
+    }
+}
+
+/// Schemas, roles and databases the database worker marked, and the pooled
+/// tenants' rows, each with its marker.
+async fn postgres_marked(pool: &PgPool) -> Result<Vec<(&'static str, String, Owner)>> {
+    let mut conn = pool.acquire().await.context("connecting to the tenant-data database")?;
     let mut found = Vec::new();
-    for (kind, sql) in queries {
-        let rows: Vec<(String, Option<String>)> = sqlx::query_as(sql).fetch_all(pool).await?;
-        for (name, comment) in rows {
-            if let Some(tenant_id) = comment.as_deref().and_then(marked) {
-                found.push(Object { kind, key: key_of_pg_name(&name), external_id: name, tenant_id });
-            }
+    for marked in landlord_database::marker::list(&mut conn).await.context("listing the database markers")? {
+        if let Some(kind) = kind(&marked.kind) {
+            found.push((kind, marked.name, Owner { tenant_id: marked.tenant_id, saga_id: marked.saga_id }));
         }
     }
     let pooled: Option<String> =
-        sqlx::query_scalar("SELECT to_regclass('landlord_pooled.tenants')::text").fetch_one(pool).await?;
+        sqlx::query_scalar("SELECT to_regclass('landlord_pooled.tenants')::text").fetch_one(&mut *conn).await?;
+    let markers: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('landlord_admin.markers')::text").fetch_one(&mut *conn).await?;
     if pooled.is_some() {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT tenant_id, key FROM landlord_pooled.tenants").fetch_all(pool).await?;
-        for (tenant_id, key) in rows {
-            found.push(Object {
-                kind: "postgres.pooled_tenant",
-                external_id: tenant_id.clone(),
-                tenant_id,
-                key: Some(key),
-            });
+        // A pooled row names its tenant; its marker row (if any) the saga.
+        let sql = match markers {
+            Some(_) => {
+                "SELECT p.tenant_id, m.saga_id FROM landlord_pooled.tenants p
+                 LEFT JOIN landlord_admin.markers m ON m.kind = 'postgres.pooled_tenant' AND m.name = p.tenant_id"
+            }
+            None => "SELECT tenant_id, NULL::text FROM landlord_pooled.tenants",
+        };
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(sql).fetch_all(&mut *conn).await?;
+        for (tenant_id, saga_id) in rows {
+            found.push(("postgres.pooled_tenant", tenant_id.clone(), Owner { tenant_id, saga_id }));
         }
     }
     Ok(found)
+}
+
+async fn postgres(pool: &PgPool) -> Result<Vec<Object>> {
+    let marked = postgres_marked(pool).await?;
+    let mut pooled_keys = BTreeMap::new();
+    if marked.iter().any(|(kind, _, _)| *kind == "postgres.pooled_tenant") {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT tenant_id, key FROM landlord_pooled.tenants").fetch_all(pool).await?;
+        pooled_keys.extend(rows);
+    }
+    Ok(marked
+        .into_iter()
+        .map(|(kind, name, owner)| Object {
+            kind,
+            key: if kind == "postgres.pooled_tenant" { pooled_keys.get(&name).cloned() } else { key_of_pg_name(&name) },
+            external_id: name,
+            tenant_id: owner.tenant_id,
+        })
+        .collect())
 }
 
 async fn s3(storage: &landlord_storage::Storage, settings: &landlord_storage::Settings) -> Result<Vec<Object>> {
@@ -244,78 +351,167 @@ async fn s3(storage: &landlord_storage::Storage, settings: &landlord_storage::Se
                 .await
                 .with_context(|| format!("listing {name}"))?;
             for prefix in listed.common_prefixes().iter().filter_map(|p| p.prefix()) {
-                if let Some(tenant_id) = marker(client, name, &format!("{prefix}{}", landlord_storage::MARKER)).await? {
+                let place = Place { bucket: name.to_owned(), prefix: prefix.to_owned() };
+                if let Marking::Marked(owner) = s3_owner(storage, &place).await? {
                     found.push(Object {
                         kind: "s3.prefix",
                         external_id: format!("{name}/{prefix}"),
-                        tenant_id,
+                        tenant_id: owner.tenant_id,
                         key: prefix.strip_prefix("tenants/").map(|k| k.trim_end_matches('/').to_owned()),
                     });
                 }
             }
-        } else if let Some(tenant_id) = marker(client, name, landlord_storage::MARKER).await? {
-            let key = name.strip_prefix(before).and_then(|rest| rest.strip_suffix(after)).map(str::to_owned);
-            found.push(Object { kind: "s3.bucket", external_id: name.to_owned(), tenant_id, key });
+        } else {
+            let place = Place { bucket: name.to_owned(), prefix: String::new() };
+            if let Marking::Marked(owner) = s3_owner(storage, &place).await? {
+                let key = name.strip_prefix(before).and_then(|rest| rest.strip_suffix(after)).map(str::to_owned);
+                found.push(Object { kind: "s3.bucket", external_id: name.to_owned(), tenant_id: owner.tenant_id, key });
+            }
         }
     }
     Ok(found)
 }
 
-/// The tenant id in a marker object, if there is one.
-async fn marker(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Option<String>> {
-    match client.get_object().bucket(bucket).key(key).send().await {
-        Ok(object) => {
-            let body: ByteStream = object.body;
-            let bytes = body.collect().await.context("reading a marker")?.into_bytes();
-            Ok(Some(String::from_utf8_lossy(&bytes).trim().to_owned()))
-        }
-        Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
-        Err(error) => Err(anyhow::Error::new(error).context(format!("reading {bucket}/{key}"))),
-    }
+/// The ownership marker of a bucket or prefix, as the storage worker reads it.
+async fn s3_owner(storage: &landlord_storage::Storage, place: &Place) -> Result<Marking> {
+    let ownership = storage.ownership(place).await.map_err(|f| anyhow::anyhow!("{f}"))?;
+    Ok(match ownership {
+        Ownership::Marked(marker) => Marking::Marked(Owner { tenant_id: marker.tenant_id, saga_id: marker.saga_id }),
+        Ownership::Missing => Marking::Gone,
+        // Nothing left under a prefix: nothing to remove.
+        Ownership::Empty if !place.own_bucket() => Marking::Gone,
+        Ownership::Empty | Ownership::Tagged(_) | Ownership::Unmarked => Marking::Unmarked,
+    })
 }
 
-/// Removes an orphan with the owning worker's compensation, as if the saga
-/// that made it were undoing it; the worker checks the marker first.
-async fn remove_orphan(
-    object: &Object,
-    idp: &Idp,
-    database: &landlord_database::Settings,
-    storage: &landlord_storage::Storage,
-) -> Result<()> {
-    let key = object.key.clone().context("its name says no tenant key")?;
-    let tier = match object.kind {
-        "keycloak.organization" | "postgres.pooled_tenant" | "s3.prefix" => pb::Tier::Pooled,
-        "postgres.database" => pb::Tier::Silo,
-        _ => pb::Tier::Bridge,
-    };
-    let command = pb::StepCommand {
-        saga_id: format!("audit-{}", object.tenant_id),
-        step: "audit".into(),
-        compensate: true,
-        attempt: 1,
-        tenant: Some(pb::TenantSpec {
-            tenant_id: object.tenant_id.clone(),
-            key,
-            tier: tier as i32,
-            ..Default::default()
-        }),
-        resources: vec![pb::Resource {
-            kind: object.kind.to_owned(),
-            external_id: object.external_id.clone(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let delivery = DeliveryInfo::direct(0);
-    let outcome = match object.kind {
-        "keycloak.realm" | "keycloak.organization" => idp.run("delete_realm", &command, &delivery).await,
-        "s3.bucket" | "s3.prefix" => storage.run("delete_bucket", &command, &delivery).await,
-        _ => {
-            let provisioner = landlord_database::Provisioner::connect(database.clone())?;
-            provisioner.run("deprovision", &command, &delivery).await
+/// What became of an orphan.
+#[derive(Debug)]
+enum Removal {
+    Removed,
+    /// Not there any more when its marker was read again.
+    AlreadyGone,
+    /// Left alone: the control plane says it may be in use (why).
+    Skipped(String),
+    /// The worker's compensation left it in place (its `fenced` note).
+    Fenced(String),
+}
+
+impl Backends {
+    /// The orphan's marker, read now.
+    async fn marking(&self, object: &Object) -> Result<Marking> {
+        match object.kind {
+            "keycloak.realm" => {
+                Ok(realm(&self.idp, &object.external_id).await?.as_ref().map_or(Marking::Gone, keycloak_owner))
+            }
+            "keycloak.organization" => Ok(organization(&self.idp, &self.shared_realm, &object.external_id)
+                .await?
+                .as_ref()
+                .map_or(Marking::Gone, keycloak_owner)),
+            "s3.bucket" | "s3.prefix" => {
+                let resource = pb::Resource {
+                    kind: object.kind.to_owned(),
+                    external_id: object.external_id.clone(),
+                    ..Default::default()
+                };
+                let place = Place::from_resource(&resource).context("not a bucket or prefix name")?;
+                s3_owner(&self.storage, &place).await
+            }
+            // The marker list names only objects that still exist.
+            _ => Ok(postgres_marked(&self.tenant_data)
+                .await?
+                .into_iter()
+                .find(|(kind, name, _)| *kind == object.kind && *name == object.external_id)
+                .map_or(Marking::Gone, |(_, _, owner)| Marking::Marked(owner))),
         }
-    };
-    outcome.map(|_| ()).map_err(|failure| anyhow::anyhow!("{failure}"))
+    }
+
+    /// Why the object must be left alone now, if it must: its saga, or
+    /// another saga of its tenant, is at work, or its saga made the tenant
+    /// ACTIVE (the object is then the live tenant's, whatever the resources
+    /// table says). Read right before the removal, not from the list read
+    /// at the start.
+    async fn in_use(&self, owner: &Owner) -> Result<Option<String>> {
+        // Ids compared as text: a marker may name a saga that is not a UUID.
+        let (status, at_work, saga_state): (Option<String>, Option<String>, Option<String>) = sqlx::query_as(
+            "SELECT (SELECT status FROM tenants WHERE id::text = $1),
+                    (SELECT string_agg(id::text || ' ' || state, ', ') FROM sagas
+                      WHERE tenant_id::text = $1 AND state IN ('running', 'compensating')),
+                    (SELECT state FROM sagas WHERE id::text = $2)",
+        )
+        .bind(&owner.tenant_id)
+        .bind(owner.saga_id.as_deref().unwrap_or_default())
+        .fetch_one(&self.control)
+        .await
+        .context("reading the tenant's sagas")?;
+        let saga = owner.saga_id.as_deref().unwrap_or("(none)");
+        if let Some(state @ ("running" | "compensating")) = saga_state.as_deref() {
+            return Ok(Some(format!("saga running (its saga {saga} is {state})")));
+        }
+        if let Some(sagas) = at_work {
+            return Ok(Some(format!("saga running (the tenant's saga {sagas})")));
+        }
+        let active = status.as_deref() == Some("ACTIVE");
+        Ok(match (&owner.saga_id, saga_state.as_deref()) {
+            (None, _) if active => Some("tenant ACTIVE and its marker names no saga".to_owned()),
+            (Some(_), Some("succeeded")) if active => Some(format!("tenant ACTIVE with saga {saga}")),
+            _ => None,
+        })
+    }
+
+    /// Removes an orphan with the owning worker's compensation, sent under
+    /// the saga its marker names, after checking again that nothing uses
+    /// it; the worker checks the marker once more before deleting anything.
+    async fn remove_orphan(&self, object: &Object) -> Result<Removal> {
+        let owner = match self.marking(object).await? {
+            Marking::Gone => return Ok(Removal::AlreadyGone),
+            Marking::Unmarked => anyhow::bail!("it no longer carries a marker of Landlord's"),
+            Marking::Marked(owner) => owner,
+        };
+        if let Some(why) = self.in_use(&owner).await? {
+            return Ok(Removal::Skipped(why));
+        }
+        let key = object.key.clone().context("its name says no tenant key")?;
+        let tier = match object.kind {
+            "keycloak.organization" | "postgres.pooled_tenant" | "s3.prefix" => pb::Tier::Pooled,
+            "postgres.database" => pb::Tier::Silo,
+            _ => pb::Tier::Bridge,
+        };
+        let command = pb::StepCommand {
+            // A marker without a saga predates saga fencing: the database and
+            // storage workers let any saga of the tenant undo it, the idp
+            // worker none (it is then reported as left in place).
+            saga_id: owner.saga_id.clone().unwrap_or_else(|| format!("audit-{}", owner.tenant_id)),
+            step: "audit".into(),
+            compensate: true,
+            attempt: 1,
+            tenant: Some(pb::TenantSpec {
+                tenant_id: owner.tenant_id.clone(),
+                key,
+                tier: tier as i32,
+                ..Default::default()
+            }),
+            resources: vec![pb::Resource {
+                kind: object.kind.to_owned(),
+                external_id: object.external_id.clone(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let delivery = DeliveryInfo::direct(0);
+        let outcome = match object.kind {
+            "keycloak.realm" | "keycloak.organization" => self.idp.run("delete_realm", &command, &delivery).await,
+            "s3.bucket" | "s3.prefix" => self.storage.run("delete_bucket", &command, &delivery).await,
+            _ => {
+                let provisioner = landlord_database::Provisioner::connect(self.database.clone())?;
+                provisioner.run("deprovision", &command, &delivery).await
+            }
+        };
+        let ok = outcome.map_err(|failure| anyhow::anyhow!("{failure}"))?;
+        Ok(match ok.outputs.get("fenced") {
+            Some(why) => Removal::Fenced(why.clone()),
+            None => Removal::Removed,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -323,10 +519,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_markers_give_back_keys_and_ids() {
+    fn names_give_back_keys() {
         assert_eq!(key_of_pg_name("tenant_acme_corp").as_deref(), Some("acme-corp"));
         assert_eq!(key_of_pg_name("postgres"), None);
-        assert_eq!(marked("landlord:tenant=abc seed=x sha256=y").as_deref(), Some("abc"));
-        assert_eq!(marked("something else"), None);
+    }
+
+    #[test]
+    fn keycloak_markers_name_tenant_and_saga() {
+        let realm = serde_json::json!({"attributes": {TENANT_ATTRIBUTE: "t1", SAGA_ATTRIBUTE: "s1"}});
+        let org = serde_json::json!({"attributes": {TENANT_ATTRIBUTE: ["t1"]}});
+        let owner = |m| match m {
+            Marking::Marked(o) => Some(o),
+            _ => None,
+        };
+        assert_eq!(owner(keycloak_owner(&realm)), Some(Owner { tenant_id: "t1".into(), saga_id: Some("s1".into()) }));
+        assert_eq!(owner(keycloak_owner(&org)), Some(Owner { tenant_id: "t1".into(), saga_id: None }));
+        assert!(matches!(keycloak_owner(&serde_json::json!({})), Marking::Unmarked));
     }
 }

@@ -257,6 +257,25 @@ async fn the_audit_reports_drift_both_ways_and_removes_only_marked_orphans() -> 
     assert!(!report.contains("not-landlords") && !report.contains("tenant_unmarked"), "{report}");
     assert!(!report.contains("kept"), "the healthy tenant is not drift: {report}");
 
+    // "lost" and "pool" are still ACTIVE, made so by the sagas their
+    // objects' markers name: those objects are the live tenants', whatever
+    // the resources table says, and the removal leaves them.
+    let (clean, skipped) = stack.audit(true).await?;
+    assert!(!clean, "{skipped}");
+    assert_eq!(skipped.matches("skipped: tenant ACTIVE with saga").count(), 7, "{skipped}");
+    assert!(!skipped.contains("removed"), "{skipped}");
+    assert!(stack.keycloak.realm("tenant-lost").is_some());
+    assert!(stack.buckets()?.contains(&"landlord-lost".to_owned()));
+    // Now make them what a crash leaves: the sagas that made these objects
+    // ended FAILED and their compensations never reached the backends.
+    sqlx::query(
+        "UPDATE sagas SET state = 'failed', finished_at = now() WHERE tenant_id IN
+         (SELECT id FROM tenants WHERE key IN ('lost', 'pool'))",
+    )
+    .execute(&mut control)
+    .await?;
+    sqlx::query("UPDATE tenants SET status = 'FAILED' WHERE key IN ('lost', 'pool')").execute(&mut control).await?;
+
     let (_, removal) = stack.audit(true).await?;
     assert_eq!(removal.matches("removed").count(), 7, "{removal}");
     assert!(!removal.contains("NOT removed"), "{removal}");
