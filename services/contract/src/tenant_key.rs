@@ -215,10 +215,9 @@ impl BackendNames {
 
 /// S3's general-purpose bucket naming rules; the broken rule, if any.
 ///
-/// The same rules as the storage worker's own check
-/// (`landlord_storage::check_bucket_name`, services/storage/src/naming.rs),
-/// kept here so intake refuses a key before anything is created; keep the
-/// two in step (the contract cannot depend on the worker).
+/// The storage worker checks the names it builds with these rules too
+/// (`landlord_storage::check_bucket_name`), so intake and the worker cannot
+/// disagree.
 pub fn check_s3_bucket_name(name: &str) -> Result<(), String> {
     if !(3..=63).contains(&name.len()) {
         return Err("length must be 3 to 63 characters".into());

@@ -264,8 +264,14 @@ impl Handler for Resolve {
 
 /// Applies due deadlines: late answers are re-driven or counted as failed
 /// attempts, due retries and compensation retries start.
-async fn timer(core: Arc<Core>, interval: Duration, shutdown: CancellationToken) {
+async fn timer(
+    core: Arc<Core>,
+    interval: Duration,
+    stuck: prometheus_client::metrics::gauge::Gauge,
+    shutdown: CancellationToken,
+) {
     let mut pruned = std::time::Instant::now();
+    let mut counted: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -277,6 +283,20 @@ async fn timer(core: Arc<Core>, interval: Duration, shutdown: CancellationToken)
         if pruned.elapsed() > Duration::from_secs(60) {
             core.kept.prune();
             pruned = std::time::Instant::now();
+        }
+        // Stuck compensations wait for an operator: count them for alerts
+        // (landlord_compensations_stuck), every few seconds.
+        if counted.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) {
+            counted = Some(std::time::Instant::now());
+            match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM saga_steps WHERE state = 'stuck'")
+                .fetch_one(&core.pool)
+                .await
+            {
+                Ok(n) => {
+                    stuck.set(n);
+                }
+                Err(error) => tracing::warn!(%error, "counting stuck compensations failed"),
+            }
         }
     }
 }
@@ -334,7 +354,11 @@ pub async fn attach(service: &mut Service, plans: Plans, timing: Timing) -> anyh
         Some(timing.inbox_retention),
         service.shutdown_token(),
     ));
-    service.spawn(timer(core.clone(), timing.timer_interval, service.shutdown_token()));
+    let stuck = service.metrics.gauge(
+        "compensations_stuck",
+        "Compensations that failed permanently and wait for an operator (cmd.orchestrator.resolve)",
+    );
+    service.spawn(timer(core.clone(), timing.timer_interval, stuck, service.shutdown_token()));
     let requested = namespace.event_filter(None, Some(EventKind::Requested));
     service.consume(StreamKind::Events, "orchestrator-intake", vec![requested], Intake(core.clone())).await?;
     let results = format!("{}.v1.result.>", namespace.root());

@@ -693,43 +693,26 @@ impl Saga {
         let step = self.touch(i);
         step.last_error = Some(format!("{}: {}", error.code, error.message));
         let position = step.position;
-        if compensate && !retryable {
-            // A compensation that fails the same way every time would be
-            // retried forever without anyone noticing: it stops, in plain
-            // sight (step `stuck`, an event, the audit), until an operator
-            // retries or skips it (`resolve`).
-            step.state = "stuck".into();
-            step.deadline = None;
-            step.command_id = None;
-            let name = step.name.clone();
-            let attempt = u32::try_from(step.attempts).unwrap_or(0);
-            let detail = serde_json::json!({ "step": name, "error": step.last_error });
-            self.audit("compensation_stuck", detail);
-            let progress = self.progress();
-            self.event(
-                &format!("{position}.undo.{attempt}"),
-                pb::StepFailed {
-                    tenant_id: self.tenant.id.to_string(),
-                    saga_id: self.saga_id(),
-                    step: name,
-                    attempt,
-                    error: Some(error.clone()),
-                    will_retry: false,
-                    fatal: true,
-                    progress: Some(progress),
-                },
-            );
-            return;
-        }
         if compensate {
-            // Retryable trouble: compensations are retried until they
-            // succeed, since leaving a tenant's resources behind is worse
-            // than trying again.
-            let delay = backoff(&step.backoff_ms, step.attempts);
-            step.deadline = Some(now + ms(delay));
+            if retryable {
+                // Compensations are retried until they succeed: leaving a
+                // tenant's resources behind is worse than trying again.
+                step.deadline = Some(now + ms(backoff(&step.backoff_ms, step.attempts)));
+            } else {
+                // A compensation that fails the same way every time would
+                // be retried forever without anyone noticing: it stops, in
+                // plain sight (step `stuck`, the event, the audit), until
+                // an operator retries or skips it (`resolve`).
+                step.state = "stuck".into();
+                step.deadline = None;
+            }
             step.command_id = None;
             let name = step.name.clone();
             let attempt = u32::try_from(step.attempts).unwrap_or(0);
+            if !retryable {
+                let detail = serde_json::json!({ "step": name, "error": step.last_error });
+                self.audit("compensation_stuck", detail);
+            }
             let progress = self.progress();
             self.event(
                 &format!("{position}.undo.{attempt}"),
@@ -739,7 +722,7 @@ impl Saga {
                     step: name,
                     attempt,
                     error: Some(error.clone()),
-                    will_retry: true,
+                    will_retry: retryable,
                     fatal: true,
                     progress: Some(progress),
                 },

@@ -71,6 +71,7 @@ struct Harness {
     broker: landlord_runtime::Broker,
     pool: PgPool,
     stop: CancellationToken,
+    metrics: landlord_runtime::Metrics,
     _worker: Process,
 }
 
@@ -103,6 +104,7 @@ impl Harness {
         let publisher = Publisher::new(&service.broker, "test");
         let broker = service.broker.clone();
         let pool = service.database.clone().context("pool")?;
+        let metrics = service.metrics.clone();
         tokio::spawn(service.run());
         let worker = Process::start(
             "work",
@@ -120,7 +122,7 @@ impl Harness {
             ],
             &scratch_dir("logs")?,
         )?;
-        Ok(Self { namespace, publisher, broker, pool, stop, _worker: worker })
+        Ok(Self { namespace, publisher, broker, pool, stop, metrics, _worker: worker })
     }
 
     fn request(key: &str, labels: &[(&str, &str)]) -> pb::TenantRequested {

@@ -35,7 +35,9 @@ type HistogramFamily = Family<ConsumerLabel, Histogram, fn() -> Histogram>;
 
 #[derive(Debug)]
 struct Inner {
-    registry: Registry,
+    /// Behind a lock so that a service can add its own series after start
+    /// ([`Metrics::gauge`]).
+    registry: std::sync::Mutex<Registry>,
     handled: Family<OutcomeLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     latency: HistogramFamily,
@@ -66,7 +68,20 @@ impl Metrics {
         registry.register("handler_failures", "Handler errors, by kind", failures.clone());
         registry.register("handler_duration_seconds", "Time from receipt to settlement", latency.clone());
         registry.register("messages_in_flight", "Messages being handled now", in_flight.clone());
+        let registry = std::sync::Mutex::new(registry);
         Self { inner: Arc::new(Inner { registry, handled, failures, latency, in_flight }) }
+    }
+
+    /// A gauge of the service's own, `landlord_<name>` (e.g. the
+    /// orchestrator's count of stuck compensations).
+    pub fn gauge(&self, name: &str, help: &str) -> Gauge {
+        let gauge = Gauge::default();
+        self.inner.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner).register(
+            name,
+            help,
+            gauge.clone(),
+        );
+        gauge
     }
 
     /// Handles on one consumer's series, looked up once so that counting a
@@ -99,7 +114,8 @@ impl Metrics {
     /// OpenMetrics text.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry) {
+        let registry = self.inner.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &registry) {
             tracing::error!(%error, "encoding metrics failed");
         }
         out

@@ -80,35 +80,11 @@ impl Settings {
     }
 }
 
-/// S3's general-purpose bucket naming rules; the broken rule, if any.
+/// S3's general-purpose bucket naming rules; the broken rule, if any. The
+/// contract owns them, so that intake refuses a key whose bucket name would
+/// break one before anything is created.
 pub fn check_bucket_name(name: &str) -> Result<(), String> {
-    if !(3..=63).contains(&name.len()) {
-        return Err("length must be 3 to 63 characters".into());
-    }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.')) {
-        return Err(format!("only lowercase letters, digits, '-' and '.' are allowed, not {c:?}"));
-    }
-    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if !edge_ok(name.chars().next()) || !edge_ok(name.chars().last()) {
-        return Err("must begin and end with a letter or digit".into());
-    }
-    if name.contains("..") || name.contains(".-") || name.contains("-.") {
-        return Err("no adjacent periods, and no period next to a hyphen".into());
-    }
-    if name.split('.').count() == 4 && name.split('.').all(|part| part.parse::<u8>().is_ok()) {
-        return Err("must not look like an IP address".into());
-    }
-    for prefix in ["xn--", "sthree-", "amzn-s3-demo-"] {
-        if name.starts_with(prefix) {
-            return Err(format!("must not begin with {prefix:?}"));
-        }
-    }
-    for suffix in ["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"] {
-        if name.ends_with(suffix) {
-            return Err(format!("must not end with {suffix:?}"));
-        }
-    }
-    Ok(())
+    landlord_contract::tenant_key::check_s3_bucket_name(name)
 }
 
 #[cfg(test)]

@@ -256,6 +256,10 @@ async fn a_compensation_that_fails_permanently_stops_in_sight_until_an_operator_
         .fetch_one(&h.pool)
         .await?;
     assert_eq!(audited, 1);
+    eventually("the stuck compensation on /metrics", WAIT, || async {
+        h.metrics.encode().lines().any(|l| l == "landlord_compensations_stuck 1").then_some(())
+    })
+    .await?;
     let saga = saga_of(&h, "stuck").await?;
     let resolve = pb::ResolveCompensation {
         saga_id: saga,
