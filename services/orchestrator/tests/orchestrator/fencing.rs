@@ -61,13 +61,16 @@ async fn saga_of(h: &Harness, key: &str) -> Result<String> {
     Ok(id.to_string())
 }
 
+/// Tenant status, step, state, attempts, last error.
+type StepDump = (String, String, String, i32, Option<String>);
+
 async fn wait_status(h: &Harness, key: &str, status: &str) -> Result<()> {
     let waited = eventually(&format!("{key} to be {status}"), WAIT, || async {
         (h.status(key).await.ok()? == status).then_some(())
     })
     .await;
     if waited.is_err() {
-        let steps: sqlx::Result<Vec<(String, String, String, i32, Option<String>)>> = sqlx::query_as(
+        let steps: sqlx::Result<Vec<StepDump>> = sqlx::query_as(
             "SELECT t.status, st.name, st.state, st.attempts, st.last_error FROM saga_steps st
              JOIN sagas s ON s.id = st.saga_id JOIN tenants t ON t.id = s.tenant_id WHERE t.key = $1 ORDER BY s.created_at, st.position",
         )
