@@ -201,7 +201,10 @@ mod tests {
     fn event_subjects_parse_strictly() {
         let ns = Namespace::default();
         assert_eq!(ns.parse_event_subject("landlord.v1.events.acme.requested"), Some(("acme", EventKind::Requested)));
-        assert_eq!(ns.parse_event_subject("landlord.v1.events._invalid.rejected"), Some(("_invalid", EventKind::Rejected)));
+        assert_eq!(
+            ns.parse_event_subject("landlord.v1.events._invalid.rejected"),
+            Some(("_invalid", EventKind::Rejected))
+        );
         assert_eq!(ns.parse_event_subject("landlord.v1.events.acme.requested.x"), None);
         assert_eq!(ns.parse_event_subject("landlord.v1.events..requested"), None);
         assert_eq!(ns.parse_event_subject("landlord.v1.cmd.acme.requested"), None);
