@@ -78,3 +78,8 @@ bench-api: install
 # Benchmark the whole system: 1,000 bridge tenants at 1/16/64 in flight through the service binaries, next to the workers' steps called directly (the floor) → bench/results/full.{json,md}.
 bench: install
     RUST_LOG=warn cargo bench -p landlord-e2e --bench full
+
+# The nemesis run, long (minutes): 300 tenants provisioned, failed, retried and cancelled while a seeded schedule kills services, restarts NATS and PostgreSQL and pauses processes; then the checker (issue 22). CI runs a short one (40 tenants, 10 rounds) with the e2e suite. `LANDLORD_NEMESIS_SEED=<seed> just nemesis` replays a printed seed.
+nemesis tenants="300" rounds="40": install
+    cargo build --workspace --bins --tests --locked
+    LANDLORD_NEMESIS_TENANTS={{tenants}} LANDLORD_NEMESIS_ROUNDS={{rounds}} cargo test -p landlord-e2e --test e2e --locked nemesis -- --nocapture

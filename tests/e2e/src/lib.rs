@@ -302,6 +302,21 @@ impl Stack {
         }
     }
 
+    /// SIGSTOP a service (the nemesis run): its connections stay open, its
+    /// messages wait — past their deadlines if the pause is long enough.
+    pub fn pause_service(&self, name: &str) {
+        if let Some(running) = self.services.get(name) {
+            running.process.pause();
+        }
+    }
+
+    /// SIGCONT after [`Self::pause_service`].
+    pub fn resume_service(&self, name: &str) {
+        if let Some(running) = self.services.get(name) {
+            running.process.resume();
+        }
+    }
+
     /// A service's log so far.
     pub fn log(&self, name: &str) -> String {
         self.services.get(name).map(|r| r.process.output()).unwrap_or_default()

@@ -3,6 +3,9 @@
 //! every outcome checked in the backends themselves, not only in
 //! Landlord's tables.
 
+#[path = "e2e/nemesis.rs"]
+mod nemesis;
+
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};

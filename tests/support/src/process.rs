@@ -236,6 +236,17 @@ impl Process {
         }
     }
 
+    /// SIGSTOP: the process keeps its sockets but runs nothing, as a long
+    /// GC pause or a frozen VM looks to its peers.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
