@@ -650,6 +650,14 @@ impl Processes {
             .fetch_one(&self.pool)
             .await?;
         assert_eq!(stuck, 0, "no saga is stuck");
+        // An orchestrator killed between a commit and its publish leaves the
+        // rows to the outbox sweep, which publishes them a grace period
+        // later: every event is in the stream once the outbox is empty.
+        eventually("the outbox to be published", WAIT, || async {
+            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&self.pool).await.ok()?;
+            (left == 0).then_some(())
+        })
+        .await?;
         let activated = self.events_per_tenant(EventKind::Activated).await?;
         let failed = self.events_per_tenant(EventKind::ProvisioningFailed).await?;
         let succeeded = self.events_per_tenant(EventKind::StepSucceeded).await?;

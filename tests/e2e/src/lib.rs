@@ -329,6 +329,18 @@ impl Stack {
 
     /// `landlord request <key> …` with the CLI, waiting for the saga's end.
     pub async fn request(&self, key: &str, plan: &str) -> Result<Output> {
+        Ok(self.request_command(key, plan)?.output().await?)
+    }
+
+    /// `landlord request <key> …` started, not awaited: for a test that
+    /// must act on the stack while the saga runs (bring a backend back).
+    pub fn spawn_request(&self, key: &str, plan: &str) -> Result<tokio::process::Child> {
+        let mut command = self.request_command(key, plan)?;
+        command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        Ok(command.spawn()?)
+    }
+
+    fn request_command(&self, key: &str, plan: &str) -> Result<tokio::process::Command> {
         let cli = workspace_binary("landlord")?;
         let env = self.env(0);
         let args = [
@@ -350,8 +362,9 @@ impl Stack {
             "60s",
         ]
         .map(str::to_owned);
-        let output = tokio::process::Command::new(cli).args(args).envs(env).output().await?;
-        Ok(output)
+        let mut command = tokio::process::Command::new(cli);
+        command.args(args).envs(env);
+        Ok(command)
     }
 
     /// `landlord audit [--remove-orphans]`: whether it found no drift (or
