@@ -1,0 +1,130 @@
+//! The provisioning saga: state in PostgreSQL, transitions in memory, both
+//! written back in the transaction that loaded them together with the
+//! messages they decide (see [`crate::outbox`]).
+//!
+//! Forward steps run in order. A retryable error is retried with the
+//! step's backoff until its attempts run out; a step whose answer is late is
+//! re-driven once (same command, same message id), then counts as a failed
+//! attempt. A fatal failure, exhausted retries or a cancellation start the
+//! compensations of the completed steps, newest first, each retried until it
+//! succeeds. Nothing is undone once the tenant is ACTIVE.
+//!
+//! [`store`] holds the rows and loads and saves them, [`machine`] the
+//! transitions, [`wire`] what they send: commands, events and progress.
+
+mod machine;
+mod store;
+mod wire;
+
+use landlord_contract::Namespace;
+use landlord_contract::pb;
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::outbox::Outgoing;
+use crate::plans::parse_tier;
+
+pub use store::{Batch, ResourceRecord, SagaRow, StepOutput, StepRow, TenantRow};
+
+/// A saga loaded for a transition.
+#[derive(Debug, Clone)]
+pub struct Saga {
+    pub saga: SagaRow,
+    /// `sagas.version` as loaded; every save bumps it.
+    pub version: i64,
+    pub tenant: TenantRow,
+    pub steps: Vec<StepRow>,
+    dirty: Vec<bool>,
+    pub outgoing: Vec<Outgoing>,
+    audit: Vec<(String, Value)>,
+    /// Resources reported by steps that succeeded in this transition.
+    created: Vec<(String, ResourceRecord)>,
+    /// Steps whose resources were removed by a compensation.
+    undone: Vec<String>,
+    namespace: Namespace,
+    now: OffsetDateTime,
+    /// Tenant status as loaded, to skip writing it back unchanged.
+    loaded_status: String,
+}
+
+fn ms(d: i64) -> time::Duration {
+    time::Duration::milliseconds(d)
+}
+
+impl Saga {
+    /// Saga `id` of `tenant` as just inserted, running, its steps pending:
+    /// what loading it would give.
+    pub fn started(namespace: &Namespace, id: Uuid, tenant: TenantRow, steps: Vec<StepRow>) -> Self {
+        let saga = SagaRow {
+            id,
+            tenant_id: tenant.id,
+            state: "running".into(),
+            cancel_reason: None,
+            cancel_requested_by: None,
+            failed_step: None,
+            failure_reason: None,
+        };
+        Self::new(namespace, saga, 0, tenant, steps)
+    }
+
+    fn new(namespace: &Namespace, saga: SagaRow, version: i64, tenant: TenantRow, steps: Vec<StepRow>) -> Self {
+        Self {
+            saga,
+            version,
+            dirty: vec![false; steps.len()],
+            steps,
+            outgoing: Vec::new(),
+            audit: Vec::new(),
+            created: Vec::new(),
+            undone: Vec::new(),
+            namespace: namespace.clone(),
+            now: OffsetDateTime::now_utc(),
+            loaded_status: tenant.status.clone(),
+            tenant,
+        }
+    }
+
+    /// The saga as it stands once saved: what an orchestrator keeps in
+    /// memory to apply the next result without loading it
+    /// ([`Saga::save_kept`]).
+    pub fn saved(&self) -> Self {
+        let mut next = self.clone();
+        next.version += 1;
+        next.dirty.fill(false);
+        next.outgoing.clear();
+        next.audit.clear();
+        next.created.clear();
+        next.undone.clear();
+        next.loaded_status.clone_from(&next.tenant.status);
+        next
+    }
+
+    /// A kept saga, ready for its next transition.
+    pub fn resumed(mut self) -> Self {
+        self.now = OffsetDateTime::now_utc();
+        self
+    }
+
+    /// Succeeded, failed or cancelled: no result changes it any more.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.saga.state.as_str(), "succeeded" | "failed" | "cancelled")
+    }
+
+    fn touch(&mut self, i: usize) -> &mut StepRow {
+        self.dirty[i] = true;
+        &mut self.steps[i]
+    }
+
+    fn audit(&mut self, action: &str, detail: Value) {
+        self.audit.push((action.to_owned(), detail));
+    }
+
+    pub fn tier(&self) -> pb::Tier {
+        parse_tier(&self.tenant.tier).unwrap_or(pb::Tier::Bridge)
+    }
+
+    fn saga_id(&self) -> String {
+        self.saga.id.to_string()
+    }
+}

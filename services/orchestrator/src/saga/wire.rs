@@ -1,0 +1,153 @@
+//! What a saga sends and reports: step commands, lifecycle events (through
+//! the outbox) and progress, in the contract's protobuf types.
+
+use std::collections::HashMap;
+
+use landlord_contract::Event;
+use landlord_contract::pb::{self, StepState};
+use time::OffsetDateTime;
+
+use super::machine::sent_id;
+use super::{Outgoing, ResourceRecord, Saga, StepOutput};
+
+impl Saga {
+    pub(super) fn spec(&self) -> pb::TenantSpec {
+        pb::TenantSpec {
+            tenant_id: self.tenant.id.to_string(),
+            key: self.tenant.key.clone(),
+            display_name: self.tenant.display_name.clone(),
+            plan: self.tenant.plan.clone(),
+            tier: self.tier() as i32,
+            admin: Some(pb::AdminContact {
+                email: self.tenant.admin_email.clone(),
+                first_name: self.tenant.admin_first_name.clone(),
+                last_name: self.tenant.admin_last_name.clone(),
+            }),
+            domains: self.tenant.domains.clone(),
+            labels: self.tenant.labels.0.clone(),
+        }
+    }
+
+    /// Publishes a lifecycle event (via the outbox) with a deterministic id.
+    pub(super) fn event<E: Event>(&mut self, id_suffix: &str, event: E) {
+        let key = landlord_contract::TenantKey::parse(&self.tenant.key);
+        let subject = match &key {
+            Ok(key) => self.namespace.event_subject(key, E::KIND),
+            Err(_) => self.namespace.invalid_key_event_subject(E::KIND),
+        };
+        let id = format!("{}.{}.{id_suffix}", self.saga.id, E::KIND.name());
+        let saga_id = self.saga_id();
+        self.audit(E::KIND.name(), serde_json::json!({ "event": id }));
+        self.outgoing.push(Outgoing::new(subject, id, &event).about(&self.tenant.key, Some(&saga_id)));
+    }
+
+    pub fn progress(&self) -> pb::Progress {
+        let forward = self.steps.len().max(1);
+        let done = self.steps.iter().filter(|s| matches!(s.state.as_str(), "succeeded" | "skipped")).count();
+        let current = self
+            .steps
+            .iter()
+            .find(|s| matches!(s.state.as_str(), "running" | "retry_wait" | "compensating" | "stuck"))
+            .or_else(|| self.steps.iter().rev().find(|s| s.state != "pending"))
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        let timestamp = |t: Option<OffsetDateTime>| {
+            t.map(|t| prost_types::Timestamp { seconds: t.unix_timestamp(), nanos: t.nanosecond() as i32 })
+        };
+        pb::Progress {
+            current_step: current,
+            percent: u32::try_from(done * 100 / forward).unwrap_or(100),
+            steps: self
+                .steps
+                .iter()
+                .map(|s| pb::StepProgress {
+                    name: s.name.clone(),
+                    state: step_state(&s.state) as i32,
+                    attempts: u32::try_from(s.attempts).unwrap_or(0),
+                    started_at: timestamp(s.started_at),
+                    finished_at: timestamp(s.finished_at),
+                    duration_ms: match (s.started_at, s.finished_at) {
+                        (Some(a), Some(b)) => u64::try_from((b - a).whole_milliseconds()).unwrap_or(0),
+                        _ => 0,
+                    },
+                    last_error: s.last_error.clone().unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Inputs for a step: the outputs of the steps completed so far.
+    fn inputs(&self) -> HashMap<String, String> {
+        self.steps
+            .iter()
+            .filter(|s| s.state == "succeeded" || s.state == "compensating")
+            .flat_map(|s| s.output.0.outputs.clone())
+            .collect()
+    }
+
+    fn command(&self, i: usize, compensate: bool) -> pb::StepCommand {
+        let step = &self.steps[i];
+        let deadline =
+            step.deadline.map(|t| prost_types::Timestamp { seconds: t.unix_timestamp(), nanos: t.nanosecond() as i32 });
+        let compensation = step.compensation.as_deref().map(|c| c.rsplit('.').next().unwrap_or(c).to_owned());
+        pb::StepCommand {
+            deadline,
+            compensation: compensation.unwrap_or_default(),
+            saga_id: self.saga_id(),
+            step: step.name.clone(),
+            compensate,
+            attempt: u32::try_from(step.attempts).unwrap_or(0),
+            tenant: Some(self.spec()),
+            inputs: self.inputs(),
+            resources: if compensate { step.output.0.resources.iter().map(Into::into).collect() } else { Vec::new() },
+            params: step.params.0.clone(),
+            failure: None,
+        }
+    }
+
+    pub(super) fn send_command(&mut self, i: usize, compensate: bool) {
+        let command = self.command(i, compensate);
+        let step = &self.steps[i];
+        let action = if compensate { step.compensation.clone().unwrap_or_default() } else { step.action.clone() };
+        let subject = self.namespace.command_subject(&step.service, &action);
+        let id = sent_id(step);
+        let saga_id = self.saga_id();
+        self.outgoing.push(Outgoing::new(subject, id, &command).about(&self.tenant.key, Some(&saga_id)));
+    }
+}
+
+fn step_state(state: &str) -> StepState {
+    match state {
+        "pending" => StepState::Pending,
+        "running" | "retry_wait" => StepState::Running,
+        "succeeded" => StepState::Succeeded,
+        "failed" => StepState::Failed,
+        "compensating" | "stuck" => StepState::Compensating,
+        "compensated" => StepState::Compensated,
+        "skipped" => StepState::Skipped,
+        _ => StepState::Unspecified,
+    }
+}
+
+impl From<&pb::StepOk> for StepOutput {
+    fn from(ok: &pb::StepOk) -> Self {
+        Self {
+            resources: ok
+                .resources
+                .iter()
+                .map(|r| ResourceRecord {
+                    kind: r.kind.clone(),
+                    external_id: r.external_id.clone(),
+                    metadata: r.metadata.clone(),
+                })
+                .collect(),
+            outputs: ok.outputs.clone(),
+        }
+    }
+}
+
+impl From<&ResourceRecord> for pb::Resource {
+    fn from(r: &ResourceRecord) -> Self {
+        Self { kind: r.kind.clone(), external_id: r.external_id.clone(), metadata: r.metadata.clone() }
+    }
+}
