@@ -14,6 +14,12 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use landlord_runtime::StepFailure;
+use landlord_runtime::kv::{Bucket, BucketError};
+
+/// The ledger's bucket, `<namespace>_mail_sent`; its time to live is the
+/// service's setting.
+pub const BUCKET: Bucket =
+    Bucket::new("mail_sent", "Landlord notification: command ids whose mail was sent", Duration::from_secs(24 * 3600));
 
 const SENDING: &[u8] = b"sending";
 const SENT: &[u8] = b"sent";
@@ -60,20 +66,8 @@ impl Ledger {
         replicas: usize,
         ttl: Duration,
         claim_timeout: Duration,
-    ) -> Result<Self, async_nats::Error> {
-        let bucket: String =
-            namespace.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-        let store = jetstream
-            .create_or_update_key_value(kv::Config {
-                bucket: format!("{bucket}_mail_sent"),
-                description: "Landlord notification: command ids whose mail was sent".into(),
-                history: 1,
-                max_age: ttl,
-                num_replicas: replicas,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await?;
+    ) -> Result<Self, BucketError> {
+        let store = BUCKET.with_ttl(ttl).declare(jetstream, namespace, replicas).await?;
         Ok(Self { store, claim_timeout })
     }
 

@@ -21,6 +21,8 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 
+use crate::kv::{Bucket, BucketError};
+
 /// How long a tombstone is kept.
 pub const TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -35,10 +37,17 @@ fn error(what: &'static str, detail: impl std::fmt::Display) -> FenceError {
     FenceError { what, detail: detail.to_string() }
 }
 
+fn bucket_error(error: BucketError) -> FenceError {
+    self::error("declaring the bucket", error)
+}
+
+/// The bucket every worker shares: `<namespace>_fences`.
+pub const BUCKET: Bucket =
+    Bucket::new("fences", "Landlord: steps whose compensation began; their forward commands do nothing", TTL);
+
 /// The bucket's name for a namespace root.
 pub fn bucket_name(root: &str) -> String {
-    let root: String = root.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    format!("{root}_fences")
+    BUCKET.name(root)
 }
 
 /// The key of (saga, step) (KV keys allow `[-/_=.a-zA-Z0-9]`): as is when
@@ -60,33 +69,20 @@ pub struct Fences {
 impl Fences {
     /// The bucket's configuration (`replicas` as the streams').
     pub fn config(root: &str, replicas: usize) -> kv::Config {
-        kv::Config {
-            bucket: bucket_name(root),
-            description: "Landlord: steps whose compensation began; their forward commands do nothing".into(),
-            history: 1,
-            max_age: TTL,
-            num_replicas: replicas,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        }
+        BUCKET.config(root, replicas)
     }
 
     /// Creates the bucket or brings its settings in line.
     pub async fn declare(jetstream: &jetstream::Context, root: &str, replicas: usize) -> Result<Self, FenceError> {
-        let store = jetstream
-            .create_or_update_key_value(Self::config(root, replicas))
-            .await
-            .map_err(|e| error("declaring the bucket", e))?;
+        let store = BUCKET.declare(jetstream, root, replicas).await.map_err(bucket_error)?;
         Ok(Self { store })
     }
 
     /// Opens the bucket (declared by [`crate::Service::build`]), or creates
     /// it with one replica where nobody declared it.
     pub async fn open(jetstream: &jetstream::Context, root: &str) -> Result<Self, FenceError> {
-        match jetstream.get_key_value(bucket_name(root)).await {
-            Ok(store) => Ok(Self { store }),
-            Err(_) => Self::declare(jetstream, root, 1).await,
-        }
+        let store = BUCKET.open(jetstream, root).await.map_err(bucket_error)?;
+        Ok(Self { store })
     }
 
     /// Fences (saga, step): from now on its forward commands do nothing.

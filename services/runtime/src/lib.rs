@@ -9,9 +9,11 @@
 pub mod broker;
 pub mod config;
 pub mod consume;
+pub mod error;
 pub mod fence;
 pub mod health;
 pub mod http;
+pub mod kv;
 pub mod metrics;
 pub mod publish;
 pub mod secrets;
@@ -21,7 +23,8 @@ pub mod telemetry;
 
 pub use broker::Broker;
 pub use config::{Config, ConfigError, Env};
-pub use consume::{Delivery, DeliveryInfo, ErrorKind, Handler, HandlerError};
+pub use consume::{Delivery, DeliveryInfo, Handler};
+pub use error::{Disposition, ErrorKind, HandlerError};
 pub use fence::Fences;
 pub use metrics::Metrics;
 pub use publish::{Envelope, Publisher};

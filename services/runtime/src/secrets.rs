@@ -21,6 +21,8 @@ use bytes::Bytes;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::kv::{Bucket, BucketError};
+
 /// The environment variable holding the key.
 pub const SECRETS_KEY_VAR: &str = "LANDLORD_SECRETS_KEY";
 
@@ -151,6 +153,11 @@ impl SecretsKey {
     }
 }
 
+/// The bucket sealed secrets are kept in, `<namespace>_secrets`; its time to
+/// live is the service's setting.
+pub const BUCKET: Bucket =
+    Bucket::new("secrets", "Landlord: sealed secrets on their way to a tenant admin", Duration::from_secs(24 * 3600));
+
 /// Sealed secrets in the JetStream key-value bucket `<namespace>_secrets`:
 /// file storage, one value per reference, forgotten after the bucket's
 /// time to live (a temporary password is useless after that anyway).
@@ -173,20 +180,11 @@ impl KvSecrets {
         ttl: Duration,
         key: SecretsKey,
     ) -> Result<Self, SecretError> {
-        let bucket: String =
-            namespace.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-        let store = jetstream
-            .create_or_update_key_value(kv::Config {
-                bucket: format!("{bucket}_secrets"),
-                description: "Landlord: sealed secrets on their way to a tenant admin".into(),
-                history: 1,
-                max_age: ttl,
-                num_replicas: replicas,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
+        let store = BUCKET
+            .with_ttl(ttl)
+            .declare(jetstream, namespace, replicas)
             .await
-            .map_err(|e| store_error("opening the bucket", e))?;
+            .map_err(|e: BucketError| store_error("opening the bucket", e))?;
         Ok(Self { store, key })
     }
 

@@ -1,0 +1,140 @@
+//! What a handler reports when it could not finish a message, and the one
+//! decision made from it: ack, nak with delay, or dead-letter
+//! ([`disposition`]). Kept apart from the message loop so that the loop
+//! ([`crate::consume`]) and its metrics ([`crate::metrics`]) both read these
+//! types without importing each other.
+
+use std::time::Duration;
+
+use crate::config::ConsumerSettings;
+
+/// Whether trying again can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Temporary trouble (connection refused, timeout, throttling).
+    Retryable,
+    /// Will fail the same way every time (invalid input, conflict, denied).
+    Permanent,
+    /// The service's own infrastructure is down (its database): the
+    /// message is fine and must never be dead-lettered for this. The loop
+    /// keeps it (ack progress, no redelivery count) and tries again with
+    /// backoff until the handler gets through or the service shuts down.
+    Unavailable,
+}
+
+/// What a handler reports when it could not finish a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct HandlerError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl HandlerError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::Retryable, message: message.into() }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::Permanent, message: message.into() }
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::Unavailable, message: message.into() }
+    }
+}
+
+/// What happens to a message once its handler is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    Ack,
+    /// Redeliver after this delay.
+    Retry(Duration),
+    /// Copy to the dead-letter stream with this reason, then terminate.
+    DeadLetter(String),
+}
+
+/// A delivery past `max_deliver`: the previous ones were never settled (the
+/// process died or the handler outlived the ack wait).
+pub(crate) fn exhausted(delivered: u64, settings: &ConsumerSettings) -> Option<Disposition> {
+    let max_deliver = u64::try_from(settings.max_deliver).unwrap_or(1);
+    (delivered > max_deliver).then(|| {
+        Disposition::DeadLetter(format!(
+            "not settled after {max_deliver} deliveries: the handler crashed or outlived the ack wait each time"
+        ))
+    })
+}
+
+/// The one place that decides between ack, retry and dead letter.
+pub fn disposition(outcome: &Result<(), HandlerError>, delivered: u64, settings: &ConsumerSettings) -> Disposition {
+    let max_deliver = u64::try_from(settings.max_deliver).unwrap_or(1);
+    match outcome {
+        Ok(()) => Disposition::Ack,
+        Err(error) if error.kind == ErrorKind::Retryable && delivered < max_deliver => {
+            Disposition::Retry(settings.backoff_for(delivered))
+        }
+        // Only reached when the service shuts down while its infrastructure
+        // is down: hand the message back, whatever the delivery count.
+        Err(error) if error.kind == ErrorKind::Unavailable => Disposition::Retry(settings.backoff_for(delivered)),
+        Err(error) if error.kind == ErrorKind::Retryable => {
+            Disposition::DeadLetter(format!("retryable error on each of {delivered} deliveries, the last: {error}"))
+        }
+        Err(error) => Disposition::DeadLetter(format!("permanent error: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ConsumerSettings {
+        ConsumerSettings {
+            max_deliver: 3,
+            ack_wait: Duration::from_secs(30),
+            backoff: vec![Duration::from_millis(100), Duration::from_millis(500)],
+            max_in_flight: 8,
+        }
+    }
+
+    #[test]
+    fn success_is_acked() {
+        assert_eq!(disposition(&Ok(()), 1, &settings()), Disposition::Ack);
+        assert_eq!(disposition(&Ok(()), 3, &settings()), Disposition::Ack);
+    }
+
+    #[test]
+    fn retryable_errors_back_off_until_deliveries_run_out() {
+        let error = Err(HandlerError::retryable("connection refused"));
+        assert_eq!(disposition(&error, 1, &settings()), Disposition::Retry(Duration::from_millis(100)));
+        assert_eq!(disposition(&error, 2, &settings()), Disposition::Retry(Duration::from_millis(500)));
+        assert_eq!(
+            disposition(&error, 3, &settings()),
+            Disposition::DeadLetter("retryable error on each of 3 deliveries, the last: connection refused".into())
+        );
+    }
+
+    #[test]
+    fn a_delivery_past_the_limit_is_dead_lettered_unhandled() {
+        assert_eq!(exhausted(3, &settings()), None);
+        assert!(
+            matches!(exhausted(4, &settings()), Some(Disposition::DeadLetter(r)) if r.starts_with("not settled after 3"))
+        );
+    }
+
+    #[test]
+    fn an_unavailable_infrastructure_never_dead_letters() {
+        let error = Err(HandlerError::unavailable("database: connection refused"));
+        assert_eq!(disposition(&error, 1, &settings()), Disposition::Retry(Duration::from_millis(100)));
+        assert_eq!(disposition(&error, 3, &settings()), Disposition::Retry(Duration::from_millis(500)));
+        assert_eq!(disposition(&error, 30, &settings()), Disposition::Retry(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn permanent_errors_are_dead_lettered_at_once() {
+        let error = Err(HandlerError::permanent("bucket name invalid"));
+        assert_eq!(
+            disposition(&error, 1, &settings()),
+            Disposition::DeadLetter("permanent error: bucket name invalid".into())
+        );
+    }
+}
