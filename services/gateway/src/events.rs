@@ -24,9 +24,9 @@ use landlord_contract::{EventKind, StreamKind, TenantKey, header};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::App;
 use crate::auth::{Caller, READ};
 use crate::problem::{Problem, Result};
+use crate::state::App;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,7 +9,7 @@
 //!   on `svix-id` in PostgreSQL; an organization and its `org:admin`
 //!   membership, in either order, become one `TenantRequested`
 //!   ([`clerk`]), or the admin is looked up in Clerk's Backend API
-//!   ([`clerk_backend`]); `/v1/clerk/organizations` reports organizations
+//!   ([`clerk::backend`]); `/v1/clerk/organizations` reports organizations
 //!   still waiting for their admin; every Clerk event is republished as a
 //!   protobuf `ClerkEvent`;
 //! - `/v1/events`: lifecycle events as Server-Sent Events, filtered by
@@ -37,6 +37,8 @@
 //! one migrator, the orchestrator's; the gateway runs it at start too, so
 //! either may start first. Errors are RFC 9457 problem details
 //! ([`problem`]).
+//!
+//! Every handler gets the one [`App`] ([`state`]), built by [`attach`].
 //!
 //! Configuration, besides the runtime's `LANDLORD_*` variables
 //! (`LANDLORD_DATABASE_URL` is required: the orchestrator's database):
@@ -70,12 +72,12 @@
 pub mod auth;
 pub mod body;
 pub mod clerk;
-pub mod clerk_backend;
 pub mod events;
 pub mod jwks;
 pub mod limits;
 pub mod openapi;
 pub mod problem;
+pub mod state;
 pub mod tenants;
 
 use std::net::SocketAddr;
@@ -85,14 +87,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use landlord_contract::Namespace;
 use landlord_orchestrator::Plans;
 use landlord_orchestrator::outbox::{self, Dispatcher};
 use landlord_runtime::http::ExtraRoots;
 use landlord_runtime::{ConfigError, Env, Service};
-use sqlx::PgPool;
 
 pub use auth::{Tokens, Verifier};
+pub use state::App;
 
 pub const SERVICE: &str = "gateway";
 
@@ -147,7 +148,7 @@ impl GatewayConfig {
                 admin_wait: env.duration("LANDLORD_CLERK_ADMIN_WAIT", Duration::from_secs(3600))?,
                 backend: match env.raw("LANDLORD_CLERK_SECRET_KEY") {
                     None => None,
-                    Some(secret_key) => Some(clerk_backend::BackendSettings {
+                    Some(secret_key) => Some(clerk::BackendSettings {
                         url: http_url(
                             "LANDLORD_CLERK_API_URL",
                             &env.string("LANDLORD_CLERK_API_URL", "https://api.clerk.com"),
@@ -222,26 +223,6 @@ pub fn jwt_secret(env: &Env) -> Result<Vec<u8>, ConfigError> {
     Ok(secret.into_bytes())
 }
 
-/// What every handler gets.
-#[derive(Debug, Clone)]
-pub struct App {
-    pub pool: PgPool,
-    pub namespace: Namespace,
-    pub plans: Arc<Plans>,
-    pub dispatcher: Dispatcher,
-    pub verifier: Arc<Verifier>,
-    pub clerk: Option<Arc<clerk::Settings>>,
-    /// Backend API lookups of admins, when a Clerk secret key is set.
-    pub lookups: Option<clerk_backend::Lookups>,
-    pub jetstream: async_nats::jetstream::Context,
-}
-
-impl auth::HasVerifier for App {
-    fn verifier(&self) -> &Verifier {
-        &self.verifier
-    }
-}
-
 /// The API's routes and layers.
 pub fn router(app: App, limits: &limits::Limits) -> Router {
     let mut routes = Router::new()
@@ -302,7 +283,7 @@ pub async fn attach(service: &mut Service, config: GatewayConfig) -> anyhow::Res
     };
     let verifier = Verifier::new(config.tokens(), jwks, &config.jwt_audience, &config.jwt_issuer);
     let backend = config.clerk.as_ref().and_then(|c| c.backend.clone());
-    let (lookups, lookup_queue) = clerk_backend::Lookups::new();
+    let (lookups, lookup_queue) = clerk::Lookups::new();
     let app = App {
         pool,
         namespace: service.broker.namespace.clone(),
@@ -317,8 +298,8 @@ pub async fn attach(service: &mut Service, config: GatewayConfig) -> anyhow::Res
         service.spawn(clerk::report_waiting(app.pool.clone(), clerk.admin_wait, service.shutdown_token()));
     }
     if let Some(settings) = backend {
-        let backend = Arc::new(clerk_backend::Backend::new(settings)?);
-        service.spawn(clerk_backend::run(app.clone(), backend, lookup_queue, service.shutdown_token()));
+        let backend = Arc::new(clerk::Backend::new(settings)?);
+        service.spawn(clerk::run(app.clone(), backend, lookup_queue, service.shutdown_token()));
     }
     let router = router(app, &config.limits);
     let listener = tokio::net::TcpListener::bind(config.api_addr)
