@@ -15,6 +15,8 @@ use landlord_runtime::{Config, Env, Envelope, Publisher, Service};
 mod fencing;
 #[path = "orchestrator/intake.rs"]
 mod intake;
+#[path = "orchestrator/schema.rs"]
+mod schema;
 
 use landlord_testkit::{NatsServer, Postgres, Process, eventually, scratch_dir, unique_namespace, workspace_binary};
 use prost::Message as _;

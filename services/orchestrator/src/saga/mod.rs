@@ -13,6 +13,7 @@
 //! transitions, [`wire`] what they send: commands, events and progress.
 
 mod machine;
+mod save;
 mod store;
 mod wire;
 
@@ -25,6 +26,7 @@ use uuid::Uuid;
 use crate::outbox::Outgoing;
 use crate::plans::parse_tier;
 
+pub use save::written_columns;
 pub use store::{Batch, ResourceRecord, SagaRow, StepOutput, StepRow, TenantRow};
 
 /// A saga loaded for a transition.

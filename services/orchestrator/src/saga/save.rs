@@ -1,0 +1,476 @@
+//! Writing back what transitions changed: sagas, tenants, steps, resources
+//! created and undone, the audit trail and the outbox, in one statement
+//! however many sagas there are.
+//!
+//! The statement is built with its parameters: each array is bound where
+//! the column it fills is named ([`Statement::array`]), so no column can be
+//! bound in another's place, and the columns it writes are recorded as the
+//! SQL is written ([`written_columns`]), for a test to compare with the
+//! schema.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use serde_json::Value;
+use sqlx::postgres::PgArguments;
+use sqlx::types::Json;
+use sqlx::{Arguments as _, Encode, Postgres, Transaction, Type};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Saga, StepOutput};
+use crate::outbox::{Columns, Pending};
+
+type Tx = Transaction<'static, Postgres>;
+
+impl Saga {
+    /// Writes back what changed, the audit trail and the outbox; returns the
+    /// outbox rows to publish after commit.
+    pub async fn save(self, tx: &mut Tx) -> sqlx::Result<Vec<Pending>> {
+        Self::save_all(vec![self], tx).await
+    }
+
+    /// Writes back what changed in `sagas`, locked by `tx` — sagas, tenants,
+    /// steps, resources created and undone, the audit trail and the outbox —
+    /// in one statement, however many sagas there are; returns the outbox
+    /// rows to publish after commit, in the order the sagas decided them.
+    pub async fn save_all(sagas: Vec<Self>, tx: &mut Tx) -> sqlx::Result<Vec<Pending>> {
+        let (pending, written) = Self::write(&sagas, None, &mut **tx).await?;
+        if written.len() == sagas.len() {
+            Ok(pending)
+        } else {
+            Err(sqlx::Error::Protocol("the version of a locked saga moved".into()))
+        }
+    }
+
+    /// Writes the transitions of sagas kept in memory since their last save
+    /// ([`Saga::saved`]), `sagas[i]` for message `msg_ids[i]`, in one
+    /// statement outside any transaction: a saga's changes, its message id
+    /// in the inbox and its outbox rows are written only if its version is
+    /// still the one it was kept at (nothing else moved it since) and the
+    /// message is new to the inbox. Returns the outbox rows to publish and
+    /// the sagas written; the others are for the locking path.
+    pub async fn save_kept(
+        sagas: &[Self],
+        msg_ids: &[&str],
+        pool: &sqlx::PgPool,
+    ) -> sqlx::Result<(Vec<Pending>, HashSet<Uuid>)> {
+        Self::write(sagas, Some(msg_ids), pool).await
+    }
+
+    async fn write<'c, E: sqlx::PgExecutor<'c>>(
+        sagas: &[Self],
+        msg_ids: Option<&[&str]>,
+        executor: E,
+    ) -> sqlx::Result<(Vec<Pending>, HashSet<Uuid>)> {
+        let mut c = Changes::default();
+        let mut outgoing = Vec::new();
+        let mut outgoing_sagas = Vec::new();
+        for saga in sagas {
+            c.add(saga);
+            outgoing.extend(saga.outgoing.iter().cloned());
+            outgoing_sagas.extend(std::iter::repeat_n(saga.saga.id, saga.outgoing.len()));
+        }
+        let outbox = Columns::of(&outgoing);
+        let Statement { sql, args, error, .. } = save_statement(&c, &outbox, &outgoing_sagas, msg_ids);
+        if let Some(error) = error {
+            return Err(sqlx::Error::Encode(error));
+        }
+        let rows =
+            sqlx::query_as_with::<_, (Option<i64>, Option<String>, Option<Uuid>), _>(sqlx::AssertSqlSafe(sql), args)
+                .fetch_all(executor)
+                .await?;
+        let mut ids = HashMap::new();
+        let mut written = HashSet::new();
+        for row in rows {
+            match row {
+                (Some(id), Some(msg_id), _) => {
+                    ids.insert(msg_id, id);
+                }
+                (_, _, Some(saga)) => {
+                    written.insert(saga);
+                }
+                _ => {}
+            }
+        }
+        let pending = outgoing
+            .into_iter()
+            .filter_map(|message| Some(Pending { id: ids.remove(&message.msg_id)?, message }))
+            .collect();
+        Ok((pending, written))
+    }
+}
+
+/// What a batch of sagas changed, as arrays for `unnest` ([`Saga::save_all`]).
+#[derive(Default)]
+struct Changes {
+    saga_ids: Vec<Uuid>,
+    saga_states: Vec<String>,
+    cancel_reasons: Vec<Option<String>>,
+    cancel_requested_by: Vec<Option<String>>,
+    saga_failed_steps: Vec<Option<String>>,
+    saga_failure_reasons: Vec<Option<String>>,
+    saga_versions: Vec<i64>,
+    tenant_ids: Vec<Uuid>,
+    tenant_statuses: Vec<String>,
+    tenant_failed_steps: Vec<Option<String>>,
+    tenant_failure_reasons: Vec<Option<String>>,
+    step_sagas: Vec<Uuid>,
+    positions: Vec<i32>,
+    step_states: Vec<String>,
+    attempts: Vec<i32>,
+    command_ids: Vec<Option<String>>,
+    redriven: Vec<bool>,
+    deadlines: Vec<Option<OffsetDateTime>>,
+    started_at: Vec<Option<OffsetDateTime>>,
+    finished_at: Vec<Option<OffsetDateTime>>,
+    last_errors: Vec<Option<String>>,
+    outputs: Vec<Json<StepOutput>>,
+    created_tenants: Vec<Uuid>,
+    created_sagas: Vec<Uuid>,
+    created_steps: Vec<String>,
+    created_kinds: Vec<String>,
+    created_external_ids: Vec<String>,
+    created_metadata: Vec<Json<HashMap<String, String>>>,
+    undone_sagas: Vec<Uuid>,
+    undone_steps: Vec<String>,
+    audit_tenants: Vec<Uuid>,
+    audit_sagas: Vec<Uuid>,
+    audit_actions: Vec<String>,
+    audit_details: Vec<Value>,
+}
+
+impl Changes {
+    fn add(&mut self, saga: &Saga) {
+        let (id, tenant) = (saga.saga.id, saga.tenant.id);
+        // Always written: the version moves with every transition.
+        self.saga_ids.push(id);
+        self.saga_states.push(saga.saga.state.clone());
+        self.cancel_reasons.push(saga.saga.cancel_reason.clone());
+        self.cancel_requested_by.push(saga.saga.cancel_requested_by.clone());
+        self.saga_failed_steps.push(saga.saga.failed_step.clone());
+        self.saga_failure_reasons.push(saga.saga.failure_reason.clone());
+        self.saga_versions.push(saga.version);
+        if saga.tenant.status != saga.loaded_status {
+            self.tenant_ids.push(tenant);
+            self.tenant_statuses.push(saga.tenant.status.clone());
+            self.tenant_failed_steps.push(saga.saga.failed_step.clone());
+            self.tenant_failure_reasons.push(saga.saga.failure_reason.clone());
+        }
+        for (step, _) in saga.steps.iter().zip(&saga.dirty).filter(|(_, dirty)| **dirty) {
+            self.step_sagas.push(id);
+            self.positions.push(step.position);
+            self.step_states.push(step.state.clone());
+            self.attempts.push(step.attempts);
+            self.command_ids.push(step.command_id.clone());
+            self.redriven.push(step.redriven);
+            self.deadlines.push(step.deadline);
+            self.started_at.push(step.started_at);
+            self.finished_at.push(step.finished_at);
+            self.last_errors.push(step.last_error.clone());
+            self.outputs.push(Json(step.output.0.clone()));
+        }
+        for (step, record) in &saga.created {
+            self.created_tenants.push(tenant);
+            self.created_sagas.push(id);
+            self.created_steps.push(step.clone());
+            self.created_kinds.push(record.kind.clone());
+            self.created_external_ids.push(record.external_id.clone());
+            self.created_metadata.push(Json(record.metadata.clone()));
+        }
+        for step in &saga.undone {
+            self.undone_sagas.push(id);
+            self.undone_steps.push(step.clone());
+        }
+        for (action, detail) in &saga.audit {
+            self.audit_tenants.push(tenant);
+            self.audit_sagas.push(id);
+            self.audit_actions.push(action.clone());
+            self.audit_details.push(detail.clone());
+        }
+    }
+}
+
+/// The columns the save statement writes or finds its rows by, table by
+/// table, as the statement itself records them while it is built.
+pub fn written_columns() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
+    let statement = save_statement(&Changes::default(), &Columns::default(), &[], Some(&[]));
+    let mut tables: BTreeMap<_, BTreeSet<_>> = BTreeMap::new();
+    for (table, column) in statement.written {
+        tables.entry(table).or_default().insert(column);
+    }
+    tables
+}
+
+/// Arrays of one column each, as rows of `unnest`: the column's name (the
+/// alias in `u`) next to the placeholder its values were bound to.
+type Rows = [(&'static str, String)];
+
+/// A statement being built with its parameters.
+#[derive(Default)]
+struct Statement {
+    sql: String,
+    args: PgArguments,
+    /// The first value that could not be encoded.
+    error: Option<sqlx::error::BoxDynError>,
+    /// (table, column) for each column written or matched on.
+    written: Vec<(&'static str, &'static str)>,
+}
+
+impl Statement {
+    /// Binds `values` as the next parameter; returns its placeholder, cast
+    /// to an array of `element`.
+    fn array<'t, T: Encode<'t, Postgres> + Type<Postgres>>(&mut self, values: T, element: &str) -> String {
+        if let Err(error) = self.args.add(values) {
+            self.error.get_or_insert(error);
+        }
+        format!("${}::{element}[]", self.args.len())
+    }
+
+    /// `col = expr, …` for `UPDATE table SET` or `DO UPDATE SET`: the
+    /// `rows` columns but `except` from `u`, then `computed`.
+    fn set(&mut self, table: &'static str, rows: &Rows, except: &[&str], computed: &[(&'static str, &str)]) -> String {
+        let copied = rows.iter().map(|(name, _)| *name).filter(|name| !except.contains(name));
+        let copied: Vec<(&'static str, String)> = copied.map(|name| (name, format!("u.{name}"))).collect();
+        let all = copied.iter().map(|(name, expr)| (*name, expr.as_str())).chain(computed.iter().copied());
+        let mut out = Vec::new();
+        for (name, expr) in all {
+            self.written.push((table, name));
+            out.push(format!("{name} = {expr}"));
+        }
+        out.join(", ")
+    }
+
+    /// `t.k = u.k AND …`: the row of `table` (as `alias`) for each row of `u`.
+    fn matching(&mut self, table: &'static str, alias: &str, keys: &[&'static str]) -> String {
+        let mut out = Vec::new();
+        for key in keys {
+            self.written.push((table, key));
+            out.push(format!("{alias}.{key} = u.{key}"));
+        }
+        out.join(" AND ")
+    }
+
+    /// `(columns) SELECT values` of `INSERT INTO table`: `computed` first,
+    /// then every column of `rows` but `except`, from `u`.
+    fn insert(
+        &mut self,
+        table: &'static str,
+        computed: &[(&'static str, &str)],
+        rows: &Rows,
+        except: &[&str],
+    ) -> String {
+        let from_rows = rows.iter().map(|(name, _)| *name).filter(|name| !except.contains(name));
+        let from_rows: Vec<(&'static str, String)> = from_rows.map(|name| (name, format!("u.{name}"))).collect();
+        let (mut names, mut values) = (Vec::new(), Vec::new());
+        for (name, value) in computed.iter().map(|(n, v)| (*n, (*v).to_owned())).chain(from_rows) {
+            self.written.push((table, name));
+            names.push(name);
+            values.push(value);
+        }
+        format!("({}) SELECT {}", names.join(", "), values.join(", "))
+    }
+}
+
+/// `unnest(arrays) AS u(names)`, `WITH ORDINALITY` (the row number as `n`)
+/// when `numbered`.
+fn unnest(rows: &Rows, numbered: bool) -> String {
+    let arrays: Vec<&str> = rows.iter().map(|(_, placeholder)| placeholder.as_str()).collect();
+    let mut names: Vec<&str> = rows.iter().map(|(name, _)| *name).collect();
+    if numbered {
+        names.push("n");
+    }
+    let ordinality = if numbered { " WITH ORDINALITY" } else { "" };
+    format!("unnest({}){ordinality} AS u({})", arrays.join(", "), names.join(", "))
+}
+
+/// The statement of [`Saga::save_all`] (`msg_ids`: `None`) and
+/// [`Saga::save_kept`]. Every saga written gets its version bumped; what a
+/// saga decided is written only if its version is the one given (and, when
+/// kept, its message is new to the inbox).
+fn save_statement(c: &Changes, outbox: &Columns<'_>, outbox_sagas: &[Uuid], msg_ids: Option<&[&str]>) -> Statement {
+    let mut s = Statement::default();
+    let mut sagas = vec![
+        ("id", s.array(&c.saga_ids, "uuid")),
+        ("state", s.array(&c.saga_states, "text")),
+        ("cancel_reason", s.array(&c.cancel_reasons, "text")),
+        ("cancel_requested_by", s.array(&c.cancel_requested_by, "text")),
+        ("failed_step", s.array(&c.saga_failed_steps, "text")),
+        ("failure_reason", s.array(&c.saga_failure_reasons, "text")),
+        ("version", s.array(&c.saga_versions, "bigint")),
+    ];
+    let (fresh, inbox) = match msg_ids {
+        Some(msg_ids) => {
+            let msg_id = s.array(msg_ids, "text");
+            sagas.push(("msg_id", msg_id.clone()));
+            let rows = [sagas[0].clone(), ("msg_id", msg_id)];
+            let insert = s.insert("inbox", &[], &rows, &["id"]);
+            (
+                " AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.msg_id = u.msg_id)".to_owned(),
+                format!(
+                    "), inbox_added AS (
+                INSERT INTO inbox {insert}
+                FROM {}
+                WHERE u.id IN (SELECT id FROM ok) ORDER BY u.msg_id
+                ON CONFLICT DO NOTHING
+             ",
+                    unnest(&rows, false)
+                ),
+            )
+        }
+        None => (String::new(), String::new()),
+    };
+    let sagas_set = s.set(
+        "sagas",
+        &sagas,
+        &["id", "version", "msg_id"],
+        &[
+            ("updated_at", "now()"),
+            ("version", "s.version + 1"),
+            (
+                "finished_at",
+                "CASE WHEN u.state IN ('succeeded', 'failed', 'cancelled') THEN coalesce(s.finished_at, now()) END",
+            ),
+        ],
+    );
+    let sagas_match = s.matching("sagas", "s", &["id"]);
+    let tenants = [
+        ("id", s.array(&c.tenant_ids, "uuid")),
+        ("status", s.array(&c.tenant_statuses, "text")),
+        ("failed_step", s.array(&c.tenant_failed_steps, "text")),
+        ("failure_reason", s.array(&c.tenant_failure_reasons, "text")),
+    ];
+    let tenants_set = s.set("tenants", &tenants, &["id"], &[("updated_at", "now()"), ("version", "t.version + 1")]);
+    let tenants_match = s.matching("tenants", "t", &["id"]);
+    let steps = [
+        ("saga_id", s.array(&c.step_sagas, "uuid")),
+        ("position", s.array(&c.positions, "int")),
+        ("state", s.array(&c.step_states, "text")),
+        ("attempts", s.array(&c.attempts, "int")),
+        ("command_id", s.array(&c.command_ids, "text")),
+        ("redriven", s.array(&c.redriven, "bool")),
+        ("deadline", s.array(&c.deadlines, "timestamptz")),
+        ("started_at", s.array(&c.started_at, "timestamptz")),
+        ("finished_at", s.array(&c.finished_at, "timestamptz")),
+        ("last_error", s.array(&c.last_errors, "text")),
+        ("output", s.array(&c.outputs, "jsonb")),
+    ];
+    let steps_set = s.set("saga_steps", &steps, &["saga_id", "position"], &[]);
+    let steps_match = s.matching("saga_steps", "st", &["saga_id", "position"]);
+    let created = [
+        ("tenant_id", s.array(&c.created_tenants, "uuid")),
+        ("saga_id", s.array(&c.created_sagas, "uuid")),
+        ("step", s.array(&c.created_steps, "text")),
+        ("kind", s.array(&c.created_kinds, "text")),
+        ("external_id", s.array(&c.created_external_ids, "text")),
+        ("metadata", s.array(&c.created_metadata, "jsonb")),
+    ];
+    let created_insert = s.insert("resources", &[], &created, &[]);
+    // A resource made again (same kind and id) by a later saga is that
+    // saga's now, and no longer deleted.
+    let created_again = s.set(
+        "resources",
+        &[],
+        &[],
+        &[
+            ("deleted_at", "NULL"),
+            ("saga_id", "excluded.saga_id"),
+            ("step", "excluded.step"),
+            ("metadata", "excluded.metadata"),
+            ("created_at", "now()"),
+        ],
+    );
+    let undone = [("saga_id", s.array(&c.undone_sagas, "uuid")), ("step", s.array(&c.undone_steps, "text"))];
+    let undone_set = s.set("resources", &[], &[], &[("deleted_at", "now()")]);
+    let undone_match = s.matching("resources", "r", &["saga_id", "step"]);
+    let audit = [
+        ("tenant_id", s.array(&c.audit_tenants, "uuid")),
+        ("saga_id", s.array(&c.audit_sagas, "uuid")),
+        ("action", s.array(&c.audit_actions, "text")),
+        ("detail", s.array(&c.audit_details, "jsonb")),
+    ];
+    let audit_insert = s.insert("audit_log", &[("actor", "'orchestrator'")], &audit, &[]);
+    let outbox_rows = [
+        ("subject", s.array(&outbox.subjects, "text")),
+        ("msg_id", s.array(&outbox.msg_ids, "text")),
+        ("ce_type", s.array(&outbox.ce_types, "text")),
+        ("tenant_key", s.array(&outbox.tenant_keys, "text")),
+        ("correlation_id", s.array(&outbox.correlation_ids, "text")),
+        ("payload", s.array(&outbox.payloads, "bytea")),
+        ("traceparent", s.array(&outbox.traceparents, "text")),
+        ("tracestate", s.array(&outbox.tracestates, "text")),
+        ("saga", s.array(outbox_sagas, "uuid")),
+    ];
+    let outbox_insert = s.insert("outbox", &[], &outbox_rows, &["saga"]);
+    s.sql = format!(
+        "WITH ok AS (
+            UPDATE sagas s
+            SET {sagas_set}
+            FROM {}
+            WHERE {sagas_match} AND s.version = u.version{fresh}
+            RETURNING s.id, s.tenant_id
+         {inbox}), tenants_changed AS (
+            UPDATE tenants t
+            SET {tenants_set}
+            FROM {}
+            WHERE {tenants_match} AND u.id IN (SELECT tenant_id FROM ok)
+         ), steps AS (
+            UPDATE saga_steps st
+            SET {steps_set}
+            FROM {}
+            WHERE {steps_match} AND u.saga_id IN (SELECT id FROM ok)
+         ), created AS (
+            INSERT INTO resources {created_insert}
+            FROM {}
+            WHERE u.saga_id IN (SELECT id FROM ok)
+            ON CONFLICT (tenant_id, kind, external_id) DO UPDATE
+            SET {created_again}
+         ), undone AS (
+            UPDATE resources r SET {undone_set}
+            FROM {}
+            WHERE {undone_match} AND r.deleted_at IS NULL
+              AND r.saga_id = ANY({}) AND u.saga_id IN (SELECT id FROM ok)
+         ), audit AS (
+            INSERT INTO audit_log {audit_insert}
+            FROM {}
+            WHERE u.saga_id IN (SELECT id FROM ok)
+            ORDER BY n
+         ), outbox AS (
+            INSERT INTO outbox {outbox_insert}
+            FROM {}
+            WHERE u.saga IN (SELECT id FROM ok)
+            ORDER BY n
+            RETURNING id, msg_id
+         )
+         SELECT id, msg_id, NULL::uuid FROM outbox
+         UNION ALL
+         SELECT NULL, NULL, id FROM ok",
+        unnest(&sagas, false),
+        unnest(&tenants, false),
+        unnest(&steps, false),
+        unnest(&created, false),
+        unnest(&undone, false),
+        undone[0].1,
+        unnest(&audit, true),
+        unnest(&outbox_rows, true),
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every parameter bound is used by the statement, and no other.
+    #[test]
+    fn the_statement_uses_each_parameter_it_binds() {
+        for msg_ids in [None, Some(&[][..])] {
+            let s = save_statement(&Changes::default(), &Columns::default(), &[], msg_ids);
+            let count = s.args.len();
+            for n in 1..=count {
+                assert!(s.sql.contains(&format!("${n}::")), "${n} unused in {}", s.sql);
+            }
+            assert!(!s.sql.contains(&format!("${}", count + 1)), "{}", s.sql);
+            assert!(s.error.is_none());
+        }
+    }
+}
