@@ -672,6 +672,17 @@ async fn check(stack: &Stack, workload: &Workload) -> Result<Vec<String>> {
         let mine: Vec<_> = mails.iter().filter(|m| m.header("To").is_some_and(|h| h.contains(&to))).collect();
         let welcome = mine.iter().filter(|m| m.header("Subject").is_some_and(|s| s.starts_with("Welcome to"))).count();
         welcomes += welcome;
+        // The failure mail: one per saga that ended FAILED (or CANCELLED).
+        let ended = sagas_of
+            .get(tenant.key.as_str())
+            .map_or(0, |of| of.iter().filter(|(_, state)| matches!(*state, "failed" | "cancelled")).count());
+        if mine.len() - welcome > ended {
+            violations.push(format!(
+                "{}: {} failure mails, {ended} saga(s) ended FAILED or CANCELLED",
+                tenant.key,
+                mine.len() - welcome
+            ));
+        }
         if welcome > 0 && status_of.get(tenant.key.as_str()) != Some(&"ACTIVE") {
             welcomed_not_active.push(tenant.key.as_str());
         }
