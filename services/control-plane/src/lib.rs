@@ -1,10 +1,70 @@
 //! The control plane's own crate: the schema that the orchestrator and the
-//! gateway share, and the types that name what is stored in it.
+//! gateway share, and the code that reads and writes it on their behalf.
 //!
-//! Every service that reads or writes the control-plane database goes
-//! through this crate, so a state, a table or a message written to the
-//! outbox has exactly one owner.
+//! - [`migrator`]: the schema (`migrations/*.sql`, embedded);
+//! - [`state`]: tenant, saga and step states and operations as enums;
+//! - [`outbox`]: the only writer of outbox rows, and their relay, sweep
+//!   and cleaner;
+//! - [`plans`]: plans and pipelines from `deploy/plans.toml`;
+//! - [`request`] and [`ids`]: request validation and the ids derived from it.
 
+pub mod ids;
+pub mod outbox;
+pub mod plans;
+pub mod request;
 pub mod state;
 
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+pub use plans::Plans;
 pub use state::{Operation, SagaState, StepState, TenantStatus, UnknownState};
+
+/// The control-plane schema, embedded so the binaries carry it.
+pub fn migrator() -> Migrator {
+    let migration = |version, description, sql| {
+        Migration::new(
+            version,
+            Cow::Borrowed(description),
+            MigrationType::Simple,
+            sqlx::SqlStr::from_static(sql),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![
+        migration(1, "control plane", include_str!("../../../migrations/0001_control_plane.sql")),
+        migration(2, "outbox trace context", include_str!("../../../migrations/0002_outbox_trace_context.sql")),
+        migration(3, "inbox retention", include_str!("../../../migrations/0003_inbox_retention.sql")),
+        migration(4, "gateway", include_str!("../../../migrations/0004_gateway.sql")),
+        migration(
+            5,
+            "webhook payload only for the bridge",
+            include_str!("../../../migrations/0005_webhook_payload_only_for_the_bridge.sql"),
+        ),
+        migration(6, "saga version", include_str!("../../../migrations/0006_saga_version.sql")),
+        migration(7, "resources by saga and step", include_str!("../../../migrations/0007_resources_by_saga_step.sql")),
+        migration(8, "saga fencing", include_str!("../../../migrations/0008_saga_fencing.sql")),
+        migration(9, "tenant live domains", include_str!("../../../migrations/0009_tenant_live_domains.sql")),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every file in `migrations/` is embedded, in order: a new one that is
+    /// not listed would never be applied.
+    #[test]
+    fn the_migrator_embeds_every_migration_file() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let embedded: Vec<i64> = super::migrator().iter().map(|m| m.version).collect();
+        let numbered: Vec<i64> = files.iter().map(|name| name[..4].parse().unwrap()).collect();
+        assert_eq!(embedded, numbered, "{files:?}");
+        assert_eq!(numbered, (1..=files.len() as i64).collect::<Vec<_>>(), "{files:?}");
+    }
+}

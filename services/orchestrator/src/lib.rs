@@ -10,53 +10,24 @@
 //! can run: the broker spreads messages, row locks serialise each saga.
 
 pub mod intake;
-pub mod outbox;
-pub mod plans;
 mod results;
 pub mod saga;
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use landlord_contract::{Action, EventKind, Namespace, StreamKind, pb};
 use landlord_runtime::{Delivery, Handler, HandlerError, Service};
+// Transitional (issue 24): the gateway still imports these through the
+// orchestrator until it depends on landlord-control-plane itself, right
+// after its split; then they become private imports.
+#[doc(hidden)]
+pub use landlord_control_plane::{Plans, migrator, outbox, plans};
 use sqlx::PgPool;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use plans::Plans;
-
 pub const SERVICE: &str = "orchestrator";
-
-/// The control-plane schema, embedded so the binary carries it.
-pub fn migrator() -> Migrator {
-    let migration = |version, description, sql| {
-        Migration::new(
-            version,
-            Cow::Borrowed(description),
-            MigrationType::Simple,
-            sqlx::SqlStr::from_static(sql),
-            false,
-        )
-    };
-    Migrator::with_migrations(vec![
-        migration(1, "control plane", include_str!("../../../migrations/0001_control_plane.sql")),
-        migration(2, "outbox trace context", include_str!("../../../migrations/0002_outbox_trace_context.sql")),
-        migration(3, "inbox retention", include_str!("../../../migrations/0003_inbox_retention.sql")),
-        migration(4, "gateway", include_str!("../../../migrations/0004_gateway.sql")),
-        migration(
-            5,
-            "webhook payload only for the bridge",
-            include_str!("../../../migrations/0005_webhook_payload_only_for_the_bridge.sql"),
-        ),
-        migration(6, "saga version", include_str!("../../../migrations/0006_saga_version.sql")),
-        migration(7, "resources by saga and step", include_str!("../../../migrations/0007_resources_by_saga_step.sql")),
-        migration(8, "saga fencing", include_str!("../../../migrations/0008_saga_fencing.sql")),
-        migration(9, "tenant live domains", include_str!("../../../migrations/0009_tenant_live_domains.sql")),
-    ])
-}
 
 /// Timer and relay pacing.
 #[derive(Debug, Clone)]
@@ -372,24 +343,4 @@ pub async fn attach(service: &mut Service, plans: Plans, timing: Timing) -> anyh
     let resolve = namespace.command_subject(Action::ORCHESTRATOR_RESOLVE.service, Action::ORCHESTRATOR_RESOLVE.name);
     service.consume(StreamKind::Commands, "orchestrator-resolve", vec![resolve], Resolve(core)).await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    /// Every file in `migrations/` is embedded, in order: a new one that is
-    /// not listed would never be applied.
-    #[test]
-    fn the_migrator_embeds_every_migration_file() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
-        let mut files: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|name| name.ends_with(".sql"))
-            .collect();
-        files.sort();
-        let embedded: Vec<i64> = super::migrator().iter().map(|m| m.version).collect();
-        let numbered: Vec<i64> = files.iter().map(|name| name[..4].parse().unwrap()).collect();
-        assert_eq!(embedded, numbered, "{files:?}");
-        assert_eq!(numbered, (1..=files.len() as i64).collect::<Vec<_>>(), "{files:?}");
-    }
 }

@@ -69,7 +69,11 @@ async fn intake_refuses_requests_that_break_the_contract_where_they_arrive() -> 
         assert_eq!(headers.get(header::SUBJECT).map(|v| v.as_str()), Some("mallory"), "{rejection:?}");
         assert_eq!(headers.get(header::TYPE).map(|v| v.as_str()), Some(pb::TenantRejected::CE_TYPE));
         let correlation = headers.get(header::CORRELATION_ID).map(|v| v.as_str().to_owned());
-        let expected = landlord_orchestrator::intake::saga_id("provision", &rejection.idempotency_id).to_string();
+        let expected = landlord_control_plane::ids::saga_id(
+            landlord_control_plane::Operation::Provision,
+            &rejection.idempotency_id,
+        )
+        .to_string();
         assert_eq!(correlation.as_deref(), Some(expected.as_str()), "{rejection:?}");
         assert!(!rejection.reason.is_empty());
     }
