@@ -448,8 +448,7 @@ mod tests {
                     let spec = (st.position, st.name.clone(), st.service.clone(), st.action.clone());
                     let policy =
                         (st.compensation.clone(), st.fatal, st.timeout_ms, st.max_attempts, st.backoff_ms.clone());
-                    let state =
-                        (st.state.clone(), st.attempts, st.command_id.clone(), at(st.deadline), at(st.started_at));
+                    let state = (st.state, st.attempts, st.command_id.clone(), at(st.deadline), at(st.started_at));
                     (spec, policy, st.params.0.clone(), state)
                 })
                 .collect::<Vec<_>>()

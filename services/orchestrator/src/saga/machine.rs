@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use landlord_contract::pb::{self, step_result::Outcome};
+use landlord_control_plane::{SagaState, StepState, TenantStatus};
 use sqlx::types::Json;
 
 use super::{Outgoing, Saga, StepRow, ms};
@@ -11,7 +12,7 @@ use super::{Outgoing, Saga, StepRow, ms};
 impl Saga {
     /// Starts saga work: the tenant is provisioning and the first step runs.
     pub fn begin(&mut self) {
-        self.tenant.status = "PROVISIONING".into();
+        self.tenant.status = TenantStatus::Provisioning;
         let progress = self.progress();
         self.event(
             "0",
@@ -30,7 +31,7 @@ impl Saga {
         let saga_id = self.saga.id;
         let step = self.touch(i);
         step.attempts += 1;
-        step.state = "running".into();
+        step.state = StepState::Running;
         step.redriven = false;
         step.command_id = Some(format!("{saga_id}.{}.do.{}", step.name, step.attempts));
         step.deadline = Some(now + ms(step.timeout_ms));
@@ -58,15 +59,15 @@ impl Saga {
             self.begin_compensation(None, &format!("cancelled: {reason}"));
             return;
         }
-        match self.steps.iter().position(|s| s.state == "pending") {
+        match self.steps.iter().position(|s| s.state == StepState::Pending) {
             Some(i) => self.start_attempt(i),
             None => self.activate(),
         }
     }
 
     fn activate(&mut self) {
-        self.saga.state = "succeeded".into();
-        self.tenant.status = "ACTIVE".into();
+        self.saga.state = SagaState::Succeeded;
+        self.tenant.status = TenantStatus::Active;
         let resources = self.steps.iter().flat_map(|s| s.output.0.resources.iter().map(Into::into)).collect();
         let progress = self.progress();
         self.event(
@@ -86,7 +87,7 @@ impl Saga {
     pub fn on_result(&mut self, result: &pb::StepResult) {
         let Some(i) = self.steps.iter().position(|s| s.name == result.step) else { return };
         let step = &self.steps[i];
-        let expected_state = if result.compensate { "compensating" } else { "running" };
+        let expected_state = if result.compensate { StepState::Compensating } else { StepState::Running };
         let current = step.command_id.as_deref() == Some(result.command_id.as_str())
             || (step.redriven && step.command_id.is_some() && sent_id(step) == result.command_id);
         if step.state != expected_state || !current {
@@ -112,7 +113,7 @@ impl Saga {
     fn forward_succeeded(&mut self, i: usize, ok: &pb::StepOk) {
         let now = self.now;
         let step = self.touch(i);
-        step.state = "succeeded".into();
+        step.state = StepState::Succeeded;
         step.deadline = None;
         step.finished_at = Some(now);
         step.last_error = None;
@@ -151,7 +152,7 @@ impl Saga {
                 // be retried forever without anyone noticing: it stops, in
                 // plain sight (step `stuck`, the event, the audit), until
                 // an operator retries or skips it (`resolve`).
-                step.state = "stuck".into();
+                step.state = StepState::Stuck;
                 step.deadline = None;
             }
             step.command_id = None;
@@ -180,10 +181,10 @@ impl Saga {
         let will_retry = retryable && step.attempts < step.max_attempts && self.saga.cancel_reason.is_none();
         let step = &mut self.steps[i];
         if will_retry {
-            step.state = "retry_wait".into();
+            step.state = StepState::RetryWait;
             step.deadline = Some(now + ms(backoff(&step.backoff_ms, step.attempts)));
         } else {
-            step.state = "failed".into();
+            step.state = StepState::Failed;
             step.deadline = None;
             step.finished_at = Some(now);
         }
@@ -223,14 +224,14 @@ impl Saga {
         if deadline > self.now {
             return;
         }
-        match step.state.as_str() {
-            "retry_wait" => self.start_attempt(i),
-            "compensating" if step.command_id.is_none() => self.start_compensation(i),
-            "running" | "compensating" if !step.redriven => {
+        match step.state {
+            StepState::RetryWait => self.start_attempt(i),
+            StepState::Compensating if step.command_id.is_none() => self.start_compensation(i),
+            StepState::Running | StepState::Compensating if !step.redriven => {
                 // Maybe the command or its answer was lost: send the same
                 // command again with a new deadline — under its own message
                 // id, or the stream's duplicate window would drop it.
-                let compensate = step.state == "compensating";
+                let compensate = step.state == StepState::Compensating;
                 let now = self.now;
                 let step = self.touch(i);
                 step.redriven = true;
@@ -239,8 +240,8 @@ impl Saga {
                 self.audit("step_redriven", detail);
                 self.send_command(i, compensate);
             }
-            "running" | "compensating" => {
-                let compensate = step.state == "compensating";
+            StepState::Running | StepState::Compensating => {
+                let compensate = step.state == StepState::Compensating;
                 let error = pb::StepError {
                     code: "timeout".into(),
                     message: format!(
@@ -260,7 +261,9 @@ impl Saga {
     /// (`skip` true: the operator removed what was left by hand, or
     /// accepts leaving it). Returns false when the step is not stuck.
     pub fn resolve(&mut self, step: &str, skip: bool, reason: &str, by: &str) -> bool {
-        let Some(i) = self.steps.iter().position(|s| s.name == step && s.state == "stuck") else { return false };
+        let Some(i) = self.steps.iter().position(|s| s.name == step && s.state == StepState::Stuck) else {
+            return false;
+        };
         let action = if skip { "compensation_skipped" } else { "compensation_retried" };
         self.audit(action, serde_json::json!({ "step": step, "reason": reason, "by": by }));
         if skip {
@@ -268,7 +271,7 @@ impl Saga {
             self.compensated(i);
         } else {
             let step = self.touch(i);
-            step.state = "compensating".into();
+            step.state = StepState::Compensating;
             self.start_compensation(i);
         }
         true
@@ -277,16 +280,16 @@ impl Saga {
     /// Cancels a running saga: compensation starts as soon as no step is in
     /// flight (now, or when the running step answers).
     pub fn cancel(&mut self, reason: &str, by: &str) -> bool {
-        if self.saga.state != "running" || self.saga.cancel_reason.is_some() {
+        if self.saga.state != SagaState::Running || self.saga.cancel_reason.is_some() {
             return false;
         }
         self.saga.cancel_reason = Some(reason.to_owned());
         self.saga.cancel_requested_by = Some(by.to_owned());
         self.audit("cancel_requested", serde_json::json!({ "reason": reason, "by": by }));
-        if let Some(i) = self.steps.iter().position(|s| s.state == "retry_wait") {
+        if let Some(i) = self.steps.iter().position(|s| s.state == StepState::RetryWait) {
             let now = self.now;
             let step = self.touch(i);
-            step.state = "failed".into();
+            step.state = StepState::Failed;
             step.deadline = None;
             step.finished_at = Some(now);
             self.begin_compensation(None, &format!("cancelled: {reason}"));
@@ -295,8 +298,8 @@ impl Saga {
     }
 
     fn begin_compensation(&mut self, failed_step: Option<&str>, reason: &str) {
-        self.saga.state = "compensating".into();
-        self.tenant.status = "COMPENSATING".into();
+        self.saga.state = SagaState::Compensating;
+        self.tenant.status = TenantStatus::Compensating;
         self.saga.failed_step = failed_step.map(str::to_owned);
         self.saga.failure_reason = Some(reason.to_owned());
         let progress = self.progress();
@@ -320,12 +323,13 @@ impl Saga {
     /// none is left.
     fn compensate_next(&mut self) {
         let next = self.steps.iter().rposition(|s| {
-            s.compensation.is_some() && (s.state == "succeeded" || (s.state == "failed" && s.attempts > 0))
+            s.compensation.is_some()
+                && (s.state == StepState::Succeeded || (s.state == StepState::Failed && s.attempts > 0))
         });
         match next {
             Some(i) => {
                 let step = self.touch(i);
-                step.state = "compensating".into();
+                step.state = StepState::Compensating;
                 step.attempts = 0;
                 self.start_compensation(i);
             }
@@ -347,7 +351,7 @@ impl Saga {
     fn compensated(&mut self, i: usize) {
         let now = self.now;
         let step = self.touch(i);
-        step.state = "compensated".into();
+        step.state = StepState::Compensated;
         step.deadline = None;
         step.command_id = None;
         step.finished_at = Some(now);
@@ -371,8 +375,8 @@ impl Saga {
         let progress = Some(self.progress());
         let reason = self.saga.failure_reason.clone().unwrap_or_default();
         if let Some(cancel) = self.saga.cancel_reason.clone() {
-            self.saga.state = "cancelled".into();
-            self.tenant.status = "CANCELLED".into();
+            self.saga.state = SagaState::Cancelled;
+            self.tenant.status = TenantStatus::Cancelled;
             let by = self.saga.cancel_requested_by.clone().unwrap_or_default();
             self.event(
                 "0",
@@ -386,8 +390,8 @@ impl Saga {
             );
             return;
         }
-        self.saga.state = "failed".into();
-        self.tenant.status = "FAILED".into();
+        self.saga.state = SagaState::Failed;
+        self.tenant.status = TenantStatus::Failed;
         let failed_step = self.saga.failed_step.clone().unwrap_or_default();
         self.event(
             "0",

@@ -19,6 +19,7 @@ mod wire;
 
 use landlord_contract::Namespace;
 use landlord_contract::pb;
+use landlord_control_plane::{SagaState, TenantStatus};
 use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -47,8 +48,11 @@ pub struct Saga {
     namespace: Namespace,
     now: OffsetDateTime,
     /// Tenant status as loaded, to skip writing it back unchanged.
-    loaded_status: String,
+    loaded_status: TenantStatus,
 }
+
+/// The states a saga ends in: no result changes it any more.
+const FINISHED: [SagaState; 3] = [SagaState::Succeeded, SagaState::Failed, SagaState::Cancelled];
 
 fn ms(d: i64) -> time::Duration {
     time::Duration::milliseconds(d)
@@ -61,7 +65,7 @@ impl Saga {
         let saga = SagaRow {
             id,
             tenant_id: tenant.id,
-            state: "running".into(),
+            state: SagaState::Running,
             cancel_reason: None,
             cancel_requested_by: None,
             failed_step: None,
@@ -82,7 +86,7 @@ impl Saga {
             undone: Vec::new(),
             namespace: namespace.clone(),
             now: OffsetDateTime::now_utc(),
-            loaded_status: tenant.status.clone(),
+            loaded_status: tenant.status,
             tenant,
         }
     }
@@ -98,7 +102,7 @@ impl Saga {
         next.audit.clear();
         next.created.clear();
         next.undone.clear();
-        next.loaded_status.clone_from(&next.tenant.status);
+        next.loaded_status = next.tenant.status;
         next
     }
 
@@ -110,7 +114,7 @@ impl Saga {
 
     /// Succeeded, failed or cancelled: no result changes it any more.
     pub fn is_finished(&self) -> bool {
-        matches!(self.saga.state.as_str(), "succeeded" | "failed" | "cancelled")
+        FINISHED.contains(&self.saga.state)
     }
 
     fn touch(&mut self, i: usize) -> &mut StepRow {

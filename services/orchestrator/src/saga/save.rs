@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use landlord_control_plane::{SagaState, StepState, TenantStatus};
 use serde_json::Value;
 use sqlx::postgres::PgArguments;
 use sqlx::types::Json;
@@ -17,7 +18,7 @@ use sqlx::{Arguments as _, Encode, Postgres, Transaction, Type};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Saga, StepOutput};
+use super::{FINISHED, Saga, StepOutput};
 use crate::outbox::{Columns, Pending};
 
 type Tx = Transaction<'static, Postgres>;
@@ -104,19 +105,19 @@ impl Saga {
 #[derive(Default)]
 struct Changes {
     saga_ids: Vec<Uuid>,
-    saga_states: Vec<String>,
+    saga_states: Vec<SagaState>,
     cancel_reasons: Vec<Option<String>>,
     cancel_requested_by: Vec<Option<String>>,
     saga_failed_steps: Vec<Option<String>>,
     saga_failure_reasons: Vec<Option<String>>,
     saga_versions: Vec<i64>,
     tenant_ids: Vec<Uuid>,
-    tenant_statuses: Vec<String>,
+    tenant_statuses: Vec<TenantStatus>,
     tenant_failed_steps: Vec<Option<String>>,
     tenant_failure_reasons: Vec<Option<String>>,
     step_sagas: Vec<Uuid>,
     positions: Vec<i32>,
-    step_states: Vec<String>,
+    step_states: Vec<StepState>,
     attempts: Vec<i32>,
     command_ids: Vec<Option<String>>,
     redriven: Vec<bool>,
@@ -144,7 +145,7 @@ impl Changes {
         let (id, tenant) = (saga.saga.id, saga.tenant.id);
         // Always written: the version moves with every transition.
         self.saga_ids.push(id);
-        self.saga_states.push(saga.saga.state.clone());
+        self.saga_states.push(saga.saga.state);
         self.cancel_reasons.push(saga.saga.cancel_reason.clone());
         self.cancel_requested_by.push(saga.saga.cancel_requested_by.clone());
         self.saga_failed_steps.push(saga.saga.failed_step.clone());
@@ -152,14 +153,14 @@ impl Changes {
         self.saga_versions.push(saga.version);
         if saga.tenant.status != saga.loaded_status {
             self.tenant_ids.push(tenant);
-            self.tenant_statuses.push(saga.tenant.status.clone());
+            self.tenant_statuses.push(saga.tenant.status);
             self.tenant_failed_steps.push(saga.saga.failed_step.clone());
             self.tenant_failure_reasons.push(saga.saga.failure_reason.clone());
         }
         for (step, _) in saga.steps.iter().zip(&saga.dirty).filter(|(_, dirty)| **dirty) {
             self.step_sagas.push(id);
             self.positions.push(step.position);
-            self.step_states.push(step.state.clone());
+            self.step_states.push(step.state);
             self.attempts.push(step.attempts);
             self.command_ids.push(step.command_id.clone());
             self.redriven.push(step.redriven);
@@ -319,18 +320,13 @@ fn save_statement(c: &Changes, outbox: &Columns<'_>, outbox_sagas: &[Uuid], msg_
         }
         None => (String::new(), String::new()),
     };
+    let finished: Vec<String> = FINISHED.iter().map(|state| format!("'{state}'")).collect();
+    let finished_at = format!("CASE WHEN u.state IN ({}) THEN coalesce(s.finished_at, now()) END", finished.join(", "));
     let sagas_set = s.set(
         "sagas",
         &sagas,
         &["id", "version", "msg_id"],
-        &[
-            ("updated_at", "now()"),
-            ("version", "s.version + 1"),
-            (
-                "finished_at",
-                "CASE WHEN u.state IN ('succeeded', 'failed', 'cancelled') THEN coalesce(s.finished_at, now()) END",
-            ),
-        ],
+        &[("updated_at", "now()"), ("version", "s.version + 1"), ("finished_at", &finished_at)],
     );
     let sagas_match = s.matching("sagas", "s", &["id"]);
     let tenants = [

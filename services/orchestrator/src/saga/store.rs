@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use landlord_contract::Namespace;
+use landlord_control_plane::{SagaState, StepState, TenantStatus};
 use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 use time::OffsetDateTime;
@@ -21,7 +22,7 @@ pub struct TenantRow {
     pub display_name: String,
     pub plan: String,
     pub tier: String,
-    pub status: String,
+    pub status: TenantStatus,
     pub domains: Vec<String>,
     pub admin_email: String,
     pub admin_first_name: String,
@@ -33,7 +34,7 @@ pub struct TenantRow {
 pub struct SagaRow {
     pub id: Uuid,
     pub tenant_id: Uuid,
-    pub state: String,
+    pub state: SagaState,
     pub cancel_reason: Option<String>,
     pub cancel_requested_by: Option<String>,
     pub failed_step: Option<String>,
@@ -52,7 +53,7 @@ pub struct StepRow {
     pub max_attempts: i32,
     pub backoff_ms: Vec<i64>,
     pub params: Json<HashMap<String, String>>,
-    pub state: String,
+    pub state: StepState,
     pub attempts: i32,
     pub command_id: Option<String>,
     pub redriven: bool,
@@ -78,7 +79,7 @@ impl StepRow {
             max_attempts: i32::try_from(spec.max_attempts).unwrap_or(i32::MAX),
             backoff_ms: spec.backoff.iter().map(millis).collect(),
             params: Json(spec.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-            state: "pending".into(),
+            state: StepState::Pending,
             attempts: 0,
             command_id: None,
             redriven: false,

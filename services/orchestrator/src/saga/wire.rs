@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use landlord_contract::Event;
-use landlord_contract::pb::{self, StepState};
+use landlord_contract::pb;
+use landlord_control_plane::StepState;
 use time::OffsetDateTime;
 
 use super::machine::sent_id;
@@ -43,12 +44,17 @@ impl Saga {
 
     pub fn progress(&self) -> pb::Progress {
         let forward = self.steps.len().max(1);
-        let done = self.steps.iter().filter(|s| matches!(s.state.as_str(), "succeeded" | "skipped")).count();
+        let done = self.steps.iter().filter(|s| matches!(s.state, StepState::Succeeded | StepState::Skipped)).count();
         let current = self
             .steps
             .iter()
-            .find(|s| matches!(s.state.as_str(), "running" | "retry_wait" | "compensating" | "stuck"))
-            .or_else(|| self.steps.iter().rev().find(|s| s.state != "pending"))
+            .find(|s| {
+                matches!(
+                    s.state,
+                    StepState::Running | StepState::RetryWait | StepState::Compensating | StepState::Stuck
+                )
+            })
+            .or_else(|| self.steps.iter().rev().find(|s| s.state != StepState::Pending))
             .map(|s| s.name.clone())
             .unwrap_or_default();
         let timestamp = |t: Option<OffsetDateTime>| {
@@ -62,7 +68,7 @@ impl Saga {
                 .iter()
                 .map(|s| pb::StepProgress {
                     name: s.name.clone(),
-                    state: step_state(&s.state) as i32,
+                    state: step_state(s.state) as i32,
                     attempts: u32::try_from(s.attempts).unwrap_or(0),
                     started_at: timestamp(s.started_at),
                     finished_at: timestamp(s.finished_at),
@@ -80,7 +86,7 @@ impl Saga {
     fn inputs(&self) -> HashMap<String, String> {
         self.steps
             .iter()
-            .filter(|s| s.state == "succeeded" || s.state == "compensating")
+            .filter(|s| s.state == StepState::Succeeded || s.state == StepState::Compensating)
             .flat_map(|s| s.output.0.outputs.clone())
             .collect()
     }
@@ -116,16 +122,17 @@ impl Saga {
     }
 }
 
-fn step_state(state: &str) -> StepState {
+/// A step's state as progress reports it: waiting for a retry counts as
+/// running, a stuck compensation as compensating.
+fn step_state(state: StepState) -> pb::StepState {
     match state {
-        "pending" => StepState::Pending,
-        "running" | "retry_wait" => StepState::Running,
-        "succeeded" => StepState::Succeeded,
-        "failed" => StepState::Failed,
-        "compensating" | "stuck" => StepState::Compensating,
-        "compensated" => StepState::Compensated,
-        "skipped" => StepState::Skipped,
-        _ => StepState::Unspecified,
+        StepState::Pending => pb::StepState::Pending,
+        StepState::Running | StepState::RetryWait => pb::StepState::Running,
+        StepState::Succeeded => pb::StepState::Succeeded,
+        StepState::Failed => pb::StepState::Failed,
+        StepState::Compensating | StepState::Stuck => pb::StepState::Compensating,
+        StepState::Compensated => pb::StepState::Compensated,
+        StepState::Skipped => pb::StepState::Skipped,
     }
 }
 
