@@ -93,7 +93,9 @@ async fn floor_once(conn: &mut PgConnection, sql: &[String]) -> Result<f64> {
 /// (the SCRAM verifier costs ~1 ms of CPU the floor leaves out).
 fn floor_sql(key: &str, connection_limit: i64, seed: &Seed) -> Result<Vec<String>> {
     let id = uuid::Uuid::new_v4().to_string();
-    let tenant = Tenant::from_command(&command(key, &id, pb::Tier::Bridge, false)).map_err(anyhow::Error::new)?;
+    let command = command(key, &id, pb::Tier::Bridge, false);
+    let tenant =
+        Tenant::from_command(&command.tenant.clone().unwrap_or_default(), &command).map_err(anyhow::Error::new)?;
     let verifier = Password::generate()?.scram_verifier()?;
     bridge_sql(&tenant, &verifier, connection_limit, seed).map_err(anyhow::Error::new)
 }

@@ -86,6 +86,7 @@
 //! | `LANDLORD_DATABASE_PASSWORD_DELIVERY` | `welcome-email` | `welcome-email` or `none` (see above) |
 //! | `LANDLORD_SECRETS_TTL` | `7d` | how long a delivery copy waits for its welcome mail (the `<namespace>_secrets` bucket's max age, as for the idp worker) |
 
+pub mod action;
 pub mod catalog;
 pub mod failure;
 pub mod ident;
@@ -101,12 +102,12 @@ use std::time::Duration;
 
 use landlord_contract::{TenantKey, pb};
 use landlord_runtime::health::ReadinessCheck;
-use landlord_runtime::{Broker, ConfigError, DeliveryInfo, Env, KvSecrets, StepFailure, StepService};
+use landlord_runtime::{Broker, ConfigError, Env, KvSecrets, StepFailure};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, PgConnection, PgPool};
 use tokio::sync::OnceCell;
-use tracing::Instrument as _;
 
+pub use crate::action::Action;
 use crate::failure::classify;
 use crate::ident::TenantNames;
 pub use crate::secrets::{Password, PgSecretStore, SecretRef, SecretStore, SecretsKey};
@@ -240,9 +241,7 @@ pub struct Tenant {
 impl Tenant {
     /// Checks the command's tenant again (DESIGN.md: validated at the edge,
     /// and every place that builds identifiers still guards itself).
-    pub fn from_command(command: &pb::StepCommand) -> Result<Self, StepFailure> {
-        let spec =
-            command.tenant.as_ref().ok_or_else(|| StepFailure::permanent("no_tenant", "command has no tenant"))?;
+    pub fn from_command(spec: &pb::TenantSpec, command: &pb::StepCommand) -> Result<Self, StepFailure> {
         let key = TenantKey::parse(&spec.key)
             .map_err(|e| StepFailure::permanent(e.rule(), format!("refusing tenant key {:?}: {e}", spec.key)))?;
         let id = uuid::Uuid::parse_str(&spec.tenant_id)
@@ -684,42 +683,5 @@ impl<S: SecretStore> Provisioner<S> {
 
     fn connect_to(&self, database: &str) -> PgConnectOptions {
         self.settings.connect_options().database(database)
-    }
-}
-
-impl<S: SecretStore> StepService for Provisioner<S> {
-    async fn run(&self, action: &str, command: &pb::StepCommand, _: &DeliveryInfo) -> Result<pb::StepOk, StepFailure> {
-        let raw_key = command.tenant.as_ref().map_or("", |t| t.key.as_str());
-        let span =
-            tracing::info_span!("database", action, tenant = raw_key, saga = %command.saga_id, step = %command.step);
-        async {
-            let outcome = self.serve(action, command).await;
-            if let Err(failure) = &outcome {
-                tracing::warn!(%failure, retryable = failure.retryable, "database step failed");
-            }
-            outcome
-        }
-        .instrument(span)
-        .await
-    }
-}
-
-impl<S: SecretStore> Provisioner<S> {
-    async fn serve(&self, action: &str, command: &pb::StepCommand) -> Result<pb::StepOk, StepFailure> {
-        let tenant = Tenant::from_command(command)?;
-        tracing::Span::current().record("tenant", tenant.key.as_str());
-        match action {
-            "provision" => {
-                let default = if tenant.tier == pb::Tier::Pooled { "pooled" } else { "default" };
-                let spec = command.params.get("seed").map_or(default, String::as_str);
-                let seed = Seed::find(spec).map_err(|m| StepFailure::permanent("unknown_seed", m))?;
-                self.provision(&tenant, &seed).await
-            }
-            "deprovision" => {
-                tenant.check_resources(&command.resources)?;
-                self.deprovision(&tenant).await
-            }
-            other => Err(StepFailure::permanent("unknown_action", format!("database has no action {other:?}"))),
-        }
     }
 }

@@ -77,6 +77,7 @@
 //! | `LANDLORD_SECRETS_TTL` | `7d` | how long a sealed password waits for its welcome mail |
 //! | `LANDLORD_IDP_ACTIONS_LIFESPAN` | `72h` | how long the emailed link stays valid |
 
+pub mod action;
 pub mod admin_user;
 pub mod keycloak;
 pub mod organization;
@@ -90,11 +91,11 @@ use std::time::Duration;
 use landlord_contract::pb;
 use landlord_runtime::http::ExtraRoots;
 use landlord_runtime::secrets::SECRETS_KEY_VAR;
-use landlord_runtime::{ConfigError, DeliveryInfo, Env, KvSecrets, SecretsKey, StepFailure, StepService};
+use landlord_runtime::{ConfigError, Env, KvSecrets, SecretsKey, StepFailure};
 use reqwest::Url;
 use serde_json::{Value, json};
-use tracing::Instrument as _;
 
+pub use action::Action;
 pub use keycloak::{AdminCredentials, Keycloak, KeycloakError, KeycloakSettings};
 pub use password::TemporaryPassword;
 
@@ -299,9 +300,7 @@ pub struct Tenant {
 }
 
 impl Tenant {
-    fn from_command(command: &pb::StepCommand) -> Result<Self, StepFailure> {
-        let spec =
-            command.tenant.as_ref().ok_or_else(|| StepFailure::permanent("no_tenant", "command has no tenant"))?;
+    fn from_command(spec: &pb::TenantSpec, command: &pb::StepCommand) -> Result<Self, StepFailure> {
         if spec.tenant_id.is_empty() || spec.key.is_empty() {
             return Err(StepFailure::permanent("no_tenant", "the tenant has no id or key"));
         }
@@ -410,33 +409,6 @@ impl Idp {
         }
     }
 
-    async fn dispatch(
-        &self,
-        action: &str,
-        command: &pb::StepCommand,
-        tenant: &Tenant,
-    ) -> Result<pb::StepOk, StepFailure> {
-        let undo = command.compensate;
-        let outcome = match (action, tenant.pooled()) {
-            ("create_realm", false) if !undo => tenant_realm::create_realm(self, tenant).await,
-            ("create_realm" | "delete_realm", false) => tenant_realm::delete_realm(self, tenant).await,
-            ("create_realm", true) if !undo => organization::create(self, tenant).await,
-            ("create_realm" | "delete_realm", true) => organization::delete(self, tenant, &command.resources).await,
-            ("create_client", false) if !undo => tenant_realm::create_client(self, tenant).await,
-            ("create_client" | "delete_client", false) => tenant_realm::delete_client(self, tenant).await,
-            ("create_client", true) if !undo => Ok(organization::shared_client(self)),
-            ("create_client" | "delete_client", true) => Ok(pb::StepOk::default()),
-            ("create_admin_user", _) if !undo => admin_user::create(self, tenant, &command.inputs).await,
-            ("create_admin_user" | "delete_admin_user", _) => {
-                admin_user::delete(self, tenant, &command.resources).await
-            }
-            (other, _) => {
-                return Err(StepFailure::permanent("unknown_action", format!("idp has no {other:?}")));
-            }
-        };
-        Ok(outcome?)
-    }
-
     /// The admin API client.
     pub fn keycloak(&self) -> &Keycloak {
         &self.keycloak
@@ -445,37 +417,6 @@ impl Idp {
     /// The realm this tenant's users live in.
     pub fn user_realm(&self, tenant: &Tenant) -> String {
         if tenant.pooled() { self.settings.shared_realm.clone() } else { tenant.realm_name() }
-    }
-}
-
-impl StepService for Idp {
-    async fn run(
-        &self,
-        action: &str,
-        command: &pb::StepCommand,
-        _delivery: &DeliveryInfo,
-    ) -> Result<pb::StepOk, StepFailure> {
-        let tenant = Tenant::from_command(command)?;
-        let span = tracing::info_span!(
-            "idp",
-            action,
-            compensate = command.compensate,
-            tenant = %tenant.key,
-            saga = %command.saga_id,
-            tier = tenant.tier.as_str_name(),
-        );
-        async {
-            let outcome = self.dispatch(action, command, &tenant).await;
-            match &outcome {
-                Ok(_) => tracing::info!("done"),
-                Err(failure) => {
-                    tracing::warn!(code = %failure.code, retryable = failure.retryable, "{}", failure.message)
-                }
-            }
-            outcome
-        }
-        .instrument(span)
-        .await
     }
 }
 

@@ -79,8 +79,9 @@ async fn main() -> Result<()> {
     })
     .await?;
 
-    let message =
-        notifier.compose(Kind::Welcome, &command(0), "bench", &Unsealed::default()).map_err(anyhow::Error::new)?;
+    let message = notifier
+        .compose(Kind::Welcome, &command(0).tenant.unwrap_or_default(), &command(0), "bench", &Unsealed::default())
+        .map_err(anyhow::Error::new)?;
     let (envelope, bytes) = (message.envelope().clone(), message.formatted());
 
     let mailer = Mailer::new(SmtpSettings::parse(&smtp.url()).map_err(anyhow::Error::msg)?);

@@ -42,6 +42,7 @@
 //! `database.port`, `database.name`, `database.schema`, `database.role`,
 //! `database.url` (without the password) — and the password.
 
+pub mod action;
 pub mod ledger;
 pub mod sealed;
 pub mod smtp;
@@ -54,11 +55,11 @@ use std::time::Duration;
 
 use landlord_contract::pb;
 use landlord_runtime::secrets::SECRETS_KEY_VAR;
-use landlord_runtime::{ConfigError, DeliveryInfo, Env, KvSecrets, SecretsKey, StepFailure, StepService};
+use landlord_runtime::{ConfigError, DeliveryInfo, Env, KvSecrets, SecretsKey, StepFailure};
 use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
-use tracing::Instrument as _;
 
+pub use action::Action;
 pub use ledger::{Claim, Ledger};
 pub use sealed::{Secret, Unsealed};
 pub use smtp::{Mailer, SmtpSettings};
@@ -265,12 +266,11 @@ impl Notifier {
     pub fn compose(
         &self,
         kind: Kind,
+        tenant: &pb::TenantSpec,
         command: &pb::StepCommand,
         message_id: &str,
         unsealed: &Unsealed,
     ) -> Result<Message, StepFailure> {
-        let tenant =
-            command.tenant.as_ref().ok_or_else(|| StepFailure::permanent("no_tenant", "command has no tenant"))?;
         let admin = tenant.admin.clone().unwrap_or_default();
         for (field, value) in [
             ("admin first name", &admin.first_name),
@@ -336,33 +336,11 @@ impl Notifier {
     }
 }
 
-impl StepService for Notifier {
-    async fn run(
-        &self,
-        action: &str,
-        command: &pb::StepCommand,
-        delivery: &DeliveryInfo,
-    ) -> Result<pb::StepOk, StepFailure> {
-        let kind = match action {
-            "send_welcome" => Kind::Welcome,
-            "send_failure" => Kind::ProvisioningFailed,
-            other => return Err(StepFailure::permanent("unknown_action", format!("notification has no {other:?}"))),
-        };
-        if command.compensate {
-            // A sent mail cannot be taken back; there is nothing to undo.
-            return Ok(pb::StepOk::default());
-        }
-        let key = command.tenant.as_ref().map_or("", |t| t.key.as_str());
-        let span = tracing::info_span!("mail", template = kind.name(), tenant = key, saga = %command.saga_id);
-        self.send(kind, command, &mail_id(command, delivery)).instrument(span).await
-    }
-}
-
 /// What the sent-mail ledger keys a mail by: its saga and step, so that
 /// every attempt and re-drive of one step (each with its own message id)
 /// sends at most one mail. Commands outside a saga fall back to the
 /// message id.
-fn mail_id(command: &pb::StepCommand, delivery: &DeliveryInfo) -> String {
+pub(crate) fn mail_id(command: &pb::StepCommand, delivery: &DeliveryInfo) -> String {
     if command.saga_id.is_empty() || command.step.is_empty() {
         delivery.message_id()
     } else {
@@ -371,7 +349,13 @@ fn mail_id(command: &pb::StepCommand, delivery: &DeliveryInfo) -> String {
 }
 
 impl Notifier {
-    async fn send(&self, kind: Kind, command: &pb::StepCommand, message_id: &str) -> Result<pb::StepOk, StepFailure> {
+    async fn send(
+        &self,
+        kind: Kind,
+        tenant: &pb::TenantSpec,
+        command: &pb::StepCommand,
+        message_id: &str,
+    ) -> Result<pb::StepOk, StepFailure> {
         let outputs = HashMap::from([("notification.message_id".to_owned(), ledger::key_for(message_id))]);
         let revision = match self.ledger.claim(message_id).await? {
             Claim::AlreadySent => {
@@ -389,7 +373,7 @@ impl Notifier {
                 Kind::Welcome => self.unseal(command).await?,
                 Kind::ProvisioningFailed => Unsealed::default(),
             };
-            let message = self.compose(kind, command, message_id, &unsealed)?;
+            let message = self.compose(kind, tenant, command, message_id, &unsealed)?;
             self.mailer.send(message.envelope(), &message.formatted()).await.map_err(|error| {
                 tracing::warn!(%error, "mail not sent");
                 match error {

@@ -30,7 +30,15 @@ const WARM_WAL_MB: u32 = 256;
 struct Instantly;
 
 impl StepService for Instantly {
-    async fn run(&self, _: &str, _: &pb::StepCommand, _: &DeliveryInfo) -> Result<pb::StepOk, StepFailure> {
+    type Action = String;
+
+    async fn execute(
+        &self,
+        _: String,
+        _: &pb::TenantSpec,
+        _: &pb::StepCommand,
+        _: &DeliveryInfo,
+    ) -> Result<pb::StepOk, StepFailure> {
         Ok(pb::StepOk::default())
     }
 }

@@ -30,5 +30,5 @@ pub use metrics::Metrics;
 pub use publish::{Envelope, Publisher};
 pub use secrets::{KvSecrets, SecretRef, SecretsKey};
 pub use service::Service;
-pub use step::{StepFailure, StepService, StepWorker};
+pub use step::{StepFailure, StepService, StepWorker, UnknownAction};
 pub use telemetry::Telemetry;

@@ -1,17 +1,24 @@
 //! Saga steps as workers see them: a [`StepCommand`] in, a [`StepResult`]
 //! out on the matching result subject.
 //!
-//! A worker implements [`StepService`] — one async function that matches on
-//! the action — and wraps it in a [`StepWorker`], which is the [`Handler`]
-//! the message loop runs. Retryable failures are first retried by
+//! A worker implements [`StepService`] — its actions as a typed enum decoded
+//! once from the subject, and one async function that matches on it — and
+//! wraps it in a [`StepWorker`], which is the [`Handler`] the message loop
+//! runs. What every worker checks alike happens here, once: an unknown
+//! action and a command without a tenant are refused in
+//! [`StepService::run`], and the span every step runs in (service, action,
+//! step, tenant key, saga id, attempt) is opened by the [`StepWorker`]. Retryable failures are first retried by
 //! redelivery; only the last delivery's failure is reported to the
 //! orchestrator, which then applies the step's own retry policy.
 
+use std::fmt;
 use std::future::Future;
+use std::str::FromStr;
 
 use landlord_contract::pb::{self, step_result::Outcome};
 
 use tokio::sync::OnceCell;
+use tracing::Instrument as _;
 
 use crate::consume::{Delivery, DeliveryInfo, Handler, HandlerError};
 use crate::fence::Fences;
@@ -41,16 +48,57 @@ impl StepFailure {
     }
 }
 
+/// The error of a worker's `Action::from_str`: the action name is not one
+/// of the worker's ([`StepService::run`] reports it as `unknown_action`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{service} has no action {action:?}")]
+pub struct UnknownAction {
+    pub service: &'static str,
+    pub action: String,
+}
+
+impl UnknownAction {
+    pub fn new(service: &'static str, action: &str) -> Self {
+        Self { service, action: action.to_owned() }
+    }
+}
+
 /// A worker's steps: forward actions and their compensations.
 pub trait StepService: Send + Sync + 'static {
-    /// Runs `action` (the last token of the command subject). Must be
-    /// idempotent: the same command may arrive more than once.
+    /// The worker's actions, decoded once from the last token of the
+    /// command subject (`create_bucket`, `send_welcome`, ...), the way
+    /// mini-redis decodes its `Command`s.
+    type Action: FromStr<Err: fmt::Display> + fmt::Debug + Send;
+
+    /// Runs `action` for `tenant` (the command's own, checked present).
+    /// Must be idempotent: the same command may arrive more than once.
+    fn execute(
+        &self,
+        action: Self::Action,
+        tenant: &pb::TenantSpec,
+        command: &pb::StepCommand,
+        delivery: &DeliveryInfo,
+    ) -> impl Future<Output = Result<pb::StepOk, StepFailure>> + Send;
+
+    /// Decodes the action name and the command's tenant, then runs it: the
+    /// one place an unknown action or a command without a tenant is
+    /// refused, for every worker. The [`StepWorker`] calls this for each
+    /// command; tests and the audit call it directly.
     fn run(
         &self,
         action: &str,
         command: &pb::StepCommand,
         delivery: &DeliveryInfo,
-    ) -> impl Future<Output = Result<pb::StepOk, StepFailure>> + Send;
+    ) -> impl Future<Output = Result<pb::StepOk, StepFailure>> + Send {
+        async move {
+            let action = action
+                .parse::<Self::Action>()
+                .map_err(|error| StepFailure::permanent("unknown_action", error.to_string()))?;
+            let tenant =
+                command.tenant.as_ref().ok_or_else(|| StepFailure::permanent("no_tenant", "command has no tenant"))?;
+            self.execute(action, tenant, command, delivery).await
+        }
+    }
 }
 
 /// Adapts a [`StepService`] to the message loop and reports results.
@@ -177,10 +225,27 @@ impl<S: StepService> Handler for StepWorker<S> {
     async fn handle(&self, delivery: Delivery<pb::StepCommand>) -> Result<(), HandlerError> {
         let Delivery { message: command, info } = delivery;
         let namespace = self.publisher.namespace();
-        let Some((_, action)) = namespace.parse_command_subject(&info.subject) else {
+        let Some((service, action)) = namespace.parse_command_subject(&info.subject) else {
             return Err(HandlerError::permanent(format!("{} is not a command subject", info.subject)));
         };
+        // One span, with the same fields, for every worker's steps.
+        let span = tracing::info_span!(
+            "step",
+            service,
+            action,
+            step = %command.step,
+            tenant = command.tenant.as_ref().map_or("", |tenant| tenant.key.as_str()),
+            saga = %command.saga_id,
+            attempt = command.attempt,
+            compensate = command.compensate,
+        );
         let action = action.to_owned();
+        self.step(&action, command, info).instrument(span).await
+    }
+}
+
+impl<S: StepService> StepWorker<S> {
+    async fn step(&self, action: &str, command: pb::StepCommand, info: DeliveryInfo) -> Result<(), HandlerError> {
         let left = command.deadline.as_ref().map(time_left);
         if left.is_some_and(|left| left.is_negative()) {
             // The orchestrator stopped waiting for this answer: it has
@@ -211,7 +276,13 @@ impl<S: StepService> Handler for StepWorker<S> {
             self.undo(&command, None, &info).await?;
             return self.report(&command, &info, Outcome::Permanent(fenced_error(&command))).await;
         }
-        let outcome = self.service.run(&action, &command, &info).await;
+        let outcome = self.service.run(action, &command, &info).await;
+        match &outcome {
+            Ok(_) => tracing::info!("step done"),
+            Err(failure) => {
+                tracing::warn!(code = %failure.code, retryable = failure.retryable, "step failed: {}", failure.message);
+            }
+        }
         if let Ok(ok) = &outcome
             && !command.compensate
             && self.is_fenced(&command).await?

@@ -52,8 +52,10 @@
 //!
 //! Modules: [`settings`] (environment and client), [`naming`] (bucket names
 //! and places), `classify` (which errors to retry), [`ownership`] (the
-//! marker and the fencing rules), `create` and `delete` (the two steps).
+//! marker and the fencing rules), [`action`] (the actions and the one match
+//! that runs them), `create` and `delete` (the two steps).
 
+pub mod action;
 mod classify;
 mod create;
 mod delete;
@@ -62,10 +64,8 @@ pub mod ownership;
 pub mod settings;
 
 use aws_sdk_s3::Client;
-use landlord_contract::pb;
-use landlord_runtime::{DeliveryInfo, StepFailure, StepService};
-use tracing::Instrument as _;
 
+pub use action::Action;
 pub use delete::FENCED;
 pub use naming::{Place, check_bucket_name};
 pub use ownership::{MARKER, Marker, Ownership, SAGA_METADATA};
@@ -88,41 +88,5 @@ impl Storage {
 
     pub fn client(&self) -> &Client {
         &self.client
-    }
-}
-
-impl StepService for Storage {
-    async fn run(
-        &self,
-        action: &str,
-        command: &pb::StepCommand,
-        _delivery: &DeliveryInfo,
-    ) -> Result<pb::StepOk, StepFailure> {
-        let tenant =
-            command.tenant.as_ref().ok_or_else(|| StepFailure::permanent("no_tenant", "command has no tenant"))?;
-        if tenant.tenant_id.is_empty() {
-            return Err(StepFailure::permanent("no_tenant_id", "the tenant has no id to mark its objects with"));
-        }
-        // The saga fences one attempt at a tenant from the next: without it
-        // a marker could not say whose the place is.
-        if command.saga_id.is_empty() {
-            return Err(StepFailure::permanent("no_saga_id", "the command has no saga to mark its objects with"));
-        }
-        let span = tracing::info_span!("storage", action, tenant = %tenant.key, saga = %command.saga_id);
-        // Boxed: the SDK's request futures nest deep, and inside the
-        // runtime's StepWorker (which awaits `run` for the step and for its
-        // own undo of a fenced step) the binary's future type overflowed
-        // rustc's layout recursion limit. One allocation per command.
-        Box::pin(
-            async {
-                match action {
-                    "create_bucket" => self.create(tenant, &command.saga_id).await,
-                    "delete_bucket" => self.delete(tenant, &command.saga_id, &command.resources).await,
-                    other => Err(StepFailure::permanent("unknown_action", format!("storage has no {other:?}"))),
-                }
-            }
-            .instrument(span),
-        )
-        .await
     }
 }

@@ -46,9 +46,12 @@ fn backend_error(error: impl std::fmt::Display) -> StepFailure {
 }
 
 impl StepService for Scripted {
-    async fn run(
+    type Action = String;
+
+    async fn execute(
         &self,
-        action: &str,
+        action: String,
+        _: &pb::TenantSpec,
         command: &pb::StepCommand,
         delivery: &DeliveryInfo,
     ) -> Result<pb::StepOk, StepFailure> {
