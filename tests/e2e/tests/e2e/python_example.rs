@@ -53,7 +53,9 @@ async fn the_python_example_requests_a_tenant_over_nats_and_follows_it_to_active
     generate_modules(&python, &modules).await?;
 
     let idempotency = "python-example-1";
-    let args = ["--plan", "standard", "--idempotency-id", idempotency, "--timeout", "90"];
+    // Generous: the whole suite shares two cores, and the bound only ends a
+    // run that would otherwise hang.
+    let args = ["--plan", "standard", "--idempotency-id", idempotency, "--timeout", "300"];
     let (code, text) = run_example(&stack, &python, &modules, "pyco", &args).await?;
     assert_eq!(code, 0, "{text}\n{}", stack.logs());
     for line in ["accepted", "step_succeeded", "activated", "outcome: ACTIVE"] {
@@ -71,7 +73,7 @@ async fn the_python_example_requests_a_tenant_over_nats_and_follows_it_to_active
 
     // Another request for the taken key is rejected, on the key's subject.
     let (code, taken) =
-        run_example(&stack, &python, &modules, "pyco", &["--idempotency-id", "python-example-2", "--timeout", "60"])
+        run_example(&stack, &python, &modules, "pyco", &["--idempotency-id", "python-example-2", "--timeout", "300"])
             .await?;
     assert_eq!(code, 1, "{taken}");
     assert!(taken.contains("outcome: REJECTED (tenant_key.duplicate)"), "{taken}");
