@@ -122,6 +122,45 @@ pub async fn write(tx: &mut Transaction<'static, Postgres>, messages: &[Outgoing
     Ok(pending(ids, messages))
 }
 
+/// Records webhook delivery `svix_id` and writes `message` to the outbox,
+/// in one statement and only if that delivery is new: `None` when it was
+/// seen before. One round trip, committed on its own — the same effect as
+/// a transaction around the two inserts, for a quarter of the round trips
+/// (the gateway's Clerk bridge, for deliveries outside the organization
+/// flow).
+pub async fn write_for_new_delivery(
+    pool: &PgPool,
+    svix_id: &str,
+    event_type: &str,
+    message: &Outgoing,
+) -> sqlx::Result<Option<Pending>> {
+    let (traceparent, tracestate) = match &message.trace {
+        Some((parent, state)) => (Some(parent.as_str()), state.as_deref()),
+        None => (None, None),
+    };
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "WITH delivery AS (
+             INSERT INTO webhook_deliveries (svix_id, event_type) VALUES ($1, $2)
+             ON CONFLICT DO NOTHING RETURNING svix_id)
+         INSERT INTO outbox (subject, msg_id, ce_type, tenant_key, correlation_id, payload, traceparent, tracestate)
+         SELECT $3, $4, $5, $6, $7, $8, $9, $10 FROM delivery
+         RETURNING id",
+    )
+    .bind(svix_id)
+    .bind(event_type)
+    .bind(&message.subject)
+    .bind(&message.msg_id)
+    .bind(message.ce_type)
+    .bind(&message.tenant_key)
+    .bind(&message.correlation_id)
+    .bind(&message.payload)
+    .bind(traceparent)
+    .bind(tracestate)
+    .fetch_all(pool)
+    .await?;
+    Ok(pending(ids, std::slice::from_ref(message)).pop())
+}
+
 fn headers(publisher: &Publisher, message: &Outgoing) -> async_nats::HeaderMap {
     let envelope = Envelope {
         id: message.msg_id.clone(),

@@ -32,7 +32,7 @@
 //! Everything the gateway publishes — `TenantRequested`, `CancelSaga`, Clerk
 //! events — is written to the control-plane `outbox` in the transaction that
 //! records the request, and relayed by the orchestrator's outbox code
-//! ([`landlord_orchestrator::outbox`]): published right after commit with
+//! ([`landlord_control_plane::outbox`]): published right after commit with
 //! `Nats-Msg-Id`, swept later if that failed. The control-plane schema has
 //! one migrator, the orchestrator's; the gateway runs it at start too, so
 //! either may start first. Errors are RFC 9457 problem details
@@ -87,8 +87,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use landlord_orchestrator::Plans;
-use landlord_orchestrator::outbox::{self, Dispatcher};
+use landlord_control_plane::Plans;
+use landlord_control_plane::outbox::{self, Dispatcher};
 use landlord_runtime::http::ExtraRoots;
 use landlord_runtime::{ConfigError, Env, Service};
 
@@ -257,7 +257,7 @@ pub struct Gateway {
 /// `service`; both stop with its shutdown token.
 pub async fn attach(service: &mut Service, config: GatewayConfig) -> anyhow::Result<Gateway> {
     let pool = service.database.clone().ok_or_else(|| anyhow::anyhow!("the gateway needs LANDLORD_DATABASE_URL"))?;
-    landlord_orchestrator::migrator().run(&pool).await?;
+    landlord_control_plane::migrator().run(&pool).await?;
     let (dispatcher, published) = Dispatcher::new(service.publisher.clone());
     service.spawn(outbox::cleaner(pool.clone(), published, outbox::CLEAN_WINDOW, service.shutdown_token()));
     service.spawn(outbox::sweep(

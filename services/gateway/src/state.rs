@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use landlord_contract::Namespace;
-use landlord_orchestrator::Plans;
-use landlord_orchestrator::outbox::Dispatcher;
+use landlord_control_plane::Plans;
+use landlord_control_plane::outbox::Dispatcher;
 use sqlx::PgPool;
 
 use crate::auth::{self, Verifier};

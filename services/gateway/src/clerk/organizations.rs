@@ -4,8 +4,8 @@
 //! here — or the rule that keeps it from becoming a tenant.
 
 use landlord_contract::{Event as _, TenantKey, pb};
-use landlord_orchestrator::intake;
-use landlord_orchestrator::outbox::Outgoing;
+use landlord_control_plane::outbox::Outgoing;
+use landlord_control_plane::request::validate;
 use time::OffsetDateTime;
 
 use super::backend::Admin;
@@ -75,7 +75,7 @@ pub async fn admin_found(app: &App, org_id: &str, admin: &Admin) -> Result<&'sta
     record_admin(&mut tx, org_id, fields).await?;
     let request = ready_request(&mut tx, app, &settings, org_id).await?;
     let requested = request.is_some();
-    let pending = landlord_orchestrator::outbox::write(&mut tx, &request.into_iter().collect::<Vec<_>>()).await?;
+    let pending = landlord_control_plane::outbox::write(&mut tx, &request.into_iter().collect::<Vec<_>>()).await?;
     tx.commit().await?;
     app.dispatcher.dispatch(pending).await;
     Ok(if requested { "tenant requested" } else { "recorded" })
@@ -145,7 +145,7 @@ pub(super) async fn ready_request(
         labels: [("clerk.organization_id".to_owned(), org_id.to_owned())].into_iter().collect(),
         retry_of: None,
     };
-    if let Err(rejection) = intake::validate(&request, &app.plans) {
+    if let Err(rejection) = validate(&request, &app.plans) {
         return reject(tx, org_id, &rejection.rule, &rejection.reason).await;
     }
     sqlx::query("UPDATE clerk_organizations SET tenant_key = $2, requested_at = now() WHERE org_id = $1")

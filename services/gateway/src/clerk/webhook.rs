@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use landlord_contract::pb;
-use landlord_orchestrator::outbox::Outgoing;
+use landlord_control_plane::outbox::Outgoing;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -181,7 +181,7 @@ async fn deliver(
         }
         organization = Some(view(&mut tx, org_id, settings.admin_wait).await?);
     }
-    let pending = landlord_orchestrator::outbox::write(&mut tx, &messages).await?;
+    let pending = landlord_control_plane::outbox::write(&mut tx, &messages).await?;
     tx.commit().await?;
     // Committed is accepted: the answer does not wait for the broker's ack
     // (Svix wants a fast 2xx). If this publish fails, or the process stops
@@ -204,37 +204,13 @@ async fn deliver(
 /// not kept in `webhook_deliveries`: the `ClerkEvent` carries it to the
 /// events stream, which is its record.
 async fn record_event(app: &App, svix_id: &str, kind: &str, event: Outgoing) -> Result<Response> {
-    let (traceparent, tracestate) = match &event.trace {
-        Some((parent, state)) => (Some(parent.as_str()), state.as_deref()),
-        None => (None, None),
-    };
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "WITH delivery AS (
-             INSERT INTO webhook_deliveries (svix_id, event_type) VALUES ($1, $2)
-             ON CONFLICT DO NOTHING RETURNING svix_id)
-         INSERT INTO outbox (subject, msg_id, ce_type, tenant_key, correlation_id, payload, traceparent, tracestate)
-         SELECT $3, $4, $5, $6, $7, $8, $9, $10 FROM delivery
-         RETURNING id",
-    )
-    .bind(svix_id)
-    .bind(kind)
-    .bind(&event.subject)
-    .bind(&event.msg_id)
-    .bind(event.ce_type)
-    .bind(&event.tenant_key)
-    .bind(&event.correlation_id)
-    .bind(&event.payload)
-    .bind(traceparent)
-    .bind(tracestate)
-    .fetch_all(&app.pool)
-    .await?;
-    if ids.is_empty() {
+    let written = landlord_control_plane::outbox::write_for_new_delivery(&app.pool, svix_id, kind, &event).await?;
+    let Some(pending) = written else {
         tracing::debug!(svix_id, "webhook delivery seen before");
         return Ok(Json(Outcome { delivery: "duplicate".into(), organization: None }).into_response());
-    }
-    let pending = landlord_orchestrator::outbox::pending(ids, std::slice::from_ref(&event));
+    };
     let dispatcher = app.dispatcher.clone();
-    tokio::spawn(async move { dispatcher.dispatch(pending).await });
+    tokio::spawn(async move { dispatcher.dispatch(vec![pending]).await });
     tracing::info!(svix_id, kind, "clerk event accepted");
     Ok(Json(Outcome { delivery: "accepted".into(), organization: None }).into_response())
 }

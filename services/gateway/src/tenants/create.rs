@@ -5,8 +5,9 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use landlord_contract::pb;
-use landlord_orchestrator::intake::{self, tenant_id};
-use landlord_orchestrator::outbox::Outgoing;
+use landlord_control_plane::ids::tenant_id;
+use landlord_control_plane::outbox::Outgoing;
+use landlord_control_plane::request::validate;
 use sqlx::types::Json as SqlJson;
 
 use super::requests::{accepted_response, parse_tier, refuse_taken_domains, requested_subject};
@@ -57,7 +58,7 @@ pub async fn create(State(app): State<App>, caller: Caller, headers: HeaderMap, 
         labels: body.labels.clone().into_iter().collect(),
         retry_of: None,
     };
-    let valid = intake::validate(&request, &app.plans).map_err(|r| Problem::invalid(&r.rule, r.reason))?;
+    let valid = validate(&request, &app.plans).map_err(|r| Problem::invalid(&r.rule, r.reason))?;
     // The body as parsed, re-serialised: formatting does not make a
     // different request.
     let hash = sha256(&serde_json::to_vec(&body).unwrap_or_default());
@@ -117,7 +118,7 @@ pub async fn create(State(app): State<App>, caller: Caller, headers: HeaderMap, 
     refuse_taken_domains(&mut tx, &request.domains, tenant).await?;
     let message = Outgoing::new(requested_subject(&app, &valid.key), format!("gateway.{tenant}.requested"), &request)
         .about(valid.key.as_str(), None);
-    let pending = landlord_orchestrator::outbox::write(&mut tx, &[message]).await?;
+    let pending = landlord_control_plane::outbox::write(&mut tx, &[message]).await?;
     tx.commit().await?;
     app.dispatcher.dispatch(pending).await;
     tracing::info!(key = %valid.key, %tenant, by = %caller.subject, "tenant requested");

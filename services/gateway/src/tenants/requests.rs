@@ -14,7 +14,7 @@ use crate::state::App;
 pub(super) fn parse_tier(tier: Option<&str>) -> Result<pb::Tier> {
     match tier {
         None => Ok(pb::Tier::Unspecified),
-        Some(name) => landlord_orchestrator::plans::parse_tier(name).ok_or_else(|| {
+        Some(name) => landlord_control_plane::plans::parse_tier(name).ok_or_else(|| {
             Problem::invalid("tier.unknown", format!("tier {name:?} is not one of: pooled, bridge, silo"))
         }),
     }
