@@ -23,6 +23,7 @@ use landlord_runtime::{Delivery, Handler, HandlerError, Service};
 // after its split; then they become private imports.
 #[doc(hidden)]
 pub use landlord_control_plane::{Plans, migrator, outbox, plans};
+use landlord_control_plane::{SagaState, StepState};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -178,10 +179,11 @@ impl Handler for Cancel {
         };
         let running: Option<(Uuid,)> = sqlx::query_as(
             "SELECT s.id FROM sagas s JOIN tenants t ON t.id = s.tenant_id
-             WHERE t.key = $1 AND s.state = 'running' AND ($2::uuid IS NULL OR s.id = $2)",
+             WHERE t.key = $1 AND s.state = $3 AND ($2::uuid IS NULL OR s.id = $2)",
         )
         .bind(&cancel.tenant_key)
         .bind(named)
+        .bind(SagaState::Running)
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_error)?;
@@ -193,6 +195,13 @@ impl Handler for Cancel {
         };
         let mut pending = Vec::new();
         if let Some(mut saga) = saga::Saga::load(&mut tx, &core.namespace, saga_id, false).await.map_err(db_error)? {
+            if saga.past_cancelling() {
+                return Err(HandlerError::permanent(format!(
+                    "saga {saga_id} of tenant {:?} can no longer be cancelled: every step that could fail it has \
+                     succeeded and the tenant is being activated",
+                    cancel.tenant_key
+                )));
+            }
             saga.cancel(&cancel.reason, &cancel.requested_by);
             pending = saga.save(&mut tx).await.map_err(db_error)?;
         }
@@ -259,7 +268,8 @@ async fn timer(
         // (landlord_compensations_stuck), every few seconds.
         if counted.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) {
             counted = Some(std::time::Instant::now());
-            match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM saga_steps WHERE state = 'stuck'")
+            match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM saga_steps WHERE state = $1")
+                .bind(StepState::Stuck)
                 .fetch_one(&core.pool)
                 .await
             {

@@ -279,6 +279,14 @@ impl Saga {
 
     /// Cancels a running saga: compensation starts as soon as no step is in
     /// flight (now, or when the running step answers).
+    /// Every fatal step has succeeded: only non-fatal ones (the welcome
+    /// mail) are left, and the tenant is as good as ACTIVE. A cancel now
+    /// would undo a tenant whose admin may already hold the welcome mail;
+    /// removing it is an offboarding, not a cancel.
+    pub fn past_cancelling(&self) -> bool {
+        self.steps.iter().filter(|s| s.fatal).all(|s| s.state == StepState::Succeeded)
+    }
+
     pub fn cancel(&mut self, reason: &str, by: &str) -> bool {
         if self.saga.state != SagaState::Running || self.saga.cancel_reason.is_some() {
             return false;

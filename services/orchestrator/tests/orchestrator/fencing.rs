@@ -361,3 +361,38 @@ async fn results_wait_out_a_control_plane_outage_instead_of_being_dead_lettered(
     assert_eq!(dead.info().await?.state.messages, 0, "nothing was dead-lettered");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_cancel_after_every_fatal_step_succeeded_is_refused_and_the_tenant_activates() -> Result<()> {
+    let h = Harness::new().await?;
+    // Only the (non-fatal) welcome step is left when the cancel comes: the
+    // admin may already have the mail, so undoing the tenant is too late.
+    h.publish(&Harness::request("almost", &[("script.welcome", "sleep:1500")]), "m-almost").await?;
+    eventually("the welcome step to run", WAIT, || async {
+        let state: String =
+            sqlx::query_scalar("SELECT state FROM saga_steps WHERE name = 'welcome'").fetch_one(&h.pool).await.ok()?;
+        (state == "running").then_some(())
+    })
+    .await?;
+    let cancel = pb::CancelSaga {
+        tenant_key: "almost".into(),
+        reason: "too late".into(),
+        requested_by: "ops".into(),
+        saga_id: saga_of(&h, "almost").await?,
+    };
+    h.publisher
+        .publish(h.namespace.command_subject("orchestrator", "cancel"), &cancel, &Envelope::new("late-cancel"))
+        .await?;
+    let events = h.events_until("almost", &TERMINAL).await?;
+    assert_eq!(events.last().map(|e| e.0), Some(EventKind::Activated), "{:?}", kinds(&events));
+    // The refusal is parked with its reason.
+    let dead = h.broker.jetstream.get_stream(h.namespace.stream_name(StreamKind::DeadLetter)).await?;
+    let parked = eventually("the refused cancel in the dead-letter stream", WAIT, || async {
+        let subject = h.namespace.dead_letter_subject(&h.namespace.command_subject("orchestrator", "cancel"));
+        dead.get_last_raw_message_by_subject(&subject).await.ok()
+    })
+    .await?;
+    let reason = parked.headers.get(landlord_contract::header::DLQ_REASON).map(|v| v.as_str().to_owned());
+    assert!(reason.as_deref().unwrap_or_default().contains("can no longer be cancelled"), "{reason:?}");
+    Ok(())
+}
