@@ -26,11 +26,11 @@ pub struct Existing {
 }
 
 pub(crate) fn ident(name: &str) -> Result<String, StepFailure> {
-    quote_ident(name).map_err(|problem| StepFailure::permanent("invalid_name", problem))
+    quote_ident(name).map_err(|problem| StepFailure::permanent("invalid_name", problem.to_string()))
 }
 
 pub(crate) fn literal(value: &str) -> Result<String, StepFailure> {
-    quote_literal(value).map_err(|problem| StepFailure::permanent("invalid_name", problem))
+    quote_literal(value).map_err(|problem| StepFailure::permanent("invalid_name", problem.to_string()))
 }
 
 async fn lookup(

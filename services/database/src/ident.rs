@@ -14,14 +14,25 @@ pub const PREFIX: &str = "tenant_";
 /// PostgreSQL truncates identifiers longer than this (NAMEDATALEN - 1).
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
 
+/// Why a name or value cannot be spliced into SQL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuoteError {
+    #[error("{0:?} cannot be an SQL identifier")]
+    NotAnIdentifier(String),
+    #[error("{0:?} is longer than {MAX_IDENTIFIER_BYTES} bytes")]
+    TooLong(String),
+    #[error("a string literal cannot hold NUL")]
+    Nul,
+}
+
 /// `name` as a double-quoted identifier: embedded `"` doubled. NUL cannot
 /// be represented and is refused.
-pub fn quote_ident(name: &str) -> Result<String, String> {
+pub fn quote_ident(name: &str) -> Result<String, QuoteError> {
     if name.is_empty() || name.contains('\0') {
-        return Err(format!("{name:?} cannot be an SQL identifier"));
+        return Err(QuoteError::NotAnIdentifier(name.to_owned()));
     }
     if name.len() > MAX_IDENTIFIER_BYTES {
-        return Err(format!("{name:?} is longer than {MAX_IDENTIFIER_BYTES} bytes"));
+        return Err(QuoteError::TooLong(name.to_owned()));
     }
     Ok(format!("\"{}\"", name.replace('"', "\"\"")))
 }
@@ -29,9 +40,9 @@ pub fn quote_ident(name: &str) -> Result<String, String> {
 /// `value` as a string literal that means the same whatever
 /// `standard_conforming_strings` says: `'…'` with `'` doubled, or `E'…'`
 /// with `\` doubled too when it holds a backslash. NUL is refused.
-pub fn quote_literal(value: &str) -> Result<String, String> {
+pub fn quote_literal(value: &str) -> Result<String, QuoteError> {
     if value.contains('\0') {
-        return Err("a string literal cannot hold NUL".into());
+        return Err(QuoteError::Nul);
     }
     let escaped = value.replace('\'', "''");
     Ok(if value.contains('\\') { format!("E'{}'", escaped.replace('\\', "\\\\")) } else { format!("'{escaped}'") })

@@ -4,6 +4,7 @@
 //! ([`crate::consume`]) and its metrics ([`crate::metrics`]) both read these
 //! types without importing each other.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::ConsumerSettings;
@@ -22,25 +23,50 @@ pub enum ErrorKind {
     Unavailable,
 }
 
+/// The error underneath a [`HandlerError`], kept with its cause chain.
+pub type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// What a handler reports when it could not finish a message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// `message` says what failed in the handler's words; `source`, when
+/// given, is the error that caused it (a database error, a broker error),
+/// kept whole so that logs and callers see its cause chain rather than a
+/// flattened string.
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct HandlerError {
     pub kind: ErrorKind,
     pub message: String,
+    #[source]
+    pub source: Option<Source>,
 }
+
+/// Two errors are the same when they say the same; their sources are not
+/// compared (errors rarely implement equality).
+impl PartialEq for HandlerError {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.message == other.message
+    }
+}
+
+impl Eq for HandlerError {}
 
 impl HandlerError {
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Retryable, message: message.into() }
+        Self { kind: ErrorKind::Retryable, message: message.into(), source: None }
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Permanent, message: message.into() }
+        Self { kind: ErrorKind::Permanent, message: message.into(), source: None }
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Unavailable, message: message.into() }
+        Self { kind: ErrorKind::Unavailable, message: message.into(), source: None }
+    }
+
+    /// The same error, caused by `source` (kept, not flattened).
+    pub fn with_source(self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self { source: Some(Arc::new(source)), ..self }
     }
 }
 
@@ -94,6 +120,15 @@ mod tests {
             backoff: vec![Duration::from_millis(100), Duration::from_millis(500)],
             max_in_flight: 8,
         }
+    }
+
+    #[test]
+    fn a_source_is_kept_whole() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = HandlerError::unavailable("database: connection refused").with_source(io);
+        let source = std::error::Error::source(&error).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("refused"));
+        assert_eq!(error, HandlerError::unavailable("database: connection refused"));
     }
 
     #[test]

@@ -31,6 +31,21 @@ impl std::fmt::Debug for ExtraRoots {
     }
 }
 
+/// Why a CA bundle cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RootsError {
+    #[error("cannot read {}: {source}", file.display())]
+    Read {
+        file: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("not a PEM bundle: {0}")]
+    NotPem(#[source] reqwest::Error),
+    #[error("no CERTIFICATE block in it")]
+    NoCertificate,
+}
+
 impl ExtraRoots {
     /// The roots in [`CA_FILE_VAR`], none when it is unset; an unreadable
     /// file or one without a certificate stops start-up naming the variable.
@@ -40,17 +55,17 @@ impl ExtraRoots {
             Some(file) => Self::from_pem_file(Path::new(file.trim())).map_err(|problem| ConfigError::Invalid {
                 var: CA_FILE_VAR.into(),
                 value: file,
-                problem,
+                problem: problem.to_string(),
             }),
         }
     }
 
     /// Every certificate in a PEM bundle.
-    pub fn from_pem_file(file: &Path) -> Result<Self, String> {
-        let pem = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("not a PEM bundle: {e}"))?;
+    pub fn from_pem_file(file: &Path) -> Result<Self, RootsError> {
+        let pem = std::fs::read(file).map_err(|source| RootsError::Read { file: file.to_owned(), source })?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(RootsError::NotPem)?;
         if certificates.is_empty() {
-            return Err("no CERTIFICATE block in it".into());
+            return Err(RootsError::NoCertificate);
         }
         Ok(Self { file: Some(file.to_owned()), certificates })
     }

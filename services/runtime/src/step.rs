@@ -126,7 +126,7 @@ impl<S: StepService> StepWorker<S> {
         self.fences
             .get_or_try_init(|| Fences::open(jetstream, root))
             .await
-            .map_err(|e| HandlerError::retryable(e.to_string()))
+            .map_err(|e| HandlerError::retryable(e.to_string()).with_source(e))
     }
 
     /// Whether this command's step is fenced. Commands outside a saga's
@@ -139,7 +139,7 @@ impl<S: StepService> StepWorker<S> {
             .await?
             .is_raised(&command.saga_id, &command.step)
             .await
-            .map_err(|e| HandlerError::retryable(e.to_string()))
+            .map_err(|e| HandlerError::retryable(e.to_string()).with_source(e))
     }
 
     /// A fenced forward command undoes whatever it (or an earlier delivery
@@ -196,7 +196,7 @@ impl<S: StepService> StepWorker<S> {
             .publish(subject, &result, &envelope)
             .await
             .map(|_| ())
-            .map_err(|error| HandlerError::retryable(error.to_string()))
+            .map_err(|error| HandlerError::retryable(error.to_string()).with_source(error))
     }
 }
 
@@ -270,7 +270,7 @@ impl<S: StepService> StepWorker<S> {
                 .await?
                 .raise(&command.saga_id, &command.step)
                 .await
-                .map_err(|e| HandlerError::retryable(e.to_string()))?;
+                .map_err(|e| HandlerError::retryable(e.to_string()).with_source(e))?;
         } else if !command.compensate && self.is_fenced(&command).await? {
             tracing::info!(step = %command.step, saga = %command.saga_id, "forward command of a fenced step: undoing, not running");
             self.undo(&command, None, &info).await?;
