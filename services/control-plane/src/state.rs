@@ -43,6 +43,10 @@ macro_rules! text_state {
             /// Every variant, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant,)+];
 
+            /// The spelling of every variant, in declaration order (for
+            /// API schemas and messages that list what is allowed).
+            pub const NAMES: &'static [&'static str] = &[$($text,)+];
+
             /// The one spelling of this value, in the database and elsewhere.
             pub const fn as_str(self) -> &'static str {
                 match self {
@@ -176,7 +180,7 @@ mod tests {
 
     use super::*;
 
-    fn round_trips<T>(all: &[T])
+    fn round_trips<T>(all: &[T], names: &[&str])
     where
         T: Copy + Debug + PartialEq + fmt::Display + FromStr<Err = UnknownState> + AsRef<str>,
     {
@@ -186,6 +190,7 @@ mod tests {
             assert_eq!(text.parse::<T>(), Ok(value), "{text}");
         }
         let mut spellings: Vec<&str> = all.iter().map(AsRef::as_ref).collect();
+        assert_eq!(spellings, names, "NAMES lists the variants in their order");
         spellings.sort_unstable();
         spellings.dedup();
         assert_eq!(spellings.len(), all.len(), "two variants share a spelling");
@@ -193,10 +198,10 @@ mod tests {
 
     #[test]
     fn every_variant_round_trips_through_its_text() {
-        round_trips(TenantStatus::ALL);
-        round_trips(SagaState::ALL);
-        round_trips(StepState::ALL);
-        round_trips(Operation::ALL);
+        round_trips(TenantStatus::ALL, TenantStatus::NAMES);
+        round_trips(SagaState::ALL, SagaState::NAMES);
+        round_trips(StepState::ALL, StepState::NAMES);
+        round_trips(Operation::ALL, Operation::NAMES);
     }
 
     #[test]

@@ -178,17 +178,9 @@ pub enum RequestedStatus {
     Requested,
 }
 
-pub const STATUSES: [&str; 9] = [
-    "PENDING",
-    "PROVISIONING",
-    "ACTIVE",
-    "COMPENSATING",
-    "FAILED",
-    "CANCELLED",
-    "SUSPENDED",
-    "DEPROVISIONING",
-    "DELETED",
-];
+/// The tenant statuses, as the control plane spells them
+/// ([`landlord_control_plane::TenantStatus`]).
+pub const STATUSES: &[&str] = landlord_control_plane::TenantStatus::NAMES;
 
 /// A page of tenants.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
