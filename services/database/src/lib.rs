@@ -94,24 +94,25 @@ pub mod marker;
 pub mod pooled;
 pub mod secrets;
 pub mod seed;
+mod settings;
 pub mod silo;
+mod tenant;
 
 use std::collections::HashMap;
-use std::str::FromStr as _;
-use std::time::Duration;
 
-use landlord_contract::{TenantKey, pb};
+use landlord_contract::pb;
 use landlord_runtime::health::ReadinessCheck;
-use landlord_runtime::{Broker, ConfigError, Env, KvSecrets, StepFailure};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions as _, PgConnection, PgPool};
+use landlord_runtime::{Broker, ConfigError, KvSecrets, StepFailure};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::OnceCell;
 
 pub use crate::action::Action;
 use crate::failure::classify;
-use crate::ident::TenantNames;
 pub use crate::secrets::{Password, PgSecretStore, SecretRef, SecretStore, SecretsKey};
 use crate::seed::Seed;
+pub use crate::settings::{PasswordDelivery, Settings, open_pool};
+pub use crate::tenant::Tenant;
 
 pub const SERVICE: &str = "database";
 
@@ -121,168 +122,6 @@ pub mod kind {
     pub const SCHEMA: &str = "postgres.schema";
     pub const DATABASE: &str = "postgres.database";
     pub const POOLED_TENANT: &str = "postgres.pooled_tenant";
-}
-
-/// How the tenant admin gets the database password.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PasswordDelivery {
-    /// A sealed delivery copy for the welcome mail (crate docs).
-    WelcomeEmail,
-    /// Nothing is sent; the password stays in the durable store.
-    None,
-}
-
-impl PasswordDelivery {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::WelcomeEmail => "welcome-email",
-            Self::None => "none",
-        }
-    }
-}
-
-/// The service's own settings.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub connect: PgConnectOptions,
-    pub pool_size: u32,
-    pub timeout: Duration,
-    pub connection_limit: i64,
-    pub secrets_key: SecretsKey,
-    /// Where tenants connect: `database.host` and `database.port`.
-    pub public_host: String,
-    pub public_port: u16,
-    pub password_delivery: PasswordDelivery,
-    /// Max age of the `<namespace>_secrets` bucket holding delivery copies.
-    pub secrets_ttl: Duration,
-}
-
-impl Settings {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let var = "LANDLORD_TENANT_DATABASE_URL";
-        let url = env
-            .required(var, "the PostgreSQL that holds tenant data, e.g. postgres://postgres@127.0.0.1:15432/tenants")?;
-        let invalid = |problem: String| ConfigError::Invalid {
-            var: var.into(),
-            value: "(hidden: may hold a password)".into(),
-            problem,
-        };
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(invalid("expected a postgres:// or postgresql:// URL".into()));
-        }
-        let connect = PgConnectOptions::from_str(&url).map_err(|e| invalid(e.to_string()))?;
-        let key_var = "LANDLORD_SECRETS_KEY";
-        let key = env.required(key_var, "base64 of 32 random bytes: openssl rand -base64 32")?;
-        let secrets_key = SecretsKey::from_base64(&key).map_err(|problem| ConfigError::Invalid {
-            var: key_var.into(),
-            value: "(hidden)".into(),
-            problem,
-        })?;
-        let password_delivery =
-            env.parse_with("LANDLORD_DATABASE_PASSWORD_DELIVERY", PasswordDelivery::WelcomeEmail, |v| match v {
-                "welcome-email" => Ok(PasswordDelivery::WelcomeEmail),
-                "none" => Ok(PasswordDelivery::None),
-                _ => Err("expected welcome-email or none".into()),
-            })?;
-        let public_port = u16::try_from(env.bounded(
-            "LANDLORD_TENANT_DATABASE_PUBLIC_PORT",
-            i64::from(connect.get_port()),
-            1..=i64::from(u16::MAX),
-        )?)
-        .unwrap_or(connect.get_port());
-        Ok(Self {
-            public_host: env.string("LANDLORD_TENANT_DATABASE_PUBLIC_HOST", connect.get_host()),
-            public_port,
-            connect,
-            pool_size: u32::try_from(env.bounded("LANDLORD_TENANT_DATABASE_POOL_SIZE", 8, 1..=1000)?).unwrap_or(8),
-            timeout: env.duration("LANDLORD_TENANT_DATABASE_TIMEOUT", Duration::from_secs(30))?,
-            connection_limit: env.bounded("LANDLORD_TENANT_CONNECTION_LIMIT", 20, -1..=10_000)?,
-            secrets_key,
-            password_delivery,
-            secrets_ttl: env.duration("LANDLORD_SECRETS_TTL", Duration::from_secs(7 * 24 * 3600))?,
-        })
-    }
-
-    /// Connection options as the service uses them: statement timeout set,
-    /// and no statement logging (defence in depth: statements carry SCRAM
-    /// verifiers, never passwords).
-    fn connect_options(&self) -> PgConnectOptions {
-        let timeout_ms = self.timeout.as_millis().to_string();
-        self.connect
-            .clone()
-            .application_name("landlord-database")
-            .options([("statement_timeout", timeout_ms.as_str())])
-            .disable_statement_logging()
-    }
-}
-
-/// The pool the service uses for the tenant-data database (lazy: a server
-/// that is down makes commands fail as retryable, not the start).
-pub fn open_pool(settings: &Settings) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(settings.pool_size)
-        .acquire_timeout((settings.timeout / 6).max(Duration::from_secs(1)))
-        .connect_lazy_with(settings.connect_options())
-}
-
-/// A validated tenant, as a command names it.
-#[derive(Debug, Clone)]
-pub struct Tenant {
-    /// The tenant id (a UUID): what the markers carry.
-    pub id: String,
-    /// The command's saga: markers name it, compensations undo only what
-    /// carries it.
-    pub saga: String,
-    pub key: TenantKey,
-    pub names: TenantNames,
-    pub tier: pb::Tier,
-}
-
-impl Tenant {
-    /// Checks the command's tenant again (DESIGN.md: validated at the edge,
-    /// and every place that builds identifiers still guards itself).
-    pub fn from_command(spec: &pb::TenantSpec, command: &pb::StepCommand) -> Result<Self, StepFailure> {
-        let key = TenantKey::parse(&spec.key)
-            .map_err(|e| StepFailure::permanent(e.rule(), format!("refusing tenant key {:?}: {e}", spec.key)))?;
-        let id = uuid::Uuid::parse_str(&spec.tenant_id)
-            .map_err(|_| {
-                StepFailure::permanent("tenant_id.invalid", format!("tenant id {:?} is not a UUID", spec.tenant_id))
-            })?
-            .hyphenated()
-            .to_string();
-        let has = |k: &str| command.resources.iter().any(|r| r.kind == k);
-        let tier = match spec.tier() {
-            pb::Tier::Unspecified if has(kind::DATABASE) => pb::Tier::Silo,
-            pb::Tier::Unspecified if has(kind::POOLED_TENANT) => pb::Tier::Pooled,
-            pb::Tier::Unspecified => pb::Tier::Bridge,
-            tier => tier,
-        };
-        Ok(Self { id, saga: command.saga_id.clone(), names: TenantNames::for_key(&key), key, tier })
-    }
-
-    /// A compensation's resources must name this tenant's objects: anything
-    /// else means the command is not what it claims to be.
-    fn check_resources(&self, resources: &[pb::Resource]) -> Result<(), StepFailure> {
-        for resource in resources {
-            let expected = match resource.kind.as_str() {
-                kind::ROLE => &self.names.role,
-                kind::SCHEMA => &self.names.schema,
-                kind::DATABASE => &self.names.database,
-                kind::POOLED_TENANT => &self.id,
-                _ => continue,
-            };
-            if &resource.external_id != expected {
-                return Err(StepFailure::permanent(
-                    "resource_mismatch",
-                    format!(
-                        "resource {} {:?} is not tenant {}'s ({expected:?})",
-                        resource.kind, resource.external_id, self.key
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
 }
 
 /// The NOLOGIN role whose members may connect to the tenant-data database:

@@ -1,0 +1,113 @@
+//! The database worker's settings, from the environment, and the pool
+//! they open.
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use landlord_runtime::{ConfigError, Env};
+
+use crate::secrets::SecretsKey;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions as _, PgPool};
+
+/// How the tenant admin gets the database password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordDelivery {
+    /// A sealed delivery copy for the welcome mail (crate docs).
+    WelcomeEmail,
+    /// Nothing is sent; the password stays in the durable store.
+    None,
+}
+
+impl PasswordDelivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WelcomeEmail => "welcome-email",
+            Self::None => "none",
+        }
+    }
+}
+
+/// The service's own settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub connect: PgConnectOptions,
+    pub pool_size: u32,
+    pub timeout: Duration,
+    pub connection_limit: i64,
+    pub secrets_key: SecretsKey,
+    /// Where tenants connect: `database.host` and `database.port`.
+    pub public_host: String,
+    pub public_port: u16,
+    pub password_delivery: PasswordDelivery,
+    /// Max age of the `<namespace>_secrets` bucket holding delivery copies.
+    pub secrets_ttl: Duration,
+}
+
+impl Settings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let var = "LANDLORD_TENANT_DATABASE_URL";
+        let url = env
+            .required(var, "the PostgreSQL that holds tenant data, e.g. postgres://postgres@127.0.0.1:15432/tenants")?;
+        let invalid = |problem: String| ConfigError::Invalid {
+            var: var.into(),
+            value: "(hidden: may hold a password)".into(),
+            problem,
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(invalid("expected a postgres:// or postgresql:// URL".into()));
+        }
+        let connect = PgConnectOptions::from_str(&url).map_err(|e| invalid(e.to_string()))?;
+        let key_var = "LANDLORD_SECRETS_KEY";
+        let key = env.required(key_var, "base64 of 32 random bytes: openssl rand -base64 32")?;
+        let secrets_key = SecretsKey::from_base64(&key).map_err(|problem| ConfigError::Invalid {
+            var: key_var.into(),
+            value: "(hidden)".into(),
+            problem,
+        })?;
+        let password_delivery =
+            env.parse_with("LANDLORD_DATABASE_PASSWORD_DELIVERY", PasswordDelivery::WelcomeEmail, |v| match v {
+                "welcome-email" => Ok(PasswordDelivery::WelcomeEmail),
+                "none" => Ok(PasswordDelivery::None),
+                _ => Err("expected welcome-email or none".into()),
+            })?;
+        let public_port = u16::try_from(env.bounded(
+            "LANDLORD_TENANT_DATABASE_PUBLIC_PORT",
+            i64::from(connect.get_port()),
+            1..=i64::from(u16::MAX),
+        )?)
+        .unwrap_or(connect.get_port());
+        Ok(Self {
+            public_host: env.string("LANDLORD_TENANT_DATABASE_PUBLIC_HOST", connect.get_host()),
+            public_port,
+            connect,
+            pool_size: u32::try_from(env.bounded("LANDLORD_TENANT_DATABASE_POOL_SIZE", 8, 1..=1000)?).unwrap_or(8),
+            timeout: env.duration("LANDLORD_TENANT_DATABASE_TIMEOUT", Duration::from_secs(30))?,
+            connection_limit: env.bounded("LANDLORD_TENANT_CONNECTION_LIMIT", 20, -1..=10_000)?,
+            secrets_key,
+            password_delivery,
+            secrets_ttl: env.duration("LANDLORD_SECRETS_TTL", Duration::from_secs(7 * 24 * 3600))?,
+        })
+    }
+
+    /// Connection options as the service uses them: statement timeout set,
+    /// and no statement logging (defence in depth: statements carry SCRAM
+    /// verifiers, never passwords).
+    pub(crate) fn connect_options(&self) -> PgConnectOptions {
+        let timeout_ms = self.timeout.as_millis().to_string();
+        self.connect
+            .clone()
+            .application_name("landlord-database")
+            .options([("statement_timeout", timeout_ms.as_str())])
+            .disable_statement_logging()
+    }
+}
+
+/// The pool the service uses for the tenant-data database (lazy: a server
+/// that is down makes commands fail as retryable, not the start).
+pub fn open_pool(settings: &Settings) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(settings.pool_size)
+        .acquire_timeout((settings.timeout / 6).max(Duration::from_secs(1)))
+        .connect_lazy_with(settings.connect_options())
+}
