@@ -4,15 +4,11 @@
 
 use landlord_contract::pb;
 use landlord_contract::{CeType, Event, EventKind, Namespace, TenantKey, header};
-use landlord_control_plane::ids::saga_id;
-// Transitional (issue 24): the gateway's imports, until it depends on
-// landlord-control-plane itself.
+use landlord_control_plane::ids::{saga_id, tenant_id};
 use landlord_control_plane::outbox::{self, Outgoing, Pending};
 use landlord_control_plane::plans::{Plans, tier_name};
-use landlord_control_plane::request::{Rejection, ValidRequest};
+use landlord_control_plane::request::{Rejection, ValidRequest, validate};
 use landlord_control_plane::{Operation, TenantStatus};
-#[doc(hidden)]
-pub use landlord_control_plane::{ids::tenant_id, request::validate};
 use landlord_runtime::DeliveryInfo;
 use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};

@@ -17,13 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use landlord_contract::{Action, EventKind, Namespace, StreamKind, pb};
-use landlord_runtime::{Delivery, Handler, HandlerError, Service};
-// Transitional (issue 24): the gateway still imports these through the
-// orchestrator until it depends on landlord-control-plane itself, right
-// after its split; then they become private imports.
-#[doc(hidden)]
-pub use landlord_control_plane::{Plans, migrator, outbox, plans};
+use landlord_control_plane::{Plans, migrator, outbox};
 use landlord_control_plane::{SagaState, StepState};
+use landlord_runtime::{Delivery, Handler, HandlerError, Service};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;

@@ -1,6 +1,7 @@
 //! `landlord-orchestrator`: see the crate docs.
 
-use landlord_orchestrator::{Plans, Timing, attach};
+use landlord_control_plane::Plans;
+use landlord_orchestrator::{Timing, attach};
 use landlord_runtime::{Config, Env, Service, Telemetry};
 
 #[tokio::main]

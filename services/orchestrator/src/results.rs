@@ -294,7 +294,7 @@ mod tests {
 
     use super::*;
     use crate::intake::{self, Intake};
-    use crate::{Plans, outbox};
+    use landlord_control_plane::{Plans, outbox};
 
     fn request(key: &str) -> pb::TenantRequested {
         pb::TenantRequested {
@@ -328,7 +328,7 @@ mod tests {
         let nats = NatsServer::shared().await;
         let database = tokio::task::spawn_blocking(Postgres::shared).await??.fresh_database().await?;
         let pool = sqlx::PgPool::connect(&database.url).await?;
-        crate::migrator().run(&pool).await?;
+        landlord_control_plane::migrator().run(&pool).await?;
         let namespace = unique_namespace();
         let broker = Broker::connect(&nats.url(), "test", namespace.clone()).await?;
         let (dispatcher, _published) = outbox::Dispatcher::new(Publisher::new(&broker, "test"));

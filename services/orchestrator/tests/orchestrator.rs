@@ -9,7 +9,8 @@ use anyhow::{Context as _, Result};
 use async_nats::jetstream::consumer;
 use futures_util::StreamExt;
 use landlord_contract::{EventKind, Namespace, StreamKind, TenantKey, pb};
-use landlord_orchestrator::{Plans, Timing, attach};
+use landlord_control_plane::Plans;
+use landlord_orchestrator::{Timing, attach};
 use landlord_runtime::{Config, Env, Envelope, Publisher, Service};
 #[path = "orchestrator/fencing.rs"]
 mod fencing;

@@ -1,6 +1,6 @@
 //! The provisioning saga: state in PostgreSQL, transitions in memory, both
 //! written back in the transaction that loaded them together with the
-//! messages they decide (see [`crate::outbox`]).
+//! messages they decide (see [`landlord_control_plane::outbox`]).
 //!
 //! Forward steps run in order. A retryable error is retried with the
 //! step's backoff until its attempts run out; a step whose answer is late is
@@ -24,8 +24,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::outbox::Outgoing;
-use crate::plans::parse_tier;
+use landlord_control_plane::outbox::Outgoing;
+use landlord_control_plane::plans::parse_tier;
 
 pub use save::written_columns;
 pub use store::{Batch, ResourceRecord, SagaRow, StepOutput, StepRow, TenantRow};

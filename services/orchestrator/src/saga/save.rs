@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{FINISHED, Saga, StepOutput};
-use crate::outbox::{Columns, Pending};
+use landlord_control_plane::outbox::{Columns, Pending};
 
 type Tx = Transaction<'static, Postgres>;
 

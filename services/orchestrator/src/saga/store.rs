@@ -66,7 +66,7 @@ pub struct StepRow {
 
 impl StepRow {
     /// Step `spec` of a plan at `position`, as a new saga's row holds it.
-    pub fn pending(spec: &crate::plans::StepSpec, position: i32) -> Self {
+    pub fn pending(spec: &landlord_control_plane::plans::StepSpec, position: i32) -> Self {
         let millis = |d: &Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Self {
             position,

@@ -86,7 +86,7 @@ async fn applied_message_ids_leave_the_inbox_after_the_retention() -> Result<()>
     )
     .execute(&h.pool)
     .await?;
-    let pruned = landlord_orchestrator::outbox::prune_inbox(&h.pool, Duration::from_secs(3600)).await?;
+    let pruned = landlord_control_plane::outbox::prune_inbox(&h.pool, Duration::from_secs(3600)).await?;
     assert_eq!(pruned, STEPS.len() as u64);
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox").fetch_one(&h.pool).await?;
     assert_eq!(left, 1);
