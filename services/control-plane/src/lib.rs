@@ -6,11 +6,13 @@
 //! - [`outbox`]: the only writer of outbox rows, and their relay, sweep
 //!   and cleaner;
 //! - [`plans`]: plans and pipelines from `deploy/plans.toml`;
-//! - [`request`] and [`ids`]: request validation and the ids derived from it.
+//! - [`request`] and [`ids`]: request validation and the ids derived from it;
+//! - [`read`]: the read models the API serves, as queries.
 
 pub mod ids;
 pub mod outbox;
 pub mod plans;
+pub mod read;
 pub mod request;
 pub mod state;
 

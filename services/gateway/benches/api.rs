@@ -323,7 +323,7 @@ async fn seed(pool: &PgPool) -> Result<()> {
 async fn bare_tenant(State(pool): State<PgPool>, Path(key): Path<String>) -> axum::response::Response {
     use axum::response::IntoResponse as _;
     use sqlx::Row as _;
-    let sql = format!("{} WHERE t.key = $1", landlord_gateway::tenants::VIEW_SQL);
+    let sql = format!("{} WHERE t.key = $1", landlord_control_plane::read::TENANT_VIEW_SQL);
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&key).fetch_optional(&pool).await;
     let body = row.and_then(|row| {
         row.map(|r| {

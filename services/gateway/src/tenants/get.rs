@@ -32,7 +32,8 @@ struct SagaRow {
     steps: Vec<StepView>,
 }
 
-/// A tenant with its resources and latest saga, read in one statement.
+/// A tenant with its resources and latest saga, read in one statement
+/// ([`landlord_control_plane::read::TENANT_VIEW_SQL`]).
 #[derive(sqlx::FromRow)]
 struct ViewRow {
     #[sqlx(flatten)]
@@ -40,25 +41,6 @@ struct ViewRow {
     resources: SqlJson<Vec<ResourceView>>,
     saga: Option<SqlJson<SagaRow>>,
 }
-
-/// The tenant, its resources, its latest saga and that saga's steps: one
-/// statement, so one round trip to PostgreSQL (on small virtual machines a
-/// round trip costs about half a millisecond; four of them were most of
-/// this endpoint's latency — bench/results/api.md).
-pub const VIEW_SQL: &str = "SELECT t.id, t.key, t.display_name, t.status, t.plan, t.tier, t.created_at, t.updated_at,
-       t.domains, t.admin_email, t.admin_first_name, t.admin_last_name, t.labels, t.failed_step, t.failure_reason,
-       (SELECT coalesce(jsonb_agg(to_jsonb(r) ORDER BY r.id), '[]'::jsonb)
-        FROM (SELECT id, step, kind, external_id, metadata, created_at, deleted_at
-              FROM resources WHERE tenant_id = t.id) r) AS resources,
-       (SELECT to_jsonb(s) || jsonb_build_object('steps', (
-                   SELECT coalesce(jsonb_agg(to_jsonb(st) ORDER BY st.position), '[]'::jsonb)
-                   FROM (SELECT position, name, state, fatal, attempts, max_attempts, started_at, finished_at,
-                                (EXTRACT(EPOCH FROM finished_at - started_at) * 1000)::bigint AS duration_ms,
-                                last_error
-                         FROM saga_steps WHERE saga_id = s.id) st))
-        FROM (SELECT id, operation, state, failed_step, failure_reason, cancel_reason, created_at, finished_at
-              FROM sagas WHERE tenant_id = t.id ORDER BY created_at DESC, id LIMIT 1) s) AS saga
-FROM tenants t";
 
 /// Times read back from JSON carry the session's offset; the API speaks UTC.
 fn utc(at: OffsetDateTime) -> OffsetDateTime {
@@ -73,12 +55,7 @@ pub async fn get(State(app): State<App>, caller: Caller, Path(id_or_key): Path<S
         // be refused by PostgreSQL, not answered).
         return Err(Problem::not_found(format!("no tenant has the id or key {id_or_key:?}")));
     }
-    let sql = format!(
-        "{VIEW_SQL} WHERE {}",
-        if Uuid::parse_str(id_or_key.as_str()).is_ok() { "t.id = $1::uuid" } else { "t.key = $1" }
-    );
-    let found: Option<ViewRow> =
-        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(&id_or_key).fetch_optional(&app.pool).await?;
+    let found: Option<ViewRow> = landlord_control_plane::read::tenant_view(&app.pool, &id_or_key).await?;
     let Some(ViewRow { tenant: row, resources, saga }) = found else {
         return pending_request(&app, &id_or_key).await;
     };

@@ -5,11 +5,11 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use landlord_control_plane::read::TenantFilter;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::rows::SUMMARY;
 use super::views::{Page, STATUSES, TenantSummary};
 use crate::auth::{Caller, READ};
 use crate::problem::{Problem, Result};
@@ -79,19 +79,8 @@ pub async fn list(
         },
     };
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let mut items: Vec<TenantSummary> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {SUMMARY} FROM tenants
-         WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR plan = $2)
-           AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4))
-         ORDER BY created_at, id LIMIT $5"
-    )))
-    .bind(&query.status)
-    .bind(&query.plan)
-    .bind(after.map(|(t, _)| t))
-    .bind(after.map(|(_, id)| id))
-    .bind(limit + 1)
-    .fetch_all(&app.pool)
-    .await?;
+    let filter = TenantFilter { status: query.status.as_deref(), plan: query.plan.as_deref(), after, limit: limit + 1 };
+    let mut items: Vec<TenantSummary> = landlord_control_plane::read::tenants(&app.pool, filter).await?;
     let more = items.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next_cursor = if more { items.last().map(encode_cursor) } else { None };

@@ -22,7 +22,7 @@ pub mod views;
 
 pub use cancel::cancel;
 pub use create::{IDEMPOTENCY_KEY, create};
-pub use get::{VIEW_SQL, get};
+pub use get::get;
 pub use list::{ListQuery, list};
 pub use retry::retry;
 pub use views::{

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use sqlx::types::Json as SqlJson;
-use uuid::Uuid;
 
 use super::views::TenantSummary;
 use crate::problem::Result;
@@ -23,15 +22,7 @@ pub(super) struct TenantRow {
     pub(super) failure_reason: Option<String>,
 }
 
-pub(super) const SUMMARY: &str = "id, key, display_name, status, plan, tier, created_at, updated_at";
-
 /// Looks a tenant up by id (a UUID) or by key.
 pub(super) async fn find(app: &App, id_or_key: &str) -> Result<Option<TenantRow>> {
-    let sql = format!(
-        "SELECT {SUMMARY}, domains, admin_email, admin_first_name, admin_last_name, labels, failed_step,
-                failure_reason
-         FROM tenants WHERE {}",
-        if Uuid::parse_str(id_or_key).is_ok() { "id = $1::uuid" } else { "key = $1" }
-    );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id_or_key).fetch_optional(&app.pool).await?)
+    Ok(landlord_control_plane::read::tenant_row(&app.pool, id_or_key).await?)
 }
