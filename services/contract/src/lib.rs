@@ -19,6 +19,10 @@ pub use namespace::{Namespace, NamespaceError, StreamKind};
 pub use tenant_key::{BackendNames, KeyError, TenantKey};
 pub use text::TextError;
 
+/// The key every worker's resource metadata names the tenant id under
+/// (`Resource.metadata`), one spelling across backends.
+pub const RESOURCE_TENANT_ID: &str = "tenant_id";
+
 /// Messages generated from `proto/landlord/v1/*.proto`.
 #[allow(missing_debug_implementations, clippy::all)]
 pub mod pb {

@@ -146,7 +146,7 @@ impl Storage {
     }
 
     fn created(&self, tenant: &pb::TenantSpec, place: &Place) -> pb::StepOk {
-        let metadata = HashMap::from([("tenant_id".to_owned(), tenant.tenant_id.clone())]);
+        let metadata = HashMap::from([(landlord_contract::RESOURCE_TENANT_ID.to_owned(), tenant.tenant_id.clone())]);
         let (kind, external_id) = place.resource();
         let mut outputs = HashMap::from([("storage.bucket".to_owned(), place.bucket.clone())]);
         if !place.own_bucket() {
