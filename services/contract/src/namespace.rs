@@ -95,6 +95,13 @@ impl Namespace {
         format!("{}.{VERSION}.events.{}.{}", self.root, key, event.name())
     }
 
+    /// Subject of a Clerk delivery recorded on the events stream
+    /// (`landlord.v1.events._clerk.<event type token>`); `token` is the
+    /// delivery's type made a subject token by the caller.
+    pub fn clerk_event_subject(&self, token: &str) -> String {
+        format!("{}.{VERSION}.events._clerk.{token}", self.root)
+    }
+
     /// Subject for an event about a key that failed validation: the key cannot
     /// be a subject token, so such events share the token `_invalid`.
     pub fn invalid_key_event_subject(&self, event: EventKind) -> String {

@@ -122,7 +122,11 @@ pub async fn create(idp: &Idp, tenant: &Tenant) -> Result<pb::StepOk> {
         ("idp.login_url".to_owned(), format!("{public}/realms/{realm}/account")),
     ]);
     Ok(pb::StepOk {
-        resources: vec![resource("keycloak.organization", &id, &[("realm", realm), (landlord_contract::RESOURCE_TENANT_ID, &tenant.id)])],
+        resources: vec![resource(
+            "keycloak.organization",
+            &id,
+            &[("realm", realm), (landlord_contract::RESOURCE_TENANT_ID, &tenant.id)],
+        )],
         outputs,
     })
 }

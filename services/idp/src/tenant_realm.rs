@@ -64,7 +64,10 @@ pub async fn create_realm(idp: &Idp, tenant: &Tenant) -> Result<pb::StepOk> {
         ("idp.login_url".to_owned(), format!("{public}/realms/{name}/account")),
         ("idp.admin_portal_url".to_owned(), format!("{public}/admin/{name}/console/")),
     ]);
-    Ok(pb::StepOk { resources: vec![resource("keycloak.realm", &name, &[(landlord_contract::RESOURCE_TENANT_ID, &tenant.id)])], outputs })
+    Ok(pb::StepOk {
+        resources: vec![resource("keycloak.realm", &name, &[(landlord_contract::RESOURCE_TENANT_ID, &tenant.id)])],
+        outputs,
+    })
 }
 
 /// Rewrites the realm's saga attribute to this saga. Keycloak's realm `PUT`

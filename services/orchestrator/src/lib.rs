@@ -75,7 +75,9 @@ struct Core {
 /// the usual bounded redeliveries.
 fn db_error(error: sqlx::Error) -> HandlerError {
     let message = format!("database: {error}");
-    if is_unavailable(&error) { HandlerError::unavailable(message) } else { HandlerError::retryable(message) }
+    let handler_error =
+        if is_unavailable(&error) { HandlerError::unavailable(message) } else { HandlerError::retryable(message) };
+    handler_error.with_source(error)
 }
 
 fn is_unavailable(error: &sqlx::Error) -> bool {
@@ -338,7 +340,7 @@ pub async fn attach(service: &mut Service, plans: Plans, timing: Timing) -> anyh
     service.spawn(timer(core.clone(), timing.timer_interval, stuck, service.shutdown_token()));
     let requested = namespace.event_filter(None, Some(EventKind::Requested));
     service.consume(StreamKind::Events, "orchestrator-intake", vec![requested], Intake(core.clone())).await?;
-    let results = format!("{}.v1.result.>", namespace.root());
+    let results = namespace.stream_subjects(StreamKind::Results);
     let (handler, appliers) = results::batched(core.clone(), &service.shutdown_token());
     for applier in appliers {
         service.spawn(applier);

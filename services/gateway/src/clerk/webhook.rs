@@ -116,7 +116,7 @@ async fn deliver(
         instance_id: delivery.instance_id.clone().unwrap_or_default(),
         delivered_at: svix_timestamp(headers),
     };
-    let subject = format!("{}.v1.events._clerk.{token}", app.namespace.root());
+    let subject = app.namespace.clerk_event_subject(&token);
     let event = Outgoing::new(subject, format!("clerk.{svix_id}"), &event);
     let admin_membership = delivery.kind == "organizationMembership.created"
         && text(&delivery.data, "/role").as_deref() == Some("org:admin");
