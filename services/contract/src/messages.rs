@@ -19,10 +19,20 @@ pub enum EventKind {
     Activated,
     ProvisioningFailed,
     Cancelled,
+    OperationStarted,
+    OperationFailed,
+    OperationRejected,
+    Suspended,
+    Resumed,
+    Updated,
+    DeletionScheduled,
+    Restored,
+    Exported,
+    Deleted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::Requested,
         EventKind::Accepted,
         EventKind::Rejected,
@@ -35,6 +45,16 @@ impl EventKind {
         EventKind::Activated,
         EventKind::ProvisioningFailed,
         EventKind::Cancelled,
+        EventKind::OperationStarted,
+        EventKind::OperationFailed,
+        EventKind::OperationRejected,
+        EventKind::Suspended,
+        EventKind::Resumed,
+        EventKind::Updated,
+        EventKind::DeletionScheduled,
+        EventKind::Restored,
+        EventKind::Exported,
+        EventKind::Deleted,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +71,16 @@ impl EventKind {
             EventKind::Activated => "activated",
             EventKind::ProvisioningFailed => "provisioning_failed",
             EventKind::Cancelled => "cancelled",
+            EventKind::OperationStarted => "operation_started",
+            EventKind::OperationFailed => "operation_failed",
+            EventKind::OperationRejected => "operation_rejected",
+            EventKind::Suspended => "suspended",
+            EventKind::Resumed => "resumed",
+            EventKind::Updated => "updated",
+            EventKind::DeletionScheduled => "deletion_scheduled",
+            EventKind::Restored => "restored",
+            EventKind::Exported => "exported",
+            EventKind::Deleted => "deleted",
         }
     }
 
@@ -103,6 +133,17 @@ ce_types!(
     CancelSaga,
     ResolveCompensation,
     ClerkEvent,
+    OperationRequested,
+    OperationStarted,
+    OperationFailed,
+    OperationRejected,
+    TenantSuspended,
+    TenantResumed,
+    TenantUpdated,
+    TenantDeletionScheduled,
+    TenantRestored,
+    TenantExported,
+    TenantDeleted,
 );
 
 events!(
@@ -118,6 +159,16 @@ events!(
     TenantActivated => Activated,
     ProvisioningFailed => ProvisioningFailed,
     TenantCancelled => Cancelled,
+    OperationStarted => OperationStarted,
+    OperationFailed => OperationFailed,
+    OperationRejected => OperationRejected,
+    TenantSuspended => Suspended,
+    TenantResumed => Resumed,
+    TenantUpdated => Updated,
+    TenantDeletionScheduled => DeletionScheduled,
+    TenantRestored => Restored,
+    TenantExported => Exported,
+    TenantDeleted => Deleted,
 );
 
 /// A command action served by one of Landlord's services, with the action
@@ -137,6 +188,28 @@ impl Action {
     pub const STORAGE_CREATE_BUCKET: Action = Action::new("storage", "create_bucket", Some("delete_bucket"));
     pub const NOTIFICATION_SEND_WELCOME: Action = Action::new("notification", "send_welcome", None);
     pub const NOTIFICATION_SEND_FAILURE: Action = Action::new("notification", "send_failure", None);
+
+    // Lifecycle actions (docs/lifecycle.md). Each takes the tenant as it is
+    // (for `update`, as it will be; its compensation gets it as it was).
+    pub const IDP_SUSPEND: Action = Action::new("idp", "suspend", Some("resume"));
+    pub const IDP_RESUME: Action = Action::new("idp", "resume", Some("suspend"));
+    pub const IDP_UPDATE: Action = Action::new("idp", "update", Some("update"));
+    pub const IDP_PURGE: Action = Action::new("idp", "purge", None);
+    pub const DATABASE_SUSPEND: Action = Action::new("database", "suspend", Some("resume"));
+    pub const DATABASE_RESUME: Action = Action::new("database", "resume", Some("suspend"));
+    pub const DATABASE_EXPORT: Action = Action::new("database", "export", None);
+    pub const DATABASE_PURGE: Action = Action::new("database", "purge", None);
+    pub const STORAGE_SUSPEND: Action = Action::new("storage", "suspend", Some("resume"));
+    pub const STORAGE_RESUME: Action = Action::new("storage", "resume", Some("suspend"));
+    pub const STORAGE_EXPORT: Action = Action::new("storage", "export", None);
+    pub const STORAGE_PURGE: Action = Action::new("storage", "purge", None);
+    pub const NOTIFICATION_SEND_SUSPENDED: Action = Action::new("notification", "send_suspended", None);
+    pub const NOTIFICATION_SEND_RESUMED: Action = Action::new("notification", "send_resumed", None);
+    pub const NOTIFICATION_SEND_DELETION_SCHEDULED: Action =
+        Action::new("notification", "send_deletion_scheduled", None);
+    pub const NOTIFICATION_SEND_DELETED: Action = Action::new("notification", "send_deleted", None);
+    /// Served by the orchestrator: start a lifecycle saga (OperationRequested).
+    pub const ORCHESTRATOR_OPERATE: Action = Action::new("orchestrator", "operate", None);
     /// Served by the orchestrator: cancel a running saga.
     pub const ORCHESTRATOR_CANCEL: Action = Action::new("orchestrator", "cancel", None);
     /// Served by the orchestrator: retry or skip a stuck compensation.

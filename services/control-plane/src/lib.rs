@@ -48,6 +48,7 @@ pub fn migrator() -> Migrator {
         migration(7, "resources by saga and step", include_str!("../../../migrations/0007_resources_by_saga_step.sql")),
         migration(8, "saga fencing", include_str!("../../../migrations/0008_saga_fencing.sql")),
         migration(9, "tenant live domains", include_str!("../../../migrations/0009_tenant_live_domains.sql")),
+        migration(10, "lifecycle", include_str!("../../../migrations/0010_lifecycle.sql")),
     ])
 }
 

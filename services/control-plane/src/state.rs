@@ -124,8 +124,14 @@ text_state! {
         Compensating => "COMPENSATING",
         Failed => "FAILED",
         Cancelled => "CANCELLED",
+        /// Access blocked (non-payment, abuse); data untouched.
         Suspended => "SUSPENDED",
+        /// Offboarded: suspended, exported, its purge due at `purge_at`;
+        /// `restore` brings it back.
+        DeletionScheduled => "DELETION_SCHEDULED",
+        /// Its purge is running (or retrying: `failure_reason` says why).
         Deprovisioning => "DEPROVISIONING",
+        /// Purged: a tombstone; its key can be used by a new tenant.
         Deleted => "DELETED",
     }
 }
@@ -163,6 +169,15 @@ text_state! {
     /// What a saga does to its tenant (`sagas.operation`).
     Operation, "saga operation" {
         Provision => "provision",
+        Suspend => "suspend",
+        Resume => "resume",
+        Update => "update",
+        /// Suspend, export, schedule the purge.
+        Offboard => "offboard",
+        /// Resume from DELETION_SCHEDULED (the purge is called off).
+        Restore => "restore",
+        Export => "export",
+        Purge => "purge",
     }
 }
 
