@@ -240,6 +240,8 @@ fn describe(kind: EventKind, payload: &[u8]) -> Result<(String, Option<bool>)> {
             let e = pb::TenantCancelled::decode(payload)?;
             (format!("CANCELLED by {}: {}", e.requested_by, e.reason), Some(false))
         }
+        // Lifecycle events after ACTIVE: not a provisioning saga's end.
+        _ => (String::new(), None),
     })
 }
 
