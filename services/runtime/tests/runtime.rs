@@ -595,3 +595,6 @@ async fn a_handler_working_longer_than_the_ack_wait_is_not_redelivered() -> Resu
     );
     Ok(())
 }
+
+#[path = "runtime/deploy.rs"]
+mod deploy;
