@@ -1,14 +1,20 @@
 //! Plans and pipelines, from a TOML file (`deploy/plans.toml`).
 //!
-//! A plan names a tier and a pipeline; a pipeline is the ordered list of
-//! steps a saga runs. Steps name their command as `<service>.<action>`, so a
-//! pipeline can include services outside this repository without code.
+//! A plan names a tier and its provisioning pipeline; a pipeline is the
+//! ordered list of steps a saga runs. Steps name their command as
+//! `<service>.<action>`, so a pipeline can include services outside this
+//! repository without code. Every other operation (suspend, purge, ...)
+//! runs the pipeline `[plans.X.operations]` names for it, else the one
+//! `[operations]` names, else the pipeline named like the operation
+//! (docs/lifecycle.md).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use landlord_contract::pb::Tier;
 use serde::Deserialize;
+
+use crate::Operation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -28,6 +34,8 @@ pub struct StepSpec {
     pub compensation: Option<String>,
     pub fatal: bool,
     pub timeout: Duration,
+    /// Attempts before the step fails; 0: retried until it succeeds (the
+    /// purge's steps: a purge is never compensated).
     pub max_attempts: u32,
     pub backoff: Vec<Duration>,
     pub params: BTreeMap<String, String>,
@@ -37,7 +45,10 @@ pub struct StepSpec {
 pub struct Plan {
     pub name: String,
     pub tier: Tier,
+    /// The provisioning pipeline's steps.
     pub steps: Vec<StepSpec>,
+    /// The steps of every other operation that has a pipeline.
+    pub operations: BTreeMap<Operation, Vec<StepSpec>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -52,6 +63,9 @@ struct File {
     defaults: Defaults,
     plans: BTreeMap<String, PlanEntry>,
     pipelines: BTreeMap<String, Vec<StepEntry>>,
+    /// Operation -> pipeline, for every plan without its own choice.
+    #[serde(default)]
+    operations: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +102,9 @@ fn default_backoff() -> Vec<String> {
 struct PlanEntry {
     tier: String,
     pipeline: String,
+    /// Operation -> pipeline, for this plan only.
+    #[serde(default)]
+    operations: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +150,17 @@ pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// More attempts than this is a mistake, not a policy.
 pub const MAX_ATTEMPTS: u32 = 1000;
 
+/// The operations after provisioning: each runs a pipeline of its own.
+const LIFECYCLE: &[Operation] = &[
+    Operation::Suspend,
+    Operation::Resume,
+    Operation::Update,
+    Operation::Offboard,
+    Operation::Restore,
+    Operation::Export,
+    Operation::Purge,
+];
+
 /// `[a-z][a-z0-9_]*`: safe as a subject token and readable.
 fn is_token(s: &str) -> bool {
     let mut chars = s.chars();
@@ -168,20 +196,14 @@ impl Plans {
         let default_backoff =
             file.defaults.backoff.iter().map(|b| duration("defaults.backoff", b)).collect::<Result<Vec<_>, _>>()?;
         let default_timeout = timeout("defaults.timeout", &file.defaults.timeout)?;
-        let mut plans = BTreeMap::new();
-        for (name, entry) in file.plans {
-            let tier = parse_tier(&entry.tier)
-                .ok_or_else(|| format!("plan {name}: tier {:?} is not pooled, bridge or silo", entry.tier))?;
-            let pipeline = file
-                .pipelines
-                .get(&entry.pipeline)
-                .ok_or_else(|| format!("plan {name}: no pipeline named {:?}", entry.pipeline))?;
-            if pipeline.is_empty() {
-                return Err(format!("pipeline {} has no steps", entry.pipeline));
+        let mut pipelines: BTreeMap<&str, Vec<StepSpec>> = BTreeMap::new();
+        for (name, entries) in &file.pipelines {
+            if entries.is_empty() {
+                return Err(format!("pipeline {name} has no steps"));
             }
             let mut steps: Vec<StepSpec> = Vec::new();
-            for step in pipeline {
-                let at = format!("pipeline {} step {}", entry.pipeline, step.name);
+            for step in entries {
+                let at = format!("pipeline {name} step {}", step.name);
                 if !is_token(&step.name) || steps.iter().any(|s| s.name == step.name) {
                     return Err(format!("{at}: step names must be unique [a-z][a-z0-9_]* tokens"));
                 }
@@ -201,9 +223,11 @@ impl Plans {
                     Some(list) => list.iter().map(|b| duration(&at, b)).collect::<Result<Vec<_>, _>>()?,
                     None => default_backoff.clone(),
                 };
+                // 0 only where a step says so: a default of "forever" would
+                // keep every saga from ever compensating.
                 let max_attempts = step.max_attempts.unwrap_or(file.defaults.max_attempts);
-                if max_attempts == 0 || max_attempts > MAX_ATTEMPTS {
-                    return Err(format!("{at}: max_attempts must be 1 to {MAX_ATTEMPTS}"));
+                if max_attempts > MAX_ATTEMPTS {
+                    return Err(format!("{at}: max_attempts must be 1 to {MAX_ATTEMPTS}, or 0 (until it succeeds)"));
                 }
                 steps.push(StepSpec {
                     name: step.name.clone(),
@@ -220,13 +244,60 @@ impl Plans {
                     params: step.params.clone(),
                 });
             }
-            plans.insert(name.clone(), Plan { name, tier, steps });
+            pipelines.insert(name, steps);
+        }
+        let chosen = |at: &str, table: &BTreeMap<String, String>| {
+            let mut chosen = BTreeMap::new();
+            for (operation, pipeline) in table {
+                let operation =
+                    operation.parse::<Operation>().ok().filter(|o| *o != Operation::Provision).ok_or_else(|| {
+                        let known: Vec<&str> = LIFECYCLE.iter().map(|o| o.as_str()).collect();
+                        format!("{at}: {operation:?} is not an operation (one of: {})", known.join(", "))
+                    })?;
+                if !pipelines.contains_key(pipeline.as_str()) {
+                    return Err(format!("{at}: {operation} names no pipeline: there is no pipeline {pipeline:?}"));
+                }
+                chosen.insert(operation, pipeline.clone());
+            }
+            Ok(chosen)
+        };
+        let common = chosen("[operations]", &file.operations)?;
+        let mut plans = BTreeMap::new();
+        for (name, entry) in &file.plans {
+            let tier = parse_tier(&entry.tier)
+                .ok_or_else(|| format!("plan {name}: tier {:?} is not pooled, bridge or silo", entry.tier))?;
+            let steps = pipelines
+                .get(entry.pipeline.as_str())
+                .ok_or_else(|| format!("plan {name}: no pipeline named {:?}", entry.pipeline))?
+                .clone();
+            let own = chosen(&format!("[plans.{name}.operations]"), &entry.operations)?;
+            let mut operations = BTreeMap::new();
+            for &operation in LIFECYCLE {
+                let pipeline =
+                    own.get(&operation).or_else(|| common.get(&operation)).map_or(operation.as_str(), String::as_str);
+                if let Some(steps) = pipelines.get(pipeline) {
+                    operations.insert(operation, steps.clone());
+                }
+            }
+            plans.insert(name.clone(), Plan { name: name.clone(), tier, steps, operations });
         }
         Ok(Self { plans })
     }
 
     pub fn get(&self, plan: &str) -> Option<&Plan> {
         self.plans.get(plan)
+    }
+
+    /// The steps `operation` runs for a tenant of `plan` (provision: the
+    /// plan's pipeline; others: its `[plans.<plan>.operations]` choice,
+    /// else `[operations]`, else the pipeline named like the operation).
+    /// `None`: unknown plan, or no pipeline for the operation.
+    pub fn steps(&self, plan: &str, operation: Operation) -> Option<&[StepSpec]> {
+        let plan = self.plans.get(plan)?;
+        match operation {
+            Operation::Provision => Some(&plan.steps),
+            other => plan.operations.get(&other).map(Vec::as_slice),
+        }
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -250,6 +321,117 @@ mod tests {
         assert_eq!(standard.steps[0].compensation.as_deref(), Some("delete_realm"));
         assert_eq!(plans.get("enterprise").unwrap().tier, Tier::Silo);
         assert_eq!(plans.get("free").unwrap().tier, Tier::Pooled);
+    }
+
+    fn step_names(plans: &Plans, plan: &str, operation: Operation) -> Vec<String> {
+        plans.steps(plan, operation).unwrap().iter().map(|s| format!("{}.{}", s.service, s.action)).collect()
+    }
+
+    /// The defaults are docs/lifecycle.md's table, for every plan.
+    #[test]
+    fn the_shipped_plans_have_the_documented_lifecycle_pipelines() {
+        let plans = Plans::parse(include_str!("../../../deploy/plans.toml")).unwrap();
+        let suspend = ["idp.suspend", "database.suspend", "storage.suspend", "notification.send_suspended"];
+        let resume = ["idp.resume", "database.resume", "storage.resume", "notification.send_resumed"];
+        let export = ["database.export", "storage.export"];
+        for plan in ["free", "standard", "enterprise"] {
+            assert_eq!(step_names(&plans, plan, Operation::Suspend), suspend);
+            assert_eq!(step_names(&plans, plan, Operation::Resume), resume);
+            assert_eq!(step_names(&plans, plan, Operation::Restore), resume, "restore runs the resume steps");
+            assert_eq!(step_names(&plans, plan, Operation::Update), ["idp.update"]);
+            let offboard = [&suspend[..3], &export, &["notification.send_deletion_scheduled"]].concat();
+            assert_eq!(step_names(&plans, plan, Operation::Offboard), offboard);
+            assert_eq!(step_names(&plans, plan, Operation::Export), export);
+            assert_eq!(
+                step_names(&plans, plan, Operation::Purge),
+                ["idp.purge", "database.purge", "storage.purge", "notification.send_deleted"]
+            );
+            assert_eq!(plans.steps(plan, Operation::Provision).unwrap(), &plans.get(plan).unwrap().steps[..]);
+        }
+        let steps = |operation| plans.steps("standard", operation).unwrap();
+        let compensations: Vec<_> = steps(Operation::Suspend).iter().map(|s| s.compensation.as_deref()).collect();
+        assert_eq!(compensations, [Some("resume"), Some("resume"), Some("resume"), None]);
+        let compensations: Vec<_> = steps(Operation::Resume).iter().map(|s| s.compensation.as_deref()).collect();
+        assert_eq!(compensations, [Some("suspend"), Some("suspend"), Some("suspend"), None]);
+        assert_eq!(steps(Operation::Update)[0].compensation.as_deref(), Some("update"));
+        for operation in [Operation::Suspend, Operation::Resume, Operation::Offboard, Operation::Purge] {
+            let mail = steps(operation).last().unwrap();
+            assert_eq!((mail.service.as_str(), mail.fatal), ("notification", false), "{operation}");
+            assert!(steps(operation)[..steps(operation).len() - 1].iter().all(|s| s.fatal), "{operation}");
+        }
+        for step in &steps(Operation::Purge)[..3] {
+            assert_eq!(step.max_attempts, 0, "{}: retried until it succeeds", step.name);
+            assert_eq!(step.compensation, None);
+            assert_eq!(step.backoff.last(), Some(&Duration::from_secs(30)), "{}", step.name);
+        }
+        assert!(steps(Operation::Offboard).iter().all(|s| s.action != "export" || s.compensation.is_none()));
+    }
+
+    #[test]
+    fn an_operation_runs_the_plans_choice_else_the_common_one_else_its_namesake() {
+        let text = r#"
+            [operations]
+            suspend = "lock"
+            [plans.a]
+            tier = "bridge"
+            pipeline = "p"
+            [plans.a.operations]
+            suspend = "lock_and_bill"
+            [plans.b]
+            tier = "silo"
+            pipeline = "p"
+            [[pipelines.p]]
+            name = "one"
+            command = "idp.create_realm"
+            [[pipelines.lock]]
+            name = "lock"
+            command = "idp.suspend"
+            [[pipelines.lock_and_bill]]
+            name = "lock"
+            command = "idp.suspend"
+            [[pipelines.lock_and_bill]]
+            name = "bill"
+            command = "billing.pause"
+            [[pipelines.resume]]
+            name = "unlock"
+            command = "idp.resume"
+        "#;
+        let plans = Plans::parse(text).unwrap();
+        assert_eq!(step_names(&plans, "a", Operation::Suspend), ["idp.suspend", "billing.pause"]);
+        assert_eq!(step_names(&plans, "b", Operation::Suspend), ["idp.suspend"]);
+        assert_eq!(step_names(&plans, "a", Operation::Resume), ["idp.resume"]);
+        assert_eq!(step_names(&plans, "b", Operation::Provision), ["idp.create_realm"]);
+        assert!(plans.steps("a", Operation::Purge).is_none(), "no pipeline: the operation is refused");
+        assert!(plans.steps("nope", Operation::Suspend).is_none());
+    }
+
+    #[test]
+    fn operation_tables_naming_unknown_things_are_refused_at_load() {
+        let file = |table: &str| {
+            format!(
+                "{table}\n[plans.x]\ntier = \"bridge\"\npipeline = \"p\"\n[[pipelines.p]]\nname = \"a\"\ncommand = \"dns.create\"\n"
+            )
+        };
+        let err = Plans::parse(&file("[operations]\nsuspnd = \"p\"")).unwrap_err();
+        assert!(err.contains(r#"[operations]: "suspnd" is not an operation (one of: suspend, resume"#), "{err}");
+        let err = Plans::parse(&file("[operations]\nprovision = \"p\"")).unwrap_err();
+        assert!(err.contains(r#""provision" is not an operation"#), "{err}");
+        let err = Plans::parse(&file("[operations]\npurge = \"wipe\"")).unwrap_err();
+        assert!(err.contains(r#"[operations]: purge names no pipeline: there is no pipeline "wipe""#), "{err}");
+        let own = file("").replace("pipeline = \"p\"\n", "pipeline = \"p\"\noperations = { resume = \"back\" }\n");
+        let err = Plans::parse(&own).unwrap_err();
+        assert!(
+            err.contains(r#"[plans.x.operations]: resume names no pipeline: there is no pipeline "back""#),
+            "{err}"
+        );
+        let err = Plans::parse(&(file("") + "[pipelines]\nempty = []\n")).unwrap_err();
+        assert!(err.contains("pipeline empty has no steps"), "{err}");
+    }
+
+    #[test]
+    fn every_operation_but_provision_is_a_lifecycle_operation() {
+        let others: Vec<Operation> = Operation::ALL.iter().copied().filter(|o| *o != Operation::Provision).collect();
+        assert_eq!(LIFECYCLE, &others[..]);
     }
 
     #[test]
@@ -280,7 +462,9 @@ mod tests {
         assert!(Plans::parse(&plan("timeout = \"500years\"")).unwrap_err().contains("longer than"));
         assert!(Plans::parse(&plan("backoff = [\"1s\", \"900years\"]")).unwrap_err().contains("longer than"));
         assert!(Plans::parse(&plan("max_attempts = 4294967295")).unwrap_err().contains("max_attempts must be 1 to"));
-        assert!(Plans::parse(&plan("max_attempts = 0")).unwrap_err().contains("max_attempts must be 1 to"));
+        assert!(Plans::parse(&plan("max_attempts = 1001")).unwrap_err().contains("or 0 (until it succeeds)"));
+        // 0: until it succeeds, where a step says so; never as the default.
+        assert_eq!(Plans::parse(&plan("max_attempts = 0")).unwrap().get("x").unwrap().steps[0].max_attempts, 0);
         let defaults = "[defaults]\nmax_attempts = 0\n".to_owned() + &plan("");
         assert!(Plans::parse(&defaults).unwrap_err().contains("defaults.max_attempts"));
         assert!(Plans::parse(&plan("timeout = \"30days\"")).is_ok());
@@ -349,7 +533,7 @@ mod tests {
                                 prop_assert!(is_token(&step.name) && is_token(&step.service) && is_token(&step.action));
                                 prop_assert!(step.timeout >= Duration::from_millis(1) && step.timeout <= MAX_DURATION);
                                 prop_assert!(step.backoff.iter().all(|b| *b <= MAX_DURATION));
-                                prop_assert!((1..=MAX_ATTEMPTS).contains(&step.max_attempts));
+                                prop_assert!(step.max_attempts <= MAX_ATTEMPTS);
                             }
                         }
                     }
