@@ -109,7 +109,7 @@ async fn worker_and_floor(
     prefix: &str,
     samples: usize,
 ) -> Result<(Vec<f64>, Vec<f64>)> {
-    let seed = Seed::find("default").map_err(anyhow::Error::msg)?;
+    let seed = Seed::find("default")?;
     let limit = p.settings().connection_limit;
     let (mut worker_ms, mut floor_ms) = (Vec::new(), Vec::new());
     for i in 0..samples {

@@ -14,6 +14,17 @@ pub struct Seed {
     pub rows: Vec<(&'static str, i64)>,
 }
 
+/// Why a seed cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeedError {
+    #[error("no seed {spec:?} (known: {known})")]
+    Unknown { spec: String, known: String },
+    #[error("seed {0:?}: version must be a number")]
+    BadVersion(String),
+    #[error("{seed}: bad verify-rows entry {entry:?}")]
+    BadHeader { seed: String, entry: String },
+}
+
 const FILES: &[(&str, u32, &str)] = &[
     ("default", 1, include_str!("../seeds/default/v1.sql")),
     ("empty", 1, include_str!("../seeds/empty/v1.sql")),
@@ -21,35 +32,34 @@ const FILES: &[(&str, u32, &str)] = &[
 ];
 
 impl Seed {
-    fn from_file(name: &'static str, version: u32, sql: &'static str) -> Result<Self, String> {
+    fn from_file(name: &'static str, version: u32, sql: &'static str) -> Result<Self, SeedError> {
         let header = |tag: &str| sql.lines().find_map(|l| l.strip_prefix(tag)).map(str::trim);
         let tables = header("-- verify-tables:").unwrap_or_default().split_whitespace().collect();
         let rows = header("-- verify-rows:")
             .unwrap_or_default()
             .split_whitespace()
             .map(|pair| {
-                let (table, n) =
-                    pair.split_once('=').ok_or_else(|| format!("{name} v{version}: bad verify-rows {pair:?}"))?;
-                let n = n.parse().map_err(|_| format!("{name} v{version}: bad row count in {pair:?}"))?;
-                Ok((table, n))
+                let bad = || SeedError::BadHeader { seed: format!("{name}@{version}"), entry: pair.to_owned() };
+                let (table, n) = pair.split_once('=').ok_or_else(bad)?;
+                Ok((table, n.parse().map_err(|_| bad())?))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, SeedError>>()?;
         Ok(Self { name, version, sql, tables, rows })
     }
 
     /// Picks `default` or `default@2` (newest version when none is given).
-    pub fn find(spec: &str) -> Result<Self, String> {
+    pub fn find(spec: &str) -> Result<Self, SeedError> {
         let (name, version) = match spec.split_once('@') {
             Some((name, v)) => {
                 let v = v.trim_start_matches('v');
-                (name, Some(v.parse::<u32>().map_err(|_| format!("seed {spec:?}: version must be a number"))?))
+                (name, Some(v.parse::<u32>().map_err(|_| SeedError::BadVersion(spec.to_owned()))?))
             }
             None => (spec, None),
         };
         let candidates = FILES.iter().filter(|(n, v, _)| *n == name && version.is_none_or(|want| want == *v));
         let (name, version, sql) = candidates
             .max_by_key(|(_, v, _)| *v)
-            .ok_or_else(|| format!("no seed {spec:?} (known: {})", Self::known()))?;
+            .ok_or_else(|| SeedError::Unknown { spec: spec.to_owned(), known: Self::known() })?;
         Self::from_file(name, *version, sql)
     }
 
@@ -83,7 +93,8 @@ mod tests {
         assert_eq!(default.rows, vec![("roles", 3), ("settings", 3)]);
         assert_eq!(default.label(), "default@1");
         assert_eq!(default.checksum().len(), 64);
-        assert!(Seed::find("default@9").unwrap_err().contains("known: default@1"));
-        assert!(Seed::find("nope").is_err());
+        assert!(Seed::find("default@9").unwrap_err().to_string().contains("known: default@1"));
+        assert!(matches!(Seed::find("nope"), Err(SeedError::Unknown { .. })));
+        assert_eq!(Seed::find("default@x"), Err(SeedError::BadVersion("default@x".into())));
     }
 }
