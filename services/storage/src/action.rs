@@ -15,6 +15,14 @@ pub enum Action {
     CreateBucket,
     /// `delete_bucket`: its compensation.
     DeleteBucket,
+    /// `suspend`: the suspension marker, and a deny policy where supported.
+    Suspend,
+    /// `resume`: both taken away again (also suspend's compensation).
+    Resume,
+    /// `export`: the objects copied to the archive, the export verified.
+    Export,
+    /// `purge`: every version, delete marker and upload, then the bucket.
+    Purge,
 }
 
 impl FromStr for Action {
@@ -24,6 +32,10 @@ impl FromStr for Action {
         match name {
             "create_bucket" => Ok(Self::CreateBucket),
             "delete_bucket" => Ok(Self::DeleteBucket),
+            "suspend" => Ok(Self::Suspend),
+            "resume" => Ok(Self::Resume),
+            "export" => Ok(Self::Export),
+            "purge" => Ok(Self::Purge),
             other => Err(UnknownAction::new(SERVICE, other)),
         }
     }
@@ -55,6 +67,12 @@ impl StepService for Storage {
             match action {
                 Action::CreateBucket => self.create(tenant, &command.saga_id).await,
                 Action::DeleteBucket => self.delete(tenant, &command.saga_id, &command.resources).await,
+                // Suspend's compensation is resume and resume's is suspend:
+                // the same two functions, told which way they run.
+                Action::Suspend => self.suspend(tenant, &command.saga_id).await,
+                Action::Resume => self.resume(tenant, &command.saga_id, command.compensate).await,
+                Action::Export => self.export(tenant, command).await,
+                Action::Purge => self.purge(tenant, &command.resources).await,
             }
         })
         .await
@@ -69,6 +87,17 @@ mod tests {
     fn actions_decode_by_name() {
         assert_eq!("create_bucket".parse(), Ok(Action::CreateBucket));
         assert_eq!("delete_bucket".parse(), Ok(Action::DeleteBucket));
+        for action in [
+            landlord_contract::Action::STORAGE_SUSPEND,
+            landlord_contract::Action::STORAGE_RESUME,
+            landlord_contract::Action::STORAGE_EXPORT,
+            landlord_contract::Action::STORAGE_PURGE,
+        ] {
+            assert!(action.name.parse::<Action>().is_ok(), "{action:?}");
+            if let Some(compensation) = action.compensation {
+                assert!(compensation.parse::<Action>().is_ok(), "{action:?}");
+            }
+        }
         assert_eq!("drop".parse::<Action>().map_err(|e| e.to_string()), Err("storage has no action \"drop\"".into()));
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use landlord_contract::pb;
 use landlord_runtime::StepFailure;
@@ -15,8 +16,18 @@ use crate::ownership::{MarkerRead, Ownership, Undo};
 /// The output that says why a compensation left a place alone.
 pub const FENCED: &str = "fenced";
 
+/// Who may empty a place: the check made again before each batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Guard<'a> {
+    /// A compensation: the marker must name this tenant and saga (or be of
+    /// the tenant-only format).
+    Saga { tenant_id: &'a str, saga_id: &'a str },
+    /// A purge: the marker must name this tenant, whatever the saga.
+    Tenant(&'a str),
+}
+
 /// How emptying a place ended.
-enum Emptied {
+pub(crate) enum Emptied {
     All(usize),
     /// The marker changed hands while emptying: stopped, with the reason.
     Fenced {
@@ -51,7 +62,8 @@ impl Storage {
             Undo::Leave(note) => return Ok(fenced(&place, note, 0)),
             Undo::Remove => {}
         }
-        let removed = match self.empty(&place, &tenant.tenant_id, saga_id).await? {
+        let guard = Guard::Saga { tenant_id: &tenant.tenant_id, saga_id };
+        let removed = match self.empty(&place, guard).await? {
             Emptied::All(removed) => removed,
             Emptied::Fenced { removed, note } => return Ok(fenced(&place, note, removed)),
         };
@@ -61,7 +73,7 @@ impl Storage {
             // it. AWS refuses to delete a non-empty bucket (BucketNotEmpty,
             // retried, and the retry finds the new marker); servers that
             // delete non-empty buckets (s3s-fs) have only this last look.
-            if let Some(note) = self.taken_since(&place, &tenant.tenant_id, saga_id).await? {
+            if let Some(note) = self.taken_since(&place, guard).await? {
                 return Ok(fenced(&place, note, removed));
             }
             match self.client.delete_bucket().bucket(&place.bucket).send().await {
@@ -81,7 +93,7 @@ impl Storage {
     /// so that an interrupted delete still proves ownership on the retry.
     /// Before each batch the marker is read again: a forward step of a
     /// later saga that adopted the place meanwhile stops the emptying.
-    async fn empty(&self, place: &Place, tenant_id: &str, saga_id: &str) -> Result<Emptied, StepFailure> {
+    pub(crate) async fn empty(&self, place: &Place, guard: Guard<'_>) -> Result<Emptied, StepFailure> {
         let mut removed = 0;
         let marker = place.marker_key();
         loop {
@@ -89,11 +101,10 @@ impl Storage {
             if batch.is_empty() {
                 return Ok(Emptied::All(removed));
             }
-            if let Some(note) = self.taken_since(place, tenant_id, saga_id).await? {
+            if let Some(note) = self.taken_since(place, guard).await? {
                 return Ok(Emptied::Fenced { removed, note });
             }
-            let others: Vec<ObjectIdentifier> = batch.iter().filter(|o| o.key() != marker).cloned().collect();
-            let chunk = if others.is_empty() { batch } else { others };
+            let chunk = marker_last(batch, &marker);
             removed += chunk.len();
             let delete = Delete::builder()
                 .set_objects(Some(chunk))
@@ -123,36 +134,27 @@ impl Storage {
     /// Whether the marker, read again, now names another saga or tenant
     /// (a later saga adopted the place while this compensation ran): why
     /// to stop, if so.
-    async fn taken_since(&self, place: &Place, tenant_id: &str, saga_id: &str) -> Result<Option<String>, StepFailure> {
-        Ok(match self.read_marker(place).await? {
-            MarkerRead::Found(marker) => match Ownership::Marked(marker).undo(place, tenant_id, saga_id) {
-                Undo::Leave(note) => Some(note),
-                Undo::Gone | Undo::Remove => None,
-            },
-            MarkerRead::NoBucket | MarkerRead::Absent => None,
+    pub(crate) async fn taken_since(&self, place: &Place, guard: Guard<'_>) -> Result<Option<String>, StepFailure> {
+        Ok(match (self.read_marker(place).await?, guard) {
+            (MarkerRead::Found(marker), Guard::Saga { tenant_id, saga_id }) => {
+                match Ownership::Marked(marker).undo(place, tenant_id, saga_id) {
+                    Undo::Leave(note) => Some(note),
+                    Undo::Gone | Undo::Remove => None,
+                }
+            }
+            (MarkerRead::Found(marker), Guard::Tenant(tenant_id)) => (marker.tenant_id != tenant_id)
+                .then(|| format!("{place} belongs to tenant {}, not {tenant_id}", marker.tenant_id)),
+            (MarkerRead::NoBucket | MarkerRead::Absent, _) => None,
         })
     }
 
     /// Up to 1,000 objects (versions where the server keeps them).
     async fn list_batch(&self, place: &Place) -> Result<Vec<ObjectIdentifier>, StepFailure> {
-        let identifier = |key: &str, version: Option<&str>| {
-            ObjectIdentifier::builder()
-                .key(key)
-                .set_version_id(version.map(str::to_owned))
-                .build()
-                .map_err(|e| StepFailure::permanent("delete_request", e.to_string()))
-        };
         let versions =
             self.client.list_object_versions().bucket(&place.bucket).prefix(&place.prefix).max_keys(1000).send().await;
         match versions {
             Ok(page) => {
-                let mut out = Vec::new();
-                for v in page.versions() {
-                    out.push(identifier(v.key().unwrap_or_default(), v.version_id())?);
-                }
-                for m in page.delete_markers() {
-                    out.push(identifier(m.key().unwrap_or_default(), m.version_id())?);
-                }
+                let out = version_identifiers(&page)?;
                 if !out.is_empty() || page.is_truncated() != Some(true) {
                     return Ok(out);
                 }
@@ -173,6 +175,29 @@ impl Storage {
     }
 }
 
+/// Every version and delete marker of a listing page, each by its version id.
+pub(crate) fn version_identifiers(page: &ListObjectVersionsOutput) -> Result<Vec<ObjectIdentifier>, StepFailure> {
+    let versions = page.versions().iter().map(|v| (v.key(), v.version_id()));
+    let markers = page.delete_markers().iter().map(|m| (m.key(), m.version_id()));
+    versions.chain(markers).map(|(key, version)| identifier(key.unwrap_or_default(), version)).collect()
+}
+
+fn identifier(key: &str, version: Option<&str>) -> Result<ObjectIdentifier, StepFailure> {
+    ObjectIdentifier::builder()
+        .key(key)
+        .set_version_id(version.map(str::to_owned))
+        .build()
+        .map_err(|e| StepFailure::permanent("delete_request", e.to_string()))
+}
+
+/// What to delete of a listed batch: everything but the ownership marker
+/// (every version of it), and the marker only once nothing else is left,
+/// so that an interrupted delete still proves ownership on the retry.
+pub(crate) fn marker_last(batch: Vec<ObjectIdentifier>, marker: &str) -> Vec<ObjectIdentifier> {
+    let others: Vec<ObjectIdentifier> = batch.iter().filter(|o| o.key() != marker).cloned().collect();
+    if others.is_empty() { batch } else { others }
+}
+
 /// A compensation that leaves the place alone succeeds, and says why: the
 /// saga's undo is done, since what is there is no longer its to undo.
 fn fenced(place: &Place, note: String, removed: usize) -> pb::StepOk {
@@ -182,4 +207,33 @@ fn fenced(place: &Place, note: String, removed: usize) -> pb::StepOk {
         outputs.insert("storage.removed_objects".into(), removed.to_string());
     }
     pb::StepOk { resources: Vec::new(), outputs }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_s3::types::{DeleteMarkerEntry, ObjectVersion};
+
+    use super::*;
+
+    /// s3s-fs keeps no versions; what a versioned server lists is
+    /// checked here: every version and delete marker, by version id, the
+    /// ownership marker's versions last.
+    #[test]
+    fn versions_and_delete_markers_are_all_deleted_the_marker_last() {
+        let page = ListObjectVersionsOutput::builder()
+            .versions(ObjectVersion::builder().key("data.csv").version_id("v1").build())
+            .versions(ObjectVersion::builder().key("data.csv").version_id("v2").build())
+            .versions(ObjectVersion::builder().key(".landlord/tenant").version_id("m1").build())
+            .delete_markers(DeleteMarkerEntry::builder().key("gone.txt").version_id("d1").build())
+            .build();
+        let batch = version_identifiers(&page).unwrap();
+        let ids = |batch: &[ObjectIdentifier]| {
+            batch.iter().map(|o| format!("{}@{}", o.key(), o.version_id().unwrap_or("-"))).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&batch), ["data.csv@v1", "data.csv@v2", ".landlord/tenant@m1", "gone.txt@d1"]);
+        let first = marker_last(batch.clone(), ".landlord/tenant");
+        assert_eq!(ids(&first), ["data.csv@v1", "data.csv@v2", "gone.txt@d1"]);
+        let only_marker: Vec<ObjectIdentifier> = batch.into_iter().filter(|o| o.key() == ".landlord/tenant").collect();
+        assert_eq!(ids(&marker_last(only_marker, ".landlord/tenant")), [".landlord/tenant@m1"]);
+    }
 }

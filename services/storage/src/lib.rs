@@ -1,7 +1,10 @@
 //! The `storage` worker: each tenant's S3 bucket, or its prefix in a shared
 //! bucket for the pooled tier (DESIGN.md, "Isolation tiers").
 //!
-//! Serves `storage.create_bucket` and its compensation `storage.delete_bucket`.
+//! Serves `storage.create_bucket` and its compensation `storage.delete_bucket`,
+//! and the lifecycle steps (docs/lifecycle.md): `storage.suspend` and
+//! `storage.resume` ([`suspend`], each the other's compensation),
+//! `storage.export` ([`export`]) and `storage.purge` ([`purge`]).
 //! Every bucket (or prefix) carries an ownership marker object,
 //! `.landlord/tenant`: its body the tenant id, its metadata `landlord-saga`
 //! the saga that created or last adopted it ([`ownership`]); buckets also
@@ -39,6 +42,10 @@
 //! | `LANDLORD_S3_VERSIONING` | `false` | enable versioning on new buckets |
 //! | `LANDLORD_S3_ENCRYPTION` | — | default encryption: `AES256` or `aws:kms` |
 //! | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` | — | static credentials |
+//! | `LANDLORD_ARCHIVE_BUCKET` | `landlord-archive` | where exports go |
+//! | `LANDLORD_EXPORT_RETENTION` | `90d` | exports older than this are deleted by the sweep |
+//! | `LANDLORD_EXPORT_SWEEP_INTERVAL` | `1h` | how often the service sweeps the archive |
+//! | `LANDLORD_S3_SUSPEND_EXEMPT` | — | principal ARNs (comma-separated) a suspended bucket's deny policy leaves out: on AWS, the worker's own role |
 //!
 //! With `AWS_ACCESS_KEY_ID` set, `AWS_SECRET_ACCESS_KEY` is required too and
 //! those keys are used. Without it, credentials come from the standard AWS
@@ -53,23 +60,34 @@
 //! Modules: [`settings`] (environment and client), [`naming`] (bucket names
 //! and places), `classify` (which errors to retry), [`ownership`] (the
 //! marker and the fencing rules), [`action`] (the actions and the one match
-//! that runs them), `create` and `delete` (the two steps).
+//! that runs them), `create` and `delete` (provisioning's step and its
+//! compensation), [`suspend`] with [`policy`], [`export`] with [`archive`]
+//! (the archive bucket and the retention sweep), [`purge`].
 
 pub mod action;
+pub mod archive;
 mod classify;
 mod create;
 mod delete;
+pub mod export;
 pub mod naming;
 pub mod ownership;
+pub mod policy;
+pub mod purge;
 pub mod settings;
+pub mod suspend;
 
 use aws_sdk_s3::Client;
 
 pub use action::Action;
+pub use archive::{ARCHIVE_MARKER, export_time, parse_export_time};
 pub use delete::FENCED;
-pub use naming::{Place, check_bucket_name};
+pub use export::{Digest, EXPORT_PREFIX, FileEntry};
+pub use naming::{BucketNameError, Place, check_bucket_name};
 pub use ownership::{MARKER, Marker, Ownership, SAGA_METADATA};
+pub use policy::{POLICY_SID, PolicyOutcome};
 pub use settings::{Settings, StaticKeys};
+pub use suspend::SUSPENDED;
 
 pub const SERVICE: &str = "storage";
 
@@ -88,5 +106,9 @@ impl Storage {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 }

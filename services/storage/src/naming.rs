@@ -56,9 +56,7 @@ impl Settings {
     /// The bucket for tenant `key`, checked against S3's naming rules.
     pub fn bucket_for(&self, key: &str) -> Result<String, StepFailure> {
         let name = self.bucket_pattern.replace("{key}", key);
-        check_bucket_name(&name).map_err(|rule| {
-            StepFailure::permanent("invalid_bucket_name", format!("bucket name {name:?} breaks S3's rules: {rule}"))
-        })?;
+        check_bucket_name(&name).map_err(|e| StepFailure::permanent("invalid_bucket_name", e.to_string()))?;
         Ok(name)
     }
 
@@ -80,11 +78,21 @@ impl Settings {
     }
 }
 
+/// A bucket name that breaks one of S3's naming rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bucket name {name:?} breaks S3's rules: {rule}")]
+pub struct BucketNameError {
+    pub name: String,
+    /// The rule broken, in words.
+    pub rule: String,
+}
+
 /// S3's general-purpose bucket naming rules; the broken rule, if any. The
 /// contract owns them, so that intake refuses a key whose bucket name would
 /// break one before anything is created.
-pub fn check_bucket_name(name: &str) -> Result<(), String> {
+pub fn check_bucket_name(name: &str) -> Result<(), BucketNameError> {
     landlord_contract::tenant_key::check_s3_bucket_name(name)
+        .map_err(|rule| BucketNameError { name: name.to_owned(), rule })
 }
 
 #[cfg(test)]
@@ -94,13 +102,16 @@ mod tests {
     #[test]
     fn bucket_names_follow_s3_rules() {
         assert!(check_bucket_name("landlord-acme").is_ok());
-        assert!(check_bucket_name("ab").unwrap_err().contains("3 to 63"));
-        assert!(check_bucket_name("Landlord").unwrap_err().contains("lowercase"));
-        assert!(check_bucket_name("landlord-acme-").unwrap_err().contains("begin and end"));
-        assert!(check_bucket_name("a..b").unwrap_err().contains("adjacent"));
-        assert!(check_bucket_name("192.168.1.1").unwrap_err().contains("IP address"));
-        assert!(check_bucket_name("xn--abc").unwrap_err().contains("xn--"));
-        assert!(check_bucket_name("abc-s3alias").unwrap_err().contains("-s3alias"));
+        let rule = |name: &str| check_bucket_name(name).unwrap_err().rule;
+        assert!(rule("ab").contains("3 to 63"));
+        assert!(rule("Landlord").contains("lowercase"));
+        assert!(rule("landlord-acme-").contains("begin and end"));
+        assert!(rule("a..b").contains("adjacent"));
+        assert!(rule("192.168.1.1").contains("IP address"));
+        assert!(rule("xn--abc").contains("xn--"));
+        assert!(rule("abc-s3alias").contains("-s3alias"));
+        let error = check_bucket_name("ab").unwrap_err();
+        assert_eq!(error.to_string(), "bucket name \"ab\" breaks S3's rules: length must be 3 to 63 characters");
         assert!(check_bucket_name(&"a".repeat(64)).is_err());
     }
 }

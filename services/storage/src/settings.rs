@@ -27,6 +27,15 @@ pub struct Settings {
     pub encryption: Option<ServerSideEncryption>,
     /// Static keys; `None`: the standard AWS credential chain.
     pub credentials: Option<StaticKeys>,
+    /// Where exports go (`LANDLORD_ARCHIVE_BUCKET`).
+    pub archive_bucket: String,
+    /// How long an export is kept (`LANDLORD_EXPORT_RETENTION`).
+    pub export_retention: Duration,
+    /// How often the archive is swept for expired exports.
+    pub export_sweep_interval: Duration,
+    /// Principals (ARNs) a suspended bucket's deny policy leaves out: the
+    /// worker's own, so that it can still export, resume and purge.
+    pub suspend_exempt: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -55,8 +64,8 @@ impl Settings {
         }
         // A pattern that breaks S3's rules for an ordinary key would fail
         // every tenant: refuse it at start.
-        check_bucket_name(&bucket_pattern.replace("{key}", "tenant")).map_err(|rule| {
-            invalid("LANDLORD_S3_BUCKET_PATTERN", &bucket_pattern, format!("makes invalid bucket names: {rule}"))
+        check_bucket_name(&bucket_pattern.replace("{key}", "tenant")).map_err(|e| {
+            invalid("LANDLORD_S3_BUCKET_PATTERN", &bucket_pattern, format!("makes invalid bucket names: {}", e.rule))
         })?;
         let endpoint = env.raw("LANDLORD_S3_ENDPOINT");
         if let Some(url) = &endpoint {
@@ -78,7 +87,35 @@ impl Settings {
             _ => None,
         };
         let shared_bucket = env.string("LANDLORD_S3_SHARED_BUCKET", "landlord-pooled");
-        check_bucket_name(&shared_bucket).map_err(|p| invalid("LANDLORD_S3_SHARED_BUCKET", &shared_bucket, p))?;
+        check_bucket_name(&shared_bucket).map_err(|e| invalid("LANDLORD_S3_SHARED_BUCKET", &shared_bucket, e.rule))?;
+        let archive_bucket = env.string("LANDLORD_ARCHIVE_BUCKET", "landlord-archive");
+        check_bucket_name(&archive_bucket).map_err(|e| invalid("LANDLORD_ARCHIVE_BUCKET", &archive_bucket, e.rule))?;
+        if archive_bucket == shared_bucket {
+            return Err(invalid(
+                "LANDLORD_ARCHIVE_BUCKET",
+                &archive_bucket,
+                "must not be the pooled tier's shared bucket".into(),
+            ));
+        }
+        let export_retention = env.duration("LANDLORD_EXPORT_RETENTION", Duration::from_secs(90 * 24 * 3600))?;
+        let export_sweep_interval = env.duration("LANDLORD_EXPORT_SWEEP_INTERVAL", Duration::from_secs(3600))?;
+        if export_sweep_interval.is_zero() {
+            return Err(invalid("LANDLORD_EXPORT_SWEEP_INTERVAL", "0", "must be longer than zero".into()));
+        }
+        let suspend_exempt = env
+            .string("LANDLORD_S3_SUSPEND_EXEMPT", "")
+            .split(',')
+            .map(str::trim)
+            .filter(|arn| !arn.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        if let Some(arn) = suspend_exempt.iter().find(|arn| !arn.starts_with("arn:")) {
+            return Err(invalid(
+                "LANDLORD_S3_SUSPEND_EXEMPT",
+                arn,
+                "expected principal ARNs (arn:…), comma-separated".into(),
+            ));
+        }
         let encryption = match env.raw("LANDLORD_S3_ENCRYPTION") {
             None => None,
             Some(v) if v == "AES256" => Some(ServerSideEncryption::Aes256),
@@ -94,6 +131,10 @@ impl Settings {
             versioning: env.parse("LANDLORD_S3_VERSIONING", false)?,
             encryption,
             credentials,
+            archive_bucket,
+            export_retention,
+            export_sweep_interval,
+            suspend_exempt,
         })
     }
 

@@ -14,6 +14,9 @@ use landlord_testkit::{
 };
 use prost::Message as _;
 
+#[path = "storage/lifecycle.rs"]
+mod lifecycle;
+
 const WAIT: Duration = Duration::from_secs(20);
 
 fn env_for(s3: &S3Server) -> Vec<(String, String)> {
@@ -256,6 +259,11 @@ fn bad_settings_name_the_variable() {
         ("LANDLORD_S3_VERSIONING", "yes please"),
         ("LANDLORD_S3_ENCRYPTION", "rot13"),
         ("LANDLORD_S3_REGION", "us east"),
+        ("LANDLORD_ARCHIVE_BUCKET", "Archive"),
+        ("LANDLORD_ARCHIVE_BUCKET", "landlord-pooled"),
+        ("LANDLORD_EXPORT_RETENTION", "ninety days"),
+        ("LANDLORD_EXPORT_SWEEP_INTERVAL", "0s"),
+        ("LANDLORD_S3_SUSPEND_EXEMPT", "landlord-role"),
     ] {
         let error = with(&[(var, value)]).expect_err(var);
         assert!(error.contains(var), "{var}={value}: {error}");
@@ -265,6 +273,9 @@ fn bad_settings_name_the_variable() {
     // No static keys: the standard AWS chain, resolved at the first request.
     let chain = Settings::from_env(&Env::from_pairs(Vec::<(String, String)>::new())).expect("defaults are valid");
     assert!(chain.credentials.is_none());
+    assert_eq!(chain.archive_bucket, "landlord-archive");
+    assert_eq!(chain.export_retention, Duration::from_secs(90 * 24 * 3600));
+    assert_eq!(chain.export_sweep_interval, Duration::from_secs(3600));
 }
 
 #[tokio::test]
