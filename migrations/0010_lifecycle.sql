@@ -10,6 +10,9 @@ ALTER TABLE tenants ADD CONSTRAINT tenants_status_check
 -- tenant (with a new id).
 ALTER TABLE tenants DROP CONSTRAINT tenants_key_key;
 CREATE UNIQUE INDEX tenants_live_key ON tenants (key) WHERE status <> 'DELETED';
+-- Lookups by key that do not spell the partial index's predicate (a
+-- tombstone's key, a repeat of a purge) without a sequential scan.
+CREATE INDEX tenants_key ON tenants (key);
 
 ALTER TABLE tenants
     -- offboarding: when the grace period ends (the durable purge timer reads it)
@@ -40,3 +43,7 @@ CREATE TABLE operation_requests (
     operation        text NOT NULL,
     requested_at     timestamptz NOT NULL DEFAULT now()
 );
+
+-- A tenant's audit log, read a page at a time after an id
+-- (landlord_control_plane::read::audit).
+CREATE INDEX audit_log_tenant_id ON audit_log (tenant_id, id);

@@ -7,9 +7,12 @@
 //!   and cleaner;
 //! - [`plans`]: plans and pipelines from `deploy/plans.toml`;
 //! - [`request`] and [`ids`]: request validation and the ids derived from it;
+//! - [`operations`]: lifecycle operations asked for (suspend, update,
+//!   offboard, purge, ...), checked and recorded for the orchestrator;
 //! - [`read`]: the read models the API serves, as queries.
 
 pub mod ids;
+pub mod operations;
 pub mod outbox;
 pub mod plans;
 pub mod read;

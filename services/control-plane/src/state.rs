@@ -181,6 +181,22 @@ text_state! {
     }
 }
 
+impl Operation {
+    /// The statuses a tenant may be in for this operation to be asked
+    /// (docs/lifecycle.md); none for provisioning, which makes the tenant.
+    pub const fn allowed_from(self) -> &'static [TenantStatus] {
+        use TenantStatus::{Active, DeletionScheduled, Suspended};
+        match self {
+            Operation::Provision => &[],
+            Operation::Suspend => &[Active],
+            Operation::Resume => &[Suspended],
+            Operation::Update | Operation::Offboard => &[Active, Suspended],
+            Operation::Restore | Operation::Purge => &[DeletionScheduled],
+            Operation::Export => &[Active, Suspended, DeletionScheduled],
+        }
+    }
+}
+
 impl SagaState {
     /// A saga at work: at most one per tenant (`sagas_one_at_work`).
     pub const fn is_at_work(self) -> bool {
