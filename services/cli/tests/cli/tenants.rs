@@ -176,5 +176,40 @@ async fn events_are_tailed_from_the_stream() -> Result<()> {
     assert_eq!((events[0]["tenant"].as_str(), events[0]["event"].as_str()), (Some("tailed"), Some("activated")));
     let unknown = api.run(&["events", "tail", "--type", "exploded", "--limit", "1"]).await?;
     assert_exit(&unknown, 2);
+
+    // Over NATS, as scripts and the end-to-end tests ask: the first CLI's
+    // command line and lines, exit 0 on ACTIVE.
+    let legacy = api
+        .run_bare(
+            &[
+                "request",
+                "legacy",
+                "--plan",
+                "standard",
+                "--name",
+                "Legacy Inc.",
+                "--admin-email",
+                "a@legacy.test",
+                "--first-name",
+                "Ada",
+                "--last-name",
+                "Lovelace",
+                "--domain",
+                "legacy.example.com",
+                "--timeout",
+                "60s",
+            ],
+            &[],
+        )
+        .await?;
+    assert_exit(&legacy, 0);
+    assert!(stdout(&legacy).contains("requested tenant legacy (idempotency id cli-legacy)"), "{}", text(&legacy));
+    assert!(stdout(&legacy).contains("activated") && stdout(&legacy).contains("ACTIVE"), "{}", text(&legacy));
+    let watched = api.run_bare(&["watch", "legacy", "--timeout", "10s"], &[]).await?;
+    assert_exit(&watched, 0);
+    let via = api.run(&["tenants", "request", "vianats", "--admin-email", "a@vianats.test", "--via-nats"]).await?;
+    assert_exit(&via, 0);
+    let got = api.run(&["tenants", "get", "vianats", "-o", "json"]).await?;
+    assert_eq!(crate::support::json(&got)?["status"], "ACTIVE", "{}", text(&got));
     Ok(())
 }
