@@ -16,6 +16,14 @@ pub enum Action {
     SendWelcome,
     /// `send_failure`: sent when a tenant could not be set up.
     SendFailure,
+    /// `send_suspended`: the suspend operation's last step.
+    SendSuspended,
+    /// `send_resumed`: the resume (and restore) operation's last step.
+    SendResumed,
+    /// `send_deletion_scheduled`: the offboard operation's last step.
+    SendDeletionScheduled,
+    /// `send_deleted`: the purge's last step.
+    SendDeleted,
 }
 
 impl Action {
@@ -24,6 +32,10 @@ impl Action {
         match self {
             Self::SendWelcome => Kind::Welcome,
             Self::SendFailure => Kind::ProvisioningFailed,
+            Self::SendSuspended => Kind::Suspended,
+            Self::SendResumed => Kind::Resumed,
+            Self::SendDeletionScheduled => Kind::DeletionScheduled,
+            Self::SendDeleted => Kind::Deleted,
         }
     }
 }
@@ -35,6 +47,10 @@ impl FromStr for Action {
         match name {
             "send_welcome" => Ok(Self::SendWelcome),
             "send_failure" => Ok(Self::SendFailure),
+            "send_suspended" => Ok(Self::SendSuspended),
+            "send_resumed" => Ok(Self::SendResumed),
+            "send_deletion_scheduled" => Ok(Self::SendDeletionScheduled),
+            "send_deleted" => Ok(Self::SendDeleted),
             other => Err(UnknownAction::new(SERVICE, other)),
         }
     }
@@ -69,5 +85,13 @@ mod tests {
         assert_eq!("send_welcome".parse::<Action>().map(Action::kind), Ok(Kind::Welcome));
         assert_eq!("send_failure".parse::<Action>().map(Action::kind), Ok(Kind::ProvisioningFailed));
         assert!("send_fax".parse::<Action>().is_err());
+        for (action, kind) in [
+            (landlord_contract::Action::NOTIFICATION_SEND_SUSPENDED, Kind::Suspended),
+            (landlord_contract::Action::NOTIFICATION_SEND_RESUMED, Kind::Resumed),
+            (landlord_contract::Action::NOTIFICATION_SEND_DELETION_SCHEDULED, Kind::DeletionScheduled),
+            (landlord_contract::Action::NOTIFICATION_SEND_DELETED, Kind::Deleted),
+        ] {
+            assert_eq!(action.name.parse::<Action>().map(Action::kind), Ok(kind));
+        }
     }
 }

@@ -1,8 +1,12 @@
 //! The `notification` worker: tenant mail over SMTP.
 //!
 //! Serves `landlord.v1.cmd.notification.send_welcome` (the pipeline's last,
-//! non-fatal step) and `…send_failure` (requested by the orchestrator when
-//! provisioning failed). A redelivered command, a later attempt or a
+//! non-fatal step), `…send_failure` (requested by the orchestrator when
+//! provisioning failed), and the lifecycle mails (docs/lifecycle.md):
+//! `…send_suspended`, `…send_resumed`, `…send_deletion_scheduled` (with the
+//! purge date when the command carries `purge_at`, else "at the end of the
+//! grace period") and `…send_deleted`, each its operation's last, non-fatal
+//! step. A redelivered command, a later attempt or a
 //! re-drive of the same step never sends a second mail: each mail is
 //! claimed by its saga and step in a JetStream key-value bucket before
 //! sending and marked sent after. Mail trouble is retryable and, the
@@ -62,7 +66,7 @@ use lettre::message::{Mailbox, MultiPart};
 pub use action::Action;
 pub use ledger::{Claim, Ledger};
 pub use sealed::{Secret, Unsealed};
-pub use smtp::{Mailer, SmtpSettings};
+pub use smtp::{Mailer, SmtpSettings, SmtpUrlError};
 pub use templates::{Kind, Templates};
 
 pub const SERVICE: &str = "notification";
@@ -89,7 +93,8 @@ impl Settings {
         let invalid =
             |var: &str, value: String, problem: String| ConfigError::Invalid { var: var.to_owned(), value, problem };
         let url = env.required("LANDLORD_SMTP_URL", "e.g. smtp://127.0.0.1:2525")?;
-        let mut smtp = SmtpSettings::parse(&url).map_err(|p| invalid("LANDLORD_SMTP_URL", url.clone(), p))?;
+        let mut smtp =
+            SmtpSettings::parse(&url).map_err(|e| invalid("LANDLORD_SMTP_URL", url.clone(), e.to_string()))?;
         smtp.pool_size = usize::try_from(env.bounded("LANDLORD_SMTP_POOL_SIZE", 4, 0..=64)?).unwrap_or(4);
         smtp.timeout = env.duration("LANDLORD_SMTP_TIMEOUT", Duration::from_secs(10))?;
         let from = env.string("LANDLORD_MAIL_FROM", "Landlord <noreply@landlord.localhost>");
@@ -311,7 +316,7 @@ impl Notifier {
         let s = &self.settings;
         let (first_password, database) = match kind {
             Kind::Welcome => (FirstPassword::of(command, unsealed), DatabaseAccess::of(command, unsealed)),
-            Kind::ProvisioningFailed => (FirstPassword::ForgotPassword, None),
+            _ => (FirstPassword::ForgotPassword, None),
         };
         let database = database.map(|access| access.instructions(&s.support_email)).unwrap_or_default();
         let domain = tenant.domains.first().cloned().unwrap_or_else(|| format!("{}.localhost", tenant.key));
@@ -332,7 +337,28 @@ impl Notifier {
             ("support_email", s.support_email.clone()),
             ("failed_step", failure.step),
             ("reason", failure.reason),
+            ("purge_date", purge_date(command)),
         ])
+    }
+}
+
+/// When a tenant scheduled for deletion will be purged, as the deletion
+/// mail says it: `on 2027-01-05 at 06:33 UTC` from the command's `purge_at`
+/// (a param or an input, RFC 3339), else "at the end of the grace period".
+/// The tenant spec does not carry the date.
+pub fn purge_date(command: &pb::StepCommand) -> String {
+    let given = ["purge_at", "operation.purge_at"]
+        .iter()
+        .find_map(|name| command.params.get(*name).or_else(|| command.inputs.get(*name)))
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty());
+    let Some(given) = given else { return "at the end of the grace period".into() };
+    match time::OffsetDateTime::parse(given, &time::format_description::well_known::Rfc3339) {
+        Ok(at) => {
+            let at = at.to_offset(time::UtcOffset::UTC);
+            format!("on {} at {:02}:{:02} UTC", at.date(), at.hour(), at.minute())
+        }
+        Err(_) => format!("on {given}"),
     }
 }
 
@@ -371,7 +397,7 @@ impl Notifier {
             // Only the welcome mail writes secrets out; the failure mail opens none.
             let unsealed = match kind {
                 Kind::Welcome => self.unseal(command).await?,
-                Kind::ProvisioningFailed => Unsealed::default(),
+                _ => Unsealed::default(),
             };
             let message = self.compose(kind, tenant, command, message_id, &unsealed)?;
             self.mailer.send(message.envelope(), &message.formatted()).await.map_err(|error| {

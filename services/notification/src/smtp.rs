@@ -51,22 +51,35 @@ impl std::fmt::Debug for SmtpSettings {
     }
 }
 
+/// Why an SMTP URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SmtpUrlError {
+    #[error("not a URL: {0}")]
+    NotAUrl(#[from] url::ParseError),
+    #[error("scheme {0}:// is not smtp:// or smtps://")]
+    Scheme(String),
+    #[error("tls={tls} is not understood with {scheme}:// (use tls=starttls or tls=none)")]
+    Tls { scheme: String, tls: String },
+    #[error("no host")]
+    NoHost,
+}
+
 impl SmtpSettings {
     /// Parses `smtp://[user:pass@]host[:port][?tls=starttls]` or
     /// `smtps://[user:pass@]host[:port]`.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let url = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    pub fn parse(url: &str) -> Result<Self, SmtpUrlError> {
+        let url = url::Url::parse(url)?;
         let security = match (url.scheme(), url.query_pairs().find(|(k, _)| k == "tls").map(|(_, v)| v.into_owned())) {
             ("smtps", None) => Security::Tls,
             ("smtp", None) => Security::None,
             ("smtp", Some(v)) if v == "starttls" => Security::StartTls,
             ("smtp", Some(v)) if v == "none" => Security::None,
-            (scheme @ ("smtp" | "smtps"), Some(v)) => {
-                return Err(format!("tls={v} is not understood with {scheme}:// (use tls=starttls or tls=none)"));
+            (scheme @ ("smtp" | "smtps"), Some(tls)) => {
+                return Err(SmtpUrlError::Tls { scheme: scheme.to_owned(), tls });
             }
-            (scheme, _) => return Err(format!("scheme {scheme}:// is not smtp:// or smtps://")),
+            (scheme, _) => return Err(SmtpUrlError::Scheme(scheme.to_owned())),
         };
-        let host = url.host_str().filter(|h| !h.is_empty()).ok_or("no host")?.to_owned();
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or(SmtpUrlError::NoHost)?.to_owned();
         let port = url.port().unwrap_or(if security == Security::Tls { 465 } else { 587 });
         let credentials = (!url.username().is_empty()).then(|| {
             let decode = |s: &str| url::form_urlencoded::parse(s.as_bytes()).map(|(k, _)| k.into_owned()).collect();
@@ -201,7 +214,8 @@ mod tests {
         assert_eq!((s.port, s.security), (587, Security::StartTls));
         assert_eq!(s.credentials, Some(("mailer".to_owned(), "p@ss".to_owned())));
         assert_eq!(SmtpSettings::parse("smtps://mail.example.com").unwrap().port, 465);
-        assert!(SmtpSettings::parse("http://x").unwrap_err().contains("not smtp"));
-        assert!(SmtpSettings::parse("smtp://x?tls=maybe").unwrap_err().contains("tls=maybe"));
+        assert_eq!(SmtpSettings::parse("http://x").unwrap_err(), SmtpUrlError::Scheme("http".into()));
+        assert!(SmtpSettings::parse("smtp://x?tls=maybe").unwrap_err().to_string().contains("tls=maybe"));
+        assert!(matches!(SmtpSettings::parse("not a url"), Err(SmtpUrlError::NotAUrl(_))));
     }
 }

@@ -20,15 +20,30 @@ use std::path::Path;
 pub enum Kind {
     Welcome,
     ProvisioningFailed,
+    Suspended,
+    Resumed,
+    DeletionScheduled,
+    Deleted,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Welcome, Kind::ProvisioningFailed];
+    pub const ALL: [Kind; 6] = [
+        Kind::Welcome,
+        Kind::ProvisioningFailed,
+        Kind::Suspended,
+        Kind::Resumed,
+        Kind::DeletionScheduled,
+        Kind::Deleted,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Welcome => "tenant-welcome",
             Kind::ProvisioningFailed => "tenant-provisioning-failed",
+            Kind::Suspended => "tenant-suspended",
+            Kind::Resumed => "tenant-resumed",
+            Kind::DeletionScheduled => "tenant-deletion-scheduled",
+            Kind::Deleted => "tenant-deleted",
         }
     }
 
@@ -44,12 +59,32 @@ impl Kind {
                 include_str!("../templates/tenant-provisioning-failed.txt"),
                 include_str!("../templates/tenant-provisioning-failed.html"),
             ],
+            Kind::Suspended => [
+                include_str!("../templates/tenant-suspended.subject"),
+                include_str!("../templates/tenant-suspended.txt"),
+                include_str!("../templates/tenant-suspended.html"),
+            ],
+            Kind::Resumed => [
+                include_str!("../templates/tenant-resumed.subject"),
+                include_str!("../templates/tenant-resumed.txt"),
+                include_str!("../templates/tenant-resumed.html"),
+            ],
+            Kind::DeletionScheduled => [
+                include_str!("../templates/tenant-deletion-scheduled.subject"),
+                include_str!("../templates/tenant-deletion-scheduled.txt"),
+                include_str!("../templates/tenant-deletion-scheduled.html"),
+            ],
+            Kind::Deleted => [
+                include_str!("../templates/tenant-deleted.subject"),
+                include_str!("../templates/tenant-deleted.txt"),
+                include_str!("../templates/tenant-deleted.html"),
+            ],
         }
     }
 }
 
 /// The fields a template may use.
-pub const FIELDS: [&str; 12] = [
+pub const FIELDS: [&str; 13] = [
     "tenant_name",
     "admin_first_name",
     "admin_last_name",
@@ -62,6 +97,7 @@ pub const FIELDS: [&str; 12] = [
     "support_email",
     "failed_step",
     "reason",
+    "purge_date",
 ];
 
 const EXTENSIONS: [&str; 3] = ["subject", "txt", "html"];

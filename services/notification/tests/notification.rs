@@ -383,3 +383,75 @@ async fn an_smtp_outage_is_retryable_and_the_retry_sends_once_it_is_back() -> Re
     assert_eq!(f.smtp.mails_to("admin@outage.test").len(), 1, "one mail per saga and step");
     Ok(())
 }
+
+/// A lifecycle mail's step in `saga` for tenant `key`.
+fn lifecycle(key: &str, saga: &str, step: &str) -> pb::StepCommand {
+    pb::StepCommand { saga_id: saga.into(), step: step.into(), ..command(key, "Ada") }
+}
+
+#[tokio::test]
+async fn the_lifecycle_mails_reach_the_admin_once_per_saga_and_step() -> Result<()> {
+    let f = Fixture::new().await?;
+    let notifier = f.notifier().await?;
+    let to = "admin@life.test";
+    let smtp = &f.smtp;
+    let sent =
+        |n: usize| eventually("the mail", WAIT, move || async move { (smtp.mails_to(to).len() == n).then_some(()) });
+
+    let suspended = lifecycle("life", "saga-suspend", "notify_suspended");
+    let ok = notifier.run("send_suspended", &suspended, &delivery(1)).await?;
+    assert_eq!(ok.outputs["notification.message_id"], "saga-suspend.notify_suspended");
+    sent(1).await?;
+    // A redelivery, another attempt and a restarted service: no second mail.
+    notifier.run("send_suspended", &suspended, &delivery(1)).await?;
+    notifier.run("send_suspended", &suspended, &delivery(2)).await?;
+    f.notifier().await?.run("send_suspended", &suspended, &delivery(3)).await?;
+    assert_eq!(f.smtp.mails_to(to).len(), 1);
+    let mail = &f.smtp.mails_to(to)[0];
+    assert_eq!(mail.header("Subject").as_deref(), Some("life & Co <b> has been suspended"));
+    assert!(mail.raw.contains("Hello Ada Lovelace,") && mail.raw.contains("Nothing has been"), "{}", mail.raw);
+    assert!(html_part(&mail.raw).contains("life &amp; Co &lt;b&gt;"), "{}", mail.raw);
+
+    notifier.run("send_resumed", &lifecycle("life", "saga-resume", "notify_resumed"), &delivery(4)).await?;
+    sent(2).await?;
+    let mail = &f.smtp.mails_to(to)[1];
+    assert_eq!(mail.header("Subject").as_deref(), Some("life & Co <b> is active again"));
+    assert!(mail.raw.contains("http://127.0.0.1:8080/realms/tenant-life/account"), "{}", mail.raw);
+
+    // The purge date when the command carries it, else the grace period.
+    let mut scheduled = lifecycle("life", "saga-offboard", "notify_deletion_scheduled");
+    scheduled.params.insert("purge_at".into(), "2027-01-05T06:33:59Z".into());
+    notifier.run("send_deletion_scheduled", &scheduled, &delivery(5)).await?;
+    sent(3).await?;
+    let mail = &f.smtp.mails_to(to)[2];
+    assert_eq!(mail.header("Subject").as_deref(), Some("life & Co <b> is scheduled for deletion"));
+    assert!(mail.raw.contains("on 2027-01-05 at 06:33 UTC"), "{}", mail.raw);
+    let undated = lifecycle("life", "saga-offboard-2", "notify_deletion_scheduled");
+    notifier.run("send_deletion_scheduled", &undated, &delivery(6)).await?;
+    sent(4).await?;
+    let mail = &f.smtp.mails_to(to)[3];
+    let text = mail.raw.replace("\r\n", "\n");
+    assert!(
+        text.contains("at the end of the grace\nperiod") || text.contains("at the end of the grace period"),
+        "{}",
+        mail.raw
+    );
+
+    notifier.run("send_deleted", &lifecycle("life", "saga-purge", "notify_deleted"), &delivery(7)).await?;
+    sent(5).await?;
+    let mail = &f.smtp.mails_to(to)[4];
+    assert_eq!(mail.header("Subject").as_deref(), Some("life & Co <b> has been deleted"));
+    assert!(mail.raw.contains("have been deleted, as scheduled"), "{}", mail.raw);
+
+    // A compensation sends nothing; a tenant without an address is a
+    // permanent (the step being non-fatal, harmless) failure.
+    let mut undo = lifecycle("life", "saga-x", "notify_suspended");
+    undo.compensate = true;
+    notifier.run("send_suspended", &undo, &delivery(8)).await?;
+    let mut nobody = lifecycle("nobody", "saga-y", "notify_deleted");
+    nobody.tenant.as_mut().and_then(|t| t.admin.as_mut()).context("admin")?.email = String::new();
+    let error = notifier.run("send_deleted", &nobody, &delivery(9)).await.expect_err("no address");
+    assert!(!error.retryable && error.code == "invalid_address", "{error}");
+    assert_eq!(f.smtp.mails().len(), 5);
+    Ok(())
+}
