@@ -108,6 +108,31 @@ pub fn conflict(kind: &str, name: &str, tenant_id: &str, found: Option<&Marker>)
     )
 }
 
+/// A lifecycle command (suspend, resume, export, purge) found the tenant's
+/// object marked as someone else's (`found`), or not marked at all: it is
+/// left untouched.
+pub fn conflicting_owner(kind: &str, name: &str, tenant_id: &str, found: Option<&Marker>) -> StepFailure {
+    let found = match found {
+        Some(Marker { tenant_id: other, .. }) => format!("its marker names tenant {other}"),
+        None => "it carries no marker of Landlord's".to_owned(),
+    };
+    StepFailure::permanent(
+        "conflicting_owner",
+        format!("{kind} {name:?} is not tenant {tenant_id}'s ({found}); leaving it untouched"),
+    )
+}
+
+/// A failure of a purge step: purges are retried until they succeed, so a
+/// missing privilege or an object something else still depends on (which
+/// an operator fixes) is retryable there; another tenant's object is not.
+pub fn in_purge(failure: StepFailure) -> StepFailure {
+    if !failure.retryable && matches!(failure.code.as_str(), "permission_denied" | "dependent_objects") {
+        StepFailure::retryable(failure.code, failure.message)
+    } else {
+        failure
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +157,14 @@ mod tests {
             assert!(retryable_sqlstate(code).is_none(), "{code}");
         }
         assert_eq!(permanent_code("42501"), "permission_denied");
+    }
+
+    #[test]
+    fn a_purge_retries_privilege_errors_but_not_conflicts() {
+        let denied = StepFailure::permanent("permission_denied", "x");
+        assert!(in_purge(denied).retryable);
+        let conflict = conflicting_owner("schema", "tenant_a", "t1", None);
+        assert_eq!(conflict.code, "conflicting_owner");
+        assert!(!in_purge(conflict).retryable);
     }
 }

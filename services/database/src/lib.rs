@@ -2,7 +2,12 @@
 //! tier says (DESIGN.md, "Isolation tiers").
 //!
 //! Serves `landlord.v1.cmd.database.provision` and its compensation
-//! `…database.deprovision`:
+//! `…database.deprovision`, and the lifecycle actions (docs/lifecycle.md):
+//! `suspend` ⇄ `resume` ([`suspension`]), `export` ([`export`], to the
+//! archive bucket: `LANDLORD_ARCHIVE_BUCKET`, default `landlord-archive`,
+//! on the S3 server the `LANDLORD_S3_*` variables name, as for the storage
+//! worker; `pg_dump` from `LANDLORD_PG_BIN` or the newest
+//! `/usr/lib/postgresql/*/bin`) and `purge` ([`purge`]). Provisioning:
 //!
 //! - **bridge** (default): a schema `tenant_<key>` in the tenant-data
 //!   database, owned by a login role of the same name that can connect to
@@ -87,15 +92,21 @@
 //! | `LANDLORD_SECRETS_TTL` | `7d` | how long a delivery copy waits for its welcome mail (the `<namespace>_secrets` bucket's max age, as for the idp worker) |
 
 pub mod action;
+pub mod archive;
 pub mod catalog;
+pub mod dump;
+pub mod export;
 pub mod failure;
 pub mod ident;
 pub mod marker;
+mod owned;
 pub mod pooled;
+pub mod purge;
 pub mod secrets;
 pub mod seed;
 mod settings;
 pub mod silo;
+pub mod suspension;
 mod tenant;
 
 use std::collections::HashMap;
@@ -108,6 +119,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::OnceCell;
 
 pub use crate::action::Action;
+pub use crate::archive::{Archive, ArchiveSettings};
 use crate::failure::classify;
 pub use crate::secrets::{Password, PgSecretStore, SecretRef, SecretStore, SecretsKey};
 use crate::seed::Seed;
@@ -189,6 +201,8 @@ pub struct Provisioner<S = PgSecretStore> {
     secrets: S,
     /// Where delivery copies go (`welcome-email`); `None`: no copies.
     delivery: Option<KvSecrets>,
+    /// Where exports go (built on first use).
+    archive: OnceCell<Archive>,
     hardened: OnceCell<()>,
 }
 
@@ -233,7 +247,15 @@ pub const READINESS_CHECK: &str = "tenant_data_database";
 impl<S: SecretStore> Provisioner<S> {
     pub fn with_store(settings: Settings, pool: PgPool, secrets: S) -> Result<Self, ConfigError> {
         let database = settings.connect.get_database().unwrap_or("postgres").to_owned();
-        Ok(Self { pool, settings, database, secrets, delivery: None, hardened: OnceCell::new() })
+        Ok(Self {
+            pool,
+            settings,
+            database,
+            secrets,
+            delivery: None,
+            archive: OnceCell::new(),
+            hardened: OnceCell::new(),
+        })
     }
 
     /// Seals delivery copies into `delivery` (see [`open_delivery`]); kept
@@ -246,6 +268,16 @@ impl<S: SecretStore> Provisioner<S> {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The tenant-data database's name.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// The archive exports are written to (`LANDLORD_ARCHIVE_BUCKET`).
+    pub async fn archive(&self) -> &Archive {
+        self.archive.get_or_init(|| async { Archive::new(&self.settings.archive) }).await
     }
 
     pub fn settings(&self) -> &Settings {
@@ -277,7 +309,7 @@ impl<S: SecretStore> Provisioner<S> {
         let mut conn = self.pool.acquire().await.map_err(|e| classify("connecting to the tenant-data database", &e))?;
         // Roles are cluster-wide: another replica (or another tenant-data
         // database on the server) may create them at the same moment.
-        for role in [TENANTS_ROLE, pooled::APP_ROLE] {
+        for role in [TENANTS_ROLE, pooled::APP_ROLE, pooled::EXPORT_ROLE] {
             let create = format!("CREATE ROLE {} NOLOGIN", catalog::ident(role)?);
             match sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut *conn).await {
                 Ok(_) => {}
@@ -285,6 +317,10 @@ impl<S: SecretStore> Provisioner<S> {
                 Err(e) => return Err(classify(&format!("creating role {role}"), &e)),
             }
         }
+        // The export reads pooled rows as the export role (SET ROLE needs
+        // membership; granting it again is a no-op).
+        let export_role = format!("GRANT {} TO CURRENT_USER", catalog::ident(pooled::EXPORT_ROLE)?);
+        exec(&mut conn, "joining the pooled export role", export_role).await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(|e| classify("hardening", &e))?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('landlord.database.harden'))")
             .execute(&mut *tx)
@@ -341,6 +377,10 @@ impl<S: SecretStore> Provisioner<S> {
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StepFailure> {
         self.pool.begin().await.map_err(|e| classify("opening a transaction", &e))
+    }
+
+    async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, StepFailure> {
+        self.pool.acquire().await.map_err(|e| classify("connecting to the tenant-data database", &e))
     }
 
     pub async fn provision(&self, tenant: &Tenant, seed: &Seed) -> Result<pb::StepOk, StepFailure> {

@@ -3,6 +3,10 @@
 //! tables' owner too) restricts to `current_setting('landlord.tenant_id')`.
 //! Applications connect as a role granted `landlord_pooled_app` and set
 //! `landlord.tenant_id` per transaction; a session without it sees nothing.
+//! A suspended tenant (`tenants.suspended`) is hidden from everyone but the
+//! export role: the isolation policies compare with
+//! `landlord_pooled.current_tenant()`, which is NULL for a suspended
+//! tenant (docs/pooled.md).
 //! The tenant's row is marked like any other object (kind
 //! `postgres.pooled_tenant`, named by the tenant id, in
 //! `landlord_admin.markers`): the row names its tenant, the marker the saga
@@ -24,20 +28,27 @@ use crate::{Tenant, kind};
 pub const SCHEMA: &str = "landlord_pooled";
 pub const TENANT_SETTING: &str = "landlord.tenant_id";
 pub const APP_ROLE: &str = "landlord_pooled_app";
+/// The NOLOGIN role `database.export` reads a tenant's rows as: no
+/// BYPASSRLS, SELECT only, and a policy of its own that shows the tenant's
+/// rows whether it is suspended or not.
+pub const EXPORT_ROLE: &str = "landlord_pooled_export";
 
 /// The shared tables and their policies; idempotent (run at start under an
 /// advisory lock). New shared tables reference `tenants` with ON DELETE
-/// CASCADE, so deprovisioning is one DELETE.
+/// CASCADE, so deprovisioning is one DELETE, and follow the same pattern
+/// (docs/pooled.md): an isolation policy on `current_tenant()`, which hides
+/// a suspended tenant's rows, and an export policy for the export role.
 pub const SHARED_SCHEMA_SQL: &str = "
 CREATE SCHEMA IF NOT EXISTS landlord_pooled;
 REVOKE ALL ON SCHEMA landlord_pooled FROM PUBLIC;
-GRANT USAGE ON SCHEMA landlord_pooled TO landlord_pooled_app;
+GRANT USAGE ON SCHEMA landlord_pooled TO landlord_pooled_app, landlord_pooled_export;
 CREATE TABLE IF NOT EXISTS landlord_pooled.tenants (
     tenant_id text PRIMARY KEY,
     key text NOT NULL UNIQUE,
     seed text NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE landlord_pooled.tenants ADD COLUMN IF NOT EXISTS suspended boolean NOT NULL DEFAULT false;
 CREATE TABLE IF NOT EXISTS landlord_pooled.settings (
     tenant_id text NOT NULL DEFAULT current_setting('landlord.tenant_id')
         REFERENCES landlord_pooled.tenants (tenant_id) ON DELETE CASCADE,
@@ -45,6 +56,15 @@ CREATE TABLE IF NOT EXISTS landlord_pooled.settings (
     value text NOT NULL,
     PRIMARY KEY (tenant_id, name)
 );
+-- The tenant the session acts for: landlord.tenant_id, unless that tenant
+-- is suspended (then NULL, which no row's tenant_id equals). Runs with the
+-- caller's rights, so it reads tenants through that table's own policy.
+CREATE OR REPLACE FUNCTION landlord_pooled.current_tenant() RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $f$ SELECT t.tenant_id FROM landlord_pooled.tenants t
+           WHERE t.tenant_id = current_setting('landlord.tenant_id', true) AND NOT t.suspended $f$;
+REVOKE ALL ON FUNCTION landlord_pooled.current_tenant() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION landlord_pooled.current_tenant() TO landlord_pooled_app, landlord_pooled_export;
 ALTER TABLE landlord_pooled.tenants ENABLE ROW LEVEL SECURITY;
 ALTER TABLE landlord_pooled.tenants FORCE ROW LEVEL SECURITY;
 ALTER TABLE landlord_pooled.settings ENABLE ROW LEVEL SECURITY;
@@ -53,20 +73,35 @@ DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_policies WHERE schemaname = 'landlord_pooled' AND tablename = 'tenants'
                    AND policyname = 'tenant_isolation') THEN
-        CREATE POLICY tenant_isolation ON landlord_pooled.tenants
-            USING (tenant_id = current_setting('landlord.tenant_id', true));
+        CREATE POLICY tenant_isolation ON landlord_pooled.tenants USING (false);
     END IF;
     IF NOT EXISTS (SELECT FROM pg_policies WHERE schemaname = 'landlord_pooled' AND tablename = 'settings'
                    AND policyname = 'tenant_isolation') THEN
-        CREATE POLICY tenant_isolation ON landlord_pooled.settings
-            USING (tenant_id = current_setting('landlord.tenant_id', true))
-            WITH CHECK (tenant_id = current_setting('landlord.tenant_id', true));
+        CREATE POLICY tenant_isolation ON landlord_pooled.settings USING (false);
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_policies WHERE schemaname = 'landlord_pooled' AND tablename = 'tenants'
+                   AND policyname = 'tenant_export') THEN
+        CREATE POLICY tenant_export ON landlord_pooled.tenants FOR SELECT TO landlord_pooled_export
+            USING (tenant_id = current_setting('landlord.tenant_id', true));
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_policies WHERE schemaname = 'landlord_pooled' AND tablename = 'settings'
+                   AND policyname = 'tenant_export') THEN
+        CREATE POLICY tenant_export ON landlord_pooled.settings FOR SELECT TO landlord_pooled_export
+            USING (tenant_id = current_setting('landlord.tenant_id', true));
     END IF;
 END
 $$;
+-- Set every time, so servers prepared before suspension existed get the
+-- suspension-aware policies too.
+ALTER POLICY tenant_isolation ON landlord_pooled.tenants
+    USING (tenant_id = current_setting('landlord.tenant_id', true) AND NOT suspended);
+ALTER POLICY tenant_isolation ON landlord_pooled.settings
+    USING (tenant_id = landlord_pooled.current_tenant())
+    WITH CHECK (tenant_id = landlord_pooled.current_tenant());
 REVOKE ALL ON landlord_pooled.tenants, landlord_pooled.settings FROM PUBLIC;
 GRANT SELECT ON landlord_pooled.tenants TO landlord_pooled_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON landlord_pooled.settings TO landlord_pooled_app;
+GRANT SELECT ON landlord_pooled.tenants, landlord_pooled.settings TO landlord_pooled_export;
 ";
 
 pub async fn provision(pool: &PgPool, tenant: &Tenant, seed: &Seed) -> Result<pb::StepOk, StepFailure> {

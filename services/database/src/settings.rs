@@ -1,12 +1,14 @@
 //! The database worker's settings, from the environment, and the pool
 //! they open.
 
+use std::path::PathBuf;
 use std::str::FromStr as _;
 use std::time::Duration;
 
 use landlord_runtime::{ConfigError, Env};
 
-use crate::secrets::SecretsKey;
+use crate::archive::ArchiveSettings;
+use crate::secrets::{Password, SecretsKey};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, PgPool};
 
@@ -42,6 +44,14 @@ pub struct Settings {
     pub password_delivery: PasswordDelivery,
     /// Max age of the `<namespace>_secrets` bucket holding delivery copies.
     pub secrets_ttl: Duration,
+    /// The password in `LANDLORD_TENANT_DATABASE_URL`, for `pg_dump`
+    /// (handed over in its environment, never its arguments).
+    pub password: Option<Password>,
+    /// `LANDLORD_PG_BIN`: the folder with `pg_dump` (else the newest
+    /// `/usr/lib/postgresql/*/bin`, else `/usr/bin`).
+    pub pg_bin: Option<PathBuf>,
+    /// Where exports go.
+    pub archive: ArchiveSettings,
 }
 
 impl Settings {
@@ -87,7 +97,30 @@ impl Settings {
             secrets_key,
             password_delivery,
             secrets_ttl: env.duration("LANDLORD_SECRETS_TTL", Duration::from_secs(7 * 24 * 3600))?,
+            password: url_password(&url).map(Password::from_plain),
+            pg_bin: env.raw("LANDLORD_PG_BIN").filter(|d| !d.is_empty()).map(PathBuf::from),
+            archive: ArchiveSettings::from_env(env)?,
         })
+    }
+
+    /// `pg_dump` of the PostgreSQL install (see [`Self::pg_bin`]).
+    pub fn pg_dump(&self) -> PathBuf {
+        if let Some(dir) = &self.pg_bin {
+            return dir.join("pg_dump");
+        }
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|entries| {
+                entries.flatten().map(|e| e.path().join("bin")).filter(|p| p.join("pg_dump").exists()).collect()
+            })
+            .unwrap_or_default();
+        // Numeric order: 9.6 < 10 < 17.
+        dirs.sort_by_key(|d| {
+            d.parent()
+                .and_then(|v| v.file_name())
+                .and_then(|v| v.to_str())
+                .and_then(|v| v.split('.').next()?.parse::<u32>().ok())
+        });
+        dirs.pop().map_or_else(|| PathBuf::from("/usr/bin/pg_dump"), |d| d.join("pg_dump"))
     }
 
     /// Connection options as the service uses them: statement timeout set,
@@ -103,6 +136,31 @@ impl Settings {
     }
 }
 
+/// The password of a `postgres://user:password@host/…` URL, percent-decoded.
+fn url_password(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let userinfo = authority.rsplit_once('@')?.0;
+    let encoded = userinfo.split_once(':')?.1;
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(u8::try_from(h * 16 + l).ok()?);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// The pool the service uses for the tenant-data database (lazy: a server
 /// that is down makes commands fail as retryable, not the start).
 pub fn open_pool(settings: &Settings) -> PgPool {
@@ -110,4 +168,16 @@ pub fn open_pool(settings: &Settings) -> PgPool {
         .max_connections(settings.pool_size)
         .acquire_timeout((settings.timeout / 6).max(Duration::from_secs(1)))
         .connect_lazy_with(settings.connect_options())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_comes_out_of_the_url_decoded() {
+        assert_eq!(url_password("postgres://u:p%40ss%2Fw@h:5432/db").as_deref(), Some("p@ss/w"));
+        assert_eq!(url_password("postgres://u@h/db"), None);
+        assert_eq!(url_password("postgresql://u:x@y@h/db?sslmode=require").as_deref(), Some("x@y"));
+    }
 }

@@ -7,15 +7,21 @@
 
 #[path = "database/bridge.rs"]
 mod bridge;
+#[path = "database/export.rs"]
+mod export;
 #[path = "database/helpers.rs"]
 mod helpers;
 #[path = "database/isolation.rs"]
 mod isolation;
 #[path = "database/ownership.rs"]
 mod ownership;
+#[path = "database/purge.rs"]
+mod purge;
 #[path = "database/secrets.rs"]
 mod secrets;
 #[path = "database/service.rs"]
 mod service;
+#[path = "database/suspension.rs"]
+mod suspension;
 #[path = "database/tiers.rs"]
 mod tiers;

@@ -22,7 +22,8 @@ pub(crate) use landlord_runtime::{
 };
 #[allow(unused_imports)]
 pub(crate) use landlord_testkit::{
-    NatsServer, Postgres, Process, eventually, free_port, http_get, scratch_dir, unique_namespace, workspace_binary,
+    NatsServer, Postgres, Process, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, eventually, free_port, http_get, pg_bin_dir,
+    scratch_dir, unique_namespace, workspace_binary,
 };
 #[allow(unused_imports)]
 pub(crate) use prost::Message as _;
@@ -87,13 +88,85 @@ pub(crate) fn settings_with(url: &str, key: &SecretsKey, extra: &[(&str, &str)])
     Ok(Settings::from_env(&Env::from_pairs(pairs))?)
 }
 
+/// The variables that send exports to `s3`, into a bucket of the test's own.
+pub(crate) fn archive_env(s3: &S3Server) -> Vec<(String, String)> {
+    vec![
+        ("LANDLORD_S3_ENDPOINT".into(), s3.endpoint()),
+        ("LANDLORD_S3_PATH_STYLE".into(), "true".into()),
+        ("AWS_ACCESS_KEY_ID".into(), S3_ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), S3_SECRET_KEY.into()),
+        ("LANDLORD_ARCHIVE_BUCKET".into(), format!("archive-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])),
+    ]
+}
+
 impl Fixture {
     pub(crate) async fn new() -> Result<Self> {
+        Self::with_env(&[]).await
+    }
+
+    /// A fixture whose worker also reads `extra` (the archive's settings).
+    pub(crate) async fn with_env(extra: &[(String, String)]) -> Result<Self> {
         let postgres = tokio::task::spawn_blocking(Postgres::shared).await??;
         let db = postgres.fresh_database().await?;
-        let provisioner = Provisioner::connect(settings(&db.url, &SecretsKey::generate()?)?)?;
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let provisioner = Provisioner::connect(settings_with(&db.url, &SecretsKey::generate()?, &extra)?)?;
         provisioner.prepare().await?;
         Ok(Self { provisioner, url: db.url, database: db.name, port: postgres.port() })
+    }
+
+    /// A fixture whose worker is not a superuser: a login role with
+    /// CREATEROLE, CREATEDB and BYPASSRLS that owns the tenant-data
+    /// database and administers the shared roles — what a deployment's
+    /// provisioning role is, and a role whose privileges a test can take
+    /// away. Returns the fixture and the worker role's name.
+    pub(crate) async fn unprivileged() -> Result<(Self, String)> {
+        let postgres = tokio::task::spawn_blocking(Postgres::shared).await??;
+        let db = postgres.fresh_database().await?;
+        let mut admin = PgConnection::connect(&db.url).await?;
+        for role in ["landlord_tenants", "landlord_pooled_app", "landlord_pooled_export"] {
+            let create = format!("CREATE ROLE {role} NOLOGIN");
+            match sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut admin).await {
+                Ok(_) => {}
+                Err(e) if matches!(sqlstate(&e).as_deref(), Some("42710" | "23505")) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let worker = format!("worker_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE ROLE {worker} LOGIN CREATEROLE CREATEDB BYPASSRLS PASSWORD '{password}';
+             GRANT landlord_tenants, landlord_pooled_app, landlord_pooled_export TO {worker} WITH ADMIN OPTION;
+             ALTER DATABASE \"{}\" OWNER TO {worker};",
+            db.name
+        )))
+        .execute(&mut admin)
+        .await?;
+        let url = format!("postgres://{worker}:{password}@127.0.0.1:{}/{}", postgres.port(), db.name);
+        let provisioner = Provisioner::connect(settings(&url, &SecretsKey::generate()?)?)?;
+        provisioner.prepare().await?;
+        Ok((Self { provisioner, url: db.url, database: db.name, port: postgres.port() }, worker))
+    }
+
+    /// A lifecycle command (suspend, resume, export, purge) of a saga of
+    /// its own, as the orchestrator sends it; `inputs` as the saga gives them.
+    pub(crate) async fn lifecycle(
+        &self,
+        action: &str,
+        spec: &pb::TenantSpec,
+        inputs: &[(&str, &str)],
+    ) -> Result<pb::StepOk, StepFailure> {
+        let mut command = in_saga(&format!("{action}-{}", spec.key), spec, false);
+        command.inputs = inputs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        self.run(action, &command).await
+    }
+
+    /// Whether the role may log in.
+    pub(crate) async fn can_login(&self, role: &str) -> Result<bool> {
+        let (login,): (bool,) = sqlx::query_as("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1")
+            .bind(role)
+            .fetch_one(&mut self.admin().await?)
+            .await?;
+        Ok(login)
     }
 
     pub(crate) async fn run(&self, action: &str, command: &pb::StepCommand) -> Result<pb::StepOk, StepFailure> {
