@@ -1,6 +1,6 @@
 //! The read models the API serves, as queries: a tenant with its
-//! resources and its latest saga's per-step progress, a tenant's row, and
-//! lists of tenants with filters. The caller names the row type it decodes
+//! resources and its latest saga's per-step progress, a tenant's row,
+//! lists of tenants with filters, and a tenant's audit log. The caller names the row type it decodes
 //! into (its own view of the columns each query documents), so the SQL
 //! lives here, next to the schema it reads, and the API's types stay the
 //! API's.
@@ -17,12 +17,18 @@ pub const SUMMARY: &str = "id, key, display_name, status, plan, tier, created_at
 /// statement, so one round trip to PostgreSQL (on small virtual machines a
 /// round trip costs about half a millisecond; four of them were most of
 /// the API's tenant endpoint's latency — bench/results/api.md). Columns:
-/// [`SUMMARY`], the tenant's own (domains, admin, labels, failure), and
+/// [`SUMMARY`], the tenant's own (domains, admin, labels, failure), its
+/// lifecycle (`purge_at`, `export_location`, `exported_at`, the tombstone's
+/// `deleted_at`, `deleted_by`, `deletion_reason`), the operation at work
+/// (`running_operation`, `running_saga_id`: its saga running or
+/// compensating, or asked for and not started yet; else NULL), and
 /// `resources` (a JSON array) and `saga` (a JSON object with `steps`, or
 /// NULL). Add a `WHERE` on `t`.
 pub const TENANT_VIEW_SQL: &str =
     "SELECT t.id, t.key, t.display_name, t.status, t.plan, t.tier, t.created_at, t.updated_at,
        t.domains, t.admin_email, t.admin_first_name, t.admin_last_name, t.labels, t.failed_step, t.failure_reason,
+       t.purge_at, t.export_location, t.exported_at, t.deleted_at, t.deleted_by, t.deletion_reason,
+       w.operation AS running_operation, w.saga_id AS running_saga_id,
        (SELECT coalesce(jsonb_agg(to_jsonb(r) ORDER BY r.id), '[]'::jsonb)
         FROM (SELECT id, step, kind, external_id, metadata, created_at, deleted_at
               FROM resources WHERE tenant_id = t.id) r) AS resources,
@@ -34,11 +40,24 @@ pub const TENANT_VIEW_SQL: &str =
                          FROM saga_steps WHERE saga_id = s.id) st))
         FROM (SELECT id, operation, state, failed_step, failure_reason, cancel_reason, created_at, finished_at
               FROM sagas WHERE tenant_id = t.id ORDER BY created_at DESC, id LIMIT 1) s) AS saga
-FROM tenants t";
+FROM tenants t
+LEFT JOIN LATERAL (
+    SELECT operation, id AS saga_id FROM sagas WHERE tenant_id = t.id AND state IN ('running', 'compensating')
+    UNION ALL SELECT operation, saga_id FROM operation_requests WHERE tenant_id = t.id
+    LIMIT 1) w ON true";
 
-/// `id_or_key` as a tenant id when it is a UUID, else as a key.
+/// `id_or_key` as a tenant id when it is a UUID, else as a key: a `WHERE`
+/// and an `ORDER BY` for one row. A key names its live tenant (any status
+/// but DELETED; at most one, `tenants_live_key`), else its latest
+/// tombstone: a key can be used again once its tenant is DELETED.
 fn by_id_or_key(id_or_key: &str, table: &str) -> String {
-    if Uuid::parse_str(id_or_key).is_ok() { format!("{table}id = $1::uuid") } else { format!("{table}key = $1") }
+    if Uuid::parse_str(id_or_key).is_ok() {
+        format!("{table}id = $1::uuid")
+    } else {
+        format!(
+            "{table}key = $1 ORDER BY {table}status = 'DELETED', {table}deleted_at DESC NULLS FIRST, {table}id LIMIT 1"
+        )
+    }
 }
 
 /// The tenant `id_or_key` (an id or a key) as [`TENANT_VIEW_SQL`] reads it.
@@ -92,6 +111,31 @@ where
     .bind(filter.after.map(|(t, _)| t))
     .bind(filter.after.map(|(_, id)| id))
     .bind(filter.limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// One entry of a tenant's audit log: who did what, when, in which saga.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: OffsetDateTime,
+    pub actor: String,
+    pub saga_id: Option<Uuid>,
+    pub action: String,
+    pub detail: serde_json::Value,
+}
+
+/// Tenant `tenant_id`'s audit log, oldest first, `limit` entries after the
+/// entry `after_id` (a page's last id: the next page's cursor).
+pub async fn audit(pool: &PgPool, tenant_id: Uuid, after_id: Option<i64>, limit: i64) -> sqlx::Result<Vec<AuditEntry>> {
+    sqlx::query_as(
+        "SELECT id, at, actor, saga_id, action, detail FROM audit_log
+         WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+    )
+    .bind(tenant_id)
+    .bind(after_id.unwrap_or(0))
+    .bind(limit)
     .fetch_all(pool)
     .await
 }

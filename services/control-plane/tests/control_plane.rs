@@ -6,5 +6,7 @@
 mod dependencies;
 #[path = "control_plane/operations.rs"]
 mod operations;
+#[path = "control_plane/read.rs"]
+mod read;
 #[path = "control_plane/support.rs"]
 mod support;
