@@ -71,6 +71,13 @@ pub enum KeycloakError {
     Conflict(String),
     #[error("{0}")]
     Refused(String),
+    /// The object a lifecycle action would change or delete carries
+    /// another tenant's marker (or none): nothing was touched.
+    #[error("{0}")]
+    ConflictingOwner(String),
+    /// The object a lifecycle action would change does not exist.
+    #[error("{0}")]
+    Missing(String),
     #[error(transparent)]
     Secret(#[from] landlord_runtime::secrets::SecretError),
 }
@@ -81,7 +88,11 @@ impl KeycloakError {
         match self {
             Self::Unreachable { .. } | Self::Timeout { .. } => true,
             Self::Status { status, .. } => *status >= 500 || *status == 429 || *status == 401,
-            Self::Protocol { .. } | Self::Conflict(_) | Self::Refused(_) => false,
+            Self::Protocol { .. }
+            | Self::Conflict(_)
+            | Self::Refused(_)
+            | Self::ConflictingOwner(_)
+            | Self::Missing(_) => false,
             Self::Secret(e) => !matches!(e, landlord_runtime::secrets::SecretError::Decrypt(_)),
         }
     }
@@ -98,6 +109,8 @@ impl KeycloakError {
             Self::Protocol { .. } => "keycloak_protocol",
             Self::Conflict(_) => "conflict",
             Self::Refused(_) => "refused",
+            Self::ConflictingOwner(_) => "conflicting_owner",
+            Self::Missing(_) => "not_found",
             Self::Secret(_) => "secret_store",
         }
     }

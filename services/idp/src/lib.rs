@@ -10,6 +10,12 @@
 //! | `create_client` | public OIDC client `<key>-app`: standard flow, PKCE S256, redirect URIs `https://<domain>/*`, web origins `https://<domain>` | nothing: tenants share the shared realm's application client, reported as `idp.client_mode=shared` |
 //! | `create_admin_user` | the admin user with realm-management `realm-admin` | the admin user in the shared realm, member of the organization |
 //! | `delete_realm` / `delete_client` / `delete_admin_user` | delete what the forward step made | delete the organization / nothing / the user |
+//! | `suspend` / `resume` | realm disabled and every session ended / enabled | organization disabled, the tenant's users disabled, every member logged out / reversed |
+//! | `update` | realm display name; the client's redirect URIs and web origins | organization description and domains |
+//! | `purge` | realm deleted | the tenant's users, then the organization, deleted |
+//!
+//! The lifecycle actions are described in [`lifecycle`]: they change only
+//! what carries this tenant's marker (else `conflicting_owner`).
 //!
 //! Every object carries a marker: the tenant id (`tenantId`) and the saga
 //! that created it or last adopted it (`landlordSagaId`), as a realm
@@ -80,6 +86,7 @@
 pub mod action;
 pub mod admin_user;
 pub mod keycloak;
+pub mod lifecycle;
 pub mod organization;
 pub mod password;
 pub mod tenant_realm;
@@ -103,6 +110,11 @@ pub const SERVICE: &str = "idp";
 
 /// The attribute that marks every Keycloak object with its tenant's id.
 pub const TENANT_ATTRIBUTE: &str = "tenantId";
+
+/// The attribute a pooled tenant's user gets when `suspend` disables it,
+/// naming the saga: `resume` enables only users that carry it, so a user an
+/// operator had disabled stays disabled.
+pub const SUSPENDED_ATTRIBUTE: &str = "landlordSuspendedBy";
 
 /// The attribute that names the saga that created a Keycloak object or
 /// last adopted it: only that saga's compensation deletes the object.
@@ -365,6 +377,24 @@ impl Tenant {
         };
         tracing::warn!(saga = %self.saga, "compensation leaves it in place: {note}");
         Some(pb::StepOk { resources: Vec::new(), outputs: HashMap::from([("fenced".to_owned(), note)]) })
+    }
+
+    /// Refuses to change or delete `what` when its marker names another
+    /// tenant or no tenant at all (`conflicting_owner`); any saga of this
+    /// tenant is fine: lifecycle sagas never created the object.
+    pub fn check_owner(&self, what: &str, representation: &Value) -> Result<(), KeycloakError> {
+        match self.owner(representation) {
+            Owner::ThisSaga | Owner::OtherSaga(_) => Ok(()),
+            Owner::OtherTenant(other) => Err(KeycloakError::ConflictingOwner(format!(
+                "{what} is not tenant {}'s ({}): {}; nothing was changed",
+                self.key,
+                self.id,
+                match other {
+                    Some(other) => format!("its marker names tenant {other}"),
+                    None => "it carries no Landlord marker".to_owned(),
+                }
+            ))),
+        }
     }
 
     /// The permanent error for an object that exists and is not ours.

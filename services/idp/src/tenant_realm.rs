@@ -145,10 +145,20 @@ pub async fn delete_realm(idp: &Idp, tenant: &Tenant) -> Result<pb::StepOk> {
     }
 }
 
+/// The client's redirect URIs for the tenant's domains: `https://<domain>/*`.
+pub(crate) fn redirect_uris(tenant: &Tenant) -> Vec<String> {
+    tenant.domains.iter().map(|d| format!("https://{d}/*")).collect()
+}
+
+/// The client's web origins for the tenant's domains: `https://<domain>`.
+pub(crate) fn web_origins(tenant: &Tenant) -> Vec<String> {
+    tenant.domains.iter().map(|d| format!("https://{d}")).collect()
+}
+
 /// The ClientRepresentation of the tenant's application client.
 fn client_representation(tenant: &Tenant) -> Value {
-    let redirect_uris: Vec<String> = tenant.domains.iter().map(|d| format!("https://{d}/*")).collect();
-    let web_origins: Vec<String> = tenant.domains.iter().map(|d| format!("https://{d}")).collect();
+    let redirect_uris = redirect_uris(tenant);
+    let web_origins = web_origins(tenant);
     json!({
         "clientId": tenant.client_id(),
         "name": tenant.display_name,
@@ -173,7 +183,7 @@ fn client_representation(tenant: &Tenant) -> Value {
 }
 
 /// The client `clientId` in `realm`, if any.
-async fn find_client(idp: &Idp, realm: &str, client_id: &str) -> Result<Option<Value>> {
+pub(crate) async fn find_client(idp: &Idp, realm: &str, client_id: &str) -> Result<Option<Value>> {
     let kc = &idp.keycloak;
     let reply = kc
         .send(Method::GET, kc.admin_url(&[realm, "clients"], &[("clientId", client_id)]), None, "looking up a client")

@@ -11,15 +11,35 @@
 //! `UserResource`, `ClientRoleMappingsResource`, `UserProfileResource`,
 //! `OrganizationsResource`, `OrganizationMemberResource`):
 //!
-//! - `POST /realms/master/protocol/openid-connect/token` with the
-//!   `client_credentials` and `password` grants; tokens expire after
-//!   [`KeycloakDouble::set_token_lifespan`] and an expired or unknown token
-//!   gets `401` on every admin call ([`KeycloakDouble::expire_tokens`]);
+//! - `POST /realms/{realm}/protocol/openid-connect/token` for every realm
+//!   (TokenEndpoint): client authentication by `client_secret_basic` (HTTP
+//!   Basic, as the official admin client sends it) or `client_secret_post`,
+//!   public clients by id; the `client_credentials` grant (confidential
+//!   clients with a service account), the `password` grant (clients with
+//!   direct access grants, such as every realm's `admin-cli`), which opens a
+//!   user session, and `refresh_token`, refused once the session ended. As
+//!   Keycloak answers: a disabled realm `403 {"error":"access_denied",
+//!   "error_description":"Realm not enabled"}` to every grant; a disabled
+//!   user `400 invalid_grant "Account disabled"`; a wrong password `401
+//!   invalid_grant`; a temporary password or a pending required action `400
+//!   invalid_grant "Account is not fully set up"`; an ended session `400
+//!   invalid_grant "Session not active"`. A disabled organization does not
+//!   refuse its members by itself: Keycloak disables only *managed* members
+//!   (brought in by the organization's identity provider, keycloak#28891),
+//!   and every member here is unmanaged (added through the admin API), so
+//!   the double refuses them only once their own account is disabled —
+//!   which is why the idp worker disables the tenant's users when it
+//!   suspends a pooled tenant. Only master-realm tokens reach the admin
+//!   API; they expire after [`KeycloakDouble::set_token_lifespan`] and an
+//!   expired or unknown token gets `401` on every admin call
+//!   ([`KeycloakDouble::expire_tokens`]);
 //! - realms: `GET /admin/realms` (every realm), `POST /admin/realms` (`201` + `Location`, `409
 //!   {"errorMessage":"Conflict detected. See logs for details"}`),
 //!   `GET`/`DELETE /admin/realms/{realm}` (`404 {"error":"Realm not found."}`),
 //!   `PUT /admin/realms/{realm}` (`204`; fields merged, but an `attributes`
-//!   map sent replaces the realm's, as Keycloak's `updateRealm` does);
+//!   map sent replaces the realm's, as Keycloak's `updateRealm` does),
+//!   `POST …/logout-all` (every session of the realm ends; `200` with a
+//!   GlobalRequestResult);
 //!   a new realm has a `realm-management` client with the `realm-admin` role
 //!   and the default user profile, which — as in Keycloak 24+ — silently
 //!   drops user attributes it does not declare unless
@@ -27,19 +47,29 @@
 //! - clients: `POST`, `GET ?clientId=`, `GET`/`PUT`/`DELETE …/clients/{id}`
 //!   (`PUT` merges fields and attributes key by key, `204`),
 //!   `GET …/clients/{id}/roles/{role}`;
-//! - users: `POST` (`409` on a taken username or email), `GET ?username=&exact=true`
-//!   or `?email=`, `GET`/`PUT`/`DELETE …/users/{id}`, client role mappings,
+//! - users: `POST` (`409` on a taken username or email), `GET ?username=&exact=true`,
+//!   `?email=` or `?q=key:value` (paged, `max` 100), `GET`/`PUT`/`DELETE
+//!   …/users/{id}`, `POST …/users/{id}/logout` (`204`, its sessions end),
+//!   `GET …/users/{id}/sessions`, `PUT …/users/{id}/reset-password`, client role mappings,
 //!   `PUT …/execute-actions-email` (needs the realm's SMTP settings, as
 //!   Keycloak does; the "sent" mails are kept for tests);
 //! - organizations: `POST`, `GET ?search=&exact=` or `?q=key:value`,
 //!   `GET`/`PUT`/`DELETE …/organizations/{id}` (`PUT` replaces the whole
 //!   record, `204`; `409` on a name taken by another organization),
 //!   `POST …/members` with the user id as the body (`409` when already a
-//!   member), `GET …/members`.
+//!   member), `GET …/members` (MemberRepresentations, `membershipType`
+//!   `UNMANAGED`, `?q=`, paged with `max` 10 by default as Keycloak does),
+//!   `GET`/`DELETE …/members/{user id}` (`404` for a user who is not a
+//!   member; the delete ends the membership, the user stays).
 //!
-//! Anything else answers `501 Not Implemented`, never `404`: the worker
-//! reads a `404` as "already gone", so a call the double does not know must
-//! not look like one.
+//! The official admin client (`@keycloak/keycloak-admin-client`) drives
+//! these calls against the double in `tests/support/keycloak-admin-client/`
+//! (run by the idp's tests), as an outside reference for the double.
+//!
+//! Anything else answers `501 Not Implemented`, never `404`, also under a
+//! realm that does not exist: the worker reads a `404` as "already gone", so
+//! a call the double does not know must not look like one. `404` is only for
+//! a missing object on a route the double implements.
 //!
 //! For failure tests it can answer the next N requests with a status
 //! ([`KeycloakDouble::fail_next`]), or the next N requests to one endpoint
@@ -96,12 +126,29 @@ struct Realm {
     /// organization id → member user ids.
     members: HashMap<String, Vec<String>>,
     profile: Value,
+    /// User sessions opened by the password grant.
+    sessions: Vec<UserSession>,
+}
+
+/// A user session: what the password grant opens and a logout ends.
+#[derive(Debug, Clone)]
+struct UserSession {
+    id: String,
+    user_id: String,
+    refresh_token: String,
+}
+
+/// An access token the double issued: its realm and when it expires.
+#[derive(Debug)]
+struct Issued {
+    realm: String,
+    expiry: Instant,
 }
 
 #[derive(Debug)]
 struct State {
     realms: Vec<(String, Realm)>,
-    tokens: HashMap<String, Instant>,
+    tokens: HashMap<String, Issued>,
     token_lifespan: Duration,
     failures: VecDeque<StatusCode>,
     /// (method, path suffix, status, how many more).
@@ -135,7 +182,7 @@ impl KeycloakDouble {
             requests: Vec::new(),
             emails: Vec::new(),
         };
-        state.realms.push(("master".into(), new_realm(json!({"realm": "master", "enabled": true}))));
+        state.realms.push(("master".into(), master_realm()));
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let mut double = Self { state: Arc::new(Mutex::new(state)), addr, server: None };
@@ -225,8 +272,8 @@ impl KeycloakDouble {
     /// gets `401`, as Keycloak answers an expired access token.
     pub fn expire_tokens(&self) {
         let now = Instant::now();
-        for expiry in self.lock().tokens.values_mut() {
-            *expiry = now;
+        for issued in self.lock().tokens.values_mut() {
+            issued.expiry = now;
         }
     }
 
@@ -299,6 +346,27 @@ impl KeycloakDouble {
             .unwrap_or_default()
     }
 
+    /// Sets the user's password (not temporary), as an operator or the user
+    /// choosing one at first sign-in would: the password grant then works.
+    pub fn set_password(&self, realm: &str, user_id: &str, password: &str) {
+        if let Some(r) = realm_mut(&mut self.lock(), realm)
+            && let Some(user) = r.users.iter_mut().find(|u| u["id"].as_str() == Some(user_id))
+        {
+            user["credentials"] = json!([{"type": "password", "value": password, "temporary": false}]);
+            user["requiredActions"] = json!([]);
+        }
+    }
+
+    /// Ids of the users with an open session in the realm (one per session).
+    pub fn sessions(&self, realm: &str) -> Vec<String> {
+        self.lock()
+            .realms
+            .iter()
+            .find(|(n, _)| n == realm)
+            .map(|(_, r)| r.sessions.iter().map(|s| s.user_id.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Names of the client roles of `client_uuid` mapped to the user.
     pub fn client_roles_of(&self, realm: &str, user_id: &str, client_uuid: &str) -> Vec<String> {
         self.lock()
@@ -332,9 +400,13 @@ fn new_realm(mut rep: Value) -> Realm {
     let management_id = management["id"].as_str().unwrap_or_default().to_owned();
     let realm_admin = json!({"id": new_id(), "name": "realm-admin", "composite": true, "clientRole": true,
         "containerId": management_id});
+    // Every Keycloak realm has the public `admin-cli` client, which allows
+    // the password grant (direct access grants).
+    let admin_cli = json!({"id": new_id(), "clientId": "admin-cli", "enabled": true, "publicClient": true,
+        "directAccessGrantsEnabled": true, "standardFlowEnabled": false, "attributes": {}});
     Realm {
         rep,
-        clients: vec![management],
+        clients: vec![management, admin_cli],
         client_roles: HashMap::from([(management_id, vec![realm_admin])]),
         // Keycloak 24+'s default user profile: these four attributes, and no
         // unmanaged attributes (anything else is dropped on write).
@@ -343,6 +415,19 @@ fn new_realm(mut rep: Value) -> Realm {
         ], "groups": []}),
         ..Realm::default()
     }
+}
+
+/// The master realm: its admin user (password grant through `admin-cli`)
+/// and the confidential client with a service account (client credentials).
+fn master_realm() -> Realm {
+    let mut master = new_realm(json!({"realm": "master", "enabled": true}));
+    master.clients.push(json!({"id": new_id(), "clientId": KEYCLOAK_DOUBLE_CLIENT.0, "enabled": true,
+        "publicClient": false, "secret": KEYCLOAK_DOUBLE_CLIENT.1, "serviceAccountsEnabled": true,
+        "directAccessGrantsEnabled": false, "attributes": {}}));
+    master.users.push(json!({"id": new_id(), "username": KEYCLOAK_DOUBLE_ADMIN.0, "enabled": true,
+        "attributes": {}, "requiredActions": [],
+        "credentials": [{"type": "password", "value": KEYCLOAK_DOUBLE_ADMIN.1, "temporary": false}]}));
+    master
 }
 
 fn realm_mut<'a>(state: &'a mut State, name: &str) -> Option<&'a mut Realm> {
@@ -391,36 +476,38 @@ fn merge_fields(target: &mut Value, update: &Value, skip: &[&str]) {
 
 /// `application/x-www-form-urlencoded` or a query string, decoded.
 fn decode_pairs(input: &str) -> HashMap<String, String> {
-    fn decode(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < bytes.len() => {
-                    match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                        Ok(b) => {
-                            out.push(b);
-                            i += 2;
-                        }
-                        Err(_) => out.push(b'%'),
-                    }
-                }
-                b => out.push(b),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
     input
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(k), decode(v))
+            (form_decode(k), form_decode(v))
         })
         .collect()
+}
+
+/// One `application/x-www-form-urlencoded` component, decoded.
+fn form_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn answer(state: &Mutex<State>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
@@ -459,8 +546,10 @@ fn route(
     body: &str,
 ) -> Response {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if segments.as_slice() == ["realms", "master", "protocol", "openid-connect", "token"] && method == Method::POST {
-        return token(state, body);
+    if let ["realms", realm, "protocol", "openid-connect", "token"] = segments.as_slice()
+        && method == Method::POST
+    {
+        return token(state, realm, headers, body);
     }
     if segments.first() != Some(&"admin") || segments.get(1) != Some(&"realms") {
         return not_implemented(method, path);
@@ -470,8 +559,10 @@ fn route(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
+    // Only the master realm's tokens reach the admin API here (a tenant
+    // realm's own admins are not modelled).
     match state.tokens.get(bearer) {
-        Some(expiry) if *expiry > Instant::now() => {}
+        Some(issued) if issued.expiry > Instant::now() && issued.realm == "master" => {}
         _ => return respond(StatusCode::UNAUTHORIZED, Some(json!({"error": "HTTP 401 Unauthorized"})), None),
     }
     let json_body = || serde_json::from_str::<Value>(body);
@@ -504,7 +595,14 @@ fn route(
                     not_found("Realm not found.")
                 };
             }
-            let Some(r) = realm_mut(state, &realm) else { return not_found("Realm not found.") };
+            let Some(r) = realm_mut(state, &realm) else {
+                // 404 only for a call the double knows: anything else stays 501.
+                return if knows(&method, rest, query, body, &base, &realm) {
+                    not_found("Realm not found.")
+                } else {
+                    not_implemented(&method, path)
+                };
+            };
             let emails = &mut Vec::new();
             let response = realm_route(r, &method, rest, query, body, &base, &realm, emails);
             state.emails.append(emails);
@@ -514,43 +612,148 @@ fn route(
     }
 }
 
-fn token(state: &mut State, body: &str) -> Response {
-    let form = decode_pairs(body);
-    let get = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
-    let allowed = match get("grant_type") {
-        "password" => get("client_id") == "admin-cli" && (get("username"), get("password")) == KEYCLOAK_DOUBLE_ADMIN,
-        "client_credentials" => (get("client_id"), get("client_secret")) == KEYCLOAK_DOUBLE_CLIENT,
-        _ => {
-            return respond(
-                StatusCode::BAD_REQUEST,
-                Some(json!({"error": "unsupported_grant_type", "error_description": "Unsupported grant_type"})),
-                None,
-            );
-        }
-    };
-    if !allowed {
-        let (status, error, description) = if get("grant_type") == "password" {
-            (StatusCode::UNAUTHORIZED, "invalid_grant", "Invalid user credentials")
-        } else {
-            (StatusCode::UNAUTHORIZED, "unauthorized_client", "Invalid client or Invalid client credentials")
-        };
-        return respond(status, Some(json!({"error": error, "error_description": description})), None);
+/// Whether the double implements `method` on `rest` under a realm: the
+/// same routing table, tried on an empty realm whose answers are dropped.
+fn knows(method: &Method, rest: &[&str], query: &HashMap<String, String>, body: &str, base: &str, realm: &str) -> bool {
+    let mut scratch = new_realm(json!({"realm": realm, "enabled": true, "organizationsEnabled": true}));
+    realm_route(&mut scratch, method, rest, query, body, base, realm, &mut Vec::new()).status()
+        != StatusCode::NOT_IMPLEMENTED
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    respond(status, Some(json!({"error": error, "error_description": description})), None)
+}
+
+/// The client's id and secret: HTTP Basic (`client_secret_basic`, each
+/// part form-encoded as RFC 6749 2.3.1 says) or the form
+/// (`client_secret_post`).
+fn client_credentials(headers: &HeaderMap, form: &HashMap<String, String>) -> (String, Option<String>) {
+    use base64::Engine as _;
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    if let Some((id, secret)) = basic.as_deref().and_then(|b| b.split_once(':')) {
+        return (form_decode(id), Some(form_decode(secret)));
     }
-    let token = format!("double-token-{}", new_id());
+    (form.get("client_id").cloned().unwrap_or_default(), form.get("client_secret").cloned())
+}
+
+/// `POST /realms/{realm}/protocol/openid-connect/token` (TokenEndpoint):
+/// a missing realm is `404`; a disabled realm refuses every grant with `403
+/// access_denied "Realm not enabled"` (checkRealm, before the client is
+/// looked at); the client authenticates with `client_secret_basic` or
+/// `client_secret_post` (public clients by id alone); then
+/// `client_credentials` (confidential clients with a service account),
+/// `password` (clients with direct access grants; a disabled user is `400
+/// invalid_grant "Account disabled"`, a wrong password `401 invalid_grant`,
+/// a temporary password or a pending required action `400 invalid_grant
+/// "Account is not fully set up"`) — which opens a user session — and
+/// `refresh_token`, refused once the session ended (logout) or the user was
+/// disabled.
+fn token(state: &mut State, realm: &str, headers: &HeaderMap, body: &str) -> Response {
+    let form = decode_pairs(body);
     let lifespan = state.token_lifespan;
-    state.tokens.insert(token.clone(), Instant::now() + lifespan);
-    respond(
-        StatusCode::OK,
-        Some(json!({
-            "access_token": token,
-            "expires_in": lifespan.as_secs(),
-            "refresh_expires_in": 0,
-            "token_type": "Bearer",
-            "not-before-policy": 0,
-            "scope": "profile email",
-        })),
-        None,
-    )
+    let Some(r) = realm_mut(state, realm) else {
+        return oauth_error(StatusCode::NOT_FOUND, "Realm does not exist", "Realm does not exist");
+    };
+    if r.rep["enabled"].as_bool() == Some(false) {
+        return oauth_error(StatusCode::FORBIDDEN, "access_denied", "Realm not enabled");
+    }
+    let grant = form.get("grant_type").map(String::as_str).unwrap_or_default();
+    if grant.is_empty() {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing form parameter: grant_type");
+    }
+    let (client_id, secret) = client_credentials(headers, &form);
+    let Some(client) = find_by(&r.clients, "clientId", &client_id).filter(|c| c["enabled"].as_bool() != Some(false))
+    else {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Invalid client or Invalid client credentials");
+    };
+    let public = client["publicClient"].as_bool() == Some(true);
+    if !public && (client["secret"].as_str().is_none() || client["secret"].as_str() != secret.as_deref()) {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized_client",
+            "Invalid client or Invalid client credentials",
+        );
+    }
+    let session = match grant {
+        "client_credentials" => {
+            if public || client["serviceAccountsEnabled"].as_bool() != Some(true) {
+                return oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized_client",
+                    "Client not enabled to retrieve service account",
+                );
+            }
+            None
+        }
+        "password" => {
+            if client["directAccessGrantsEnabled"].as_bool() != Some(true) {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "unauthorized_client",
+                    "Client not allowed for direct access grants",
+                );
+            }
+            let username = form.get("username").map(|u| u.to_lowercase()).unwrap_or_default();
+            let Some(user) = r.users.iter().find(|u| {
+                u["username"].as_str() == Some(username.as_str()) || u["email"].as_str() == Some(username.as_str())
+            }) else {
+                return oauth_error(StatusCode::UNAUTHORIZED, "invalid_grant", "Invalid user credentials");
+            };
+            if user["enabled"].as_bool() != Some(true) {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Account disabled");
+            }
+            let password = form.get("password").map(String::as_str).unwrap_or_default();
+            let credential =
+                user["credentials"].as_array().and_then(|c| c.iter().find(|c| c["type"].as_str() == Some("password")));
+            if credential.is_none_or(|c| c["value"].as_str() != Some(password)) {
+                return oauth_error(StatusCode::UNAUTHORIZED, "invalid_grant", "Invalid user credentials");
+            }
+            let temporary = credential.is_some_and(|c| c["temporary"].as_bool() == Some(true));
+            let pending = user["requiredActions"].as_array().is_some_and(|a| !a.is_empty());
+            if temporary || pending {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Account is not fully set up");
+            }
+            let session = UserSession {
+                id: new_id(),
+                user_id: user["id"].as_str().unwrap_or_default().to_owned(),
+                refresh_token: format!("double-refresh-{}", new_id()),
+            };
+            r.sessions.push(session.clone());
+            Some(session)
+        }
+        "refresh_token" => {
+            let presented = form.get("refresh_token").map(String::as_str).unwrap_or_default();
+            let Some(session) = r.sessions.iter().find(|s| s.refresh_token == presented).cloned() else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Session not active");
+            };
+            if find_by(&r.users, "id", &session.user_id).is_none_or(|u| u["enabled"].as_bool() != Some(true)) {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "User disabled");
+            }
+            Some(session)
+        }
+        _ => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "Unsupported grant_type"),
+    };
+    let token = format!("double-token-{}", new_id());
+    state.tokens.insert(token.clone(), Issued { realm: realm.to_owned(), expiry: Instant::now() + lifespan });
+    let mut answer = json!({
+        "access_token": token,
+        "expires_in": lifespan.as_secs(),
+        "refresh_expires_in": 0,
+        "token_type": "Bearer",
+        "not-before-policy": 0,
+        "scope": "profile email",
+    });
+    if let Some(session) = session {
+        answer["refresh_token"] = json!(session.refresh_token);
+        answer["refresh_expires_in"] = json!(1800);
+        answer["session_state"] = json!(session.id);
+    }
+    respond(StatusCode::OK, Some(answer), None)
 }
 
 fn find_by<'a>(items: &'a [Value], field: &str, value: &str) -> Option<&'a Value> {
@@ -573,6 +776,31 @@ fn managed_attributes(profile: &Value, attributes: &Value) -> Value {
         })
         .unwrap_or_default();
     Value::Object(kept)
+}
+
+/// Whether the representation carries every `key:value` of a `q` search
+/// (attributes are strings or lists of strings).
+fn has_attributes(representation: &Value, q: Option<&str>) -> bool {
+    q.unwrap_or_default().split_whitespace().filter_map(|pair| pair.split_once(':')).all(|(key, value)| {
+        match &representation["attributes"][key] {
+            Value::String(v) => v == value,
+            Value::Array(vs) => vs.iter().any(|v| v.as_str() == Some(value)),
+            _ => false,
+        }
+    })
+}
+
+/// `first` and `max` applied to a list (`max` defaults to `default_max`).
+fn page(list: Vec<Value>, query: &HashMap<String, String>, default_max: usize) -> Vec<Value> {
+    let first = query.get("first").and_then(|f| f.parse().ok()).unwrap_or(0);
+    let max = query.get("max").and_then(|m| m.parse().ok()).unwrap_or(default_max);
+    list.into_iter().skip(first).take(max).collect()
+}
+
+fn member_view(user: &Value) -> Value {
+    let mut member = user_view(user);
+    member["membershipType"] = json!("UNMANAGED");
+    member
 }
 
 fn user_view(user: &Value) -> Value {
@@ -610,6 +838,11 @@ fn realm_route(
             }
             merge_fields(&mut r.rep, &rep, &["id", "realm"]);
             no_content()
+        }
+        // RealmAdminResource.logoutAll: every user session of the realm ends.
+        (Method::POST, ["logout-all"]) => {
+            r.sessions.clear();
+            ok(json!({"successRequests": [], "failedRequests": []}))
         }
         (Method::GET, ["users", "profile"]) => ok(r.profile.clone()),
         (Method::PUT, ["users", "profile"]) => match parsed {
@@ -716,9 +949,13 @@ fn realm_route(
                     if exact { value == wanted } else { value.contains(&wanted) }
                 })
             };
-            let list: Vec<Value> =
-                r.users.iter().filter(|u| matches("username", u) && matches("email", u)).map(user_view).collect();
-            ok(Value::Array(list))
+            let list: Vec<Value> = r
+                .users
+                .iter()
+                .filter(|u| matches("username", u) && matches("email", u) && has_attributes(u, q("q")))
+                .map(user_view)
+                .collect();
+            ok(Value::Array(page(list, query, 100)))
         }
         (Method::GET, ["users", id]) => match find_by(&r.users, "id", id) {
             Some(user) => ok(user_view(user)),
@@ -741,12 +978,46 @@ fn realm_route(
             }
             no_content()
         }
+        // UserResource.logout: the user's sessions end.
+        (Method::POST, ["users", id, "logout"]) => {
+            if find_by(&r.users, "id", id).is_none() {
+                return not_found("User not found");
+            }
+            r.sessions.retain(|s| s.user_id != *id);
+            no_content()
+        }
+        (Method::GET, ["users", id, "sessions"]) => {
+            if find_by(&r.users, "id", id).is_none() {
+                return not_found("User not found");
+            }
+            let sessions =
+                r.sessions.iter().filter(|s| s.user_id == *id).map(|s| json!({"id": s.id, "userId": s.user_id}));
+            ok(Value::Array(sessions.collect()))
+        }
+        // UserResource.resetPassword: a temporary password makes the user
+        // choose another at the next sign-in.
+        (Method::PUT, ["users", id, "reset-password"]) => {
+            let Ok(credential) = parsed else { return error_message(StatusCode::BAD_REQUEST, "unrecognized field") };
+            if credential["value"].as_str().is_none_or(str::is_empty) {
+                return error_message(StatusCode::BAD_REQUEST, "Empty password");
+            }
+            let Some(user) = r.users.iter_mut().find(|u| u["id"].as_str() == Some(id)) else {
+                return not_found("User not found");
+            };
+            let temporary = credential["temporary"].as_bool() == Some(true);
+            user["credentials"] = json!([{"type": "password", "value": credential["value"], "temporary": temporary}]);
+            if !temporary && let Some(actions) = user["requiredActions"].as_array_mut() {
+                actions.retain(|a| a.as_str() != Some("UPDATE_PASSWORD"));
+            }
+            no_content()
+        }
         (Method::DELETE, ["users", id]) => {
             let before = r.users.len();
             r.users.retain(|u| u["id"].as_str() != Some(id));
             if r.users.len() == before {
                 return not_found("User not found");
             }
+            r.sessions.retain(|s| s.user_id != *id);
             r.role_mappings.remove(*id);
             for members in r.members.values_mut() {
                 members.retain(|m| m != id);
@@ -895,11 +1166,41 @@ fn realm_route(
             members.push(user_id.clone());
             respond(StatusCode::CREATED, None, Some(format!("{base}/organizations/{id}/members/{user_id}")))
         }
+        // OrganizationMemberResource.search: MemberRepresentations, `q`
+        // attribute filter, paged (`first`, `max` defaulting to 10). Every
+        // member here is UNMANAGED: managed members come from identity
+        // brokering, which the double does not implement.
         (Method::GET, ["organizations", id, "members"]) => {
+            if find_by(&r.organizations, "id", id).is_none() {
+                return error_message(StatusCode::NOT_FOUND, "Organization not found.");
+            }
             let ids = r.members.get(*id).cloned().unwrap_or_default();
-            ok(Value::Array(
-                r.users.iter().filter(|u| ids.iter().any(|i| u["id"] == json!(i))).map(user_view).collect(),
-            ))
+            let list: Vec<Value> = ids
+                .iter()
+                .filter_map(|i| find_by(&r.users, "id", i))
+                .filter(|u| has_attributes(u, q("q")))
+                .map(member_view)
+                .collect();
+            ok(Value::Array(page(list, query, 10)))
+        }
+        (Method::GET, ["organizations", id, "members", user_id]) => {
+            let member = r.members.get(*id).is_some_and(|m| m.iter().any(|m| m == user_id));
+            match find_by(&r.users, "id", user_id).filter(|_| member) {
+                Some(user) => ok(member_view(user)),
+                None => not_found("HTTP 404 Not Found"),
+            }
+        }
+        // OrganizationMemberResource.delete: the membership ends (the user
+        // stays: unmanaged); a user who is not a member is 404 (getMember).
+        (Method::DELETE, ["organizations", id, "members", user_id]) => {
+            if find_by(&r.organizations, "id", id).is_none() {
+                return error_message(StatusCode::NOT_FOUND, "Organization not found.");
+            }
+            let Some(members) = r.members.get_mut(*id).filter(|m| m.iter().any(|m| m == user_id)) else {
+                return not_found("HTTP 404 Not Found");
+            };
+            members.retain(|m| m != user_id);
+            no_content()
         }
         _ => error_message(
             StatusCode::NOT_IMPLEMENTED,

@@ -1,6 +1,8 @@
 //! Talking to Keycloak: conflicts, expired tokens, outages, TLS, the double
 //! itself.
 
+use landlord_idp::keycloak::Body;
+
 use super::helpers::*;
 
 #[tokio::test]
@@ -130,8 +132,75 @@ async fn the_double_answers_501_to_what_it_does_not_implement() -> Result<()> {
         let reply = kc.send(method.clone(), kc.admin_url(&segments, &[]), None, "an unknown call").await?;
         assert_eq!(reply.status.as_u16(), 501, "{method} {segments:?}: {:?}", reply.body);
     }
-    // A realm that does not exist is still Keycloak's 404.
+    // A realm that does not exist is still Keycloak's 404, on the routes
+    // the double knows; an unknown call under it is still 501.
     let reply = kc.send(reqwest::Method::GET, kc.admin_url(&["nowhere"], &[]), None, "a missing realm").await?;
     assert_eq!(reply.status.as_u16(), 404);
+    for (method, segments, status) in [
+        (reqwest::Method::PUT, vec!["nowhere"], 404),
+        (reqwest::Method::POST, vec!["nowhere", "logout-all"], 404),
+        (reqwest::Method::GET, vec!["nowhere", "organizations", "x", "members"], 404),
+        (reqwest::Method::POST, vec!["nowhere", "users", "x", "logout"], 404),
+        (reqwest::Method::GET, vec!["nowhere", "groups"], 501),
+        (reqwest::Method::POST, vec!["nowhere", "partialImport"], 501),
+    ] {
+        let body = json!({});
+        let reply = kc.send(method.clone(), kc.admin_url(&segments, &[]), Some(Body::Json(&body)), "a call").await?;
+        assert_eq!(reply.status.as_u16(), status, "{method} {segments:?}: {:?}", reply.body);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_doubles_token_endpoint_authenticates_clients_as_keycloak_does() -> Result<()> {
+    let double = double().await?;
+    let http = landlord_runtime::http::client_builder(&Default::default()).build()?;
+    let token = |realm: &str, basic: Option<(&str, &str)>, form: &str| {
+        let mut request = http
+            .post(format!("{}/realms/{realm}/protocol/openid-connect/token", double.url()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.to_owned());
+        if let Some((id, secret)) = basic {
+            request = request.basic_auth(id, Some(secret));
+        }
+        request.send()
+    };
+    let (client, secret) = KEYCLOAK_DOUBLE_CLIENT;
+    // client_secret_basic and client_secret_post.
+    assert_eq!(token("master", Some((client, secret)), "grant_type=client_credentials").await?.status(), 200);
+    let post = format!("grant_type=client_credentials&client_id={client}&client_secret={secret}");
+    assert_eq!(token("master", None, &post).await?.status(), 200);
+    let wrong = token("master", Some((client, "nope")), "grant_type=client_credentials").await?;
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(wrong.json::<Value>().await?["error"], "unauthorized_client");
+    let unknown = token("master", Some(("stranger", "x")), "grant_type=client_credentials").await?;
+    assert_eq!(unknown.json::<Value>().await?["error"], "invalid_client");
+    // A public client has no service account; the confidential one no direct grants.
+    let public = token("master", None, "grant_type=client_credentials&client_id=admin-cli").await?;
+    assert_eq!(public.status(), 401);
+    let (admin, password) = KEYCLOAK_DOUBLE_ADMIN;
+    let direct = format!("grant_type=password&username={admin}&password={password}");
+    assert_eq!(token("master", Some((client, secret)), &direct).await?.status(), 400);
+    let signed_in = token("master", None, &format!("{direct}&client_id=admin-cli")).await?;
+    assert_eq!(signed_in.status(), 200);
+    // The refresh token works while the session lives.
+    let refresh = signed_in.json::<Value>().await?["refresh_token"].as_str().context("no refresh token")?.to_owned();
+    let again = token("master", None, &format!("grant_type=refresh_token&client_id=admin-cli&refresh_token={refresh}"));
+    assert_eq!(again.await?.status(), 200);
+    // Master tokens only for the admin API: a missing realm is 404.
+    let missing = token("nowhere", None, "grant_type=client_credentials&client_id=admin-cli").await?;
+    assert_eq!(missing.status(), 404);
+    // The new temporary password of a provisioned admin is not enough to sign in.
+    let idp = idp(&double)?;
+    let spec = tenant("temporary", "temporary-id", pb::Tier::Bridge);
+    provision(&idp, &spec).await?;
+    let form = "grant_type=password&client_id=admin-cli&username=ada@temporary.test&password=whatever";
+    let refused = token("tenant-temporary", None, form).await?;
+    assert_eq!(refused.status(), 401, "a wrong password");
+    let temporary = posted_password(&double, "tenant-temporary")?;
+    let form = format!("grant_type=password&client_id=admin-cli&username=ada@temporary.test&password={temporary}");
+    let refused = token("tenant-temporary", None, &form).await?;
+    assert_eq!(refused.status(), 400);
+    assert_eq!(refused.json::<Value>().await?["error_description"], "Account is not fully set up");
     Ok(())
 }
