@@ -139,3 +139,22 @@ pub async fn audit(pool: &PgPool, tenant_id: Uuid, after_id: Option<i64>, limit:
     .fetch_all(pool)
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::SagaState;
+
+    /// The view's operation at work is a saga in a state at work, as
+    /// `sagas_one_at_work` counts them.
+    #[test]
+    fn the_view_names_the_saga_states_at_work() {
+        let sql = super::TENANT_VIEW_SQL;
+        let at = sql.find("state IN (").unwrap() + "state IN (".len();
+        let named: Vec<SagaState> = sql[at..at + sql[at..].find(')').unwrap()]
+            .split(',')
+            .map(|v| v.trim().trim_matches('\'').parse().unwrap())
+            .collect();
+        let at_work: Vec<SagaState> = SagaState::ALL.iter().copied().filter(|s| s.is_at_work()).collect();
+        assert_eq!(named, at_work);
+    }
+}
