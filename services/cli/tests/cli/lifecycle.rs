@@ -15,7 +15,7 @@ async fn status(api: &Api, key: &str) -> Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the gateway's lifecycle routes (issue 25), being written"]
-async fn suspend_and_resume_follow_their_saga_and_a_bulk_verb_reports_per_tenant() -> Result<()> {
+async fn the_lifecycle_verbs_follow_their_saga_and_a_bulk_verb_reports_per_tenant() -> Result<()> {
     let api = Api::start().await?;
     for key in ["alpha", "beta", "gamma"] {
         let email = format!("admin@{key}.test");
@@ -68,10 +68,27 @@ async fn suspend_and_resume_follow_their_saga_and_a_bulk_verb_reports_per_tenant
     let back = api.run(&["tenants", "resume", "--status", "SUSPENDED", "--yes", "-o", "jsonl"]).await?;
     assert_exit(&back, 0);
     assert_eq!(lines(&back)?.len(), 3);
+    assert_exit(&api.run(&["tenants", "update", "beta"]).await?, 2);
     let renamed = api.run(&["tenants", "update", "beta", "--name", "Beta GmbH"]).await?;
     assert_exit(&renamed, 0);
     let beta = json(&api.run(&["tenants", "get", "beta", "-o", "json"]).await?)?;
     assert_eq!((beta["display_name"].as_str(), beta["status"].as_str()), (Some("Beta GmbH"), Some("ACTIVE")));
+
+    // Offboarding with its grace period, then restored within it.
+    let deleted =
+        api.run(&["tenants", "delete", "gamma", "--reason", "churned", "--grace", "1h", "-o", "jsonl"]).await?;
+    assert_exit(&deleted, 0);
+    assert_eq!(lines(&deleted)?.pop().unwrap_or_default()["status"], "DELETION_SCHEDULED", "{}", text(&deleted));
+    let restored = api.run(&["tenants", "restore", "gamma", "-o", "jsonl"]).await?;
+    assert_exit(&restored, 0);
+    assert_eq!(status(&api, "gamma").await?, "ACTIVE");
+    // An operation's idempotency key: asked twice, one saga.
+    let first = api.run(&["tenants", "export", "gamma", "--idempotency-key", "exp-1", "-o", "jsonl"]).await?;
+    assert_exit(&first, 0);
+    let again = api.run(&["tenants", "export", "gamma", "--idempotency-key", "exp-1", "-o", "jsonl"]).await?;
+    assert_exit(&again, 0);
+    let saga = |output: &std::process::Output| lines(output).map(|l| l.last().map(|l| l["saga"].clone()));
+    assert_eq!(saga(&first)?, saga(&again)?, "{}\n{}", text(&first), text(&again));
     Ok(())
 }
 
