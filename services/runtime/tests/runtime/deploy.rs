@@ -20,7 +20,9 @@ fn required(service: &str) -> &'static [&'static str] {
         "orchestrator" => &["LANDLORD_DATABASE_URL"],
         "gateway" => &["LANDLORD_DATABASE_URL", "LANDLORD_JWT_SECRET"],
         "idp" => &["LANDLORD_KEYCLOAK_URL"],
-        "database" => &["LANDLORD_TENANT_DATABASE_URL", "LANDLORD_SECRETS_KEY"],
+        // AWS_SECRET_ACCESS_KEY: for exports to the archive bucket, required
+        // together with AWS_ACCESS_KEY_ID, which the manifest sets.
+        "database" => &["LANDLORD_TENANT_DATABASE_URL", "LANDLORD_SECRETS_KEY", "AWS_SECRET_ACCESS_KEY"],
         // Required only together with AWS_ACCESS_KEY_ID; the manifest sets both.
         "storage" => &["AWS_SECRET_ACCESS_KEY"],
         "notification" => &["LANDLORD_SMTP_URL"],
