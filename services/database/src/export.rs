@@ -28,7 +28,7 @@ use crate::archive::Archive;
 use crate::catalog::{ident, literal};
 use crate::dump::{self, DumpRequest};
 use crate::failure::classify;
-use crate::{Provisioner, SecretStore, Tenant, marker, owned, pooled};
+use crate::{Provisioner, SecretStore, Tenant, acl_update, marker, owned, pooled};
 
 /// The input naming where the export goes: `<key>/<tenant id>/<time>/`.
 pub const PREFIX_INPUT: &str = "export.prefix";
@@ -216,6 +216,26 @@ async fn export_silo<S: SecretStore>(
     if !owned::database(guard, tenant, role).await? {
         owned::missing(tenant, "database", database, false)?;
     }
+    // A suspended tenant's database lost CONNECT for its role, whose
+    // membership is how a worker that is not a superuser connects: the
+    // worker lets itself in for the export, and takes that back after.
+    let (may_connect,): (bool,) = sqlx::query_as("SELECT has_database_privilege(current_user, $1, 'CONNECT')")
+        .bind(database)
+        .fetch_one(&mut *guard)
+        .await
+        .map_err(|e| classify("reading the database's privileges", &e))?;
+    let name = ident(database)?;
+    if !may_connect {
+        acl_update(guard, format!("GRANT CONNECT ON DATABASE {name} TO CURRENT_USER")).await?;
+    }
+    let export = export_silo_inside(p, database).await;
+    if !may_connect {
+        acl_update(guard, format!("REVOKE CONNECT ON DATABASE {name} FROM CURRENT_USER")).await?;
+    }
+    export
+}
+
+async fn export_silo_inside<S: SecretStore>(p: &Provisioner<S>, database: &str) -> Result<Export, StepFailure> {
     let mut conn = connect(p, database).await?;
     let (snapshot_id, taken_at) = snapshot(&mut conn).await?;
     let tables = count_tables(

@@ -169,3 +169,46 @@ async fn an_export_without_a_prefix_or_a_tenant_is_refused() -> Result<()> {
     assert_eq!(never.code, "not_provisioned");
     Ok(())
 }
+
+/// A worker that is not a superuser exports a suspended silo tenant (whose
+/// role, the worker's way in, lost CONNECT) and a bridge tenant, and
+/// leaves the suspended database's privileges as it found them.
+#[tokio::test]
+async fn a_worker_without_superuser_exports_suspended_tenants() -> Result<()> {
+    let s3 = S3Server::shared().await;
+    let (f, worker) = Fixture::unprivileged_with_env(&archive_env(s3)).await?;
+    let archive = f.provisioner.archive().await.clone();
+    let silo = tenant(&unique_key("expu"), pb::Tier::Silo);
+    let ok = f.provision(&silo).await?;
+    let database = ok.outputs["database.name"].clone();
+    f.lifecycle("suspend", &silo, &[]).await?;
+    let (manifest, files) = export(&f, &archive, &silo).await?;
+    assert_eq!(rows(&manifest, &format!("{}.roles", ok.outputs["database.schema"])), Some(3));
+    assert!(files["database/database.sql"].len() > 1000);
+    let (worker_may,): (bool,) = sqlx::query_as("SELECT has_database_privilege($1, $2, 'CONNECT')")
+        .bind(&worker)
+        .bind(&database)
+        .fetch_one(&mut f.admin().await?)
+        .await?;
+    assert!(!worker_may, "the worker took its CONNECT back");
+    let pooled = tenant(&unique_key("expv"), pb::Tier::Pooled);
+    f.provision(&pooled).await?;
+    f.lifecycle("suspend", &pooled, &[]).await?;
+    let (manifest, _) = export(&f, &archive, &pooled).await?;
+    assert_eq!(rows(&manifest, "landlord_pooled.settings"), Some(3));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_archive_is_retryable() -> Result<()> {
+    let mut s3 = S3Server::start().await?;
+    let (f, _archive) = fixture(&s3).await?;
+    let spec = tenant(&unique_key("expd"), pb::Tier::Bridge);
+    f.provision(&spec).await?;
+    s3.kill();
+    let failed = f.lifecycle("export", &spec, &[("export.prefix", &prefix(&spec))]).await.unwrap_err();
+    assert!(failed.retryable, "{failed}");
+    s3.restart().await?;
+    f.lifecycle("export", &spec, &[("export.prefix", &prefix(&spec))]).await?;
+    Ok(())
+}

@@ -120,6 +120,11 @@ impl Fixture {
     /// provisioning role is, and a role whose privileges a test can take
     /// away. Returns the fixture and the worker role's name.
     pub(crate) async fn unprivileged() -> Result<(Self, String)> {
+        Self::unprivileged_with_env(&[]).await
+    }
+
+    /// [`Self::unprivileged`], the worker also reading `extra`.
+    pub(crate) async fn unprivileged_with_env(extra: &[(String, String)]) -> Result<(Self, String)> {
         let postgres = tokio::task::spawn_blocking(Postgres::shared).await??;
         let db = postgres.fresh_database().await?;
         let mut admin = PgConnection::connect(&db.url).await?;
@@ -142,7 +147,8 @@ impl Fixture {
         .execute(&mut admin)
         .await?;
         let url = format!("postgres://{worker}:{password}@127.0.0.1:{}/{}", postgres.port(), db.name);
-        let provisioner = Provisioner::connect(settings(&url, &SecretsKey::generate()?)?)?;
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let provisioner = Provisioner::connect(settings_with(&url, &SecretsKey::generate()?, &extra)?)?;
         provisioner.prepare().await?;
         Ok((Self { provisioner, url: db.url, database: db.name, port: postgres.port() }, worker))
     }
