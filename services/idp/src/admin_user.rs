@@ -56,7 +56,7 @@ pub async fn create(idp: &Idp, tenant: &Tenant, inputs: &HashMap<String, String>
     if tenant.pooled() {
         // Checked before the user exists: a profile that dropped the
         // markers would leave a user no compensation may delete.
-        keeps_markers(idp, &realm).await?;
+        keeps_attributes(idp, &realm, &[TENANT_ATTRIBUTE, SAGA_ATTRIBUTE]).await?;
     }
     let email_link = settings.password_delivery == PasswordDelivery::KeycloakEmail;
     let sealed = match (&idp.secrets, settings.password_delivery) {
@@ -158,10 +158,10 @@ pub async fn create(idp: &Idp, tenant: &Tenant, inputs: &HashMap<String, String>
     Ok(pb::StepOk { resources: vec![resource("keycloak.user", &user_id, &[("realm", &realm)])], outputs })
 }
 
-/// Refuses a realm whose user profile would silently drop the marker
-/// attributes (Keycloak 24+ keeps undeclared attributes only under the
-/// `ENABLED` or `ADMIN_EDIT` unmanaged-attribute policy).
-async fn keeps_markers(idp: &Idp, realm: &str) -> Result<()> {
+/// Refuses a realm whose user profile would silently drop the user
+/// attributes `names` (Keycloak 24+ keeps undeclared attributes only under
+/// the `ENABLED` or `ADMIN_EDIT` unmanaged-attribute policy).
+pub(crate) async fn keeps_attributes(idp: &Idp, realm: &str, names: &[&str]) -> Result<()> {
     let kc = &idp.keycloak;
     let reply =
         kc.send(Method::GET, kc.admin_url(&[realm, "users", "profile"], &[]), None, "reading the user profile").await?;
@@ -175,8 +175,7 @@ async fn keeps_markers(idp: &Idp, realm: &str) -> Result<()> {
         .as_array()
         .map(|list| list.iter().filter_map(|a| a["name"].as_str()).collect())
         .unwrap_or_default();
-    let missing: Vec<&str> =
-        [TENANT_ATTRIBUTE, SAGA_ATTRIBUTE].into_iter().filter(|name| !declared.contains(name)).collect();
+    let missing: Vec<&str> = names.iter().copied().filter(|name| !declared.contains(name)).collect();
     if missing.is_empty() {
         return Ok(());
     }

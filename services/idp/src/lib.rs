@@ -68,7 +68,7 @@
 //! | `LANDLORD_KEYCLOAK_CLIENT_SECRET` | — | set: client-credentials grant with this secret |
 //! | `LANDLORD_KEYCLOAK_USERNAME`, `LANDLORD_KEYCLOAK_PASSWORD` | — | else: password grant as this admin user |
 //! | `LANDLORD_KEYCLOAK_TIMEOUT` | `10s` | per-request timeout |
-//! | `LANDLORD_KEYCLOAK_SHARED_REALM` | `landlord` | the pooled tier's realm (organizations enabled; unmanaged attributes `ENABLED` or `ADMIN_EDIT`, or `tenantId`, `landlordSagaId` and `role` declared in its user profile) |
+//! | `LANDLORD_KEYCLOAK_SHARED_REALM` | `landlord` | the pooled tier's realm (organizations enabled; unmanaged attributes `ENABLED` or `ADMIN_EDIT`, or `tenantId`, `landlordSagaId`, `landlordSuspendedBy` and `role` declared in its user profile) |
 //! | `LANDLORD_KEYCLOAK_SHARED_CLIENT` | `landlord-app` | the pooled tier's application client (reported, not created) |
 //! | `LANDLORD_IDP_LOGIN_THEME` | — | login theme of tenant realms |
 //! | `LANDLORD_IDP_SMTP_URL` | — | tenant realms' mail server (Keycloak's own mails): `smtp://[user:pass@]host[:port][?tls=starttls]` or `smtps://…`; required for `keycloak-email` |

@@ -2,9 +2,9 @@
 //! (realm-per-tenant degrades past a few hundred realms).
 //!
 //! The shared realm is the operator's: it must exist, have organizations
-//! enabled, and keep the `tenantId`, `landlordSagaId` and `role` user
-//! attributes (declared in its user profile, or unmanaged attributes
-//! `ENABLED` or `ADMIN_EDIT`). Its application
+//! enabled, and keep the `tenantId`, `landlordSagaId`, `landlordSuspendedBy`
+//! and `role` user attributes (declared in its user profile, or unmanaged
+//! attributes `ENABLED` or `ADMIN_EDIT`). Its application
 //! client is shared too, so `create_client` creates nothing for a pooled
 //! tenant and reports the shared client (`idp.client_mode=shared`).
 
@@ -305,6 +305,11 @@ pub async fn set_enabled(idp: &Idp, tenant: &Tenant, enabled: bool) -> Result<pb
     let kc = &idp.keycloak;
     let realm = &idp.settings.shared_realm;
     let mut org = owned(idp, tenant).await?;
+    if !enabled {
+        // Before anything changes: a profile that dropped the mark would
+        // leave users that `resume` does not know to enable again.
+        crate::admin_user::keeps_attributes(idp, realm, &[TENANT_ATTRIBUTE, SUSPENDED_ATTRIBUTE]).await?;
+    }
     let id = org["id"].as_str().unwrap_or_default().to_owned();
     if org["enabled"].as_bool() != Some(enabled) {
         org["enabled"] = json!(enabled);

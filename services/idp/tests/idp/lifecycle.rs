@@ -265,3 +265,27 @@ async fn a_suspend_that_fails_half_way_is_retryable_and_its_compensation_resumes
     assert!(error.retryable, "{error}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_pooled_suspend_is_refused_before_anything_changes_when_the_profile_would_drop_the_mark() -> Result<()> {
+    let double = double().await?;
+    let idp = idp(&double)?;
+    let spec = tenant("sus-bare", "sus-bare-id", pb::Tier::Pooled);
+    let (admin_id, _) = provisioned(&idp, &double, &spec, SHARED_REALM).await?;
+    // The operator declares the markers in the user profile and drops the
+    // unmanaged-attribute policy: `landlordSuspendedBy` would be lost.
+    let kc = idp.keycloak();
+    let profile = json!({"attributes": [{"name": "username"}, {"name": "email"}, {"name": "tenantId"},
+        {"name": "landlordSagaId"}, {"name": "role"}]});
+    let url = kc.admin_url(&[SHARED_REALM, "users", "profile"], &[]);
+    let reply =
+        kc.send(reqwest::Method::PUT, url, Some(landlord_idp::keycloak::Body::Json(&profile)), "profile").await?;
+    assert!(reply.status.is_success(), "{reply:?}");
+    let error = run(&idp, "suspend", &step(&spec, "suspend", false)).await.err().context("not refused")?;
+    assert!(!error.retryable && error.code == "refused", "{error}");
+    assert!(error.message.contains("landlordSuspendedBy"), "{error}");
+    let admin = double.users(SHARED_REALM).into_iter().find(|u| u["id"] == admin_id.as_str()).context("no admin")?;
+    assert_eq!(admin["enabled"], true, "no user was disabled");
+    assert_eq!(double.organizations(SHARED_REALM)[0]["enabled"], true, "nor the organization");
+    Ok(())
+}
