@@ -4,7 +4,8 @@
 //!
 //! Tokens must name this API in `aud` and the configured issuer in `iss`.
 //! Scopes travel space-separated in `scope` (RFC 8693 §4.2):
-//! `tenants:read`, `tenants:write`. The token's `alg` picks the check, and
+//! `tenants:read`, `tenants:write`, and `tenants:purge` (an offboarding
+//! with no grace period, on top of `tenants:write`). The token's `alg` picks the check, and
 //! each algorithm has its own kind of key, so one can never stand in for
 //! the other (algorithm confusion): HS256 is accepted only when a secret is
 //! configured, RS256 only when a JWKS is, and only with an RSA key from it;
@@ -31,7 +32,11 @@ use crate::problem::Problem;
 
 pub const READ: &str = "tenants:read";
 pub const WRITE: &str = "tenants:write";
-pub const SCOPES: [&str; 2] = [READ, WRITE];
+/// Offboarding with no grace period: the purge starts as soon as the
+/// offboarding is done. Granted separately from [`WRITE`] (DESIGN.md: never
+/// sooner "without an explicit, separately authorised request").
+pub const PURGE: &str = "tenants:purge";
+pub const SCOPES: [&str; 3] = [READ, WRITE, PURGE];
 
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY: u64 = 30;

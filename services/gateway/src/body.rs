@@ -35,6 +35,12 @@ pub fn json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T>
         .map_err(|error| Problem::bad_request("malformed-body", format!("the request body is not valid: {error}")))
 }
 
+/// The body as `T`, or `T::default()` when there is none (an optional
+/// body): a body that is there must be declared JSON and parse.
+pub fn json_or_default<T: DeserializeOwned + Default>(headers: &HeaderMap, body: &Bytes) -> Result<T> {
+    if body.is_empty() { Ok(T::default()) } else { json(headers, body) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

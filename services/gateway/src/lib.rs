@@ -4,7 +4,10 @@
 //! - `/v1/tenants`: ask for a tenant (`Idempotency-Key` required, 202 once
 //!   durably accepted), follow it by id or key (status, resources, saga
 //!   progress step by step), list with filters and cursor pagination, cancel
-//!   a running provisioning, retry a FAILED one ([`tenants`]);
+//!   a running provisioning, retry a FAILED one; after ACTIVE suspend,
+//!   resume, update (`PATCH`), offboard (`DELETE`, with a grace period),
+//!   restore and export, each a saga asked of the control plane, one at a
+//!   time per tenant; read the audit log ([`tenants`]; docs/lifecycle.md);
 //! - `/v1/webhooks/clerk`: the Clerk bridge, Svix-verified and de-duplicated
 //!   on `svix-id` in PostgreSQL; an organization and its `org:admin`
 //!   membership, in either order, become one `TenantRequested`
@@ -65,6 +68,8 @@
 //! | `LANDLORD_API_BURST` | `100` | bucket size |
 //! | `LANDLORD_RELAY_POLL` | `500ms` | how often the outbox is swept for rows left behind |
 //! | `LANDLORD_RELAY_GRACE` | `2s` | how old a row must be before the sweep publishes it |
+//! | `LANDLORD_DELETION_GRACE` | `30d` | an offboarding's grace period when the request names none |
+//! | `LANDLORD_DELETION_GRACE_MAX` | `90d` | the longest grace period a request may ask for |
 
 // The OpenAPI document is one `json!` literal, deeper than the default limit.
 #![recursion_limit = "256"]
@@ -112,6 +117,8 @@ pub struct GatewayConfig {
     pub limits: limits::Limits,
     pub relay_poll: Duration,
     pub relay_grace: Duration,
+    /// An offboarding's grace period: default and maximum.
+    pub deletion_grace: tenants::Grace,
 }
 
 impl GatewayConfig {
@@ -168,6 +175,7 @@ impl GatewayConfig {
         {
             anyhow::bail!("LANDLORD_CLERK_PLAN={:?} is not a plan in {plans_path}", clerk.plan);
         }
+        let deletion_grace = deletion_grace(env)?;
         let rate = env.bounded("LANDLORD_API_RATE", 50, 1..=1_000_000)?;
         let burst = env.bounded("LANDLORD_API_BURST", 100, 1..=1_000_000)?;
         Ok(Self {
@@ -187,6 +195,7 @@ impl GatewayConfig {
             },
             relay_poll: env.duration("LANDLORD_RELAY_POLL", Duration::from_millis(500))?,
             relay_grace: env.duration("LANDLORD_RELAY_GRACE", Duration::from_secs(2))?,
+            deletion_grace,
         })
     }
 
@@ -194,6 +203,31 @@ impl GatewayConfig {
     pub fn tokens(&self) -> Option<Tokens> {
         self.jwt_secret.as_ref().map(|secret| Tokens::new(secret, &self.jwt_audience, &self.jwt_issuer))
     }
+}
+
+/// `LANDLORD_DELETION_GRACE` and `LANDLORD_DELETION_GRACE_MAX`: the
+/// default may not exceed the maximum, and the maximum is bounded (ten
+/// years) so that `now + grace` is always a time PostgreSQL can hold.
+fn deletion_grace(env: &Env) -> Result<tenants::Grace, ConfigError> {
+    const LIMIT: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+    let defaults = tenants::Grace::default();
+    let max = env.duration("LANDLORD_DELETION_GRACE_MAX", defaults.max)?;
+    if max > LIMIT {
+        return Err(ConfigError::Invalid {
+            var: "LANDLORD_DELETION_GRACE_MAX".into(),
+            value: format!("{}s", max.as_secs()),
+            problem: "must be at most ten years".into(),
+        });
+    }
+    let default = env.duration("LANDLORD_DELETION_GRACE", defaults.default.min(max))?;
+    if default > max {
+        return Err(ConfigError::Invalid {
+            var: "LANDLORD_DELETION_GRACE".into(),
+            value: format!("{}s", default.as_secs()),
+            problem: format!("must not exceed LANDLORD_DELETION_GRACE_MAX ({}s)", max.as_secs()),
+        });
+    }
+    Ok(tenants::Grace { default, max })
 }
 
 /// An `https://` or `http://` URL, without a trailing slash.
@@ -227,9 +261,15 @@ pub fn jwt_secret(env: &Env) -> Result<Vec<u8>, ConfigError> {
 pub fn router(app: App, limits: &limits::Limits) -> Router {
     let mut routes = Router::new()
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
-        .route("/v1/tenants/{id_or_key}", get(tenants::get))
+        // PATCH and DELETE take a key; the segment's name is shared with GET.
+        .route("/v1/tenants/{id_or_key}", get(tenants::get).patch(tenants::update).delete(tenants::delete))
         .route("/v1/tenants/{key}/cancel", post(tenants::cancel))
         .route("/v1/tenants/{key}/retry", post(tenants::retry))
+        .route("/v1/tenants/{key}/suspend", post(tenants::suspend))
+        .route("/v1/tenants/{key}/resume", post(tenants::resume))
+        .route("/v1/tenants/{key}/restore", post(tenants::restore))
+        .route("/v1/tenants/{key}/export", post(tenants::export))
+        .route("/v1/tenants/{key}/audit", get(tenants::audit))
         .route("/v1/events", get(events::feed))
         .route("/v1/openapi.json", get(|| async { axum::Json(openapi::document()) }));
     if app.clerk.is_some() {
@@ -293,6 +333,7 @@ pub async fn attach(service: &mut Service, config: GatewayConfig) -> anyhow::Res
         clerk: config.clerk.clone().map(Arc::new),
         lookups: backend.is_some().then_some(lookups),
         jetstream: service.broker.jetstream.clone(),
+        deletion_grace: config.deletion_grace,
     };
     if let Some(clerk) = &app.clerk {
         service.spawn(clerk::report_waiting(app.pool.clone(), clerk.admin_wait, service.shutdown_token()));

@@ -6,7 +6,8 @@
 //! `landlord-gateway mint-token [--scope SCOPES] [--ttl DURATION] [--subject NAME]`
 //! prints a bearer token signed with `LANDLORD_JWT_SECRET` — how a fresh
 //! install gets its first admin token. Scopes are comma- or space-separated
-//! (default `tenants:read,tenants:write`), the TTL a duration such as `1h`
+//! (default `tenants:read,tenants:write`; `tenants:purge`, an offboarding
+//! without grace period, only when named), the TTL a duration such as `1h`
 //! or `30d` (default `1h`), the subject defaults to `admin`.
 
 use std::time::Duration;
@@ -40,7 +41,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn mint_token(env: &Env, args: &[String]) -> anyhow::Result<()> {
-    let mut scopes: Vec<String> = auth::SCOPES.iter().map(|s| (*s).to_owned()).collect();
+    // tenants:purge only when asked for by name.
+    let mut scopes: Vec<String> = [auth::READ, auth::WRITE].iter().map(|s| (*s).to_owned()).collect();
     let mut ttl = Duration::from_secs(3600);
     let mut subject = "admin".to_owned();
     let mut args = args.iter();

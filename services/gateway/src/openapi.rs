@@ -3,7 +3,9 @@
 //! The component schemas are derived from the types the handlers read and
 //! write, by schemars (JSON Schema 2020-12, the dialect of OpenAPI 3.1):
 //! [`CreateTenant`], [`CancelBody`], [`Accepted`], [`TenantView`],
-//! [`RequestedTenant`], [`Page`] (tenants/views.rs), the problem
+//! [`RequestedTenant`], [`Page`] (tenants/views.rs), the lifecycle's
+//! bodies and answers (tenants/bodies.rs, their paths in
+//! openapi/lifecycle.rs), the problem
 //! [`Details`] (problem.rs), [`FeedEvent`] (events.rs), [`Outcome`]
 //! (clerk/webhook.rs) and [`Organizations`] (clerk/views.rs), and the
 //! types they contain. Names, required
@@ -39,7 +41,7 @@ use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
-use crate::auth::{READ, WRITE};
+use crate::auth::{PURGE, READ, WRITE};
 use crate::clerk::{Organizations, Outcome, STATES};
 use crate::events::FeedEvent;
 use crate::problem::Details;
@@ -165,8 +167,10 @@ impl Answers {
             ),
         ];
         let mut map = Map::new();
+        // An operation's own description of a code (a 403 that says more)
+        // wins over the common one.
         for (code, value) in pairs.into_iter().chain(auth) {
-            map.insert(code.to_owned(), value);
+            map.entry(code.to_owned()).or_insert(value);
         }
         Value::Object(map)
     }
@@ -199,12 +203,12 @@ pub fn document() -> Value {
         "info": {
             "title": "Landlord gateway",
             "version": "1",
-            "description": "Tenant provisioning: ask for a tenant, follow its saga, cancel or retry it; Clerk webhooks; a live event feed. Every error, on every path (an unknown path 404, a method a path does not have 405 with Allow, a body too large 413, a body not declared application/json 415), is an RFC 9457 problem detail (application/problem+json)."
+            "description": "Tenant provisioning: ask for a tenant, follow its saga, cancel or retry it; after ACTIVE suspend, resume, update, offboard (DELETE, with a grace period), restore and export it, one operation at a time, and read its audit log; Clerk webhooks; a live event feed. Every error, on every path (an unknown path 404, a method a path does not have 405 with Allow, a body too large 413, a body not declared application/json 415), is an RFC 9457 problem detail (application/problem+json)."
         },
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                           "description": format!("JWT with aud/iss as configured and scopes {READ}, {WRITE} in `scope`: HS256 with the shared secret (LANDLORD_JWT_SECRET) and/or RS256 with a key named by `kid` from the JWKS at LANDLORD_JWKS_URL, as configured")}
+                           "description": format!("JWT with aud/iss as configured and scopes {READ}, {WRITE}, {PURGE} (an offboarding with no grace period) in `scope`: HS256 with the shared secret (LANDLORD_JWT_SECRET) and/or RS256 with a key named by `kid` from the JWKS at LANDLORD_JWKS_URL, as configured")}
             }
         },
         "paths": {
@@ -293,7 +297,7 @@ pub fn document() -> Value {
             },
             "/v1/webhooks/clerk": {
                 "post": {
-                    "operationId": "clerkWebhook", "summary": "Clerk events through Svix (only when a signing secret is configured)",
+                    "operationId": "clerkWebhook", "summary": "Clerk events through Svix (only when a signing secret is configured); organization.updated updates the organization's tenant, organization.deleted offboards it",
                     "security": [],
                     "parameters": [
                         {"name": "svix-id", "in": "header", "required": true, "schema": {"type": "string"}},
@@ -305,6 +309,7 @@ pub fn document() -> Value {
                         "200": ok("Durably accepted, or a duplicate", &outcome),
                         "400": answers.problem("Missing Svix headers or not a Clerk event"),
                         "401": answers.problem("Bad signature or a timestamp more than 5 minutes off"),
+                        "409": answers.problem("organization.updated or organization.deleted whose tenant is busy with another operation (rule operation.one_at_a_time) or requested and not created yet: not recorded, so Svix delivers it again"),
                         "413": answers.problem("Body too large"),
                         "415": answers.problem("A signed delivery not declared Content-Type: application/json"),
                         "429": answers.problem("Too many deliveries with a bad or missing signature from this address; see Retry-After (signed deliveries are never limited)"),
@@ -327,6 +332,13 @@ pub fn document() -> Value {
             }
         }
     });
+    if let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) {
+        for (path, method, operation) in lifecycle::paths(&mut schemas, &answers) {
+            if let Some(item) = paths.entry(path).or_insert_with(|| json!({})).as_object_mut() {
+                item.insert(method.to_owned(), operation);
+            }
+        }
+    }
     schemas.finish(&mut document);
     document
 }
@@ -338,5 +350,6 @@ pub fn pretty() -> String {
     text
 }
 
+mod lifecycle;
 #[cfg(test)]
 mod tests;

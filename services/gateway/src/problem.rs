@@ -56,6 +56,15 @@ pub struct Details {
     // Left out when there is none, never null.
     #[schemars(with = "String")]
     pub rule: Option<String>,
+    /// For a 409 because another operation is at work on the tenant: that
+    /// operation (`suspend`, `offboard`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub operation: Option<String>,
+    /// For a 409 because another operation is at work on the tenant: its saga.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String", extend("format" = "uuid"))]
+    pub saga_id: Option<uuid::Uuid>,
     /// For 401s: sent back as `WWW-Authenticate` too.
     #[serde(skip)]
     pub authenticate: Option<String>,
@@ -72,6 +81,8 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             rule: None,
+            operation: None,
+            saga_id: None,
             authenticate: None,
             retry_after: None,
         }))

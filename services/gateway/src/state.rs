@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use crate::auth::{self, Verifier};
 use crate::clerk::backend::Lookups;
 use crate::clerk::settings::Settings;
+use crate::tenants::grace::Grace;
 
 /// What every handler gets.
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ pub struct App {
     /// Backend API lookups of admins, when a Clerk secret key is set.
     pub lookups: Option<Lookups>,
     pub jetstream: async_nats::jetstream::Context,
+    /// An offboarding's grace period: default and maximum.
+    pub deletion_grace: Grace,
 }
 
 impl auth::HasVerifier for App {

@@ -38,6 +38,8 @@ mod events;
 mod hardening;
 #[path = "gateway/helpers.rs"]
 mod helpers;
+#[path = "gateway/lifecycle.rs"]
+mod lifecycle;
 #[path = "gateway/limits.rs"]
 mod limits;
 #[path = "gateway/openapi.rs"]

@@ -29,8 +29,12 @@
 //! [`backend`]); whichever
 //! source names the admin first makes the one `TenantRequested`.
 //!
+//! `organization.updated` updates the organization's tenant (its display
+//! name) and `organization.deleted` offboards it with the default grace
+//! period, idempotent on `svix-id` ([`lifecycle`]).
+//!
 //! Every delivery — the organization flow and everything else
-//! (`organization.deleted`, `organizationMembership.*`, `user.*`, …) — is
+//! (`organizationMembership.*`, `user.*`, …) — is
 //! also published on `<root>.v1.events._clerk.<type>` as a
 //! `landlord.v1.ClerkEvent` (proto/landlord/v1/clerk.proto), which carries
 //! the delivery's JSON verbatim in `data`, written to the outbox in the
@@ -47,11 +51,14 @@
 //!   `/v1/clerk/organizations` handler and the overdue report;
 //! - [`organizations`]: an organization's row, its admin, and the one
 //!   `TenantRequested` once both halves are here;
+//! - [`lifecycle`]: an organization updated or deleted, its tenant's
+//!   update or offboarding;
 //! - [`webhook`]: `POST /v1/webhooks/clerk`;
 //! - [`lookup`]: the background task that looks admins up.
 
 pub mod backend;
 pub mod keys;
+pub mod lifecycle;
 pub mod lookup;
 pub mod organizations;
 pub mod settings;
@@ -61,6 +68,7 @@ pub mod webhook;
 
 pub use backend::{Admin, Backend, BackendSettings, Lookup, LookupError, Lookups};
 pub use keys::{MAX_KEY_SUFFIX, key_candidates, key_from_slug};
+pub use lifecycle::OperationOutcome;
 pub use lookup::run;
 pub use organizations::admin_found;
 pub use settings::Settings;

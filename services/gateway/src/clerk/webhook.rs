@@ -1,6 +1,7 @@
 //! `POST /v1/webhooks/clerk`: a delivery verified, recorded once by
 //! `svix-id`, republished as a `ClerkEvent`, and for the organization flow
-//! handed to [`super::organizations`].
+//! handed to [`super::organizations`], for an organization's update or
+//! deletion to [`super::lifecycle`].
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::lifecycle::{OperationOutcome, organization_changed};
 use super::organizations::{AdminFields, ready_request, record_admin};
 use super::settings::Settings;
 use super::svix::{svix_timestamp, unix_now};
@@ -60,6 +62,12 @@ pub struct Outcome {
     // Left out when there is none, never null.
     #[schemars(with = "OrganizationView")]
     pub organization: Option<OrganizationView>,
+    /// For `organization.updated` and `organization.deleted`: the
+    /// operation asked of the organization's tenant, and what became of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    // Left out when there is none, never null.
+    #[schemars(with = "OperationOutcome")]
+    pub operation: Option<OperationOutcome>,
 }
 
 fn text(value: &Value, pointer: &str) -> Option<String> {
@@ -120,6 +128,11 @@ async fn deliver(
     let event = Outgoing::new(subject, format!("clerk.{svix_id}"), &event);
     let admin_membership = delivery.kind == "organizationMembership.created"
         && text(&delivery.data, "/role").as_deref() == Some("org:admin");
+    if matches!(delivery.kind.as_str(), "organization.updated" | "organization.deleted") {
+        let operation = organization_changed(app, &svix_id, &delivery.kind, &delivery.data, event).await?;
+        let delivery = if operation.is_some() { "accepted" } else { "duplicate" };
+        return Ok(Json(Outcome { delivery: delivery.into(), organization: None, operation }).into_response());
+    }
     if delivery.kind != "organization.created" && !admin_membership {
         return record_event(app, &svix_id, &delivery.kind, event).await;
     }
@@ -137,7 +150,7 @@ async fn deliver(
         == 1;
     if !fresh {
         tracing::debug!(svix_id, "webhook delivery seen before");
-        return Ok(Json(Outcome { delivery: "duplicate".into(), organization: None }).into_response());
+        return Ok(Json(Outcome { delivery: "duplicate".into(), organization: None, operation: None }).into_response());
     }
     let mut messages = vec![event];
     let mut created_by = None;
@@ -194,7 +207,7 @@ async fn deliver(
     {
         lookups.request(&org.org_id, &user_id);
     }
-    Ok(Json(Outcome { delivery: "accepted".into(), organization }).into_response())
+    Ok(Json(Outcome { delivery: "accepted".into(), organization, operation: None }).into_response())
 }
 
 /// A delivery outside the organization flow: recorded, and its
@@ -207,10 +220,10 @@ async fn record_event(app: &App, svix_id: &str, kind: &str, event: Outgoing) -> 
     let written = landlord_control_plane::outbox::write_for_new_delivery(&app.pool, svix_id, kind, &event).await?;
     let Some(pending) = written else {
         tracing::debug!(svix_id, "webhook delivery seen before");
-        return Ok(Json(Outcome { delivery: "duplicate".into(), organization: None }).into_response());
+        return Ok(Json(Outcome { delivery: "duplicate".into(), organization: None, operation: None }).into_response());
     };
     let dispatcher = app.dispatcher.clone();
     tokio::spawn(async move { dispatcher.dispatch(vec![pending]).await });
     tracing::info!(svix_id, kind, "clerk event accepted");
-    Ok(Json(Outcome { delivery: "accepted".into(), organization: None }).into_response())
+    Ok(Json(Outcome { delivery: "accepted".into(), organization: None, operation: None }).into_response())
 }

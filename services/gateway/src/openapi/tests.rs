@@ -6,9 +6,14 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use super::*;
+use crate::clerk::OperationOutcome;
 use crate::clerk::OrganizationView;
 use crate::problem::Problem;
-use crate::tenants::{Admin, RequestedStatus, ResourceView, SagaView, StepView, TenantSummary};
+use crate::tenants::AuditPage;
+use crate::tenants::{
+    Admin, AuditEntry, DeleteBody, OperationAccepted, ReasonBody, RequestedStatus, ResourceView, RunningOperation,
+    SagaView, StepView, SuspendBody, TenantSummary, UpdateTenant,
+};
 
 const TENANTS: &str = "/paths/~1v1~1tenants";
 const JSON: &str = "content/application~1json/schema";
@@ -201,6 +206,13 @@ fn answers_follow_the_types() {
         failure_reason: Some("why".into()),
         resources,
         saga,
+        operation: Some(RunningOperation { operation: "suspend".into(), saga_id: Uuid::from_u128(4) }),
+        purge_at: Some(OffsetDateTime::UNIX_EPOCH),
+        export_location: Some("s3://landlord-archive/acme/x/".into()),
+        exported_at: Some(OffsetDateTime::UNIX_EPOCH),
+        deleted_at: None,
+        deleted_by: None,
+        deletion_reason: None,
     };
     let get = format!("/paths/~1v1~1tenants~1{{id_or_key}}/get/responses/200/{JSON}");
     assert_conforms(&document, &get, &tenant(Some(saga), vec![resource]));
@@ -226,8 +238,16 @@ fn answers_follow_the_types() {
     assert_conforms(&document, &problem, &*unauthenticated);
 
     let webhook = format!("/paths/~1v1~1webhooks~1clerk/post/responses/200/{JSON}");
-    assert_conforms(&document, &webhook, &Outcome { delivery: "duplicate".into(), organization: None });
-    assert_conforms(&document, &webhook, &Outcome { delivery: "accepted".into(), organization: Some(organization()) });
+    assert_conforms(
+        &document,
+        &webhook,
+        &Outcome { delivery: "duplicate".into(), organization: None, operation: None },
+    );
+    assert_conforms(
+        &document,
+        &webhook,
+        &Outcome { delivery: "accepted".into(), organization: Some(organization()), operation: None },
+    );
     let organizations = Organizations { items: vec![organization()] };
     assert_conforms(&document, &format!("/paths/~1v1~1clerk~1organizations/get/responses/200/{JSON}"), &organizations);
     let event = FeedEvent {
@@ -244,6 +264,52 @@ fn answers_follow_the_types() {
     };
     // Named in the event stream's description.
     assert_conforms(&document, "/components/schemas/FeedEvent", &event);
+
+    let accepted_operation = OperationAccepted {
+        saga_id: Uuid::from_u128(5),
+        operation: "suspend".into(),
+        tenant_id: Uuid::from_u128(1),
+        key: "acme".into(),
+        status_url: "/v1/tenants/x".into(),
+    };
+    for (path, method) in [
+        ("/paths/~1v1~1tenants~1{key}~1suspend", "post"),
+        ("/paths/~1v1~1tenants~1{key}~1resume", "post"),
+        ("/paths/~1v1~1tenants~1{key}~1restore", "post"),
+        ("/paths/~1v1~1tenants~1{key}~1export", "post"),
+        ("/paths/~1v1~1tenants~1{id_or_key}", "patch"),
+        ("/paths/~1v1~1tenants~1{id_or_key}", "delete"),
+    ] {
+        assert_conforms(&document, &format!("{path}/{method}/responses/202/{JSON}"), &accepted_operation);
+        let mut busy = Problem::conflict("operation-in-progress", "busy").with_rule("operation.one_at_a_time");
+        busy.operation = Some("suspend".into());
+        busy.saga_id = Some(Uuid::from_u128(6));
+        assert_conforms(
+            &document,
+            &format!("{path}/{method}/responses/409/content/application~1problem+json/schema"),
+            &*busy,
+        );
+    }
+    let entry = |id, saga_id| AuditEntry {
+        id,
+        at: OffsetDateTime::UNIX_EPOCH,
+        actor: "tester".into(),
+        saga_id,
+        action: "suspend.requested".into(),
+        detail: json!({"reason": "non-payment"}),
+    };
+    let audit =
+        AuditPage { items: vec![entry(1, None), entry(2, Some(Uuid::from_u128(7)))], next_cursor: Some("x".into()) };
+    assert_conforms(&document, &format!("/paths/~1v1~1tenants~1{{key}}~1audit/get/responses/200/{JSON}"), &audit);
+    let offboarded = OperationOutcome {
+        operation: "offboard".into(),
+        result: "requested".into(),
+        tenant_key: Some("acme".into()),
+        saga_id: Some(Uuid::from_u128(8)),
+        detail: None,
+    };
+    let outcome = Outcome { delivery: "accepted".into(), organization: None, operation: Some(offboarded) };
+    assert_conforms(&document, &webhook, &outcome);
 
     // The checker itself finds a member the document does not know.
     let mut extra = serde_json::to_value(&accepted).unwrap();
@@ -293,6 +359,34 @@ fn request_bodies_follow_the_types() {
     }
     assert!(conforms(&document, &cancel, &json!({"why": "x"})).is_err());
     assert!(serde_json::from_value::<CancelBody>(json!({"why": "x"})).is_err());
+
+    fn both<T: serde::de::DeserializeOwned>(document: &Value, pointer: &str, body: &Value, read: bool) {
+        assert_eq!(conforms(document, pointer, body).is_ok(), read, "{pointer}: {body}");
+        assert_eq!(serde_json::from_value::<T>(body.clone()).is_ok(), read, "{pointer}: {body}");
+    }
+    let suspend = format!("/paths/~1v1~1tenants~1{{key}}~1suspend/post/requestBody/{JSON}");
+    both::<SuspendBody>(&document, &suspend, &json!({"reason": "non-payment"}), true);
+    both::<SuspendBody>(&document, &suspend, &json!({}), false);
+    both::<SuspendBody>(&document, &suspend, &json!({"reason": "x", "grace": 1}), false);
+    for route in ["resume", "restore", "export"] {
+        let pointer = format!("/paths/~1v1~1tenants~1{{key}}~1{route}/post/requestBody/{JSON}");
+        both::<ReasonBody>(&document, &pointer, &json!({}), true);
+        both::<ReasonBody>(&document, &pointer, &json!({"reason": "paid"}), true);
+        both::<ReasonBody>(&document, &pointer, &json!({"why": "paid"}), false);
+    }
+    let delete = format!("/paths/~1v1~1tenants~1{{id_or_key}}/delete/requestBody/{JSON}");
+    both::<DeleteBody>(&document, &delete, &json!({"reason": "churned"}), true);
+    both::<DeleteBody>(&document, &delete, &json!({"reason": "churned", "grace": 0, "export": false}), true);
+    both::<DeleteBody>(&document, &delete, &json!({"grace": 60}), false);
+    both::<DeleteBody>(&document, &delete, &json!({"reason": "churned", "grace": "P30D"}), false);
+    assert!(serde_json::from_value::<DeleteBody>(json!({"reason": "x"})).unwrap().export, "export defaults to true");
+    let patch = format!("/paths/~1v1~1tenants~1{{id_or_key}}/patch/requestBody/{JSON}");
+    both::<UpdateTenant>(&document, &patch, &json!({"display_name": "Acme 2"}), true);
+    let full = json!({"display_name": "A", "domains": ["a.test"], "admin": {"email": "a@a.test"},
+                      "labels": {"team": "red"}, "plan": "standard", "tier": "bridge", "reason": "rebrand"});
+    both::<UpdateTenant>(&document, &patch, &full, true);
+    both::<UpdateTenant>(&document, &patch, &json!({"key": "other"}), false);
+    both::<UpdateTenant>(&document, &patch, &json!({"admin": {"first_name": "A"}}), false);
 }
 
 #[test]

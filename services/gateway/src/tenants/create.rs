@@ -10,28 +10,11 @@ use landlord_control_plane::outbox::Outgoing;
 use landlord_control_plane::request::validate;
 use sqlx::types::Json as SqlJson;
 
-use super::requests::{accepted_response, parse_tier, refuse_taken_domains, requested_subject};
+use super::requests::{accepted_response, idempotency_key, parse_tier, refuse_taken_domains, requested_subject};
 use super::views::{Accepted, CreateTenant};
 use crate::auth::{Caller, WRITE};
 use crate::problem::{Problem, Result};
 use crate::state::App;
-
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-fn idempotency_key(headers: &HeaderMap) -> Result<String> {
-    let missing = || {
-        Problem::bad_request(
-            "idempotency-key",
-            "an Idempotency-Key header (1 to 200 visible ASCII characters) is required",
-        )
-    };
-    let value = headers.get(IDEMPOTENCY_KEY).ok_or_else(missing)?;
-    let value = value.to_str().map_err(|_| missing())?.trim();
-    if value.is_empty() || value.len() > 200 || !value.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(missing());
-    }
-    Ok(value.to_owned())
-}
 
 fn sha256(bytes: &[u8]) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().to_vec()

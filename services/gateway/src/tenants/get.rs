@@ -10,6 +10,7 @@ use sqlx::types::Json as SqlJson;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::bodies::RunningOperation;
 use super::rows::TenantRow;
 use super::views::{Admin, RequestedStatus, RequestedTenant, ResourceView, SagaView, StepView, TenantView};
 use crate::auth::{Caller, READ};
@@ -32,12 +33,28 @@ struct SagaRow {
     steps: Vec<StepView>,
 }
 
+/// What the lifecycle adds to a tenant's view: offboarding, export,
+/// tombstone, and the operation at work.
+#[derive(sqlx::FromRow)]
+struct LifecycleRow {
+    purge_at: Option<OffsetDateTime>,
+    export_location: Option<String>,
+    exported_at: Option<OffsetDateTime>,
+    deleted_at: Option<OffsetDateTime>,
+    deleted_by: Option<String>,
+    deletion_reason: Option<String>,
+    running_operation: Option<String>,
+    running_saga_id: Option<Uuid>,
+}
+
 /// A tenant with its resources and latest saga, read in one statement
 /// ([`landlord_control_plane::read::TENANT_VIEW_SQL`]).
 #[derive(sqlx::FromRow)]
 struct ViewRow {
     #[sqlx(flatten)]
     tenant: TenantRow,
+    #[sqlx(flatten)]
+    lifecycle: LifecycleRow,
     resources: SqlJson<Vec<ResourceView>>,
     saga: Option<SqlJson<SagaRow>>,
 }
@@ -56,7 +73,7 @@ pub async fn get(State(app): State<App>, caller: Caller, Path(id_or_key): Path<S
         return Err(Problem::not_found(format!("no tenant has the id or key {id_or_key:?}")));
     }
     let found: Option<ViewRow> = landlord_control_plane::read::tenant_view(&app.pool, &id_or_key).await?;
-    let Some(ViewRow { tenant: row, resources, saga }) = found else {
+    let Some(ViewRow { tenant: row, lifecycle, resources, saga }) = found else {
         return pending_request(&app, &id_or_key).await;
     };
     let resources: Vec<ResourceView> = resources
@@ -99,6 +116,16 @@ pub async fn get(State(app): State<App>, caller: Caller, Path(id_or_key): Path<S
         failure_reason: row.failure_reason,
         resources,
         saga,
+        operation: lifecycle
+            .running_operation
+            .zip(lifecycle.running_saga_id)
+            .map(|(operation, saga_id)| RunningOperation { operation, saga_id }),
+        purge_at: lifecycle.purge_at.map(utc),
+        export_location: lifecycle.export_location,
+        exported_at: lifecycle.exported_at.map(utc),
+        deleted_at: lifecycle.deleted_at.map(utc),
+        deleted_by: lifecycle.deleted_by,
+        deletion_reason: lifecycle.deletion_reason,
     };
     Ok(Json(view).into_response())
 }

@@ -1,8 +1,9 @@
 //! What the handlers that write a `TenantRequested` or a command share:
-//! the tier, the subject, the 202 answer and the early domain check.
+//! the Idempotency-Key, the tier, the subject, the 202 answer and the early
+//! domain check.
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use landlord_contract::{Event as _, TenantKey, pb};
 use uuid::Uuid;
@@ -10,6 +11,26 @@ use uuid::Uuid;
 use super::views::Accepted;
 use crate::problem::{Problem, Result};
 use crate::state::App;
+
+/// Required by every route that asks for something.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The `Idempotency-Key` header: 400 unless there is one of 1 to 200
+/// visible ASCII characters.
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<String> {
+    let missing = || {
+        Problem::bad_request(
+            "idempotency-key",
+            "an Idempotency-Key header (1 to 200 visible ASCII characters) is required",
+        )
+    };
+    let value = headers.get(IDEMPOTENCY_KEY).ok_or_else(missing)?;
+    let value = value.to_str().map_err(|_| missing())?.trim();
+    if value.is_empty() || value.len() > 200 || !value.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(missing());
+    }
+    Ok(value.to_owned())
+}
 
 pub(super) fn parse_tier(tier: Option<&str>) -> Result<pb::Tier> {
     match tier {
@@ -21,8 +42,13 @@ pub(super) fn parse_tier(tier: Option<&str>) -> Result<pb::Tier> {
 }
 
 pub(super) fn accepted_response(accepted: &Accepted) -> Response {
-    let mut response = (StatusCode::ACCEPTED, Json(accepted)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&accepted.status_url) {
+    accepted_at(accepted, &accepted.status_url)
+}
+
+/// 202 with `answer`, and `Location: status_url`.
+pub(super) fn accepted_at(answer: &impl serde::Serialize, status_url: &str) -> Response {
+    let mut response = (StatusCode::ACCEPTED, Json(answer)).into_response();
+    if let Ok(location) = HeaderValue::from_str(status_url) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     response

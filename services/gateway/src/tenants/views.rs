@@ -9,6 +9,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::bodies::RunningOperation;
+
 /// The body of `POST /v1/tenants`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -86,8 +88,26 @@ pub struct TenantView {
     pub failure_reason: Option<String>,
     /// Deleted ones included, with `deleted_at`.
     pub resources: Vec<ResourceView>,
-    /// The latest saga: provisioning, or the retry that followed it.
+    /// The latest saga: provisioning, its retry, or a later operation.
     pub saga: Option<SagaView>,
+    /// The operation at work on the tenant (requested, or its saga
+    /// running): another one is refused until it is done.
+    pub operation: Option<RunningOperation>,
+    /// DELETION_SCHEDULED: when the grace period ends and the purge starts.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
+    pub purge_at: Option<OffsetDateTime>,
+    /// Where the latest verified export is (`s3://<bucket>/<prefix>`).
+    pub export_location: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
+    pub exported_at: Option<OffsetDateTime>,
+    /// DELETED: when it was purged, who asked for its offboarding and why.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
+    pub deleted_at: Option<OffsetDateTime>,
+    pub deleted_by: Option<String>,
+    pub deletion_reason: Option<String>,
 }
 
 /// Something a step made for the tenant (a database, a bucket, a realm…).

@@ -291,7 +291,7 @@ async fn every_error_is_problem_json() -> Result<()> {
     // Wrong method: 405 with Allow kept.
     for (method, path, allowed) in [
         (reqwest::Method::PUT, "/v1/tenants", ["GET", "POST"].as_slice()),
-        (reqwest::Method::DELETE, "/v1/tenants/acme", &["GET"]),
+        (reqwest::Method::PUT, "/v1/tenants/acme", &["GET", "PATCH", "DELETE"]),
         (reqwest::Method::GET, "/v1/tenants/acme/cancel", &["POST"]),
         (reqwest::Method::PATCH, "/v1/events", &["GET"]),
         (reqwest::Method::GET, "/v1/webhooks/clerk", &["POST"]),

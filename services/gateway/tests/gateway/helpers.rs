@@ -30,12 +30,55 @@ pub(crate) const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 pub(crate) const OLD_WEBHOOK_SECRET: &str = "whsec_b2xkIGtleSBvbGQga2V5IG9sZCBrZXk=";
 pub(crate) const CLERK_SECRET_KEY: &str = "sk_test_contract_double_secret";
 
-/// Two plans of two steps each, both served by the scripted worker.
+/// Two plans of two steps each, and a pipeline for every later
+/// operation, all served by the scripted worker (whose steps a test may
+/// hold for up to their 60 s timeout).
 pub(crate) const PLANS: &str = r#"
 [defaults]
 timeout = "2s"
 max_attempts = 2
 backoff = ["100ms"]
+
+[operations]
+restore = "resume"
+
+[[pipelines.suspend]]
+name = "block"
+command = "work.suspend"
+timeout = "60s"
+compensation = "work.resume"
+
+[[pipelines.resume]]
+name = "unblock"
+command = "work.resume"
+timeout = "60s"
+compensation = "work.suspend"
+
+[[pipelines.update]]
+name = "change"
+command = "work.update"
+timeout = "60s"
+compensation = "work.update"
+
+[[pipelines.offboard]]
+name = "block"
+command = "work.suspend"
+timeout = "60s"
+compensation = "work.resume"
+[[pipelines.offboard]]
+name = "archive"
+command = "work.export"
+timeout = "60s"
+
+[[pipelines.export]]
+name = "archive"
+command = "work.export"
+timeout = "60s"
+
+[[pipelines.purge]]
+name = "remove"
+command = "work.purge"
+max_attempts = 0
 
 [plans.standard]
 tier = "bridge"
@@ -119,6 +162,8 @@ pub(crate) struct Harness {
     pub(crate) clerk: SigningSecret,
     pub(crate) namespace: Namespace,
     pub(crate) jetstream: async_nats::jetstream::Context,
+    /// A plain client of the same server, to watch subjects.
+    pub(crate) nats: async_nats::Client,
     pub(crate) pool: PgPool,
     pub(crate) release: tokio::sync::watch::Sender<bool>,
     pub(crate) stops: Vec<CancellationToken>,
@@ -205,6 +250,7 @@ impl Harness {
             limits,
             relay_poll: Duration::from_millis(100),
             relay_grace: Duration::from_millis(500),
+            deletion_grace: landlord_gateway::tenants::Grace::default(),
         };
         let tokens = Tokens::new(JWT_SECRET.as_bytes(), "landlord", "landlord");
         let mut gateway = Service::build(Config::from("gateway", &env(&url, &namespace, &database.url))?).await?;
@@ -246,6 +292,7 @@ impl Harness {
             http: landlord_runtime::http::client()?,
             tokens,
             clerk: SigningSecret::parse(WEBHOOK_SECRET).map_err(anyhow::Error::msg)?,
+            nats: async_nats::connect(&url).await?,
             namespace,
             jetstream,
             pool,
