@@ -14,7 +14,7 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::saga::{Saga, StepRow, TenantRow};
+use crate::saga::{Saga, SagaRow, StepRow, TenantRow};
 
 type Tx = Transaction<'static, Postgres>;
 
@@ -262,10 +262,17 @@ pub async fn apply(
     }
     // The key is taken (by this request before, or by another), or the
     // idempotency id already made a tenant under another key.
-    let taken: Option<String> = sqlx::query_scalar("SELECT idempotency_id FROM tenants WHERE key = $1")
-        .bind(valid.key.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
+    // A DELETED tenant is a tombstone: its key is free for another
+    // request, but a repeat of the request that made it still finds it,
+    // even once the key belongs to another tenant.
+    let taken: Option<String> = sqlx::query_scalar(
+        "SELECT idempotency_id FROM tenants WHERE key = $1 AND (status <> 'DELETED' OR id = $2)
+         ORDER BY (id = $2) DESC LIMIT 1",
+    )
+    .bind(valid.key.as_str())
+    .bind(tenant.id)
+    .fetch_optional(&mut **tx)
+    .await?;
     let rejection = match taken {
         Some(idempotency_id) if idempotency_id == request.idempotency_id => {
             return Ok(Applied::nothing(Intake::Repeated, Vec::new()));
@@ -296,6 +303,15 @@ fn tenant_row(valid: &ValidRequest<'_>, request: &pb::TenantRequested) -> Tenant
         admin_first_name: valid.admin_first_name.clone(),
         admin_last_name: valid.admin_last_name.clone(),
         labels: Json(valid.labels.clone()),
+        failed_step: None,
+        failure_reason: None,
+        purge_at: None,
+        export_location: None,
+        exported_at: None,
+        export_waived: false,
+        deleted_at: None,
+        deleted_by: None,
+        deletion_reason: None,
     }
 }
 
@@ -309,7 +325,7 @@ async fn retry_of_failed(
     request: &pb::TenantRequested,
     retry_of: &str,
 ) -> sqlx::Result<Result<Option<Uuid>, Rejection>> {
-    let existing: Option<Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE key = $1")
+    let existing: Option<Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE key = $1 AND status <> 'DELETED'")
         .bind(valid.key.as_str())
         .fetch_optional(&mut **tx)
         .await?;
@@ -375,54 +391,15 @@ async fn start_saga(
         Started::New(row) => row.id,
         Started::Again(id) => *id,
     };
-    // One statement for the saga and all its steps: arrays of the steps'
-    // columns, unnested.
     // The rows as they are inserted and, for a new tenant, kept: one
     // conversion from the plan for both.
     let steps: Vec<StepRow> =
         (0..).zip(&valid.plan.steps).map(|(position, spec)| StepRow::pending(spec, position)).collect();
-    let positions: Vec<i32> = steps.iter().map(|s| s.position).collect();
-    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
-    let services: Vec<&str> = steps.iter().map(|s| s.service.as_str()).collect();
-    let actions: Vec<&str> = steps.iter().map(|s| s.action.as_str()).collect();
-    let compensations: Vec<Option<&str>> = steps.iter().map(|s| s.compensation.as_deref()).collect();
-    let fatal: Vec<bool> = steps.iter().map(|s| s.fatal).collect();
-    let timeouts: Vec<i64> = steps.iter().map(|s| s.timeout_ms).collect();
-    let attempts: Vec<i32> = steps.iter().map(|s| s.max_attempts).collect();
-    // Postgres arrays of arrays must be rectangular: backoffs travel as JSON.
-    let backoffs: Vec<Json<&Vec<i64>>> = steps.iter().map(|s| Json(&s.backoff_ms)).collect();
-    let params: Vec<&Json<std::collections::HashMap<String, String>>> = steps.iter().map(|s| &s.params).collect();
-    sqlx::query(
-        "WITH saga AS (
-            INSERT INTO sagas (id, tenant_id, operation, idempotency_id, state)
-            VALUES ($1, $12, 'provision', $13, 'running')
-         )
-         INSERT INTO saga_steps (saga_id, position, name, service, action, compensation, fatal, timeout_ms,
-                                 max_attempts, backoff_ms, params)
-         SELECT $1, u.position, u.name, u.service, u.action, u.compensation, u.fatal, u.timeout_ms, u.max_attempts,
-                ARRAY(SELECT jsonb_array_elements_text(u.backoff)::bigint), u.params
-         FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::bigint[], $9::int[],
-                     $10::jsonb[], $11::jsonb[])
-              AS u(position, name, service, action, compensation, fatal, timeout_ms, max_attempts, backoff, params)",
-    )
-    .bind(saga)
-    .bind(&positions)
-    .bind(&names)
-    .bind(&services)
-    .bind(&actions)
-    .bind(&compensations)
-    .bind(&fatal)
-    .bind(&timeouts)
-    .bind(&attempts)
-    .bind(&backoffs)
-    .bind(&params)
-    .bind(tenant)
-    .bind(&request.idempotency_id)
-    .execute(&mut **tx)
-    .await?;
+    let row = SagaRow::running(saga, tenant, Operation::Provision);
+    Saga::insert(tx, &row, &request.idempotency_id, &steps).await?;
     let mut state = match started {
         // As the statements above left them: nothing to read back.
-        Started::New(row) => Saga::started(namespace, saga, *row, steps),
+        Started::New(tenant) => Saga::started(namespace, row, *tenant, steps),
         Started::Again(_) => Saga::load(tx, namespace, saga, false).await?.ok_or(sqlx::Error::RowNotFound)?,
     };
     let accepted = pb::TenantAccepted {

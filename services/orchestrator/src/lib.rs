@@ -1,5 +1,9 @@
 //! The orchestrator turns each TenantRequested into a provisioning saga and
-//! drives it to ACTIVE, or undoes it (DESIGN.md, "Saga semantics").
+//! drives it to ACTIVE, or undoes it (DESIGN.md, "Saga semantics"); each
+//! OperationRequested into a lifecycle saga — suspend, resume, update,
+//! offboard, restore, export, purge — run by the same engine
+//! (docs/lifecycle.md), and it asks for the purges whose grace period is
+//! over ([`purge`]).
 //!
 //! PostgreSQL is the source of truth. Every handler runs one transaction:
 //! the message id goes into the inbox (a repeat changes nothing), the saga is
@@ -10,6 +14,8 @@
 //! can run: the broker spreads messages, row locks serialise each saga.
 
 pub mod intake;
+pub mod operate;
+pub mod purge;
 mod results;
 pub mod saga;
 
@@ -17,8 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use landlord_contract::{Action, EventKind, Namespace, StreamKind, pb};
+use landlord_control_plane::{Operation, SagaState, StepState};
 use landlord_control_plane::{Plans, migrator, outbox};
-use landlord_control_plane::{SagaState, StepState};
 use landlord_runtime::{Delivery, Handler, HandlerError, Service};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +57,18 @@ impl Default for Timing {
             relay_grace: Duration::from_secs(2),
             inbox_retention: Duration::from_secs(7 * 24 * 3600),
         }
+    }
+}
+
+/// How often the purge timer looks for grace periods that are over.
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    pub purge_interval: Duration,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self { purge_interval: Duration::from_secs(5) }
     }
 }
 
@@ -158,6 +176,35 @@ impl Handler for Intake {
     }
 }
 
+struct Operate(Arc<Core>);
+
+impl Handler for Operate {
+    type Message = pb::OperationRequested;
+
+    async fn handle(&self, delivery: Delivery<pb::OperationRequested>) -> Result<(), HandlerError> {
+        let core = &self.0;
+        let request = delivery.message;
+        let Some(mut tx) = core.begin_once(&format!("operate.{}", delivery.info.message_id())).await? else {
+            return Ok(());
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let applied =
+            operate::apply(&mut tx, &core.namespace, &core.plans, &request, now).await.map_err(|e| match e {
+                operate::OperateError::Malformed(message) => HandlerError::permanent(message),
+                operate::OperateError::Database(error) => db_error(error),
+            })?;
+        core.commit(tx, applied.pending, applied.started).await?;
+        tracing::info!(
+            key = %request.tenant_key,
+            operation = %request.operation,
+            saga = %request.saga_id,
+            outcome = ?applied.outcome,
+            "operation requested"
+        );
+        Ok(())
+    }
+}
+
 struct Cancel(Arc<Core>);
 
 impl Handler for Cancel {
@@ -188,11 +235,24 @@ impl Handler for Cancel {
         let Some((saga_id,)) = running else {
             return Err(HandlerError::permanent(match named {
                 Some(id) => format!("saga {id} of tenant {:?} is not running: nothing to cancel", cancel.tenant_key),
-                None => format!("tenant {:?} has no provisioning in progress to cancel", cancel.tenant_key),
+                None => format!("tenant {:?} has no operation in progress to cancel", cancel.tenant_key),
             }));
         };
         let mut pending = Vec::new();
         if let Some(mut saga) = saga::Saga::load(&mut tx, &core.namespace, saga_id, false).await.map_err(db_error)? {
+            if saga.saga.operation == Operation::Purge {
+                // A purge is never undone: what it deleted cannot come
+                // back. The refusal is in the audit log and the dead-letter
+                // stream.
+                saga.refuse_cancel(&cancel.reason, &cancel.requested_by);
+                let pending = saga.save(&mut tx).await.map_err(db_error)?;
+                core.commit(tx, pending, None).await?;
+                core.kept.forget(&saga_id);
+                return Err(HandlerError::permanent(format!(
+                    "saga {saga_id} of tenant {:?} is a purge: a purge is never cancelled",
+                    cancel.tenant_key
+                )));
+            }
             if saga.past_cancelling() {
                 return Err(HandlerError::permanent(format!(
                     "saga {saga_id} of tenant {:?} can no longer be cancelled: every step that could fail it has \
@@ -309,8 +369,18 @@ async fn fire_one(core: &Core, saga_id: Uuid, position: i32) -> sqlx::Result<()>
 }
 
 /// Applies migrations and attaches the orchestrator's consumers, relay and
-/// timer to `service`.
+/// timers to `service`, the purge timer at its default pace.
 pub async fn attach(service: &mut Service, plans: Plans, timing: Timing) -> anyhow::Result<()> {
+    attach_with(service, plans, timing, Lifecycle::default()).await
+}
+
+/// [`attach`], with the purge timer's pace.
+pub async fn attach_with(
+    service: &mut Service,
+    plans: Plans,
+    timing: Timing,
+    lifecycle: Lifecycle,
+) -> anyhow::Result<()> {
     let pool =
         service.database.clone().ok_or_else(|| anyhow::anyhow!("the orchestrator needs LANDLORD_DATABASE_URL"))?;
     migrator().run(&pool).await?;
@@ -338,6 +408,7 @@ pub async fn attach(service: &mut Service, plans: Plans, timing: Timing) -> anyh
         "Compensations that failed permanently and wait for an operator (cmd.orchestrator.resolve)",
     );
     service.spawn(timer(core.clone(), timing.timer_interval, stuck, service.shutdown_token()));
+    service.spawn(purge::timer(core.clone(), lifecycle.purge_interval, service.shutdown_token()));
     let requested = namespace.event_filter(None, Some(EventKind::Requested));
     service.consume(StreamKind::Events, "orchestrator-intake", vec![requested], Intake(core.clone())).await?;
     let results = namespace.stream_subjects(StreamKind::Results);
@@ -349,6 +420,8 @@ pub async fn attach(service: &mut Service, plans: Plans, timing: Timing) -> anyh
     let cancel = namespace.command_subject(Action::ORCHESTRATOR_CANCEL.service, Action::ORCHESTRATOR_CANCEL.name);
     service.consume(StreamKind::Commands, "orchestrator-commands", vec![cancel], Cancel(core.clone())).await?;
     let resolve = namespace.command_subject(Action::ORCHESTRATOR_RESOLVE.service, Action::ORCHESTRATOR_RESOLVE.name);
-    service.consume(StreamKind::Commands, "orchestrator-resolve", vec![resolve], Resolve(core)).await?;
+    service.consume(StreamKind::Commands, "orchestrator-resolve", vec![resolve], Resolve(core.clone())).await?;
+    let operate = namespace.command_subject(Action::ORCHESTRATOR_OPERATE.service, Action::ORCHESTRATOR_OPERATE.name);
+    service.consume(StreamKind::Commands, "orchestrator-operate", vec![operate], Operate(core)).await?;
     Ok(())
 }

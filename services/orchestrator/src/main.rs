@@ -1,7 +1,7 @@
 //! `landlord-orchestrator`: see the crate docs.
 
 use landlord_control_plane::Plans;
-use landlord_orchestrator::{Timing, attach};
+use landlord_orchestrator::{Lifecycle, Timing, attach_with};
 use landlord_runtime::{Config, Env, Service, Telemetry};
 
 #[tokio::main]
@@ -18,9 +18,11 @@ async fn main() -> anyhow::Result<()> {
         relay_grace: env.duration("LANDLORD_RELAY_GRACE", defaults.relay_grace)?,
         inbox_retention: env.duration("LANDLORD_INBOX_RETENTION", defaults.inbox_retention)?,
     };
+    let lifecycle =
+        Lifecycle { purge_interval: env.duration("LANDLORD_PURGE_INTERVAL", Lifecycle::default().purge_interval)? };
     let telemetry = Telemetry::init(landlord_orchestrator::SERVICE, config.otlp_endpoint.as_deref())?;
     let mut service = Service::build(config).await?;
-    attach(&mut service, plans, timing).await?;
+    attach_with(&mut service, plans, timing, lifecycle).await?;
     let outcome = service.run().await;
     telemetry.shutdown();
     Ok(outcome?)

@@ -16,6 +16,8 @@ use landlord_runtime::{Config, Env, Envelope, Publisher, Service};
 mod fencing;
 #[path = "orchestrator/intake.rs"]
 mod intake;
+#[path = "orchestrator/lifecycle.rs"]
+mod lifecycle;
 #[path = "orchestrator/requests.rs"]
 mod requests;
 #[path = "orchestrator/resilience.rs"]

@@ -10,19 +10,32 @@ use sqlx::types::Json;
 use super::{Outgoing, Saga, StepRow, ms};
 
 impl Saga {
-    /// Starts saga work: the tenant is provisioning and the first step runs.
+    /// Starts saga work: the tenant is provisioning (or the operation is
+    /// announced) and the first step runs.
     pub fn begin(&mut self) {
-        self.tenant.status = TenantStatus::Provisioning;
-        let progress = self.progress();
-        self.event(
-            "0",
-            pb::ProvisioningStarted {
-                tenant_id: self.tenant.id.to_string(),
-                saga_id: self.saga_id(),
-                progress: Some(progress),
-            },
-        );
+        if self.provisions() {
+            self.set_status(TenantStatus::Provisioning);
+            let progress = self.progress();
+            self.event(
+                "0",
+                pb::ProvisioningStarted {
+                    tenant_id: self.tenant.id.to_string(),
+                    saga_id: self.saga_id(),
+                    progress: Some(progress),
+                },
+            );
+        } else {
+            self.begin_operation();
+        }
         self.advance();
+    }
+
+    /// A provisioning tenant's status, with why its saga failed (if it
+    /// did): the tenant row says both.
+    fn set_status(&mut self, status: TenantStatus) {
+        self.tenant.status = status;
+        self.tenant.failed_step.clone_from(&self.saga.failed_step);
+        self.tenant.failure_reason.clone_from(&self.saga.failure_reason);
     }
 
     /// (Re)starts forward step `i` as a new attempt.
@@ -61,13 +74,14 @@ impl Saga {
         }
         match self.steps.iter().position(|s| s.state == StepState::Pending) {
             Some(i) => self.start_attempt(i),
-            None => self.activate(),
+            None if self.provisions() => self.activate(),
+            None => self.finish_operation(),
         }
     }
 
     fn activate(&mut self) {
         self.saga.state = SagaState::Succeeded;
-        self.tenant.status = TenantStatus::Active;
+        self.set_status(TenantStatus::Active);
         let resources = self.steps.iter().flat_map(|s| s.output.0.resources.iter().map(Into::into)).collect();
         let progress = self.progress();
         self.event(
@@ -121,6 +135,7 @@ impl Saga {
         let (name, attempt) = (step.name.clone(), u32::try_from(step.attempts).unwrap_or(0));
         let records = step.output.0.resources.clone();
         self.created.extend(records.into_iter().map(|r| (name.clone(), r)));
+        self.attempt_succeeded();
         let progress = self.progress();
         self.event(
             &format!("{}", self.steps[i].position),
@@ -178,7 +193,11 @@ impl Saga {
             );
             return;
         }
-        let will_retry = retryable && step.attempts < step.max_attempts && self.saga.cancel_reason.is_none();
+        // `max_attempts` 0: until it succeeds, whatever the error (a purge
+        // step: nothing may be left behind).
+        let until_done = step.max_attempts == 0;
+        let will_retry =
+            (until_done || (retryable && step.attempts < step.max_attempts)) && self.saga.cancel_reason.is_none();
         let step = &mut self.steps[i];
         if will_retry {
             step.state = StepState::RetryWait;
@@ -205,6 +224,7 @@ impl Saga {
             },
         );
         if will_retry {
+            self.attempt_failed(&name, error);
             return;
         }
         if fatal {
@@ -307,9 +327,13 @@ impl Saga {
 
     fn begin_compensation(&mut self, failed_step: Option<&str>, reason: &str) {
         self.saga.state = SagaState::Compensating;
-        self.tenant.status = TenantStatus::Compensating;
         self.saga.failed_step = failed_step.map(str::to_owned);
         self.saga.failure_reason = Some(reason.to_owned());
+        // A lifecycle operation being reversed leaves the tenant where it
+        // was; it gets there for good when the reversal is done.
+        if self.provisions() {
+            self.set_status(TenantStatus::Compensating);
+        }
         let progress = self.progress();
         self.event(
             "0",
@@ -380,11 +404,15 @@ impl Saga {
     }
 
     fn finish_failed(&mut self) {
+        if !self.provisions() {
+            self.operation_failed();
+            return;
+        }
         let progress = Some(self.progress());
         let reason = self.saga.failure_reason.clone().unwrap_or_default();
         if let Some(cancel) = self.saga.cancel_reason.clone() {
             self.saga.state = SagaState::Cancelled;
-            self.tenant.status = TenantStatus::Cancelled;
+            self.set_status(TenantStatus::Cancelled);
             let by = self.saga.cancel_requested_by.clone().unwrap_or_default();
             self.event(
                 "0",
@@ -399,7 +427,7 @@ impl Saga {
             return;
         }
         self.saga.state = SagaState::Failed;
-        self.tenant.status = TenantStatus::Failed;
+        self.set_status(TenantStatus::Failed);
         let failed_step = self.saga.failed_step.clone().unwrap_or_default();
         self.event(
             "0",

@@ -1,6 +1,8 @@
-//! The provisioning saga: state in PostgreSQL, transitions in memory, both
+//! The saga engine: state in PostgreSQL, transitions in memory, both
 //! written back in the transaction that loaded them together with the
-//! messages they decide (see [`landlord_control_plane::outbox`]).
+//! messages they decide (see [`landlord_control_plane::outbox`]). Every
+//! operation — provision and the lifecycle after it (docs/lifecycle.md) —
+//! runs on it; [`lifecycle`] holds what differs per operation.
 //!
 //! Forward steps run in order. A retryable error is retried with the
 //! step's backoff until its attempts run out; a step whose answer is late is
@@ -12,6 +14,7 @@
 //! [`store`] holds the rows and loads and saves them, [`machine`] the
 //! transitions, [`wire`] what they send: commands, events and progress.
 
+pub mod lifecycle;
 mod machine;
 mod save;
 mod store;
@@ -19,16 +22,15 @@ mod wire;
 
 use landlord_contract::Namespace;
 use landlord_contract::pb;
-use landlord_control_plane::{SagaState, TenantStatus};
+use landlord_control_plane::{Operation, SagaState};
 use serde_json::Value;
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use landlord_control_plane::outbox::Outgoing;
 use landlord_control_plane::plans::parse_tier;
 
 pub use save::written_columns;
-pub use store::{Batch, ResourceRecord, SagaRow, StepOutput, StepRow, TenantRow};
+pub use store::{Batch, Request, ResourceRecord, SagaRow, Spec, StepOutput, StepRow, TENANT_COLUMNS, TenantRow};
 
 /// A saga loaded for a transition.
 #[derive(Debug, Clone)]
@@ -47,8 +49,8 @@ pub struct Saga {
     undone: Vec<String>,
     namespace: Namespace,
     now: OffsetDateTime,
-    /// Tenant status as loaded, to skip writing it back unchanged.
-    loaded_status: TenantStatus,
+    /// The tenant as loaded, to skip writing it back unchanged.
+    loaded_tenant: TenantRow,
 }
 
 /// The states a saga ends in: no result changes it any more.
@@ -59,18 +61,9 @@ fn ms(d: i64) -> time::Duration {
 }
 
 impl Saga {
-    /// Saga `id` of `tenant` as just inserted, running, its steps pending:
-    /// what loading it would give.
-    pub fn started(namespace: &Namespace, id: Uuid, tenant: TenantRow, steps: Vec<StepRow>) -> Self {
-        let saga = SagaRow {
-            id,
-            tenant_id: tenant.id,
-            state: SagaState::Running,
-            cancel_reason: None,
-            cancel_requested_by: None,
-            failed_step: None,
-            failure_reason: None,
-        };
+    /// Saga `saga` of `tenant` as just inserted ([`Saga::insert`]),
+    /// running, its steps as given: what loading it would give.
+    pub fn started(namespace: &Namespace, saga: SagaRow, tenant: TenantRow, steps: Vec<StepRow>) -> Self {
         Self::new(namespace, saga, 0, tenant, steps)
     }
 
@@ -86,7 +79,7 @@ impl Saga {
             undone: Vec::new(),
             namespace: namespace.clone(),
             now: OffsetDateTime::now_utc(),
-            loaded_status: tenant.status,
+            loaded_tenant: tenant.clone(),
             tenant,
         }
     }
@@ -102,7 +95,7 @@ impl Saga {
         next.audit.clear();
         next.created.clear();
         next.undone.clear();
-        next.loaded_status = next.tenant.status;
+        next.loaded_tenant = next.tenant.clone();
         next
     }
 
@@ -132,5 +125,10 @@ impl Saga {
 
     fn saga_id(&self) -> String {
         self.saga.id.to_string()
+    }
+
+    /// Provisioning, not a lifecycle operation.
+    fn provisions(&self) -> bool {
+        self.saga.operation == Operation::Provision
     }
 }

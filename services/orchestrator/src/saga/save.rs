@@ -18,7 +18,7 @@ use sqlx::{Arguments as _, Encode, Postgres, Transaction, Type};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{FINISHED, Saga, StepOutput};
+use super::{FINISHED, Request, Saga, StepOutput};
 use landlord_control_plane::outbox::{Columns, Pending};
 
 type Tx = Transaction<'static, Postgres>;
@@ -111,10 +111,30 @@ struct Changes {
     saga_failed_steps: Vec<Option<String>>,
     saga_failure_reasons: Vec<Option<String>>,
     saga_versions: Vec<i64>,
+    saga_requested_by: Vec<String>,
+    saga_reasons: Vec<String>,
+    saga_requests: Vec<Json<Request>>,
     tenant_ids: Vec<Uuid>,
     tenant_statuses: Vec<TenantStatus>,
     tenant_failed_steps: Vec<Option<String>>,
     tenant_failure_reasons: Vec<Option<String>>,
+    tenant_display_names: Vec<String>,
+    tenant_plans: Vec<String>,
+    // Arrays of arrays must be rectangular: domains travel as JSON.
+    tenant_domains: Vec<Json<Vec<String>>>,
+    tenant_admin_emails: Vec<String>,
+    tenant_admin_first_names: Vec<String>,
+    tenant_admin_last_names: Vec<String>,
+    tenant_labels: Vec<Json<HashMap<String, String>>>,
+    tenant_purge_at: Vec<Option<OffsetDateTime>>,
+    tenant_export_locations: Vec<Option<String>>,
+    tenant_exported_at: Vec<Option<OffsetDateTime>>,
+    tenant_export_waived: Vec<bool>,
+    tenant_deleted_at: Vec<Option<OffsetDateTime>>,
+    tenant_deleted_by: Vec<Option<String>>,
+    tenant_deletion_reasons: Vec<Option<String>>,
+    /// Tenants purged by this save: every resource of theirs is deleted.
+    purged_tenants: Vec<Uuid>,
     step_sagas: Vec<Uuid>,
     positions: Vec<i32>,
     step_states: Vec<StepState>,
@@ -151,11 +171,33 @@ impl Changes {
         self.saga_failed_steps.push(saga.saga.failed_step.clone());
         self.saga_failure_reasons.push(saga.saga.failure_reason.clone());
         self.saga_versions.push(saga.version);
-        if saga.tenant.status != saga.loaded_status {
+        self.saga_requested_by.push(saga.saga.requested_by.clone());
+        self.saga_reasons.push(saga.saga.reason.clone());
+        self.saga_requests.push(saga.saga.request.clone());
+        let t = &saga.tenant;
+        if *t != saga.loaded_tenant {
             self.tenant_ids.push(tenant);
-            self.tenant_statuses.push(saga.tenant.status);
-            self.tenant_failed_steps.push(saga.saga.failed_step.clone());
-            self.tenant_failure_reasons.push(saga.saga.failure_reason.clone());
+            self.tenant_statuses.push(t.status);
+            self.tenant_failed_steps.push(t.failed_step.clone());
+            self.tenant_failure_reasons.push(t.failure_reason.clone());
+            self.tenant_display_names.push(t.display_name.clone());
+            self.tenant_plans.push(t.plan.clone());
+            self.tenant_domains.push(Json(t.domains.clone()));
+            self.tenant_admin_emails.push(t.admin_email.clone());
+            self.tenant_admin_first_names.push(t.admin_first_name.clone());
+            self.tenant_admin_last_names.push(t.admin_last_name.clone());
+            self.tenant_labels.push(t.labels.clone());
+            self.tenant_purge_at.push(t.purge_at);
+            self.tenant_export_locations.push(t.export_location.clone());
+            self.tenant_exported_at.push(t.exported_at);
+            self.tenant_export_waived.push(t.export_waived);
+            self.tenant_deleted_at.push(t.deleted_at);
+            self.tenant_deleted_by.push(t.deleted_by.clone());
+            self.tenant_deletion_reasons.push(t.deletion_reason.clone());
+        }
+        let purged = t.status == TenantStatus::Deleted && saga.loaded_tenant.status != TenantStatus::Deleted;
+        if purged {
+            self.purged_tenants.push(tenant);
         }
         for (step, _) in saga.steps.iter().zip(&saga.dirty).filter(|(_, dirty)| **dirty) {
             self.step_sagas.push(id);
@@ -170,7 +212,8 @@ impl Changes {
             self.last_errors.push(step.last_error.clone());
             self.outputs.push(Json(step.output.0.clone()));
         }
-        for (step, record) in &saga.created {
+        // Nothing of a purged tenant is alive, whatever its last step said.
+        for (step, record) in saga.created.iter().filter(|_| !purged) {
             self.created_tenants.push(tenant);
             self.created_sagas.push(id);
             self.created_steps.push(step.clone());
@@ -298,6 +341,9 @@ fn save_statement(c: &Changes, outbox: &Columns<'_>, outbox_sagas: &[Uuid], msg_
         ("failed_step", s.array(&c.saga_failed_steps, "text")),
         ("failure_reason", s.array(&c.saga_failure_reasons, "text")),
         ("version", s.array(&c.saga_versions, "bigint")),
+        ("requested_by", s.array(&c.saga_requested_by, "text")),
+        ("reason", s.array(&c.saga_reasons, "text")),
+        ("request", s.array(&c.saga_requests, "jsonb")),
     ];
     let (fresh, inbox) = match msg_ids {
         Some(msg_ids) => {
@@ -334,8 +380,31 @@ fn save_statement(c: &Changes, outbox: &Columns<'_>, outbox_sagas: &[Uuid], msg_
         ("status", s.array(&c.tenant_statuses, "text")),
         ("failed_step", s.array(&c.tenant_failed_steps, "text")),
         ("failure_reason", s.array(&c.tenant_failure_reasons, "text")),
+        ("display_name", s.array(&c.tenant_display_names, "text")),
+        ("plan", s.array(&c.tenant_plans, "text")),
+        ("domains", s.array(&c.tenant_domains, "jsonb")),
+        ("admin_email", s.array(&c.tenant_admin_emails, "text")),
+        ("admin_first_name", s.array(&c.tenant_admin_first_names, "text")),
+        ("admin_last_name", s.array(&c.tenant_admin_last_names, "text")),
+        ("labels", s.array(&c.tenant_labels, "jsonb")),
+        ("purge_at", s.array(&c.tenant_purge_at, "timestamptz")),
+        ("export_location", s.array(&c.tenant_export_locations, "text")),
+        ("exported_at", s.array(&c.tenant_exported_at, "timestamptz")),
+        ("export_waived", s.array(&c.tenant_export_waived, "bool")),
+        ("deleted_at", s.array(&c.tenant_deleted_at, "timestamptz")),
+        ("deleted_by", s.array(&c.tenant_deleted_by, "text")),
+        ("deletion_reason", s.array(&c.tenant_deletion_reasons, "text")),
     ];
-    let tenants_set = s.set("tenants", &tenants, &["id"], &[("updated_at", "now()"), ("version", "t.version + 1")]);
+    let tenants_set = s.set(
+        "tenants",
+        &tenants,
+        &["id", "domains"],
+        &[
+            ("domains", "ARRAY(SELECT jsonb_array_elements_text(u.domains))"),
+            ("updated_at", "now()"),
+            ("version", "t.version + 1"),
+        ],
+    );
     let tenants_match = s.matching("tenants", "t", &["id"]);
     let steps = [
         ("saga_id", s.array(&c.step_sagas, "uuid")),
@@ -378,6 +447,7 @@ fn save_statement(c: &Changes, outbox: &Columns<'_>, outbox_sagas: &[Uuid], msg_
     let undone = [("saga_id", s.array(&c.undone_sagas, "uuid")), ("step", s.array(&c.undone_steps, "text"))];
     let undone_set = s.set("resources", &[], &[], &[("deleted_at", "now()")]);
     let undone_match = s.matching("resources", "r", &["saga_id", "step"]);
+    let purged = s.array(&c.purged_tenants, "uuid");
     let audit = [
         ("tenant_id", s.array(&c.audit_tenants, "uuid")),
         ("saga_id", s.array(&c.audit_sagas, "uuid")),
@@ -425,6 +495,9 @@ fn save_statement(c: &Changes, outbox: &Columns<'_>, outbox_sagas: &[Uuid], msg_
             FROM {}
             WHERE {undone_match} AND r.deleted_at IS NULL
               AND r.saga_id = ANY({}) AND u.saga_id IN (SELECT id FROM ok)
+         ), purged AS (
+            UPDATE resources r SET deleted_at = now()
+            WHERE r.tenant_id = ANY({purged}) AND r.deleted_at IS NULL AND r.tenant_id IN (SELECT tenant_id FROM ok)
          ), audit AS (
             INSERT INTO audit_log {audit_insert}
             FROM {}

@@ -9,23 +9,27 @@ use landlord_control_plane::StepState;
 use time::OffsetDateTime;
 
 use super::machine::sent_id;
-use super::{Outgoing, ResourceRecord, Saga, StepOutput};
+use super::{Outgoing, ResourceRecord, Saga, StepOutput, TenantRow};
 
 impl Saga {
     pub(super) fn spec(&self) -> pb::TenantSpec {
+        self.spec_of(&self.tenant)
+    }
+
+    pub(super) fn spec_of(&self, tenant: &TenantRow) -> pb::TenantSpec {
         pb::TenantSpec {
-            tenant_id: self.tenant.id.to_string(),
-            key: self.tenant.key.clone(),
-            display_name: self.tenant.display_name.clone(),
-            plan: self.tenant.plan.clone(),
+            tenant_id: tenant.id.to_string(),
+            key: tenant.key.clone(),
+            display_name: tenant.display_name.clone(),
+            plan: tenant.plan.clone(),
             tier: self.tier() as i32,
             admin: Some(pb::AdminContact {
-                email: self.tenant.admin_email.clone(),
-                first_name: self.tenant.admin_first_name.clone(),
-                last_name: self.tenant.admin_last_name.clone(),
+                email: tenant.admin_email.clone(),
+                first_name: tenant.admin_first_name.clone(),
+                last_name: tenant.admin_last_name.clone(),
             }),
-            domains: self.tenant.domains.clone(),
-            labels: self.tenant.labels.0.clone(),
+            domains: tenant.domains.clone(),
+            labels: tenant.labels.0.clone(),
         }
     }
 
@@ -82,12 +86,14 @@ impl Saga {
         }
     }
 
-    /// Inputs for a step: the outputs of the steps completed so far.
+    /// Inputs for a step: the outputs of the steps completed so far, and
+    /// what the operation adds (where an export goes).
     fn inputs(&self) -> HashMap<String, String> {
         self.steps
             .iter()
             .filter(|s| s.state == StepState::Succeeded || s.state == StepState::Compensating)
             .flat_map(|s| s.output.0.outputs.clone())
+            .chain(self.operation_inputs())
             .collect()
     }
 
@@ -103,7 +109,7 @@ impl Saga {
             step: step.name.clone(),
             compensate,
             attempt: u32::try_from(step.attempts).unwrap_or(0),
-            tenant: Some(self.spec()),
+            tenant: Some(self.command_tenant(compensate)),
             inputs: self.inputs(),
             resources: if compensate { step.output.0.resources.iter().map(Into::into).collect() } else { Vec::new() },
             params: step.params.0.clone(),

@@ -12,23 +12,14 @@ use super::*;
 const NOT_WRITTEN: &[(&str, &[&str], &str)] = &[
     (
         "tenants",
-        &[
-            "key",
-            "display_name",
-            "plan",
-            "tier",
-            "domains",
-            "admin_email",
-            "admin_first_name",
-            "admin_last_name",
-            "labels",
-            "source",
-            "idempotency_id",
-            "created_at",
-        ],
-        "the request as intake inserted it; a transition changes only the status and why it failed",
+        &["key", "tier", "source", "idempotency_id", "created_at"],
+        "the request as intake inserted it: no operation changes the key or the tier",
     ),
-    ("sagas", &["tenant_id", "operation", "idempotency_id", "created_at"], "set when intake inserts the saga"),
+    (
+        "sagas",
+        &["tenant_id", "operation", "idempotency_id", "created_at"],
+        "set when intake or the operate handler inserts the saga",
+    ),
     (
         "saga_steps",
         &["name", "service", "action", "compensation", "fatal", "timeout_ms", "max_attempts", "backoff_ms", "params"],
