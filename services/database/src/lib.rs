@@ -90,6 +90,8 @@
 //! | `LANDLORD_SECRETS_KEY` | required | base64 of 32 random bytes (`openssl rand -base64 32`): the key of the secret store and of the delivery copy; the notification worker needs the same one |
 //! | `LANDLORD_DATABASE_PASSWORD_DELIVERY` | `welcome-email` | `welcome-email` or `none` (see above) |
 //! | `LANDLORD_SECRETS_TTL` | `7d` | how long a delivery copy waits for its welcome mail (the `<namespace>_secrets` bucket's max age, as for the idp worker) |
+//! | `LANDLORD_ARCHIVE_BUCKET` | `landlord-archive` | where `export` writes (created if missing), on the S3 server of `LANDLORD_S3_ENDPOINT`, `LANDLORD_S3_REGION`, `LANDLORD_S3_PATH_STYLE` and the AWS credentials, read as the storage worker reads them |
+//! | `LANDLORD_PG_BIN` | newest `/usr/lib/postgresql/*/bin`, else `/usr/bin` | the folder with the `pg_dump` `export` runs (as new as the server) |
 
 pub mod action;
 pub mod archive;

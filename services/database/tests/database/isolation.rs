@@ -157,7 +157,15 @@ async fn hostile_keys_never_reach_sql() -> Result<()> {
         "",
     ];
     for key in hostile {
-        for (action, compensate) in [("provision", false), ("deprovision", true)] {
+        let actions = [
+            ("provision", false),
+            ("deprovision", true),
+            ("suspend", false),
+            ("resume", true),
+            ("export", false),
+            ("purge", false),
+        ];
+        for (action, compensate) in actions {
             let failure = f.run(action, &command(&tenant(key, pb::Tier::Bridge), compensate)).await.unwrap_err();
             assert!(!failure.retryable, "{key:?}: {failure}");
             assert!(failure.code.starts_with("tenant_key."), "{key:?}: {failure}");

@@ -156,3 +156,25 @@ async fn suspend_leaves_what_another_tenants_marker_names() -> Result<()> {
     f.run("resume", &undo).await?;
     Ok(())
 }
+
+/// The same lifecycle run by a worker that is not a superuser (a role with
+/// CREATEROLE and CREATEDB, as deployed): a silo tenant suspended, resumed
+/// and purged, its open session closed on the way.
+#[tokio::test]
+async fn a_worker_without_superuser_suspends_resumes_and_purges_a_silo_tenant() -> Result<()> {
+    let (f, _worker) = Fixture::unprivileged().await?;
+    let spec = tenant(&unique_key("usilo"), pb::Tier::Silo);
+    let ok = f.provision(&spec).await?;
+    let (role, database) = (ok.outputs["database.role"].clone(), ok.outputs["database.name"].clone());
+    let mut session = f.connect_as(&ok, &database).await?;
+    f.lifecycle("suspend", &spec, &[]).await?;
+    closed(&mut session).await?;
+    assert!(f.connect_as(&ok, &database).await.is_err());
+    f.lifecycle("resume", &spec, &[]).await?;
+    let mut back = f.connect_as(&ok, &database).await?;
+    sqlx::query("SELECT count(*) FROM roles").execute(&mut back).await?;
+    f.lifecycle("suspend", &spec, &[]).await?;
+    f.lifecycle("purge", &spec, &[]).await?;
+    assert!(!f.database_exists(&database).await? && !f.role_exists(&role).await?);
+    Ok(())
+}
