@@ -138,19 +138,18 @@ row's idempotency_key): running the same file twice creates nothing new.")]
         #[command(flatten)]
         wait: Wait,
     },
-    /// Stop a running provisioning; what was done is undone.
+    /// Stop a tenant's running saga; what it did is undone; bulk with a filter.
     Cancel {
-        key: String,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         reason: Option<String>,
-        #[command(flatten)]
-        wait: Wait,
     },
-    /// Provision a FAILED tenant again.
+    /// Provision a FAILED tenant again; bulk with a filter.
+    #[command(after_help = "Example: landlord tenants retry --status FAILED --yes")]
     Retry {
-        key: String,
         #[command(flatten)]
-        wait: Wait,
+        target: Target,
     },
     /// Block a tenant's access (reason required); bulk with a filter.
     #[command(after_help = "Examples:

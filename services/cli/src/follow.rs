@@ -26,6 +26,9 @@ pub enum Goal {
     Saga(String),
     /// Whatever saga the tenant has last, to its end.
     Latest,
+    /// A saga other than this one (the tenant's latest before a retry was
+    /// asked for), to its end.
+    After(Option<String>),
 }
 
 /// How progress is shown.
@@ -91,6 +94,10 @@ pub fn ended(goal: &Goal, tenant: &Value) -> Option<bool> {
             _ => None,
         },
         Goal::Saga(id) => (saga["id"].as_str() == Some(id.as_str())).then(|| saga_end(saga)).flatten(),
+        Goal::After(before) => match saga["id"].as_str() {
+            Some(id) if Some(id) != before.as_deref() => saga_end(saga),
+            _ => None,
+        },
         Goal::Latest => match saga.is_null() {
             false => saga_end(saga),
             true => match status {
@@ -226,7 +233,11 @@ mod tests {
         assert_eq!(ended(&saga, &tenant("ACTIVE", failed.clone())), Some(false));
         // Another saga's end is not this one's.
         assert_eq!(ended(&Goal::Saga("s2".into()), &tenant("ACTIVE", done)), None);
-        assert_eq!(ended(&Goal::Latest, &tenant("ACTIVE", failed)), Some(false));
+        assert_eq!(ended(&Goal::Latest, &tenant("ACTIVE", failed.clone())), Some(false));
+        // A retry: the failed saga before it is not its end.
+        let after = Goal::After(Some("s1".into()));
+        assert_eq!(ended(&after, &tenant("FAILED", failed)), None);
+        assert_eq!(ended(&after, &tenant("ACTIVE", json!({"id": "s2", "state": "succeeded"}))), Some(true));
         assert_eq!(ended(&Goal::Latest, &json!({"status": "PENDING", "saga": null})), None);
     }
 }

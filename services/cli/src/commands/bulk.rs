@@ -62,10 +62,10 @@ pub async fn run(ctx: &Ctx, operation: Operation, target: &Target) -> Result<Exi
         let result = match ask_and_follow(&api, &operation, key, None, &target.wait, Display::Quiet).await {
             Ok((accepted, outcome)) => json!({
                 "key": key,
-                "ok": outcome.as_ref().is_none_or(|o| o.ok),
+                "ok": outcome.as_ref().is_none_or(|o| operation.succeeded(o)),
                 "saga": accepted.saga_id,
                 "status": outcome.as_ref().map(|o| o.status().to_owned()),
-                "error": outcome.as_ref().filter(|o| !o.ok).map(|o| o.summary()),
+                "error": outcome.as_ref().filter(|o| !operation.succeeded(o)).map(|o| o.summary()),
             }),
             Err(error) => {
                 let status = error.downcast_ref::<ApiError>().and_then(ApiError::status);

@@ -9,6 +9,8 @@
 //! | delete | `DELETE /v1/tenants/{key} {reason, grace, export}` |
 //! | restore | `POST /v1/tenants/{key}/restore` |
 //! | export | `POST /v1/tenants/{key}/export` |
+//! | cancel | `POST /v1/tenants/{key}/cancel` (the running saga) |
+//! | retry | `POST /v1/tenants/{key}/retry` (a FAILED tenant's provisioning) |
 //!
 //! Every request carries an `Idempotency-Key`: `--idempotency-key`, else a
 //! new uuid (a repeated command is then a new request, which the gateway
@@ -35,6 +37,8 @@ pub enum Operation {
     Delete { reason: String, grace: Option<Duration>, export: bool },
     Restore { reason: Option<String> },
     Export { reason: Option<String> },
+    Cancel { reason: Option<String> },
+    Retry,
 }
 
 fn with_reason(reason: &Option<String>) -> Option<Value> {
@@ -50,6 +54,8 @@ impl Operation {
             Operation::Delete { .. } => "delete",
             Operation::Restore { .. } => "restore",
             Operation::Export { .. } => "export",
+            Operation::Cancel { .. } => "cancel",
+            Operation::Retry => "retry",
         }
     }
 
@@ -72,6 +78,29 @@ impl Operation {
             }
             Operation::Restore { reason } => (Method::POST, format!("{tenant}/restore"), with_reason(reason)),
             Operation::Export { reason } => (Method::POST, format!("{tenant}/export"), with_reason(reason)),
+            Operation::Cancel { reason } => (Method::POST, format!("{tenant}/cancel"), with_reason(reason)),
+            Operation::Retry => (Method::POST, format!("{tenant}/retry"), None),
+        }
+    }
+
+    /// Where following ends: a retry's provisioning; the saga a cancel
+    /// stops; the saga the 202 names.
+    fn goal(&self, accepted: &Accepted) -> Goal {
+        match (self, &accepted.saga_id) {
+            (Operation::Retry, _) => Goal::After(accepted.previous_saga.clone()),
+            (Operation::Cancel { .. }, _) | (_, None) => Goal::Latest,
+            (_, Some(saga)) => Goal::Saga(saga.clone()),
+        }
+    }
+
+    /// Whether the end is what was asked for: a cancel wants the saga
+    /// cancelled, the others want it to succeed.
+    pub fn succeeded(&self, outcome: &Outcome) -> bool {
+        match self {
+            Operation::Cancel { .. } => {
+                outcome.tenant["saga"]["state"] == "cancelled" || outcome.status() == "CANCELLED"
+            }
+            _ => outcome.ok,
         }
     }
 }
@@ -80,17 +109,23 @@ impl Operation {
 #[derive(Debug, Clone)]
 pub struct Accepted {
     pub saga_id: Option<String>,
+    /// A retry's: the tenant's latest saga before it was asked for.
+    pub previous_saga: Option<String>,
     pub answer: Value,
 }
 
 /// Sends `operation` for `key` with `idempotency_key` (a new uuid when none).
 pub async fn ask(api: &Api, operation: &Operation, key: &str, idempotency_key: Option<&str>) -> Result<Accepted> {
+    let previous_saga = match operation {
+        Operation::Retry => api.tenant(key).await?["saga"]["id"].as_str().map(str::to_owned),
+        _ => None,
+    };
     let (method, path, body) = operation.request(key);
     let generated = uuid::Uuid::new_v4().to_string();
     let idempotency_key = idempotency_key.unwrap_or(&generated);
     let (_, answer) = api.send(method, &path, body.as_ref(), Some(idempotency_key)).await?;
     let saga_id = answer["saga_id"].as_str().map(str::to_owned);
-    Ok(Accepted { saga_id, answer })
+    Ok(Accepted { saga_id, previous_saga, answer })
 }
 
 /// Asks and, unless `--no-wait`, follows the saga to its end.
@@ -110,7 +145,7 @@ pub async fn ask_and_follow(
     if wait.no_wait {
         return Ok((accepted, None));
     }
-    let goal = accepted.saga_id.clone().map_or(Goal::Latest, Goal::Saga);
+    let goal = operation.goal(&accepted);
     let outcome = follow::follow(api, key, &goal, wait, display).await?;
     Ok((accepted, Some(outcome)))
 }
@@ -126,7 +161,7 @@ pub async fn single(
     let display = Display::for_format(ctx.format);
     let (accepted, outcome) = ask_and_follow(&ctx.api()?, operation, key, idempotency_key, wait, display).await?;
     match outcome {
-        Some(outcome) => tenants::end(ctx, key, &outcome, outcome.ok),
+        Some(outcome) => tenants::end(ctx, key, &outcome, operation.succeeded(&outcome)),
         None => {
             output::item(ctx.format, &accepted.answer, &[("saga", |a| output::cell(a.get("saga_id")))]);
             Ok(Exit::Done)

@@ -2,8 +2,7 @@
 //! `request` and the lifecycle verbs have modules of their own.
 
 use anyhow::Result;
-use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{Ctx, bulk, lifecycle, request};
 use crate::api::{Api, Exit, encode};
@@ -33,28 +32,8 @@ pub async fn run(ctx: &Ctx, verb: Tenants) -> Result<Exit> {
         }
         Tenants::Request(args) => request::run(ctx, &args).await,
         Tenants::Watch { key, wait } => watch(ctx, &key, &wait).await,
-        Tenants::Cancel { key, reason, wait } => {
-            let body = reason.map(|reason| json!({ "reason": reason }));
-            let api = ctx.api()?;
-            api.send(Method::POST, &format!("/v1/tenants/{}/cancel", encode(&key)), body.as_ref(), None).await?;
-            output::log(format!("cancel of {key}'s saga asked for"));
-            if wait.no_wait {
-                return Ok(Exit::Done);
-            }
-            // Cancelled as asked is what the command wanted.
-            let outcome = follow::follow(&api, &key, &Goal::Latest, &wait, Display::for_format(ctx.format)).await?;
-            end(ctx, &key, &outcome, outcome.status() == "CANCELLED" || outcome.ok)
-        }
-        Tenants::Retry { key, wait } => {
-            let api = ctx.api()?;
-            api.send(Method::POST, &format!("/v1/tenants/{}/retry", encode(&key)), None, None).await?;
-            output::log(format!("retry of {key} asked for"));
-            if wait.no_wait {
-                return Ok(Exit::Done);
-            }
-            let outcome = follow::follow(&api, &key, &Goal::Provision, &wait, Display::for_format(ctx.format)).await?;
-            end(ctx, &key, &outcome, outcome.ok)
-        }
+        Tenants::Cancel { target, reason } => bulk::run(ctx, lifecycle::Operation::Cancel { reason }, &target).await,
+        Tenants::Retry { target } => bulk::run(ctx, lifecycle::Operation::Retry, &target).await,
         Tenants::Suspend { target, reason } => bulk::run(ctx, lifecycle::Operation::Suspend { reason }, &target).await,
         Tenants::Resume { target, reason } => bulk::run(ctx, lifecycle::Operation::Resume { reason }, &target).await,
         Tenants::Update(args) => lifecycle::update(ctx, &args).await,

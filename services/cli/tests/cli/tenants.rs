@@ -1,7 +1,10 @@
 //! Tenants through the API: exit codes, JSON shapes, request and watch,
 //! a file of tenants twice, a bulk verb's dry run, the context file.
 
+use std::time::Duration;
+
 use anyhow::Result;
+use landlord_testkit::eventually;
 use serde_json::Value;
 
 use crate::support::{Api, assert_exit, json, lines, stdout, text};
@@ -211,5 +214,41 @@ async fn events_are_tailed_from_the_stream() -> Result<()> {
     assert_exit(&via, 0);
     let got = api.run(&["tenants", "get", "vianats", "-o", "json"]).await?;
     assert_eq!(crate::support::json(&got)?["status"], "ACTIVE", "{}", text(&got));
+    // Nothing to cancel, nothing to retry: refused, exit 1.
+    assert_exit(&api.run(&["tenants", "cancel", "vianats"]).await?, 1);
+    assert_exit(&api.run(&["tenants", "retry", "vianats"]).await?, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_tenant_exits_1_and_a_bulk_retry_brings_it_to_active() -> Result<()> {
+    let mut api = Api::start().await?;
+    api.stack.s3.kill();
+    let asked = api.run(&["tenants", "request", "nobucket", "--admin-email", "a@nobucket.test", "--no-wait"]).await?;
+    assert_exit(&asked, 0);
+    // The storage step's compensation waits for S3 to come back.
+    eventually("the storage step compensating", Duration::from_secs(60), || async {
+        let got = api.run(&["tenants", "get", "nobucket", "-o", "json"]).await.ok()?;
+        let tenant = json(&got).ok()?;
+        let steps = tenant["saga"]["steps"].as_array()?.clone();
+        steps.iter().any(|s| s["name"] == "storage" && s["state"] == "compensating").then_some(())
+    })
+    .await?;
+    api.stack.s3.restart().await?;
+    let watched = api.run(&["tenants", "watch", "nobucket", "-o", "jsonl", "--timeout", "60s"]).await?;
+    assert_exit(&watched, 1);
+    let end = lines(&watched)?.pop().unwrap_or_default();
+    assert_eq!(
+        (end["status"].as_str(), end["failed_step"].as_str()),
+        (Some("FAILED"), Some("storage")),
+        "{}",
+        text(&watched)
+    );
+    let retried =
+        api.run(&["tenants", "retry", "--status", "FAILED", "--yes", "-o", "json", "--timeout", "60s"]).await?;
+    assert_exit(&retried, 0);
+    let results = json(&retried)?;
+    assert_eq!(results.as_array().map(Vec::len), Some(1), "{results}");
+    assert_eq!((results[0]["key"].as_str(), results[0]["status"].as_str()), (Some("nobucket"), Some("ACTIVE")));
     Ok(())
 }
