@@ -402,4 +402,27 @@ mod tests {
         let backend = config(&proxied).unwrap().clerk.unwrap().backend.unwrap();
         assert_eq!((backend.url.as_str(), backend.secret_key.as_str()), ("http://clerk-egress:8080", "sk_test_x"));
     }
+
+    #[test]
+    fn the_deletion_grace_defaults_to_30_days_and_may_not_exceed_its_maximum() {
+        const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
+        const DAY: u64 = 24 * 3600;
+        let defaults = config(&[("LANDLORD_JWT_SECRET", SECRET)]).unwrap().deletion_grace;
+        assert_eq!((defaults.default, defaults.max), (Duration::from_secs(30 * DAY), Duration::from_secs(90 * DAY)));
+        let set = [
+            ("LANDLORD_JWT_SECRET", SECRET),
+            ("LANDLORD_DELETION_GRACE", "7d"),
+            ("LANDLORD_DELETION_GRACE_MAX", "14d"),
+        ];
+        let grace = config(&set).unwrap().deletion_grace;
+        assert_eq!((grace.default, grace.max), (Duration::from_secs(7 * DAY), Duration::from_secs(14 * DAY)));
+        // A maximum below the 30-day default lowers the default with it.
+        let low = config(&[("LANDLORD_JWT_SECRET", SECRET), ("LANDLORD_DELETION_GRACE_MAX", "1d")]).unwrap();
+        assert_eq!(low.deletion_grace.default, Duration::from_secs(DAY));
+        let over = [("LANDLORD_JWT_SECRET", SECRET), ("LANDLORD_DELETION_GRACE", "100d")];
+        let error = config(&over).unwrap_err().to_string();
+        assert!(error.contains("LANDLORD_DELETION_GRACE") && error.contains("MAX"), "{error}");
+        let huge = [("LANDLORD_JWT_SECRET", SECRET), ("LANDLORD_DELETION_GRACE_MAX", "20years")];
+        assert!(config(&huge).unwrap_err().to_string().contains("ten years"));
+    }
 }

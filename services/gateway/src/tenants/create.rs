@@ -50,6 +50,17 @@ pub async fn create(State(app): State<App>, caller: Caller, headers: HeaderMap, 
         Accepted { tenant_id: tenant, key: valid.key.to_string(), status_url: format!("/v1/tenants/{tenant}") };
 
     let mut tx = app.pool.begin().await?;
+    // A key whose tenant was purged (a DELETED tombstone) is free again
+    // (docs/lifecycle.md): the request that made it no longer holds it,
+    // unless this is that request repeated, which gets its answer again.
+    sqlx::query(
+        "DELETE FROM api_requests r USING tenants t
+         WHERE r.tenant_key = $1 AND r.idempotency_key <> $2 AND t.id = r.tenant_id AND t.status = 'DELETED'",
+    )
+    .bind(valid.key.as_str())
+    .bind(&idempotency_key)
+    .execute(&mut *tx)
+    .await?;
     let inserted = sqlx::query(
         "INSERT INTO api_requests (idempotency_key, body_sha256, tenant_id, tenant_key, response, requested_by)
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
@@ -86,9 +97,10 @@ pub async fn create(State(app): State<App>, caller: Caller, headers: HeaderMap, 
         return Ok(accepted_response(&response.0));
     }
     // Refuse a key taken by another source (Clerk, a service on the
-    // broker) now rather than after the broker round trip.
+    // broker) now rather than after the broker round trip. A tombstone
+    // does not hold its key; an organization's key stays its own.
     let exists: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM tenants WHERE key = $1 AND id <> $2)
+        "SELECT EXISTS (SELECT 1 FROM tenants WHERE key = $1 AND id <> $2 AND status <> 'DELETED')
              OR EXISTS (SELECT 1 FROM clerk_organizations WHERE tenant_key = $1)",
     )
     .bind(valid.key.as_str())

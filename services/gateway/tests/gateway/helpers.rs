@@ -139,7 +139,18 @@ impl StepService for Scripted {
                 return Err(StepFailure::permanent("scripted", format!("{action} fails once")));
             }
         }
+        // An export says where it went, verified (as storage.export does).
+        let outputs = if action == "export" && !command.compensate {
+            [
+                ("export.location".to_owned(), format!("s3://archive/{}/", tenant.key)),
+                ("export.verified".to_owned(), "true".to_owned()),
+            ]
+            .into()
+        } else {
+            HashMap::new()
+        };
         Ok(pb::StepOk {
+            outputs,
             resources: if command.compensate {
                 Vec::new()
             } else {
@@ -149,7 +160,6 @@ impl StepService for Scripted {
                     metadata: HashMap::new(),
                 }]
             },
-            ..Default::default()
         })
     }
 }
@@ -269,7 +279,9 @@ impl Harness {
             relay_grace: Duration::from_millis(500),
             inbox_retention: Duration::from_secs(3600),
         };
-        landlord_orchestrator::attach(&mut orchestrator, plans, timing).await?;
+        // The purge timer looks often: a test's grace period is seconds.
+        let lifecycle = landlord_orchestrator::Lifecycle { purge_interval: Duration::from_millis(200) };
+        landlord_orchestrator::attach_with(&mut orchestrator, plans, timing, lifecycle).await?;
         stops.push(orchestrator.shutdown_token());
         tokio::spawn(orchestrator.run());
 

@@ -407,3 +407,102 @@ async fn clerk_organization_deleted_five_times_offboards_once_and_updated_update
     assert_eq!(recorded, ["msg_del", "msg_unknown", "msg_upd", "msg_w"]);
     Ok(())
 }
+
+/// Waits until the tenant `key` reads back with `check` true and no
+/// operation at work.
+async fn until(h: &Harness, key: &str, what: &str, check: impl Fn(&Value) -> bool) -> Result<Value> {
+    let token = h.admin();
+    let last = Arc::new(Mutex::new(Value::Null));
+    let found = eventually(&format!("{key}: {what}"), WAIT, || {
+        let (token, last, check) = (token.clone(), last.clone(), &check);
+        async move {
+            let (_, body) = h.get(&format!("/v1/tenants/{key}"), &token).await.ok()?;
+            if let Ok(mut last) = last.lock() {
+                *last = body.clone();
+            }
+            (body["operation"].is_null() && check(&body)).then_some(body)
+        }
+    })
+    .await;
+    found.with_context(|| format!("last seen: {:?}", last.lock().map(|l| l.to_string())))
+}
+
+#[tokio::test]
+async fn operations_run_to_their_end_and_the_tenant_view_follows_to_the_tombstone() -> Result<()> {
+    let h = Harness::new().await?;
+    let id = active(&h, &["acme"], json!({})).await?.remove(0);
+
+    let update = h.operate("update", "acme", "e-1", Some(&json!({"display_name": "Acme Two"}))).await?;
+    let saga = accepted(&update, "update", "acme", &id)?;
+    let updated = until(&h, "acme", "renamed", |t| t["display_name"] == "Acme Two").await?;
+    assert_eq!((&updated["saga"]["id"], &updated["saga"]["operation"]), (&json!(saga), &json!("update")));
+
+    accepted(
+        &h.operate("suspend", "acme", "e-2", Some(&json!({"reason": "non-payment"}))).await?,
+        "suspend",
+        "acme",
+        &id,
+    )?;
+    until(&h, "acme", "SUSPENDED", |t| t["status"] == "SUSPENDED").await?;
+    accepted(&h.operate("resume", "acme", "e-3", None).await?, "resume", "acme", &id)?;
+    until(&h, "acme", "ACTIVE", |t| t["status"] == "ACTIVE" && t["saga"]["operation"] == "resume").await?;
+    accepted(&h.operate("export", "acme", "e-4", None).await?, "export", "acme", &id)?;
+    let exported = until(&h, "acme", "exported", |t| t["exported_at"].is_string()).await?;
+    assert_eq!(exported["export_location"], "s3://archive/acme/");
+
+    // Offboarded for an hour, then restored: the purge is called off.
+    let delete = json!({"reason": "churned", "grace": 3600});
+    accepted(&h.operate("delete", "acme", "e-5", Some(&delete)).await?, "offboard", "acme", &id)?;
+    let scheduled = until(&h, "acme", "DELETION_SCHEDULED", |t| t["status"] == "DELETION_SCHEDULED").await?;
+    let purge_at = OffsetDateTime::parse(scheduled["purge_at"].as_str().context("purge_at")?, &Rfc3339)?;
+    let in_an_hour = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    assert!((in_an_hour - purge_at).whole_seconds().abs() < 120, "{purge_at} vs {in_an_hour}");
+    accepted(&h.operate("restore", "acme", "e-6", None).await?, "restore", "acme", &id)?;
+    let restored =
+        until(&h, "acme", "restored", |t| t["status"] == "ACTIVE" && t["saga"]["operation"] == "restore").await?;
+    assert!(restored["purge_at"].is_null(), "{restored}");
+
+    // Offboarded for a second: the purge timer ends it.
+    let delete = json!({"reason": "gone for good", "grace": 1});
+    accepted(&h.operate("delete", "acme", "e-7", Some(&delete)).await?, "offboard", "acme", &id)?;
+    let deleted = until(&h, "acme", "DELETED", |t| t["status"] == "DELETED").await?;
+    assert_eq!(deleted["id"], json!(id));
+    // The tombstone names the offboarding's requester, or the purge's (the
+    // timer, `landlord`): the orchestrator's choice; the audit log below
+    // has both.
+    let by = (deleted["deleted_by"].as_str(), deleted["deletion_reason"].as_str());
+    assert!(
+        matches!(by, (Some("tester"), Some("gone for good")) | (Some("landlord"), Some("grace period ended"))),
+        "{deleted}"
+    );
+    assert!(deleted["deleted_at"].as_str().is_some_and(|at| at.ends_with('Z')), "{deleted}");
+    // A tombstone takes no more operations; its log stays readable by id.
+    h.operate("suspend", "acme", "e-8", Some(&json!({"reason": "x"})))
+        .await?
+        .problem(StatusCode::NOT_FOUND, "not-found");
+    let (status, log) = h.get(&format!("/v1/tenants/{id}/audit?limit=200"), &h.token(&[READ])).await?;
+    assert_eq!(status, StatusCode::OK);
+    let actions: Vec<&str> =
+        log["items"].as_array().context("items")?.iter().filter_map(|e| e["action"].as_str()).collect();
+    for asked in ["update", "suspend", "resume", "export", "offboard", "restore", "purge"] {
+        assert!(actions.iter().any(|a| a.starts_with(asked)), "no {asked} in {actions:?}");
+    }
+    let offboarded = log["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .rev()
+        .find(|e| e["action"].as_str().is_some_and(|a| a.starts_with("offboard")) && e["actor"] == "tester");
+    assert!(offboarded.is_some_and(|e| e.to_string().contains("gone for good")), "{log}");
+    // Its key is free again: a new request makes a new tenant.
+    let again =
+        h.post("/v1/tenants", Some(&h.admin()), Some("acme-again"), &tenant("acme", "standard", json!({}))).await?;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{again:?}");
+    assert_ne!(again.body["tenant_id"], json!(id));
+    let reborn = h.until_status("acme", "ACTIVE").await?;
+    assert_eq!(reborn["id"], again.body["tenant_id"]);
+    // The tombstone is still there, by its id.
+    let (_, tombstone) = h.get(&format!("/v1/tenants/{id}"), &h.admin()).await?;
+    assert_eq!(tombstone["status"], "DELETED");
+    Ok(())
+}
