@@ -754,3 +754,25 @@ async fn a_cancelled_suspend_is_reversed_and_reported_as_failed() -> Result<()> 
     assert_eq!(state, "cancelled");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_export_on_its_own_records_where_it_went_and_leaves_the_status() -> Result<()> {
+    let life = Life::new().await?;
+    let tenant = life.active("archivist", &[]).await?;
+    let saga = life.ask("archivist", Operation::Export, |_| {}).await?;
+    let events = life.saga_events("archivist", saga, &[EventKind::Exported, EventKind::OperationFailed]).await?;
+    let exported: pb::TenantExported = last(&events, EventKind::Exported)?;
+    assert!(exported.location.starts_with(&format!("s3://{ARCHIVE}/archivist/{tenant}/")), "{}", exported.location);
+    assert_eq!(exported.tenant.context("snapshot")?.status, "ACTIVE");
+    let prefixes: Vec<String> =
+        life.commands(saga).iter().map(|c| c.inputs.get("export.prefix").cloned().unwrap_or_default()).collect();
+    assert_eq!(prefixes.len(), 2);
+    assert!(prefixes.iter().all(|p| !p.is_empty() && exported.location.ends_with(p.as_str())), "{prefixes:?}");
+    let (status, location): (String, Option<String>) =
+        sqlx::query_as("SELECT status, export_location FROM tenants WHERE id = $1")
+            .bind(tenant)
+            .fetch_one(&life.pool)
+            .await?;
+    assert_eq!((status.as_str(), location.as_deref()), ("ACTIVE", Some(exported.location.as_str())));
+    Ok(())
+}

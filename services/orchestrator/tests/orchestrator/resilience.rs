@@ -108,3 +108,36 @@ async fn a_command_or_result_lost_by_the_broker_delays_a_saga_but_never_strands_
     p.check_outcomes(&HashMap::from([("lost-command".to_owned(), "ACTIVE"), ("lost-result".to_owned(), "ACTIVE")]))
         .await
 }
+
+/// The purge timer is a query on `tenants.purge_at`, not a schedule held in
+/// memory: a grace period that ends while no orchestrator runs is purged
+/// when one starts.
+#[tokio::test]
+async fn a_grace_period_that_ends_while_the_orchestrator_is_down_is_purged_when_it_is_back() -> Result<()> {
+    let mut p = Processes::with(1, &[("LANDLORD_PURGE_INTERVAL", "200ms")]).await?;
+    p.publish(&Harness::request("overdue", &[]), "m-overdue").await?;
+    p.wait_terminal(1, WAIT).await?;
+    p.orchestrators[0].kill();
+    // Offboarded (export waived), its grace period over while nothing runs.
+    sqlx::query(
+        "UPDATE tenants SET status = 'DELETION_SCHEDULED', purge_at = now() - interval '1 minute', export_waived = true
+         WHERE key = 'overdue'",
+    )
+    .execute(&p.pool)
+    .await?;
+    p.orchestrators[0] = p.start_orchestrator(0)?;
+    eventually("overdue to be purged", WAIT, || async {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM tenants WHERE key = 'overdue'").fetch_one(&p.pool).await.ok()?;
+        (status == "DELETED").then_some(())
+    })
+    .await?;
+    let (by, live): (Option<String>, i64) = sqlx::query_as(
+        "SELECT deleted_by, (SELECT count(*) FROM resources r WHERE r.tenant_id = t.id AND r.deleted_at IS NULL)
+         FROM tenants t WHERE key = 'overdue'",
+    )
+    .fetch_one(&p.pool)
+    .await?;
+    assert_eq!((by.as_deref(), live), (Some("landlord"), 0));
+    Ok(())
+}

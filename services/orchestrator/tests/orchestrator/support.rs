@@ -46,6 +46,11 @@ name = "welcome"
 command = "work.send_welcome"
 fatal = false
 max_attempts = 1
+
+[[pipelines.purge]]
+name = "purge_all"
+command = "work.purge"
+max_attempts = 0
 "#;
 
 pub(crate) struct Harness {
