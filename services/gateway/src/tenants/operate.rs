@@ -21,6 +21,9 @@ use crate::auth::Caller;
 use crate::problem::{Problem, Result};
 use crate::state::App;
 
+/// The longest idempotency id the control plane keeps.
+const MAX_IDEMPOTENCY_ID: usize = 200;
+
 /// The longest reason kept, in characters.
 pub const MAX_REASON: usize = 1000;
 
@@ -128,6 +131,14 @@ pub(super) fn api_request(
 /// Asks for `request` on behalf of an API caller: 202 with the saga, or
 /// the refusal.
 pub(super) async fn operate(app: &App, key: &TenantKey, request: OperationRequest) -> Result<Response> {
+    // The control plane keeps idempotency ids of up to 200 characters, the
+    // `api:` prefix included.
+    if request.idempotency_id.len() > MAX_IDEMPOTENCY_ID {
+        return Err(Problem::bad_request(
+            "idempotency-key",
+            format!("an operation's Idempotency-Key is at most {} characters", MAX_IDEMPOTENCY_ID - "api:".len()),
+        ));
+    }
     let operation = request.operation;
     let by = request.requested_by.clone();
     let requested = match ask(app, request).await {

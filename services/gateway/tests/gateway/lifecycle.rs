@@ -177,6 +177,10 @@ async fn refusals_are_problems_naming_what_is_wrong() -> Result<()> {
     h.send(post.clone(), "/v1/tenants/alpha/suspend", &admin, None, Some(&reason))
         .await?
         .problem(StatusCode::BAD_REQUEST, "idempotency-key");
+    let long = "k".repeat(197);
+    let answer = h.operate("suspend", "alpha", &long, Some(&reason)).await?;
+    answer.problem(StatusCode::BAD_REQUEST, "idempotency-key");
+    assert!(answer.body["detail"].as_str().is_some_and(|d| d.contains("196")), "{answer:?}");
     let bad_key = h.operate("suspend", "Alpha", "k", Some(&reason)).await?;
     bad_key.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
     for (route, body, rule) in [
