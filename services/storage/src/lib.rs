@@ -84,7 +84,7 @@ pub use archive::{ARCHIVE_MARKER, export_time, parse_export_time};
 pub use delete::FENCED;
 pub use export::{Digest, EXPORT_PREFIX, FileEntry};
 pub use naming::{BucketNameError, Place, check_bucket_name};
-pub use ownership::{MARKER, Marker, Ownership, SAGA_METADATA};
+pub use ownership::{MARKER, Marker, Ownership, SAGA_METADATA, TENANT_METADATA};
 pub use policy::{POLICY_SID, PolicyOutcome};
 pub use settings::{Settings, StaticKeys};
 pub use suspend::SUSPENDED;

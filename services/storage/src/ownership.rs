@@ -4,8 +4,9 @@
 //! The marker is the object `.landlord/tenant` at the bucket root or under
 //! the tenant's prefix. Its body is the tenant id; its user metadata
 //! `landlord-saga` (`x-amz-meta-landlord-saga`) is the saga that created it
-//! or last adopted it. One object, written by one PUT, so tenant and saga
-//! always change together. The body stays the bare tenant id so that
+//! or last adopted it; `landlord-tenant` repeats the tenant id, so that a
+//! HEAD reads the marker (see [`Storage::marker_object`] for why). One
+//! object, written by one PUT, so tenant and saga always change together. The body stays the bare tenant id so that
 //! anything reading markers written before sagas were recorded (or reading
 //! only the tenant, as `landlord audit` does) reads them the same way.
 //!
@@ -38,6 +39,9 @@ use crate::naming::Place;
 pub const MARKER: &str = ".landlord/tenant";
 /// The marker's user-metadata key naming the saga that owns the place.
 pub const SAGA_METADATA: &str = "landlord-saga";
+/// The marker's user-metadata key repeating the tenant id of its body, so
+/// that a HEAD reads the whole marker.
+pub const TENANT_METADATA: &str = "landlord-tenant";
 /// The bucket tag naming the tenant, where the server keeps tags.
 pub(crate) const TAG: &str = "landlord-tenant";
 
@@ -190,7 +194,28 @@ impl Storage {
     }
 
     pub(crate) async fn read_marker(&self, place: &Place) -> Result<MarkerRead, StepFailure> {
-        match self.client.get_object().bucket(&place.bucket).key(place.marker_key()).send().await {
+        self.marker_object(&place.bucket, &place.marker_key()).await
+    }
+
+    /// Reads a marker object (ownership or suspension): a HEAD where the
+    /// metadata names the tenant, else a GET of the body (markers written
+    /// before the metadata did, and every miss: a HEAD's 404 has no body
+    /// to tell a missing bucket from a missing key).
+    ///
+    /// Why not always GET: s3s-fs writes a found object's headers and body
+    /// in two writes without TCP_NODELAY, and on a reused connection the
+    /// body then waits for the client's delayed ACK — a GET of a present
+    /// marker took ~40 ms in a third of the calls, a HEAD never (issue 27).
+    pub(crate) async fn marker_object(&self, bucket: &str, key: &str) -> Result<MarkerRead, StepFailure> {
+        if let Ok(head) = self.client.head_object().bucket(bucket).key(key).send().await {
+            let named = head
+                .metadata()
+                .and_then(|m| m.iter().find(|(k, v)| k.eq_ignore_ascii_case(TENANT_METADATA) && !v.trim().is_empty()));
+            if let Some((_, tenant_id)) = named {
+                return Ok(MarkerRead::Found(Marker::parse(tenant_id.as_bytes(), head.metadata())));
+            }
+        }
+        match self.client.get_object().bucket(bucket).key(key).send().await {
             Ok(object) => {
                 let metadata = object.metadata().cloned();
                 let body = object
@@ -215,6 +240,7 @@ impl Storage {
             .body(ByteStream::from(tenant_id.as_bytes().to_vec()))
             .content_type("text/plain")
             .metadata(SAGA_METADATA, saga_id)
+            .metadata(TENANT_METADATA, tenant_id)
             .send()
             .await
             .map_err(|e| classify("writing the ownership marker", &e))?;

@@ -26,7 +26,7 @@ use landlord_runtime::StepFailure;
 
 use crate::classify::{classify, code_of, status_of};
 use crate::naming::Place;
-use crate::ownership::{Marker, Ownership, SAGA_METADATA};
+use crate::ownership::{Marker, MarkerRead, Ownership, SAGA_METADATA, TENANT_METADATA};
 use crate::policy::PolicyOutcome;
 use crate::{FENCED, Storage};
 
@@ -70,6 +70,7 @@ impl Storage {
             .body(ByteStream::from(tenant.tenant_id.as_bytes().to_vec()))
             .content_type("text/plain")
             .metadata(SAGA_METADATA, saga_id)
+            .metadata(TENANT_METADATA, &tenant.tenant_id)
             .send()
             .await
             .map_err(|e| classify("writing the suspension marker", &e))?;
@@ -119,19 +120,10 @@ impl Storage {
 
     /// The suspension marker, if there is one.
     pub async fn suspension(&self, place: &Place) -> Result<Option<Marker>, StepFailure> {
-        match self.client.get_object().bucket(&place.bucket).key(place.suspended_key()).send().await {
-            Ok(object) => {
-                let metadata = object.metadata().cloned();
-                let body = object.body.collect().await.map_err(|e| {
-                    StepFailure::retryable("bad_response", format!("reading the suspension marker: {e}"))
-                })?;
-                Ok(Some(Marker::parse(&body.into_bytes(), metadata.as_ref())))
-            }
-            Err(e) if matches!(code_of(&e), Some("NoSuchKey" | "NoSuchBucket")) || status_of(&e) == Some(404) => {
-                Ok(None)
-            }
-            Err(e) => Err(classify("reading the suspension marker", &e)),
-        }
+        Ok(match self.marker_object(&place.bucket, &place.suspended_key()).await? {
+            MarkerRead::Found(marker) => Some(marker),
+            MarkerRead::NoBucket | MarkerRead::Absent => None,
+        })
     }
 }
 

@@ -8,7 +8,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use landlord_contract::pb;
 use landlord_runtime::{Config, DeliveryInfo, Env, Envelope, Publisher, Service, StepFailure, StepService};
-use landlord_storage::{FENCED, MARKER, Marker, Ownership, Place, SAGA_METADATA, Settings, Storage};
+use landlord_storage::{FENCED, MARKER, Marker, Ownership, Place, SAGA_METADATA, Settings, Storage, TENANT_METADATA};
 use landlord_testkit::{
     NatsServer, Process, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, scratch_dir, unique_namespace, workspace_binary,
 };
@@ -114,6 +114,9 @@ async fn create_twice_is_once_and_delete_twice_is_once() -> Result<()> {
     assert_eq!(first.resources[0].external_id, "landlord-acme");
     assert_eq!(first.outputs["storage.bucket"], "landlord-acme");
     assert_eq!(keys(&storage, "landlord-acme", "").await?, [MARKER]);
+    // The metadata repeats the tenant, so that a HEAD reads the marker.
+    let head = storage.client().head_object().bucket("landlord-acme").key(MARKER).send().await?;
+    assert_eq!(head.metadata().and_then(|m| m.get(TENANT_METADATA)).map(String::as_str), Some("id-acme"));
     // The compensation goes by what the forward step reported.
     let undo = pb::StepCommand { compensate: true, resources: first.resources.clone(), ..command(acme.clone()) };
     storage.run("delete_bucket", &undo, &delivery()).await?;
