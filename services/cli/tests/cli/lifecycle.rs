@@ -14,9 +14,8 @@ async fn status(api: &Api, key: &str) -> Result<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the gateway's lifecycle routes (issue 25), being written"]
 async fn the_lifecycle_verbs_follow_their_saga_and_a_bulk_verb_reports_per_tenant() -> Result<()> {
-    let api = Api::start().await?;
+    let api = Api::start_with_shipped_plans().await?;
     for key in ["alpha", "beta", "gamma"] {
         let email = format!("admin@{key}.test");
         let requested = api

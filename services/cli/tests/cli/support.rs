@@ -24,7 +24,20 @@ pub struct Api {
 
 impl Api {
     pub async fn start() -> Result<Self> {
-        let mut stack = Stack::start().await?;
+        Self::start_with(Vec::new()).await
+    }
+
+    /// The shipped plans (deploy/plans.toml): every lifecycle pipeline.
+    pub async fn start_with_shipped_plans() -> Result<Self> {
+        let plans = landlord_testkit::workspace_root().join("deploy/plans.toml");
+        Self::start_with(vec![("LANDLORD_PLANS".to_owned(), plans.display().to_string())]).await
+    }
+
+    /// With `overrides` of the stack's settings.
+    pub async fn start_with(overrides: Vec<(String, String)>) -> Result<Self> {
+        let mut stack = Stack::servers().await?;
+        stack.overrides = overrides;
+        stack.start_services().await?;
         stack.start_service(GATEWAY).await?;
         let token = mint(&stack, "tenants:read,tenants:write")?;
         let read_token = mint(&stack, "tenants:read")?;
