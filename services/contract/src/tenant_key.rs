@@ -26,6 +26,9 @@ pub const RESERVED: &[&str] = &[
     "admin",
     "api",
     "app",
+    // With the default bucket pattern, its bucket would be the archive
+    // bucket exports go to (LANDLORD_ARCHIVE_BUCKET, landlord-archive).
+    "archive",
     "auth",
     "default",
     "internal",
