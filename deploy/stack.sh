@@ -49,10 +49,47 @@ nats_up() {
     return
   fi
   mkdir -p "$home/nats"
-  nohup "$LANDLORD_NATS_SERVER" -c "$repo/deploy/nats/nats.conf" -a 127.0.0.1 -p "$nats_port" \
-    -m "$nats_monitor_port" -sd "$home/nats" -P "$pidfile" >>"$log/nats.log" 2>&1 &
+  write_nats_passwords
+  # nats.conf includes accounts.conf, whose users' passwords are variables
+  # the server reads from its environment: only the server gets them all.
+  (
+    set -a
+    # shellcheck source=/dev/null
+    . "$nats_passwords"
+    set +a
+    exec nohup "$LANDLORD_NATS_SERVER" -c "$repo/deploy/nats/nats.conf" -a 127.0.0.1 -p "$nats_port" \
+      -m "$nats_monitor_port" -sd "$home/nats" -P "$pidfile" >>"$log/nats.log" 2>&1
+  ) &
   wait_for "nats-server" 20 http_ok "http://127.0.0.1:$nats_monitor_port/healthz?js-enabled-only=true"
   echo "nats        nats://127.0.0.1:$nats_port (monitoring http://127.0.0.1:$nats_monitor_port)"
+}
+
+# The bus users of deploy/nats/accounts.conf and their passwords: random,
+# made at the first start and kept in $home/nats/passwords.env (mode 600) —
+# plaintext, fine for a stack on one's own machine and nowhere else.
+nats_users=(orchestrator gateway idp database storage notification operator platform)
+nats_passwords=$home/nats/passwords.env
+write_nats_passwords() {
+  local user var
+  (
+    umask 077
+    mkdir -p "$home/nats"
+    touch "$nats_passwords"
+    for user in "${nats_users[@]}"; do
+      var=LANDLORD_NATS_PASSWORD_${user^^}
+      grep -q "^$var=" "$nats_passwords" || echo "$var=$(python3 -c 'import secrets; print(secrets.token_hex(24))')" >>"$nats_passwords"
+    done
+  )
+}
+
+# Runs a command as the bus user $1 (the runtime reads LANDLORD_NATS_USER
+# and LANDLORD_NATS_PASSWORD; its inbox prefix follows, _INBOX_<user>).
+nats_as() {
+  local user=$1; shift
+  write_nats_passwords
+  local password
+  password=$(sed -n "s/^LANDLORD_NATS_PASSWORD_${user^^}=//p" "$nats_passwords")
+  LANDLORD_NATS_USER=$user LANDLORD_NATS_PASSWORD=$password "$@"
 }
 
 nats_down() {
@@ -238,7 +275,7 @@ services_up() {
   local name port
   for name in "${services[@]}"; do
     port=$(health_port "$name")
-    LANDLORD_HTTP_ADDR=127.0.0.1:$port bg_up "$name" "$port" "$target/landlord-$name"
+    LANDLORD_HTTP_ADDR=127.0.0.1:$port nats_as "$name" bg_up "$name" "$port" "$target/landlord-$name"
     wait_for "$name readiness" 30 http_ok "http://127.0.0.1:$port/readyz"
     echo "$(printf '%-11s' "$name") ready (http://127.0.0.1:$port/readyz, logs $log/$name.log)"
   done
@@ -277,7 +314,7 @@ with urllib.request.urlopen(request, timeout=10) as answer:
     print(f"  {answer.status} {answer.reason}: {answer.read().decode()}")
 PY
     echo "following its saga (landlord watch):"
-    "$target/landlord" watch "$key" --timeout 120s
+    nats_as operator "$target/landlord" watch "$key" --timeout 120s
   fi
   "$repo/deploy/show-tenant.sh" "$key"
 }
@@ -298,9 +335,10 @@ case ${1:-} in
   up) nats_up; pg_up; s3_up; smtp_up; services_up; demo ;;
   down) services_down; bg_down smtp; bg_down s3; pg_down; nats_down ;;
   demo) demo ;;
-  watch) write_service_env; "$target/landlord" watch "${2:?usage: $0 watch KEY}" ;;
-  audit) write_service_env; shift; "$target/landlord" audit "$@" ;;
+  watch) write_service_env; nats_as operator "$target/landlord" watch "${2:?usage: $0 watch KEY}" ;;
+  audit) write_service_env; shift; nats_as operator "$target/landlord" audit "$@" ;;
+  nats-env) echo "LANDLORD_NATS_USER=${2:?usage: $0 nats-env USER}"; nats_as "$2" printenv LANDLORD_NATS_PASSWORD | sed 's/^/LANDLORD_NATS_PASSWORD=/' ;;
   token) write_service_env; "$target/landlord-gateway" mint-token --scope tenants:read,tenants:write --ttl 1h --subject admin ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status|demo|watch KEY|audit [--remove-orphans]|token" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|demo|watch KEY|audit [--remove-orphans]|token|nats-env USER" >&2; exit 2 ;;
 esac

@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use landlord_contract::{Namespace, StreamKind};
 
-use crate::config::{ConsumerSettings, StreamSettings};
+use crate::config::{ConsumerSettings, Env, StreamSettings};
+use crate::nats_auth::{AuthError, NatsAuth};
 
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
@@ -17,6 +18,10 @@ pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 pub enum BrokerError {
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect { url: String, source: async_nats::ConnectError },
+    #[error("LANDLORD_NATS_URL: {url:?} is not a NATS URL: {source}")]
+    Url { url: String, source: std::io::Error },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("cannot declare stream {stream}: {source}")]
     Stream { stream: String, source: jetstream::context::CreateStreamError },
     #[error("cannot declare consumer {consumer} on {stream}: {source}")]
@@ -32,10 +37,22 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Connects, retrying the first connection too, and logs every
-    /// connection event: a broker that goes away is never silent.
+    /// Connects with the credentials of the process environment
+    /// ([`NatsAuth::from_env`]; none set: no authentication).
     pub async fn connect(url: &str, name: &str, namespace: Namespace) -> Result<Self> {
-        let client = async_nats::ConnectOptions::new()
+        let auth = NatsAuth::from_env(&Env::process()).map_err(AuthError::from)?;
+        Self::connect_with(url, name, namespace, &auth).await
+    }
+
+    /// Connects to every server of `url` (comma-separated: the client
+    /// reconnects to any of them), retrying the first connection too, and
+    /// logs every connection event: a broker that goes away, or refuses
+    /// something (a permissions violation), is never silent.
+    pub async fn connect_with(url: &str, name: &str, namespace: Namespace, auth: &NatsAuth) -> Result<Self> {
+        let servers = server_addrs(url)?;
+        let client = auth
+            .options()
+            .await?
             .name(name)
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -46,10 +63,11 @@ impl Broker {
                     async_nats::Event::Disconnected => tracing::warn!("nats disconnected, reconnecting"),
                     async_nats::Event::LameDuckMode => tracing::warn!("nats server entering lame duck mode"),
                     async_nats::Event::SlowConsumer(sid) => tracing::warn!(sid, "nats slow consumer: messages dropped"),
+                    async_nats::Event::ServerError(error) => tracing::error!(%error, "nats server refused"),
                     other => tracing::warn!(event = %other, "nats connection event"),
                 }
             })
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(|source| BrokerError::Connect { url: url.to_owned(), source })?;
         let jetstream = jetstream::new(client.clone());
@@ -80,11 +98,19 @@ impl Broker {
         }
     }
 
-    /// Creates the streams, or brings their settings in line.
+    /// Creates the streams, or brings their settings in line. A stream
+    /// that is already as configured is left alone, so a service whose bus
+    /// user may only look streams up (deploy/nats/accounts.conf) starts
+    /// once the stream owner declared them.
     pub async fn declare_streams(&self, settings: &StreamSettings) -> Result<()> {
         for kind in StreamKind::ALL {
             let config = self.stream_config(kind, settings);
             let name = config.name.clone();
+            if let Ok(stream) = self.jetstream.get_stream(&name).await
+                && in_line(&stream.cached_info().config, &config)
+            {
+                continue;
+            }
             self.jetstream
                 .create_or_update_stream(config)
                 .await
@@ -121,5 +147,39 @@ impl Broker {
             ..Default::default()
         };
         self.jetstream.create_consumer_on_stream(config, stream_name.as_str()).await.map_err(error)
+    }
+}
+
+/// The servers of a comma-separated list of URLs.
+pub fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| u.parse().map_err(|source| BrokerError::Url { url: u.to_owned(), source }))
+        .collect()
+}
+
+/// Whether a stream has the settings Landlord declares (the server fills
+/// in the rest).
+fn in_line(actual: &stream::Config, wanted: &stream::Config) -> bool {
+    actual.subjects == wanted.subjects
+        && actual.retention == wanted.retention
+        && actual.max_age == wanted.max_age
+        && actual.num_replicas == wanted.num_replicas
+        && actual.duplicate_window == wanted.duplicate_window
+        && actual.storage == wanted.storage
+        && actual.allow_direct == wanted.allow_direct
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_url_of_the_list_is_a_server() {
+        let servers = server_addrs("nats://127.0.0.1:4222, nats://127.0.0.1:4223,nats://10.0.0.3:4222").unwrap();
+        assert_eq!(servers.len(), 3);
+        assert_eq!(servers[1].port(), 4223);
+        assert!(matches!(server_addrs("nats://host:notaport"), Err(BrokerError::Url { .. })));
     }
 }

@@ -141,6 +141,8 @@ impl ConsumerSettings {
 pub struct Config {
     pub service: String,
     pub nats_url: String,
+    /// Credentials and inbox prefix on the bus (see [`crate::nats_auth`]).
+    pub nats_auth: crate::nats_auth::NatsAuth,
     pub namespace: Namespace,
     pub streams: StreamSettings,
     pub consumer: ConsumerSettings,
@@ -192,6 +194,7 @@ impl Config {
             });
             if ok { Ok(v.to_owned()) } else { Err("expected nats://host:port[,nats://host:port…]".into()) }
         })?;
+        let nats_auth = crate::nats_auth::NatsAuth::from_env(env)?;
         let database_url = match env.raw("LANDLORD_DATABASE_URL") {
             Some(url) if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) => {
                 return Err(ConfigError::Invalid {
@@ -205,6 +208,7 @@ impl Config {
         Ok(Self {
             service: service.to_owned(),
             nats_url,
+            nats_auth,
             namespace,
             streams,
             consumer,
@@ -255,6 +259,8 @@ mod tests {
         assert!(err.to_string().starts_with("LANDLORD_NAMESPACE"), "{err}");
         let err = config(&[("LANDLORD_DATABASE_URL", "mysql://x")]).unwrap_err();
         assert!(!err.to_string().contains("mysql://x"), "the URL may hold a password: {err}");
+        let err = config(&[("LANDLORD_NATS_CREDS", "/nowhere/orchestrator.creds")]).unwrap_err();
+        assert!(err.to_string().contains("cannot read /nowhere/orchestrator.creds"), "{err}");
         let err = config(&[]).unwrap().require_database().unwrap_err();
         assert!(err.to_string().starts_with("LANDLORD_DATABASE_URL is required"), "{err}");
     }

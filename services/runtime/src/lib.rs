@@ -15,6 +15,7 @@ pub mod health;
 pub mod http;
 pub mod kv;
 pub mod metrics;
+pub mod nats_auth;
 pub mod publish;
 pub mod secrets;
 pub mod service;

@@ -598,3 +598,5 @@ async fn a_handler_working_longer_than_the_ack_wait_is_not_redelivered() -> Resu
 
 #[path = "runtime/deploy.rs"]
 mod deploy;
+#[path = "runtime/permissions.rs"]
+mod permissions;
