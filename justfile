@@ -83,3 +83,7 @@ bench: install
 nemesis tenants="300" rounds="40": install
     cargo build --workspace --bins --tests --locked
     LANDLORD_NEMESIS_TENANTS={{tenants}} LANDLORD_NEMESIS_ROUNDS={{rounds}} cargo test -p landlord-e2e --test e2e --locked nemesis -- --nocapture
+
+# Benchmark the lifecycle: suspend, resume and delete (offboard with no grace, purge) of bridge tenants through the gateway and the service binaries at 1 and 16 in flight, next to the workers' steps called directly (the floor) → bench/results/lifecycle.{json,md}.
+bench-lifecycle: install
+    RUST_LOG=warn cargo bench -p landlord-e2e --bench lifecycle

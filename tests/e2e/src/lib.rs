@@ -82,7 +82,133 @@ compensation = "storage.delete_bucket"
 name = "welcome_email"
 command = "notification.send_welcome"
 fatal = false
+
+# The lifecycle (docs/lifecycle.md), as deploy/plans.toml ships it, with the
+# tests' short timeouts and backoff.
+[operations]
+restore = "resume"
+
+[[pipelines.suspend]]
+name = "idp_suspend"
+command = "idp.suspend"
+compensation = "idp.resume"
+
+[[pipelines.suspend]]
+name = "database_suspend"
+command = "database.suspend"
+compensation = "database.resume"
+
+[[pipelines.suspend]]
+name = "storage_suspend"
+command = "storage.suspend"
+compensation = "storage.resume"
+
+[[pipelines.suspend]]
+name = "suspended_email"
+command = "notification.send_suspended"
+fatal = false
+
+[[pipelines.resume]]
+name = "idp_resume"
+command = "idp.resume"
+compensation = "idp.suspend"
+
+[[pipelines.resume]]
+name = "database_resume"
+command = "database.resume"
+compensation = "database.suspend"
+
+[[pipelines.resume]]
+name = "storage_resume"
+command = "storage.resume"
+compensation = "storage.suspend"
+
+[[pipelines.resume]]
+name = "resumed_email"
+command = "notification.send_resumed"
+fatal = false
+
+[[pipelines.update]]
+name = "idp_update"
+command = "idp.update"
+compensation = "idp.update"
+
+[[pipelines.offboard]]
+name = "idp_suspend"
+command = "idp.suspend"
+compensation = "idp.resume"
+
+[[pipelines.offboard]]
+name = "database_suspend"
+command = "database.suspend"
+compensation = "database.resume"
+
+[[pipelines.offboard]]
+name = "storage_suspend"
+command = "storage.suspend"
+compensation = "storage.resume"
+
+[[pipelines.offboard]]
+name = "database_export"
+command = "database.export"
+timeout = "20s"
+
+[[pipelines.offboard]]
+name = "storage_export"
+command = "storage.export"
+timeout = "20s"
+
+[[pipelines.offboard]]
+name = "deletion_email"
+command = "notification.send_deletion_scheduled"
+fatal = false
+
+[[pipelines.export]]
+name = "database_export"
+command = "database.export"
+timeout = "20s"
+
+[[pipelines.export]]
+name = "storage_export"
+command = "storage.export"
+timeout = "20s"
+
+[[pipelines.purge]]
+name = "idp_purge"
+command = "idp.purge"
+max_attempts = 0
+backoff = ["100ms", "200ms", "500ms"]
+
+[[pipelines.purge]]
+name = "database_purge"
+command = "database.purge"
+max_attempts = 0
+backoff = ["100ms", "200ms", "500ms"]
+timeout = "20s"
+
+[[pipelines.purge]]
+name = "storage_purge"
+command = "storage.purge"
+max_attempts = 0
+backoff = ["100ms", "200ms", "500ms"]
+
+[[pipelines.purge]]
+name = "deleted_email"
+command = "notification.send_deleted"
+fatal = false
 "#;
+
+/// Where exports go (`LANDLORD_ARCHIVE_BUCKET`, for the database and
+/// storage workers).
+pub const ARCHIVE_BUCKET: &str = "landlord-archive";
+
+/// The orchestrator's setting for how often its purge timer looks for
+/// tenants whose grace period has ended.
+pub const PURGE_TIMER_VAR: &str = "LANDLORD_PURGE_INTERVAL";
+
+/// The scopes of the tests' bearer token: everything, the purge without a
+/// grace period included.
+pub const SCOPES: [&str; 3] = ["tenants:read", "tenants:write", "tenants:purge"];
 
 #[derive(Debug)]
 struct Running {
@@ -116,7 +242,9 @@ pub struct Stack {
     pub tenant_data_url: String,
     dir: PathBuf,
     plans: PathBuf,
-    services: BTreeMap<&'static str, Running>,
+    /// Behind a lock so that a test may restart services while others
+    /// use the stack ([`Self::restart_service`]).
+    services: std::sync::Mutex<BTreeMap<&'static str, Running>>,
     /// Settings that replace the tests' defaults (set before the services start).
     pub overrides: Vec<(String, String)>,
     /// Last, so that it is released after everything above is dropped.
@@ -161,7 +289,7 @@ impl Stack {
             api_port: free_port(),
             dir,
             plans,
-            services: BTreeMap::new(),
+            services: Default::default(),
             overrides: Vec::new(),
             _turn: turn,
         })
@@ -226,6 +354,11 @@ impl Stack {
             ("LANDLORD_KEYCLOAK_CLIENT_SECRET", KEYCLOAK_DOUBLE_CLIENT.1.to_owned()),
             ("LANDLORD_KEYCLOAK_SHARED_REALM", SHARED_REALM.to_owned()),
             ("LANDLORD_KEYCLOAK_TIMEOUT", "2s".to_owned()),
+            ("LANDLORD_ARCHIVE_BUCKET", ARCHIVE_BUCKET.to_owned()),
+            // The orchestrator's purge timer: a look at `tenants.purge_at`
+            // this often, so that a grace period of a second or two ends
+            // in the test's time.
+            (PURGE_TIMER_VAR, "200ms".to_owned()),
         ];
         let mut env: Vec<(String, String)> = pairs.into_iter().chain(extra).map(|(k, v)| (k.to_owned(), v)).collect();
         env.retain(|(k, _)| !self.overrides.iter().any(|(o, _)| o == k));
@@ -244,6 +377,9 @@ impl Stack {
             ("LANDLORD_API_RATE", "100000".to_owned()),
             ("LANDLORD_API_BURST", "100000".to_owned()),
             ("LANDLORD_RELAY_POLL", "100ms".to_owned()),
+            // Offboardings name their grace period; Clerk's get the default.
+            ("LANDLORD_DELETION_GRACE", "30d".to_owned()),
+            ("LANDLORD_DELETION_GRACE_MAX", "30d".to_owned()),
         ]
     }
 
@@ -252,11 +388,23 @@ impl Stack {
         format!("http://127.0.0.1:{}", self.api_port)
     }
 
+    fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, Running>> {
+        self.services.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Starts (or starts again) one service and waits until it is ready;
     /// the gateway also until its API answers (its health endpoint is up
     /// before the API listens).
     pub async fn start_service(&mut self, name: &'static str) -> Result<()> {
-        let port = match self.services.remove(name) {
+        self.restart_service(name).await
+    }
+
+    /// [`Self::start_service`] through a shared reference: SIGKILLs the
+    /// service if it runs, starts it again on its port and waits until it
+    /// is ready — while other tasks use the stack (the lifecycle chaos).
+    pub async fn restart_service(&self, name: &'static str) -> Result<()> {
+        let old = self.running().remove(name);
+        let port = match old {
             Some(mut old) => {
                 old.process.kill();
                 old.port
@@ -287,7 +435,7 @@ impl Stack {
         .await;
         match ready {
             Ok(true) => {
-                self.services.insert(name, running);
+                self.running().insert(name, running);
                 Ok(())
             }
             Ok(false) => anyhow::bail!("{name} exited at start:\n{}", running.process.output()),
@@ -297,7 +445,7 @@ impl Stack {
 
     /// SIGKILL, no goodbye.
     pub fn kill_service(&mut self, name: &str) {
-        if let Some(running) = self.services.get_mut(name) {
+        if let Some(running) = self.running().get_mut(name) {
             running.process.kill();
         }
     }
@@ -305,26 +453,26 @@ impl Stack {
     /// SIGSTOP a service (the nemesis run): its connections stay open, its
     /// messages wait — past their deadlines if the pause is long enough.
     pub fn pause_service(&self, name: &str) {
-        if let Some(running) = self.services.get(name) {
+        if let Some(running) = self.running().get(name) {
             running.process.pause();
         }
     }
 
     /// SIGCONT after [`Self::pause_service`].
     pub fn resume_service(&self, name: &str) {
-        if let Some(running) = self.services.get(name) {
+        if let Some(running) = self.running().get(name) {
             running.process.resume();
         }
     }
 
     /// A service's log so far.
     pub fn log(&self, name: &str) -> String {
-        self.services.get(name).map(|r| r.process.output()).unwrap_or_default()
+        self.running().get(name).map(|r| r.process.output()).unwrap_or_default()
     }
 
     /// Every service's log, for a failing assertion's message.
     pub fn logs(&self) -> String {
-        self.services.iter().map(|(name, r)| format!("--- {name}\n{}\n", r.process.output())).collect()
+        self.running().iter().map(|(name, r)| format!("--- {name}\n{}\n", r.process.output())).collect()
     }
 
     /// `landlord request <key> …` with the CLI, waiting for the saga's end.
@@ -396,14 +544,19 @@ impl Stack {
         Ok(PgConnection::connect(&self.tenant_data.url).await?)
     }
 
-    /// The tenant's id and status in the control plane.
+    /// The tenant's id and status in the control plane: the live tenant of
+    /// the key, else its latest tombstone (a DELETED tenant's key is free
+    /// for a new tenant).
     pub async fn tenant(&self, key: &str) -> Result<(String, String)> {
         let mut db = self.control().await?;
-        sqlx::query_as("SELECT id::text, status FROM tenants WHERE key = $1")
-            .bind(key)
-            .fetch_one(&mut db)
-            .await
-            .with_context(|| format!("no tenant {key}"))
+        sqlx::query_as(
+            "SELECT id::text, status FROM tenants WHERE key = $1
+             ORDER BY status = 'DELETED', created_at DESC LIMIT 1",
+        )
+        .bind(key)
+        .fetch_one(&mut db)
+        .await
+        .with_context(|| format!("no tenant {key}"))
     }
 
     /// Kinds of the resources the control plane holds for the tenant:
@@ -441,4 +594,471 @@ impl Stack {
         names.sort();
         Ok(names)
     }
+}
+
+/// What the gateway answered: the status and the body (JSON; a body that
+/// is not JSON as a string).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+impl Answer {
+    /// The saga the answer names (`saga_id`), for a 202 or a 409.
+    pub fn saga_id(&self) -> Option<String> {
+        let saga = &self.body["saga_id"];
+        saga.as_str().or_else(|| self.body["operation"]["saga_id"].as_str()).map(str::to_owned)
+    }
+}
+
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.body)
+    }
+}
+
+/// A lifecycle operation as the API asks for it (docs/lifecycle.md).
+#[derive(Debug, Clone)]
+pub enum Operation {
+    Suspend {
+        reason: String,
+    },
+    Resume,
+    /// `PATCH /v1/tenants/{key}` with this body.
+    Update(serde_json::Value),
+    /// `DELETE /v1/tenants/{key}`: offboarding with `grace` seconds
+    /// (`None`: the default) and an export unless `export` is false.
+    Offboard {
+        reason: String,
+        grace: Option<u64>,
+        export: bool,
+    },
+    Restore,
+    Export,
+}
+
+impl Operation {
+    pub fn suspend() -> Self {
+        Self::Suspend { reason: "non-payment".into() }
+    }
+
+    /// Offboarding with `grace` seconds and an export.
+    pub fn offboard(grace: u64) -> Self {
+        Self::Offboard { reason: "customer left".into(), grace: Some(grace), export: true }
+    }
+
+    /// Method, path and body of the request for tenant `key`.
+    pub fn request(&self, key: &str) -> (&'static str, String, Option<serde_json::Value>) {
+        use serde_json::json;
+        let tenant = format!("/v1/tenants/{key}");
+        match self {
+            Self::Suspend { reason } => ("POST", format!("{tenant}/suspend"), Some(json!({ "reason": reason }))),
+            Self::Resume => ("POST", format!("{tenant}/resume"), Some(json!({}))),
+            Self::Update(patch) => ("PATCH", tenant, Some(patch.clone())),
+            Self::Offboard { reason, grace, export } => {
+                let mut body = json!({ "reason": reason, "export": export });
+                if let Some(grace) = grace {
+                    body["grace"] = json!(grace);
+                }
+                ("DELETE", tenant, Some(body))
+            }
+            Self::Restore => ("POST", format!("{tenant}/restore"), Some(json!({}))),
+            Self::Export => ("POST", format!("{tenant}/export"), Some(json!({}))),
+        }
+    }
+
+    /// The tenant's status once the operation succeeded (`None`: unchanged).
+    pub fn leads_to(&self) -> Option<&'static str> {
+        match self {
+            Self::Suspend { .. } => Some("SUSPENDED"),
+            Self::Resume | Self::Restore => Some("ACTIVE"),
+            Self::Offboard { .. } => Some("DELETION_SCHEDULED"),
+            Self::Update(_) | Self::Export => None,
+        }
+    }
+}
+
+/// How a lifecycle saga ended, and the tenant after it.
+#[derive(Debug, Clone)]
+pub struct OperationEnd {
+    pub saga_id: String,
+    /// The saga's state: `succeeded`, `failed` or `cancelled`.
+    pub state: String,
+    pub failure_reason: Option<String>,
+    pub tenant: TenantRow,
+}
+
+/// A tenant's row as the lifecycle tests read it.
+#[derive(Debug, Clone)]
+pub struct TenantRow {
+    pub id: String,
+    pub key: String,
+    pub status: String,
+    pub tier: String,
+    pub domains: Vec<String>,
+    pub display_name: String,
+    pub failure_reason: Option<String>,
+    /// Seconds from now to the purge (negative: due).
+    pub purge_in: Option<f64>,
+    pub export_location: Option<String>,
+    pub export_waived: bool,
+    pub deleted_by: Option<String>,
+    pub deletion_reason: Option<String>,
+}
+
+/// How the tenant's own role logs in to its database, from the welcome
+/// mail's "Your database" section (the only place the password is written
+/// out).
+#[derive(Debug, Clone)]
+pub struct TenantLogin {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub schema: String,
+    pub role: String,
+    pub password: String,
+}
+
+impl TenantLogin {
+    /// A new connection as the tenant's role.
+    pub async fn connect(&self) -> std::result::Result<PgConnection, sqlx::Error> {
+        let options = sqlx::postgres::PgConnectOptions::new()
+            .host(&self.host)
+            .port(self.port)
+            .database(&self.database)
+            .username(&self.role)
+            .password(&self.password);
+        PgConnection::connect_with(&options).await
+    }
+}
+
+/// The lifecycle (docs/lifecycle.md): operations through the gateway, and
+/// what the tests look at in the backends.
+impl Stack {
+    /// [`Self::start`] and the gateway: what the lifecycle tests need.
+    pub async fn start_with_gateway() -> Result<Self> {
+        let mut stack = Self::start().await?;
+        stack.start_service(GATEWAY).await?;
+        Ok(stack)
+    }
+
+    /// A bearer token for the gateway, for `subject` with `scopes`.
+    pub fn token(&self, subject: &str, scopes: &[&str]) -> String {
+        landlord_testkit::jwt::hs256(&self.jwt_secret, subject, scopes, Duration::from_secs(3600))
+    }
+
+    fn http(&self) -> Result<reqwest::Client> {
+        static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+        if let Some(client) = CLIENT.get() {
+            return Ok(client.clone());
+        }
+        let client =
+            landlord_runtime::http::client_builder(&Default::default()).timeout(Duration::from_secs(30)).build()?;
+        Ok(CLIENT.get_or_init(|| client).clone())
+    }
+
+    /// One request to the gateway as `ops` with every scope; `idempotency`
+    /// is sent as `Idempotency-Key`.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        idempotency: Option<&str>,
+    ) -> Result<Answer> {
+        self.call_as(&self.token("ops", &SCOPES), method, path, body, idempotency).await
+    }
+
+    /// [`Self::call`] with another token.
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        idempotency: Option<&str>,
+    ) -> Result<Answer> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut request = self.http()?.request(method, format!("{}{path}", self.api_url())).bearer_auth(token);
+        if let Some(key) = idempotency {
+            request = request.header("idempotency-key", key);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_string());
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        Ok(Answer { status, body })
+    }
+
+    /// `POST /v1/tenants`: a tenant `key` of `plan`, as the CLI's request
+    /// makes it, under the Idempotency-Key `idempotency`.
+    pub async fn create(&self, key: &str, plan: &str, idempotency: &str) -> Result<Answer> {
+        let body = serde_json::json!({
+            "key": key, "display_name": format!("{key} Inc."), "plan": plan,
+            "admin": { "email": format!("admin@{key}.test"), "first_name": "Ada", "last_name": "Lovelace" },
+            "domains": [format!("{key}.example.com")],
+        });
+        self.call("POST", "/v1/tenants", Some(body), Some(idempotency)).await
+    }
+
+    /// Asks for `operation` on tenant `key` with a new idempotency key.
+    pub async fn ask(&self, key: &str, operation: &Operation) -> Result<Answer> {
+        let idempotency = uuid_like();
+        self.ask_with(key, operation, &idempotency).await
+    }
+
+    /// Asks for `operation` on tenant `key` under `idempotency`.
+    pub async fn ask_with(&self, key: &str, operation: &Operation, idempotency: &str) -> Result<Answer> {
+        let (method, path, body) = operation.request(key);
+        self.call(method, &path, body, Some(idempotency)).await
+    }
+
+    /// Asks for `operation` (202 expected) and waits for its saga's end.
+    pub async fn operate(&self, key: &str, operation: &Operation) -> Result<OperationEnd> {
+        let answer = self.ask(key, operation).await?;
+        anyhow::ensure!(answer.status == 202, "{key}: {operation:?} answered {answer}");
+        let saga = answer.saga_id().with_context(|| format!("{key}: no saga id in {answer}"))?;
+        self.wait_saga(&saga, Duration::from_secs(60)).await
+    }
+
+    /// Suspends tenant `key` ("non-payment") and waits for the saga's end.
+    pub async fn suspend(&self, key: &str) -> Result<OperationEnd> {
+        self.operate(key, &Operation::suspend()).await
+    }
+
+    /// Resumes tenant `key` and waits for the saga's end.
+    pub async fn resume(&self, key: &str) -> Result<OperationEnd> {
+        self.operate(key, &Operation::Resume).await
+    }
+
+    /// Waits until saga `saga_id` has ended (succeeded, failed, cancelled).
+    pub async fn wait_saga(&self, saga_id: &str, timeout: Duration) -> Result<OperationEnd> {
+        let ended = eventually(&format!("saga {saga_id} to end"), timeout, || async {
+            let mut db = self.control().await.ok()?;
+            let row: Option<(String, Option<String>, String)> = sqlx::query_as(
+                "SELECT s.state, s.failure_reason, t.key FROM sagas s JOIN tenants t ON t.id = s.tenant_id
+                 WHERE s.id = $1::uuid AND s.state IN ('succeeded', 'failed', 'cancelled')",
+            )
+            .bind(saga_id)
+            .fetch_optional(&mut db)
+            .await
+            .ok()?;
+            row
+        })
+        .await;
+        let (state, failure_reason, key) = ended.with_context(|| self.logs())?;
+        let tenant = self.tenant_row(&key).await?;
+        Ok(OperationEnd { saga_id: saga_id.to_owned(), state, failure_reason, tenant })
+    }
+
+    /// Waits until tenant `key` is in `status`.
+    pub async fn wait_status(&self, key: &str, status: &str, timeout: Duration) -> Result<TenantRow> {
+        let seen = eventually(&format!("{key} to be {status}"), timeout, || async {
+            self.tenant_row(key).await.ok().filter(|row| row.status == status)
+        })
+        .await;
+        match seen {
+            Ok(row) => Ok(row),
+            Err(error) => {
+                let now = self.tenant_row(key).await.map(|r| format!("{r:?}")).unwrap_or_default();
+                Err(error.context(format!("{key} is {now}")))
+            }
+        }
+    }
+
+    /// Tenant `key`'s row: the live tenant, else its latest tombstone.
+    pub async fn tenant_row(&self, key: &str) -> Result<TenantRow> {
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            Vec<String>,
+            String,
+            Option<String>,
+            Option<f64>,
+            Option<String>,
+            bool,
+            Option<String>,
+            Option<String>,
+        );
+        let mut db = self.control().await?;
+        let row: Row = sqlx::query_as(
+            "SELECT id::text, key, status, tier, domains, display_name, failure_reason,
+                    extract(epoch FROM purge_at - now())::float8, export_location, export_waived,
+                    deleted_by, deletion_reason
+             FROM tenants WHERE key = $1 ORDER BY status = 'DELETED', created_at DESC LIMIT 1",
+        )
+        .bind(key)
+        .fetch_one(&mut db)
+        .await
+        .with_context(|| format!("no tenant {key}"))?;
+        let (id, key, status, tier, domains, display_name, failure_reason, purge_in, export_location) =
+            (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8);
+        Ok(TenantRow {
+            id,
+            key,
+            status,
+            tier,
+            domains,
+            display_name,
+            failure_reason,
+            purge_in,
+            export_location,
+            export_waived: row.9,
+            deleted_by: row.10,
+            deletion_reason: row.11,
+        })
+    }
+
+    /// Every tenant ever made under `key`, oldest first: `(id, status)`.
+    pub async fn tenants_of_key(&self, key: &str) -> Result<Vec<(String, String)>> {
+        let mut db = self.control().await?;
+        Ok(sqlx::query_as("SELECT id::text, status FROM tenants WHERE key = $1 ORDER BY created_at")
+            .bind(key)
+            .fetch_all(&mut db)
+            .await?)
+    }
+
+    /// The sagas of tenant `key` (every tenant of the key), oldest first:
+    /// `(id, operation, state)`.
+    pub async fn sagas(&self, key: &str) -> Result<Vec<(String, String, String)>> {
+        let mut db = self.control().await?;
+        Ok(sqlx::query_as(
+            "SELECT s.id::text, s.operation, s.state FROM sagas s JOIN tenants t ON t.id = s.tenant_id
+             WHERE t.key = $1 ORDER BY s.created_at",
+        )
+        .bind(key)
+        .fetch_all(&mut db)
+        .await?)
+    }
+
+    /// A file of the archive (`s3://<bucket>/<prefix>` and a path under it),
+    /// read where s3s-fs keeps it.
+    pub fn archive_file(&self, location: &str, path: &str) -> Result<Vec<u8>> {
+        let rest = location.strip_prefix("s3://").with_context(|| format!("not an s3:// location: {location}"))?;
+        let file = self.s3.data_dir().join(rest.trim_end_matches('/')).join(path);
+        std::fs::read(&file).with_context(|| format!("reading {}", file.display()))
+    }
+
+    /// The export's `manifest.json` at `location`.
+    pub fn archive_manifest(&self, location: &str) -> Result<serde_json::Value> {
+        Ok(serde_json::from_slice(&self.archive_file(location, "manifest.json")?)?)
+    }
+
+    /// Every file of the export at `location`, relative to it.
+    pub fn archive_files(&self, location: &str) -> Result<Vec<String>> {
+        let rest = location.strip_prefix("s3://").with_context(|| format!("not an s3:// location: {location}"))?;
+        let root = self.s3.data_dir().join(rest.trim_end_matches('/'));
+        let mut files = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+                let path = entry?.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if let Ok(relative) = path.strip_prefix(&root) {
+                    files.push(relative.display().to_string());
+                }
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// How tenant `key`'s own role logs in (bridge, silo), from its welcome
+    /// mail.
+    pub fn tenant_login(&self, key: &str) -> Result<TenantLogin> {
+        let admin = format!("admin@{key}.test");
+        let mail = self
+            .smtp
+            .mails_to(&admin)
+            .into_iter()
+            .find(|m| m.header("Subject").is_some_and(|s| s.starts_with("Welcome to")))
+            .with_context(|| format!("no welcome mail to {admin}"))?;
+        let text = mail.decoded();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+                .with_context(|| format!("no {name:?} in the welcome mail:\n{text}"))
+        };
+        Ok(TenantLogin {
+            host: field("Host:")?,
+            port: field("Port:")?.parse()?,
+            database: field("Database:")?,
+            schema: field("Schema:")?,
+            role: field("Role:")?,
+            password: field("Password:")?,
+        })
+    }
+
+    /// Objects of tenant `key` (any of its ids) still in a backend: the
+    /// realm or organization, the role, schema, database or pooled row, the
+    /// bucket or prefix. Empty when everything is gone.
+    pub async fn backend_objects(&self, key: &str) -> Result<Vec<String>> {
+        let names = landlord_contract::TenantKey::parse(key)?.backend_names();
+        let mut left = Vec::new();
+        if self.keycloak.realm(&names.realm).is_some() {
+            left.push(format!("realm {}", names.realm));
+        }
+        if self.keycloak.organizations(SHARED_REALM).iter().any(|o| o["name"] == key) {
+            left.push(format!("organization {key}"));
+        }
+        let mut data = self.tenant_data().await?;
+        for (what, sql, name) in [
+            ("role", "SELECT count(*) FROM pg_roles WHERE rolname = $1", names.role.as_str()),
+            ("schema", "SELECT count(*) FROM pg_namespace WHERE nspname = $1", names.schema.as_str()),
+            ("database", "SELECT count(*) FROM pg_database WHERE datname = $1", names.database.as_str()),
+            ("pooled row", "SELECT count(*) FROM landlord_pooled.tenants WHERE key = $1", key),
+        ] {
+            let found: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+                .bind(name)
+                .fetch_one(&mut data)
+                .await
+                .unwrap_or(0);
+            if found > 0 {
+                left.push(format!("{what} {name}"));
+            }
+        }
+        if self.buckets()?.contains(&names.bucket) {
+            left.push(format!("bucket {}", names.bucket));
+        }
+        // s3s-fs keeps a prefix as folders, which may stay when their last
+        // object is gone: a prefix is there while an object is.
+        let prefix = self.s3.data_dir().join("landlord-pooled").join("tenants").join(key);
+        let objects = files_under(&prefix);
+        if !objects.is_empty() {
+            left.push(format!("prefix landlord-pooled/tenants/{key}/ ({objects:?})"));
+        }
+        Ok(left)
+    }
+}
+
+/// Every file under `dir`, recursively (none if it does not exist).
+pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// A fresh idempotency key.
+pub fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("e2e-{nanos:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }

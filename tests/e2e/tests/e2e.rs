@@ -11,6 +11,12 @@ mod chaos;
 mod clerk_storm;
 #[path = "e2e/failures.rs"]
 mod failures;
+#[path = "e2e/lifecycle.rs"]
+mod lifecycle;
+#[path = "e2e/lifecycle_chaos.rs"]
+mod lifecycle_chaos;
+#[path = "e2e/lifecycle_failures.rs"]
+mod lifecycle_failures;
 #[path = "e2e/nemesis.rs"]
 mod nemesis;
 #[path = "e2e/python_example.rs"]

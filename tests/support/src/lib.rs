@@ -14,13 +14,15 @@
 //!   (Keycloak cannot be installed here);
 //! - [`tls::TlsFront`]: HTTPS in front of a plain server, under a test CA;
 //! - [`eventually`]: wait on a condition instead of sleeping;
-//! - [`bench`]: percentiles, machine and versions for benchmark results.
+//! - [`bench`]: percentiles, machine and versions for benchmark results;
+//! - [`jwt`]: HS256 bearer tokens for the gateway.
 //!
 //! Server binaries come from the project-local toolchain that
 //! `deploy/install.sh` sets up (`.stack/`), or from `LANDLORD_NATS_SERVER`
 //! and `LANDLORD_PG_BIN`.
 
 pub mod bench;
+pub mod jwt;
 mod keycloak_double;
 mod nats;
 mod otlp;
@@ -137,4 +139,9 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// SHA-256 of `bytes`, lowercase hex (as export manifests write it).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
