@@ -154,9 +154,7 @@ impl<S: StepService> StepWorker<S> {
         if command.compensation.is_empty() {
             return Ok(());
         }
-        let mut undo = command.clone();
-        undo.compensate = true;
-        undo.resources = ok.map(|ok| ok.resources.clone()).unwrap_or_default();
+        let undo = undo_command(command, ok);
         match self.service.run(&command.compensation, &undo, info).await {
             Ok(_) => Ok(()),
             Err(failure) if failure.retryable => {
@@ -206,6 +204,21 @@ fn time_left(deadline: &prost_types::Timestamp) -> time::Duration {
         .map(|t| t + time::Duration::nanoseconds(i64::from(deadline.nanos)))
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     deadline - time::OffsetDateTime::now_utc()
+}
+
+/// The compensation a fenced forward command runs to undo itself: what the
+/// command (or `ok`, its result) created, and — for a step that changes the
+/// tenant, such as an update — the tenant as it was before, so the undo
+/// restores the old values instead of applying the new ones again.
+fn undo_command(command: &pb::StepCommand, ok: Option<&pb::StepOk>) -> pb::StepCommand {
+    let mut undo = command.clone();
+    undo.compensate = true;
+    undo.resources = ok.map(|ok| ok.resources.clone()).unwrap_or_default();
+    if let Some(previous) = command.previous_tenant.clone() {
+        undo.tenant = Some(previous);
+        undo.previous_tenant = None;
+    }
+    undo
 }
 
 fn fenced_error(command: &pb::StepCommand) -> pb::StepError {
@@ -315,5 +328,44 @@ impl<S: StepService> StepWorker<S> {
             Some(failure) if failure.retryable => Err(HandlerError::retryable(failure.to_string())),
             Some(failure) => Err(HandlerError::permanent(failure.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(display_name: &str) -> pb::TenantSpec {
+        pb::TenantSpec { key: "acme".into(), display_name: display_name.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn a_fenced_update_undoes_itself_with_the_tenant_as_it_was() {
+        let command = pb::StepCommand {
+            step: "idp_update".into(),
+            tenant: Some(tenant("New name")),
+            previous_tenant: Some(tenant("Old name")),
+            compensation: "update".into(),
+            ..Default::default()
+        };
+        let undo = undo_command(&command, None);
+        assert!(undo.compensate);
+        assert_eq!(undo.tenant, Some(tenant("Old name")));
+        assert_eq!(undo.previous_tenant, None);
+    }
+
+    #[test]
+    fn a_fenced_create_undoes_what_it_reported_for_the_same_tenant() {
+        let resource =
+            pb::Resource { kind: "s3.bucket".into(), external_id: "landlord-acme".into(), ..Default::default() };
+        let command = pb::StepCommand {
+            tenant: Some(tenant("Acme")),
+            compensation: "delete_bucket".into(),
+            ..Default::default()
+        };
+        let ok = pb::StepOk { resources: vec![resource.clone()], ..Default::default() };
+        let undo = undo_command(&command, Some(&ok));
+        assert_eq!(undo.tenant, Some(tenant("Acme")));
+        assert_eq!(undo.resources, vec![resource]);
     }
 }
