@@ -36,7 +36,8 @@ fn repo() -> PathBuf {
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.expect("directory entry").path();
+        let Ok(entry) = entry else { continue };
+        let path = entry.path();
         if path.is_dir() {
             rust_files(&path, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
@@ -52,7 +53,7 @@ fn variables_in(crate_dir: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     rust_files(&repo().join("services").join(crate_dir).join("src"), &mut files);
     let (mut read, mut required) = (BTreeSet::new(), BTreeSet::new());
     for file in files {
-        let text = std::fs::read_to_string(&file).expect("source file");
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         for line in text.lines() {
             for quoted in line.split('"').skip(1).step_by(2) {
                 let is_var = ["LANDLORD_", "AWS_", "OTEL_"].iter().any(|p| quoted.starts_with(p))
