@@ -8,8 +8,10 @@
 #     integration example (examples/python), which the e2e suite runs;
 #   - s3s-fs, the S3-compatible server, built by `cargo install` into
 #     $LANDLORD_HOME/bin (about two minutes, once);
-#   - PostgreSQL server binaries, from Debian's packages (the only thing
-#     installed outside $LANDLORD_HOME; the packaged cluster is not used).
+#   - PostgreSQL server binaries, from Debian's packages (installed outside
+#     $LANDLORD_HOME; the packaged cluster is not used), and Node.js with npm
+#     (Debian's), for the check of the Keycloak double against Keycloak's
+#     official admin client.
 # Writes $LANDLORD_HOME/env, to be sourced for the paths.
 set -euo pipefail
 
@@ -75,6 +77,20 @@ if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
   say postgresql "$("$pg_bin/postgres" --version) (installed)"
 else
   say postgresql "$("$pg_bin/postgres" --version) (present)"
+fi
+
+# Node.js and npm: the idp's tests check the Keycloak contract double with
+# Keycloak's official admin client (@keycloak/keycloak-admin-client, pinned
+# in tests/support/keycloak-admin-client, installed by the test with npm ci).
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  say node "$(node --version) (present)"
+elif [ "$(id -u)" -eq 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  say node "$(node --version) (installed)"
+else
+  echo "Node.js and npm are missing: install Debian's 'nodejs' and 'npm' packages (as root) and run again." >&2
+  exit 1
 fi
 
 cat > "$home/env" <<ENV
