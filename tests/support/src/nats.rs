@@ -58,6 +58,54 @@ impl NatsServer {
         Ok(server)
     }
 
+    /// The bus users of `deploy/nats/accounts.conf`.
+    pub const USERS: [&'static str; 8] =
+        ["orchestrator", "gateway", "idp", "database", "storage", "notification", "operator", "platform"];
+
+    /// `deploy/nats/accounts.conf` (written for the namespace `landlord`)
+    /// with its names moved to `namespace` and each user's password
+    /// variable replaced by [`Self::user_password`].
+    pub fn accounts_conf(namespace: &landlord_contract::Namespace) -> anyhow::Result<String> {
+        let path = crate::workspace_root().join("deploy/nats/accounts.conf");
+        let mut text =
+            std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        for user in Self::USERS {
+            let var = format!("$LANDLORD_NATS_PASSWORD_{}", user.to_ascii_uppercase());
+            anyhow::ensure!(text.contains(&var), "{} has no user {user}", path.display());
+            text = text.replace(&var, &format!("\"{}\"", Self::user_password(user)));
+        }
+        let root = namespace.root();
+        Ok(text
+            .replace("LANDLORD_", &format!("{}_", root.to_ascii_uppercase()))
+            .replace("landlord.", &format!("{root}."))
+            .replace("landlord_", &format!("{root}_")))
+    }
+
+    /// A server on free ports whose only users are those of
+    /// `deploy/nats/accounts.conf`, for `namespace`: every client must
+    /// authenticate, each user may do only what the file allows.
+    pub async fn start_with_accounts(namespace: &landlord_contract::Namespace) -> anyhow::Result<Self> {
+        let dir = scratch_dir("nats-accounts")?;
+        let conf = dir.join("accounts.conf");
+        std::fs::write(&conf, Self::accounts_conf(namespace)?)?;
+        let conf = conf.to_str().ok_or_else(|| anyhow::anyhow!("{} is not UTF-8", conf.display()))?.to_owned();
+        Self::start_with(&["-c", &conf]).await
+    }
+
+    /// The password of `user` on a server from [`Self::start_with_accounts`].
+    pub fn user_password(user: &str) -> String {
+        format!("pw-{user}")
+    }
+
+    /// The variables a service (or the CLI) connects as `user` with
+    /// (the runtime derives its inbox prefix, `_INBOX_<user>`, from them).
+    pub fn user_env(user: &str) -> Vec<(String, String)> {
+        vec![
+            ("LANDLORD_NATS_USER".to_owned(), user.to_owned()),
+            ("LANDLORD_NATS_PASSWORD".to_owned(), Self::user_password(user)),
+        ]
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }

@@ -19,12 +19,10 @@ use landlord_runtime::fence::Fences;
 use landlord_runtime::kv::Bucket;
 use landlord_runtime::nats_auth::{NatsAuth, NatsCredentials};
 use landlord_runtime::{Broker, KvSecrets, SecretRef, SecretsKey};
-use landlord_testkit::{NatsServer, scratch_dir, unique_namespace, workspace_root};
+use landlord_testkit::{NatsServer, unique_namespace};
 
 use super::stream_settings;
 
-const USERS: [&str; 8] =
-    ["orchestrator", "gateway", "idp", "database", "storage", "notification", "operator", "platform"];
 /// How long a refused request waits for the answer that never comes.
 const REFUSED: Duration = Duration::from_millis(800);
 
@@ -35,32 +33,13 @@ struct Secured {
     namespace: Namespace,
 }
 
-/// The shipped accounts.conf for `namespace`, with test passwords.
-fn accounts_conf(namespace: &Namespace) -> Result<String> {
-    let path = workspace_root().join("deploy/nats/accounts.conf");
-    let mut text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-    for user in USERS {
-        let var = format!("$LANDLORD_NATS_PASSWORD_{}", user.to_ascii_uppercase());
-        ensure!(text.contains(&var), "accounts.conf has no user {user}");
-        text = text.replace(&var, &format!("\"pw-{user}\""));
-    }
-    let root = namespace.root();
-    Ok(text
-        .replace("LANDLORD_", &format!("{}_", root.to_ascii_uppercase()))
-        .replace("landlord.", &format!("{root}."))
-        .replace("landlord_", &format!("{root}_")))
-}
-
 async fn secured() -> &'static Secured {
     static SECURED: tokio::sync::OnceCell<Secured> = tokio::sync::OnceCell::const_new();
     SECURED
         .get_or_init(|| async {
             let start = async {
                 let namespace = unique_namespace();
-                let dir = scratch_dir("nats-accounts")?;
-                let conf = dir.join("accounts.conf");
-                std::fs::write(&conf, accounts_conf(&namespace)?)?;
-                let server = NatsServer::start_with(&["-c", conf.to_str().unwrap_or_default()]).await?;
+                let server = NatsServer::start_with_accounts(&namespace).await?;
                 anyhow::Ok(Secured { server, namespace })
             };
             start.await.unwrap_or_else(|e| panic!("{e:#}"))
@@ -70,7 +49,7 @@ async fn secured() -> &'static Secured {
 
 fn auth(user: &str) -> NatsAuth {
     NatsAuth {
-        credentials: NatsCredentials::UserPassword { user: user.to_owned(), password: format!("pw-{user}") },
+        credentials: NatsCredentials::UserPassword { user: user.to_owned(), password: NatsServer::user_password(user) },
         inbox_prefix: format!("_INBOX_{user}"),
     }
 }
