@@ -119,6 +119,14 @@ pub async fn apply(
             step.state = StepState::Skipped;
         }
     }
+    if operation == Operation::Offboard && tenant.status == TenantStatus::Suspended {
+        // Already suspended: suspending again would do nothing, and its
+        // compensation (resume) would wake a tenant that was asleep before
+        // the offboarding whenever the offboarding fails.
+        for step in steps.iter_mut().filter(|s| s.action == "suspend") {
+            step.state = StepState::Skipped;
+        }
+    }
     let mut row = SagaRow::running(saga_id, tenant.id, operation);
     row.requested_by.clone_from(&request.requested_by);
     row.reason.clone_from(&request.reason);

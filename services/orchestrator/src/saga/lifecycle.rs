@@ -64,6 +64,14 @@ impl Saga {
         }
     }
 
+    /// An update's forward commands also carry the tenant as it was: a
+    /// worker that finds such a command fenced after it ran undoes it with
+    /// this tenant (`StepCommand.previous_tenant`). None otherwise.
+    pub(super) fn previous_tenant(&self, compensate: bool) -> Option<pb::TenantSpec> {
+        (self.saga.operation == Operation::Update && !compensate && self.saga.request.0.previous.is_some())
+            .then(|| self.command_tenant(true))
+    }
+
     /// Inputs a lifecycle saga adds to every command: where an export goes.
     pub(super) fn operation_inputs(&self) -> Option<(String, String)> {
         let prefix = self.saga.request.0.export_prefix.clone()?;
@@ -146,6 +154,8 @@ impl Saga {
                 self.tenant.status = TenantStatus::Active;
                 self.tenant.purge_at = None;
                 self.tenant.export_waived = false;
+                self.tenant.deleted_by = None;
+                self.tenant.deletion_reason = None;
                 let (tenant, progress) = (Some(self.snapshot()), Some(self.progress()));
                 self.event("0", pb::TenantRestored { tenant_id, saga_id, requester, tenant, progress });
             }
@@ -159,6 +169,10 @@ impl Saga {
             }
             Operation::Offboard => {
                 self.tenant.status = TenantStatus::DeletionScheduled;
+                // The tombstone-to-be says who asked for the deletion and
+                // why; `deleted_at` waits for the purge.
+                self.tenant.deleted_by = Some(self.saga.requested_by.clone());
+                self.tenant.deletion_reason = Some(self.saga.reason.clone());
                 let purge_at = self.saga.request.0.purge_at.and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok());
                 self.tenant.purge_at = Some(purge_at.unwrap_or(now));
                 let mut export_location = String::new();
@@ -198,8 +212,12 @@ impl Saga {
             Operation::Purge => {
                 self.tenant.status = TenantStatus::Deleted;
                 self.tenant.deleted_at = Some(now);
-                self.tenant.deleted_by = Some(self.saga.requested_by.clone());
-                self.tenant.deletion_reason = Some(self.saga.reason.clone());
+                // Who asked for the deletion (the offboarding) stays; a
+                // purge without one names its own requester.
+                if self.tenant.deleted_by.is_none() {
+                    self.tenant.deleted_by = Some(self.saga.requested_by.clone());
+                    self.tenant.deletion_reason = Some(self.saga.reason.clone());
+                }
                 self.tenant.failed_step = None;
                 self.tenant.failure_reason = None;
                 let (tenant, progress) = (Some(self.snapshot()), Some(self.progress()));

@@ -114,6 +114,7 @@ impl Saga {
             resources: if compensate { step.output.0.resources.iter().map(Into::into).collect() } else { Vec::new() },
             params: step.params.0.clone(),
             failure: None,
+            previous_tenant: self.previous_tenant(compensate),
         }
     }
 

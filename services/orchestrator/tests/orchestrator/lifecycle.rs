@@ -82,10 +82,12 @@ name = "billing_update"
 command = "work.billing_update"
 max_attempts = 1
 
+# Action `suspend`, as the real suspend steps: skipped when the tenant is
+# suspended already.
 [[pipelines.offboard]]
 name = "idp_suspend"
-command = "work.idp_suspend"
-compensation = "work.idp_resume"
+command = "work.suspend"
+compensation = "work.resume"
 [[pipelines.offboard]]
 name = "database_export"
 command = "work.export"
@@ -483,6 +485,11 @@ async fn an_update_sends_the_new_tenant_forward_and_the_old_one_back() -> Result
     let name = |c: &pb::StepCommand| c.tenant.as_ref().map(|t| (t.display_name.clone(), t.domains.clone()));
     assert_eq!(name(&commands[0]), Some(("New Name".into(), vec!["other.example.test".into()])));
     assert_eq!(name(&commands[2]), Some(("Tenant stayer".into(), vec!["stayer.test".into()])));
+    // A forward command also carries the tenant as it was (for a worker
+    // that finds it fenced after it ran); a compensation does not.
+    let previous = |c: &pb::StepCommand| c.previous_tenant.as_ref().map(|t| t.display_name.clone());
+    assert_eq!(previous(&commands[0]).as_deref(), Some("Tenant stayer"));
+    assert_eq!(previous(&commands[2]), None);
     let (display_name, plan): (String, String) =
         sqlx::query_as("SELECT display_name, plan FROM tenants WHERE key = 'stayer'").fetch_one(&life.pool).await?;
     assert_eq!((display_name.as_str(), plan.as_str()), ("Tenant stayer", "standard"));
@@ -525,6 +532,16 @@ async fn offboarding_exports_then_the_timer_purges_and_the_key_is_free_again() -
             .await?;
     assert_eq!(stored.as_deref(), Some(location.as_str()));
     assert!(exported_at.is_some());
+    let tombstone: (Option<String>, Option<String>, bool) =
+        sqlx::query_as("SELECT deleted_by, deletion_reason, deleted_at IS NOT NULL FROM tenants WHERE id = $1")
+            .bind(tenant)
+            .fetch_one(&life.pool)
+            .await?;
+    assert_eq!(
+        tombstone,
+        (Some("ops@example.test".into()), Some("contract ended".into()), false),
+        "who asked for the deletion and why, from the offboarding; deleted_at waits for the purge"
+    );
 
     // The grace period ends: the timer asks for the purge. Its database
     // step fails twice — the tenant says so, DEPROVISIONING — then succeeds.
@@ -568,8 +585,8 @@ async fn offboarding_exports_then_the_timer_purges_and_the_key_is_free_again() -
     .await?;
     assert_eq!(
         row,
-        ("DELETED".into(), Some("landlord".into()), Some("grace period ended".into()), None, true),
-        "a tombstone saying who, why and when"
+        ("DELETED".into(), Some("ops@example.test".into()), Some("contract ended".into()), None, true),
+        "a tombstone saying who asked for the deletion, why, and when it was done"
     );
     let live: i64 = sqlx::query_scalar("SELECT count(*) FROM resources WHERE tenant_id = $1 AND deleted_at IS NULL")
         .bind(tenant)
@@ -636,6 +653,14 @@ async fn restore_within_the_grace_period_brings_the_tenant_back() -> Result<()> 
     let waived: bool =
         sqlx::query_scalar("SELECT export_waived FROM tenants WHERE key = 'returner'").fetch_one(&life.pool).await?;
     assert!(waived);
+    let who = || async {
+        sqlx::query_as::<_, (Option<String>, Option<String>)>(
+            "SELECT deleted_by, deletion_reason FROM tenants WHERE key = 'returner'",
+        )
+        .fetch_one(&life.pool)
+        .await
+    };
+    assert_eq!(who().await?, (Some("ops@example.test".into()), Some("offboard for the test".into())));
 
     let saga = life.ask("returner", Operation::Restore, |_| {}).await?;
     let events = life.saga_events("returner", saga, &[EventKind::Restored, EventKind::OperationFailed]).await?;
@@ -645,6 +670,37 @@ async fn restore_within_the_grace_period_brings_the_tenant_back() -> Result<()> 
     let (status, purge_at): (String, Option<OffsetDateTime>) =
         sqlx::query_as("SELECT status, purge_at FROM tenants WHERE key = 'returner'").fetch_one(&life.pool).await?;
     assert_eq!((status.as_str(), purge_at), ("ACTIVE", None));
+    assert_eq!(who().await?, (None, None), "a restored tenant is no tombstone-to-be");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_offboarding_of_a_suspended_tenant_leaves_it_suspended() -> Result<()> {
+    let life = Life::new().await?;
+    life.active("dozing", &[("script.database_export", "permanent")]).await?;
+    let saga = life.ask("dozing", Operation::Suspend, |_| {}).await?;
+    life.saga_events("dozing", saga, &[EventKind::Suspended, EventKind::OperationFailed]).await?;
+    assert_eq!(life.status("dozing").await?, "SUSPENDED");
+
+    let saga = life
+        .ask("dozing", Operation::Offboard, |r| {
+            r.purge_at = Some(OffsetDateTime::now_utc() + time::Duration::hours(1));
+        })
+        .await?;
+    let events = life.saga_events("dozing", saga, &[EventKind::DeletionScheduled, EventKind::OperationFailed]).await?;
+    let failed: pb::OperationFailed = last(&events, EventKind::OperationFailed)?;
+    assert_eq!(failed.failed_step, "database_export");
+    assert!(failed.reversed.is_empty(), "{:?}", failed.reversed);
+    assert_eq!(failed.tenant.context("snapshot")?.status, "SUSPENDED");
+    // The suspend step was skipped: nothing suspended it, nothing resumes it.
+    assert_eq!(sent(&life.commands(saga)), ["database_export"]);
+    let skipped: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM saga_steps WHERE saga_id = $1 AND state = 'skipped' ORDER BY position")
+            .bind(saga)
+            .fetch_all(&life.pool)
+            .await?;
+    assert_eq!(skipped, ["idp_suspend"]);
+    assert_eq!(life.status("dozing").await?, "SUSPENDED");
     Ok(())
 }
 
