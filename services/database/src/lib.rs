@@ -81,7 +81,8 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `LANDLORD_TENANT_DATABASE_URL` | required | `postgres://` URL of the tenant-data database, as a role that may create roles and databases (a superuser in development) |
+//! | `LANDLORD_TENANT_DATABASE_URL` | required without the list | `postgres://` URL of the tenant-data database, as a role that may create roles and databases (a superuser in development): one server, `default` |
+//! | `LANDLORD_TENANT_DATABASES` | — | several servers instead: a JSON list (or its file's path) of `{name, url, capacity, drain?, public_host?, public_port?, plans?, labels?}`; placement in [`placement`], docs/tenant-data.md |
 //! | `LANDLORD_TENANT_DATABASE_POOL_SIZE` | `8` | connections to it |
 //! | `LANDLORD_TENANT_DATABASE_TIMEOUT` | `30s` | statement timeout; also bounds waiting for a connection (a sixth of it, at least 1s) |
 //! | `LANDLORD_TENANT_CONNECTION_LIMIT` | `20` | connections each tenant role may open (`-1`: no limit) |
@@ -102,10 +103,12 @@ pub mod failure;
 pub mod ident;
 pub mod marker;
 mod owned;
+pub mod placement;
 pub mod pooled;
 pub mod purge;
 pub mod secrets;
 pub mod seed;
+pub mod servers;
 mod settings;
 pub mod silo;
 pub mod suspension;
@@ -123,6 +126,7 @@ use tokio::sync::OnceCell;
 pub use crate::action::Action;
 pub use crate::archive::{Archive, ArchiveSettings};
 use crate::failure::classify;
+pub use crate::placement::Servers;
 pub use crate::secrets::{Password, PgSecretStore, SecretRef, SecretStore, SecretsKey};
 use crate::seed::Seed;
 pub use crate::settings::{PasswordDelivery, Settings, open_pool};
@@ -387,6 +391,27 @@ impl<S: SecretStore> Provisioner<S> {
 
     pub async fn provision(&self, tenant: &Tenant, seed: &Seed) -> Result<pb::StepOk, StepFailure> {
         self.prepare().await?;
+        let mut ok = self.provision_tier(tenant, seed).await?;
+        self.stamp(&mut ok);
+        Ok(ok)
+    }
+
+    /// Says in the result which server holds the tenant: every resource's
+    /// metadata `server`, `host` and `port` (where tenants connect), and
+    /// the outputs `database.server`, `database.host`, `database.port`.
+    fn stamp(&self, ok: &mut pb::StepOk) {
+        let s = &self.settings;
+        for resource in &mut ok.resources {
+            resource.metadata.insert("server".into(), s.server.clone());
+            resource.metadata.insert("host".into(), s.public_host.clone());
+            resource.metadata.insert("port".into(), s.public_port.to_string());
+        }
+        ok.outputs.insert("database.server".into(), s.server.clone());
+        ok.outputs.entry("database.host".into()).or_insert_with(|| s.public_host.clone());
+        ok.outputs.entry("database.port".into()).or_insert_with(|| s.public_port.to_string());
+    }
+
+    async fn provision_tier(&self, tenant: &Tenant, seed: &Seed) -> Result<pb::StepOk, StepFailure> {
         match tenant.tier {
             pb::Tier::Pooled => pooled::provision(&self.pool, tenant, seed).await,
             pb::Tier::Silo => {

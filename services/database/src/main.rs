@@ -1,21 +1,24 @@
 //! `landlord-database`: see the crate docs.
 
 use landlord_contract::StreamKind;
-use landlord_database::{Provisioner, SERVICE, Settings, open_delivery};
+use landlord_database::{SERVICE, Servers, open_delivery};
 use landlord_runtime::{Config, Env, Service, StepWorker, Telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let env = Env::process();
     let config = Config::from(SERVICE, &env)?;
-    let settings = Settings::from_env(&env)?;
+    let servers = Servers::from_env(&env)?;
     let telemetry = Telemetry::init(SERVICE, config.otlp_endpoint.as_deref())?;
-    let provisioner = Provisioner::connect(settings)?;
     let mut service = Service::build(config).await?;
     // First thing once /readyz is up, so it is not "ready" without it for long.
-    service.add_readiness_check(provisioner.readiness_check());
-    let delivery = open_delivery(provisioner.settings(), &service.broker, service.config.streams.replicas).await?;
-    let provisioner = provisioner.with_delivery(delivery);
+    for check in servers.readiness_checks() {
+        service.add_readiness_check(check);
+    }
+    // Delivery settings are the same on every server.
+    let first = servers.servers()[0].provisioner.settings();
+    let delivery = open_delivery(first, &service.broker, service.config.streams.replicas).await?;
+    let provisioner = servers.with_delivery(delivery);
     if let Err(failure) = provisioner.prepare().await {
         // Not fatal: the first command tries again, and fails as retryable
         // while the server is away (and /readyz says so meanwhile).

@@ -42,7 +42,13 @@ CREATE TABLE IF NOT EXISTS landlord_admin.markers (
     PRIMARY KEY (kind, name)
 );
 REVOKE ALL ON landlord_admin.markers FROM PUBLIC;
+CREATE INDEX IF NOT EXISTS markers_tenant ON landlord_admin.markers (tenant_id);
 ";
+
+/// The kind of the marker that says a tenant was placed on this server
+/// (named by the tenant id; written before anything else of the tenant's,
+/// see [`crate::placement`]).
+pub const PLACEMENT: &str = "landlord.placement";
 
 /// The prefix of the older COMMENT marker.
 pub const LEGACY_PREFIX: &str = "landlord:tenant=";
@@ -184,6 +190,38 @@ pub async fn remove(conn: &mut PgConnection, kind: &str, name: &str) -> Result<(
         .await
         .map(|_| ())
         .map_err(|e| classify("removing the marker", &e))
+}
+
+/// Whether any marker of this server names the tenant: it was placed here.
+pub async fn holds_tenant(conn: &mut PgConnection, tenant_id: &str) -> Result<bool, StepFailure> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT FROM landlord_admin.markers WHERE tenant_id = $1)")
+        .bind(tenant_id)
+        .fetch_one(conn)
+        .await
+        .map_err(|e| classify("looking up the tenant's markers", &e))
+}
+
+/// How many tenants this server holds: the tenants its markers name.
+pub async fn tenant_count(conn: &mut PgConnection) -> Result<i64, StepFailure> {
+    sqlx::query_scalar("SELECT count(DISTINCT tenant_id) FROM landlord_admin.markers")
+        .fetch_one(conn)
+        .await
+        .map_err(|e| classify("counting the server's tenants", &e))
+}
+
+/// Forgets the tenant's placement once nothing else of it is marked here
+/// (after a purge, or a compensation that undid everything).
+pub async fn forget_placement(conn: &mut PgConnection, tenant_id: &str) -> Result<(), StepFailure> {
+    sqlx::query(
+        "DELETE FROM landlord_admin.markers WHERE kind = $2 AND name = $1
+         AND NOT EXISTS (SELECT FROM landlord_admin.markers WHERE tenant_id = $1 AND kind <> $2)",
+    )
+    .bind(tenant_id)
+    .bind(PLACEMENT)
+    .execute(conn)
+    .await
+    .map(|_| ())
+    .map_err(|e| classify("forgetting the tenant's placement", &e))
 }
 
 /// A marked object, as [`list`] reports it.

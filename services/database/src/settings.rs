@@ -33,6 +33,9 @@ impl PasswordDelivery {
 /// The service's own settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The tenant-data server's name (`default` for
+    /// `LANDLORD_TENANT_DATABASE_URL`; see [`crate::servers`]).
+    pub server: String,
     pub connect: PgConnectOptions,
     pub pool_size: u32,
     pub timeout: Duration,
@@ -55,19 +58,37 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The settings of the one tenant-data server `LANDLORD_TENANT_DATABASE_URL`
+    /// names (called `default`). Several servers: [`crate::servers::from_env`].
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let var = "LANDLORD_TENANT_DATABASE_URL";
         let url = env
             .required(var, "the PostgreSQL that holds tenant data, e.g. postgres://postgres@127.0.0.1:15432/tenants")?;
-        let invalid = |problem: String| ConfigError::Invalid {
+        let connect = parse_url(&url).map_err(|problem| ConfigError::Invalid {
             var: var.into(),
             value: "(hidden: may hold a password)".into(),
             problem,
-        };
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(invalid("expected a postgres:// or postgresql:// URL".into()));
-        }
-        let connect = PgConnectOptions::from_str(&url).map_err(|e| invalid(e.to_string()))?;
+        })?;
+        let public_port = u16::try_from(env.bounded(
+            "LANDLORD_TENANT_DATABASE_PUBLIC_PORT",
+            i64::from(connect.get_port()),
+            1..=i64::from(u16::MAX),
+        )?)
+        .unwrap_or(connect.get_port());
+        let public_host = env.string("LANDLORD_TENANT_DATABASE_PUBLIC_HOST", connect.get_host());
+        Self::for_server(env, crate::servers::DEFAULT, &url, connect, public_host, public_port)
+    }
+
+    /// The settings of one server: its URL (already parsed into `connect`)
+    /// and public address, and what every server shares from `env`.
+    pub(crate) fn for_server(
+        env: &Env,
+        server: &str,
+        url: &str,
+        connect: PgConnectOptions,
+        public_host: String,
+        public_port: u16,
+    ) -> Result<Self, ConfigError> {
         let key_var = "LANDLORD_SECRETS_KEY";
         let key = env.required(key_var, "base64 of 32 random bytes: openssl rand -base64 32")?;
         let secrets_key = SecretsKey::from_base64(&key).map_err(|problem| ConfigError::Invalid {
@@ -81,14 +102,9 @@ impl Settings {
                 "none" => Ok(PasswordDelivery::None),
                 _ => Err("expected welcome-email or none".into()),
             })?;
-        let public_port = u16::try_from(env.bounded(
-            "LANDLORD_TENANT_DATABASE_PUBLIC_PORT",
-            i64::from(connect.get_port()),
-            1..=i64::from(u16::MAX),
-        )?)
-        .unwrap_or(connect.get_port());
         Ok(Self {
-            public_host: env.string("LANDLORD_TENANT_DATABASE_PUBLIC_HOST", connect.get_host()),
+            server: server.to_owned(),
+            public_host,
             public_port,
             connect,
             pool_size: u32::try_from(env.bounded("LANDLORD_TENANT_DATABASE_POOL_SIZE", 8, 1..=1000)?).unwrap_or(8),
@@ -97,7 +113,7 @@ impl Settings {
             secrets_key,
             password_delivery,
             secrets_ttl: env.duration("LANDLORD_SECRETS_TTL", Duration::from_secs(7 * 24 * 3600))?,
-            password: url_password(&url).map(Password::from_plain),
+            password: url_password(url).map(Password::from_plain),
             pg_bin: env.raw("LANDLORD_PG_BIN").filter(|d| !d.is_empty()).map(PathBuf::from),
             archive: ArchiveSettings::from_env(env)?,
         })
@@ -134,6 +150,15 @@ impl Settings {
             .options([("statement_timeout", timeout_ms.as_str())])
             .disable_statement_logging()
     }
+}
+
+/// A tenant-data server's URL: `postgres://` or `postgresql://`, as sqlx
+/// reads it.
+pub(crate) fn parse_url(url: &str) -> Result<PgConnectOptions, String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("expected a postgres:// or postgresql:// URL".into());
+    }
+    PgConnectOptions::from_str(url).map_err(|e| e.to_string())
 }
 
 /// The password of a `postgres://user:password@host/…` URL, percent-decoded.

@@ -1,6 +1,6 @@
 //! The database worker against a real PostgreSQL (a throwaway cluster per
-//! test binary, a fresh tenant-data database per test) and, for the binary,
-//! a real nats-server.
+//! test binary, a fresh tenant-data database per test; the placement tests
+//! start a second cluster) and, for the binary, a real nats-server.
 //!
 //! One test binary; its tests are grouped by area in `database/`, the
 //! fixtures and command builders they share in `database/helpers.rs`.
@@ -15,6 +15,8 @@ mod helpers;
 mod isolation;
 #[path = "database/ownership.rs"]
 mod ownership;
+#[path = "database/placement.rs"]
+mod placement;
 #[path = "database/purge.rs"]
 mod purge;
 #[path = "database/secrets.rs"]
