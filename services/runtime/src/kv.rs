@@ -61,13 +61,27 @@ impl Bucket {
         }
     }
 
-    /// Creates the bucket or brings its settings in line.
+    /// Creates the bucket or brings its settings in line. A bucket that is
+    /// already as configured is only looked up, so a user that may not
+    /// administer it (deploy/nats/accounts.conf: stream updates are
+    /// reserved, they can make a stream source another) opens it.
     pub async fn declare(
         &self,
         jetstream: &jetstream::Context,
         root: &str,
         replicas: usize,
     ) -> Result<kv::Store, BucketError> {
+        if let Ok(stream) = jetstream.get_stream(format!("KV_{}", self.name(root))).await {
+            let actual = &stream.cached_info().config;
+            let in_line = actual.max_age == self.ttl
+                && actual.num_replicas == replicas
+                && actual.max_messages_per_subject == self.history
+                && actual.storage == jetstream::stream::StorageType::File
+                && actual.description.as_deref() == Some(self.description);
+            if in_line && let Ok(store) = jetstream.get_key_value(self.name(root)).await {
+                return Ok(store);
+            }
+        }
         jetstream
             .create_or_update_key_value(self.config(root, replicas))
             .await

@@ -267,8 +267,22 @@ async fn storage_cannot_speak_for_idp_nor_read_secrets() -> Result<()> {
         ensure!(consumer.is_err(), "{user} made a consumer on the secrets");
         refused_publish(s, user, &format!("$JS.API.DIRECT.GET.{stream}.$KV.{bucket}.idp.tenant-9.password")).await?;
     }
-    // Nor may storage make a consumer named like its own that reads idp's commands.
+    // Nor make a stream it reads source the secrets: stream administration
+    // is the orchestrator's alone.
     let storage = s.broker("storage").await?;
+    let fences = format!("KV_{}", landlord_runtime::fence::bucket_name(ns.root()));
+    let mut config = storage.jetstream.get_stream(&fences).await?.cached_info().config.clone();
+    config.sources = Some(vec![jetstream::stream::Source { name: format!("KV_{bucket}"), ..Default::default() }]);
+    ensure!(storage.jetstream.update_stream(config).await.is_err(), "storage made the fences source the secrets");
+    let orchestrator = s.broker("orchestrator").await?;
+    let copied = orchestrator
+        .jetstream
+        .get_stream(&fences)
+        .await?
+        .get_last_raw_message_by_subject(&format!("$KV.{bucket}.idp.tenant-9.password"))
+        .await;
+    ensure!(copied.is_err(), "the fences hold a secret");
+    // Nor may storage make a consumer named like its own that reads idp's commands.
     let sneaky =
         storage.durable_consumer(StreamKind::Commands, "storage", vec![ns.service_commands("idp")], &settings()).await;
     ensure!(sneaky.is_err(), "storage made a consumer on idp's commands");
