@@ -296,3 +296,23 @@ async fn every_later_command_finds_the_tenants_server() -> Result<()> {
     assert!(!two.marked_on("a", &pooled).await?);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_list_of_one_server_keeps_its_capacity() -> Result<()> {
+    let two = Two::new().await?;
+    let list = serde_json::json!([{"name": "only", "url": two.a, "capacity": 1}]).to_string();
+    let env = Env::from_pairs([
+        ("LANDLORD_TENANT_DATABASES".to_owned(), list),
+        ("LANDLORD_SECRETS_KEY".to_owned(), two.key.to_base64()),
+    ]);
+    let w = Servers::from_env(&env)?;
+    let first = bridge("onea");
+    assert_eq!(server_of(&provision(&w, &first).await?), "only");
+    let refused = provision(&w, &bridge("oneb")).await.unwrap_err();
+    assert_eq!(refused.code, "no_capacity");
+    assert!(refused.message.ends_with("only is full (1 of 1 tenants)"), "{}", refused.message);
+    // Its tenant is still served, and delivered again still provisioned.
+    assert_eq!(server_of(&provision(&w, &first).await?), "only");
+    lifecycle(&w, "suspend", &first).await?;
+    Ok(())
+}
