@@ -52,6 +52,7 @@ pub fn migrator() -> Migrator {
         migration(8, "saga fencing", include_str!("../../../migrations/0008_saga_fencing.sql")),
         migration(9, "tenant live domains", include_str!("../../../migrations/0009_tenant_live_domains.sql")),
         migration(10, "lifecycle", include_str!("../../../migrations/0010_lifecycle.sql")),
+        migration(11, "clerk plan", include_str!("../../../migrations/0011_clerk_plan.sql")),
     ])
 }
 

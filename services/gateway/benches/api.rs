@@ -457,6 +457,8 @@ async fn main() -> Result<()> {
         clerk: Some(Settings {
             secret: SigningSecret::parse(WEBHOOK_SECRET).map_err(anyhow::Error::msg)?,
             plan: "standard".into(),
+            plan_key: "plan".into(),
+            delivery_retention: landlord_gateway::clerk::DELIVERY_RETENTION,
             admin_wait: Duration::from_secs(3600),
             backend: None,
         }),

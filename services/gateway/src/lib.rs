@@ -58,6 +58,8 @@
 //! | `LANDLORD_PLANS` | `deploy/plans.toml` | plans file, the orchestrator's: requests are validated against it |
 //! | `LANDLORD_CLERK_WEBHOOK_SECRET` | — | Svix signing secret `whsec_…`; unset: no Clerk endpoints |
 //! | `LANDLORD_CLERK_PLAN` | `standard` | plan of tenants made from Clerk organizations |
+//! | `LANDLORD_CLERK_PLAN_KEY` | `plan` | member of an organization's `public_metadata` naming its own plan |
+//! | `LANDLORD_CLERK_DELIVERY_RETENTION` | `7d` | how long Clerk deliveries are kept for de-duplication (Svix retries ~28 h) |
 //! | `LANDLORD_CLERK_ADMIN_WAIT` | `1h` | an organization waiting longer for its admin is reported overdue |
 //! | `LANDLORD_CLERK_SECRET_KEY` | — | Clerk Backend API key (`sk_…`); set: admins are also looked up in the Backend API |
 //! | `LANDLORD_CLERK_API_URL` | `https://api.clerk.com` | the Backend API |
@@ -152,6 +154,15 @@ impl GatewayConfig {
                     problem,
                 })?,
                 plan: env.string("LANDLORD_CLERK_PLAN", "standard"),
+                plan_key: env.string("LANDLORD_CLERK_PLAN_KEY", "plan"),
+                delivery_retention: clerk::settings::delivery_retention(
+                    env.duration("LANDLORD_CLERK_DELIVERY_RETENTION", clerk::DELIVERY_RETENTION)?,
+                )
+                .map_err(|problem| ConfigError::Invalid {
+                    var: "LANDLORD_CLERK_DELIVERY_RETENTION".into(),
+                    value: env.string("LANDLORD_CLERK_DELIVERY_RETENTION", ""),
+                    problem,
+                })?,
                 admin_wait: env.duration("LANDLORD_CLERK_ADMIN_WAIT", Duration::from_secs(3600))?,
                 backend: match env.raw("LANDLORD_CLERK_SECRET_KEY") {
                     None => None,
@@ -337,6 +348,7 @@ pub async fn attach(service: &mut Service, config: GatewayConfig) -> anyhow::Res
     };
     if let Some(clerk) = &app.clerk {
         service.spawn(clerk::report_waiting(app.pool.clone(), clerk.admin_wait, service.shutdown_token()));
+        service.spawn(clerk::prune(app.pool.clone(), clerk.delivery_retention, service.shutdown_token()));
     }
     if let Some(settings) = backend {
         let backend = Arc::new(clerk::Backend::new(settings)?);

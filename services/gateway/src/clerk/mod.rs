@@ -29,6 +29,10 @@
 //! [`backend`]); whichever
 //! source names the admin first makes the one `TenantRequested`.
 //!
+//! An organization's plan is the one its `public_metadata` names under
+//! `LANDLORD_CLERK_PLAN_KEY` (default `plan`) at `organization.created`,
+//! else `LANDLORD_CLERK_PLAN`.
+//!
 //! `organization.updated` updates the organization's tenant (its display
 //! name) and `organization.deleted` offboards it with the default grace
 //! period, idempotent on `svix-id` ([`lifecycle`]).
@@ -54,13 +58,16 @@
 //! - [`lifecycle`]: an organization updated or deleted, its tenant's
 //!   update or offboarding;
 //! - [`webhook`]: `POST /v1/webhooks/clerk`;
-//! - [`lookup`]: the background task that looks admins up.
+//! - [`lookup`]: the background task that looks admins up;
+//! - [`retention`]: `webhook_deliveries` pruned after
+//!   `LANDLORD_CLERK_DELIVERY_RETENTION`.
 
 pub mod backend;
 pub mod keys;
 pub mod lifecycle;
 pub mod lookup;
 pub mod organizations;
+pub mod retention;
 pub mod settings;
 pub mod svix;
 pub mod views;
@@ -71,7 +78,8 @@ pub use keys::{MAX_KEY_SUFFIX, key_candidates, key_from_slug};
 pub use lifecycle::OperationOutcome;
 pub use lookup::run;
 pub use organizations::admin_found;
-pub use settings::Settings;
+pub use retention::{prune, prune_deliveries};
+pub use settings::{DELIVERY_RETENTION, Settings};
 pub use svix::{SigningSecret, TOLERANCE};
 pub use views::{OrganizationView, Organizations, OrganizationsQuery, STATES, organizations, report_waiting};
 pub use webhook::{Outcome, webhook};

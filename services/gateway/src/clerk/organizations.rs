@@ -85,6 +85,7 @@ pub async fn admin_found(app: &App, org_id: &str, admin: &Admin) -> Result<&'sta
 struct OrgRow {
     slug: Option<String>,
     name: Option<String>,
+    plan: Option<String>,
     admin_email: Option<String>,
     admin_first_name: Option<String>,
     admin_last_name: Option<String>,
@@ -102,7 +103,7 @@ pub(super) async fn ready_request(
     org_id: &str,
 ) -> Result<Option<Outgoing>> {
     let row: OrgRow = sqlx::query_as(
-        "SELECT slug, name, admin_email, admin_first_name, admin_last_name, organization_at, requested_at,
+        "SELECT slug, name, plan, admin_email, admin_first_name, admin_last_name, organization_at, requested_at,
                 rejected_rule
          FROM clerk_organizations WHERE org_id = $1 FOR UPDATE",
     )
@@ -133,7 +134,7 @@ pub(super) async fn ready_request(
         idempotency_id: format!("clerk:{org_id}"),
         key: key.to_string(),
         display_name: row.name.clone().unwrap_or_else(|| slug.clone()),
-        plan: settings.plan.clone(),
+        plan: row.plan.unwrap_or_else(|| settings.plan.clone()),
         tier: pb::Tier::Unspecified as i32,
         admin: Some(pb::AdminContact {
             email,

@@ -74,6 +74,18 @@ fn text(value: &Value, pointer: &str) -> Option<String> {
     value.pointer(pointer).and_then(Value::as_str).map(str::to_owned).filter(|s| !s.is_empty())
 }
 
+/// The plan an organization's `public_metadata` names under `key`, if it
+/// names one (a non-empty string); checked against the plans when its
+/// tenant is requested (an unknown one: rejected, rule `plan.unknown`).
+fn organization_plan(data: &Value, key: &str) -> Option<String> {
+    data.get("public_metadata")
+        .and_then(|metadata| metadata.get(key))
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|plan| !plan.is_empty())
+        .map(str::to_owned)
+}
+
 /// `POST /v1/webhooks/clerk`. An answer to a delivery whose signature
 /// checked carries [`SignatureChecked`]: the rate limit counts only the
 /// others ([`crate::limits::guard`]).
@@ -159,13 +171,15 @@ async fn deliver(
             let org_id = text(&delivery.data, "/id")
                 .ok_or_else(|| Problem::bad_request("malformed-body", "organization.created without data.id"))?;
             sqlx::query(
-                "INSERT INTO clerk_organizations (org_id, slug, name, organization_at) VALUES ($1, $2, $3, now())
-                 ON CONFLICT (org_id) DO UPDATE SET slug = $2, name = $3,
+                "INSERT INTO clerk_organizations (org_id, slug, name, plan, organization_at)
+                 VALUES ($1, $2, $3, $4, now())
+                 ON CONFLICT (org_id) DO UPDATE SET slug = $2, name = $3, plan = $4,
                      organization_at = coalesce(clerk_organizations.organization_at, now())",
             )
             .bind(&org_id)
             .bind(text(&delivery.data, "/slug"))
             .bind(text(&delivery.data, "/name"))
+            .bind(organization_plan(&delivery.data, &settings.plan_key))
             .execute(&mut *tx)
             .await?;
             created_by = text(&delivery.data, "/created_by");

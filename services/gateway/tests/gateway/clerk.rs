@@ -311,3 +311,52 @@ async fn with_the_clerk_backend_api_contract_double_a_404_waits_for_the_membersh
     assert_eq!(clerk.calls("user_gone"), 1, "a 404 is not retried");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_organizations_plan_comes_from_its_public_metadata_else_the_default() -> Result<()> {
+    let h = Harness::new().await?;
+    let mut own = organization("org_p1", "planned");
+    own["data"]["public_metadata"] = json!({"plan": "stuck", "other": 1});
+    h.webhook("p1", &own).await?;
+    h.webhook("p2", &membership("org_p1", "p@one.test")).await?;
+    let tenant = h.until_status("planned", "ACTIVE").await?;
+    assert_eq!((&tenant["plan"], &tenant["tier"]), (&json!("stuck"), &json!("silo")), "{tenant}");
+    // No plan in the metadata (or not a string): LANDLORD_CLERK_PLAN.
+    let mut none = organization("org_p2", "unplanned");
+    none["data"]["public_metadata"] = json!({"plan": 7});
+    h.webhook("p3", &none).await?;
+    h.webhook("p4", &membership("org_p2", "p@two.test")).await?;
+    let tenant = h.until_status("unplanned", "ACTIVE").await?;
+    assert_eq!(tenant["plan"], "standard", "{tenant}");
+    // A plan that is not one of the plans: the organization is rejected.
+    let mut unknown = organization("org_p3", "misplanned");
+    unknown["data"]["public_metadata"] = json!({"plan": "platinum"});
+    h.webhook("p5", &unknown).await?;
+    let answer = h.webhook("p6", &membership("org_p3", "p@three.test")).await?;
+    assert_eq!(answer.body["organization"]["state"], "rejected", "{answer:?}");
+    assert_eq!(answer.body["organization"]["rejected_rule"], "plan.unknown");
+    Ok(())
+}
+
+#[tokio::test]
+async fn deliveries_are_pruned_after_the_retention_but_a_waiting_organizations_creation_stays() -> Result<()> {
+    let h = Harness::new().await?;
+    h.webhook("old_user", &json!({"type": "user.created", "object": "event", "data": {"id": "user_9"}})).await?;
+    h.webhook("old_waiting", &organization("org_w", "waiting")).await?;
+    h.webhook("old_done", &organization("org_d", "done")).await?;
+    h.webhook("old_admin", &membership("org_d", "d@done.test")).await?;
+    h.webhook("new_user", &json!({"type": "user.created", "object": "event", "data": {"id": "user_8"}})).await?;
+    let retention = landlord_gateway::clerk::DELIVERY_RETENTION;
+    sqlx::query("UPDATE webhook_deliveries SET received_at = now() - interval '8 days' WHERE svix_id LIKE 'old_%'")
+        .execute(&h.pool)
+        .await?;
+    let pruned = landlord_gateway::clerk::prune_deliveries(&h.pool, retention).await?;
+    assert_eq!(pruned, 3);
+    let kept: Vec<String> =
+        sqlx::query_scalar("SELECT svix_id FROM webhook_deliveries ORDER BY svix_id").fetch_all(&h.pool).await?;
+    assert_eq!(kept, ["new_user", "old_waiting"]);
+    // A pruned delivery is gone for good: past Svix's retry window, the
+    // same svix-id would be a new delivery (Svix never sends one).
+    assert_eq!(landlord_gateway::clerk::prune_deliveries(&h.pool, retention).await?, 0);
+    Ok(())
+}

@@ -246,6 +246,8 @@ impl Harness {
             clerk: Some(landlord_gateway::clerk::Settings {
                 secret: SigningSecret::parse(WEBHOOK_SECRET).map_err(anyhow::Error::msg)?,
                 plan: "standard".into(),
+                plan_key: "plan".into(),
+                delivery_retention: landlord_gateway::clerk::DELIVERY_RETENTION,
                 admin_wait: Duration::from_secs(3600),
                 backend: clerk_api.map(|url| BackendSettings {
                     url,
