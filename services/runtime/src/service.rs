@@ -62,9 +62,8 @@ impl Service {
     /// (lazily: readiness reports a database that is down) and starts the
     /// health endpoint.
     pub async fn build(config: Config) -> Result<Self> {
-        let broker =
-            Broker::connect(&config.nats_url, &format!("landlord-{}", config.service), config.namespace.clone())
-                .await?;
+        let name = format!("landlord-{}", config.service);
+        let broker = Broker::connect_with(&config.nats_url, &name, config.namespace.clone(), &config.nats_auth).await?;
         broker.declare_streams(&config.streams).await?;
         // Every step worker reads the tombstones; declared here so that
         // they get the streams' replicas.

@@ -308,3 +308,38 @@ async fn the_platform_user_only_asks_for_tenants() -> Result<()> {
     ensure!(platform.declare_streams(&stream_settings()).await.is_err(), "the platform user may not declare streams");
     Ok(())
 }
+
+/// What a service's `main` does at start, as its user: the orchestrator
+/// first (it owns the streams and the fences), then every other service
+/// builds its runtime and declares its consumer; the platform user is no
+/// service and cannot start as one.
+#[tokio::test]
+async fn every_service_starts_as_its_user() -> Result<()> {
+    let s = secured().await;
+    let ns = &s.namespace;
+    let env = |user: &str| {
+        let mut pairs = NatsServer::user_env(user);
+        pairs.push(("LANDLORD_NATS_URL".into(), s.server.url()));
+        pairs.push(("LANDLORD_NAMESPACE".into(), ns.root().to_owned()));
+        // The streams' settings of the other tests (stream_settings()).
+        pairs.push(("LANDLORD_EVENTS_MAX_AGE".into(), "1h".into()));
+        pairs.push(("LANDLORD_DLQ_MAX_AGE".into(), "1h".into()));
+        landlord_runtime::Env::from_pairs(pairs)
+    };
+    for service in ["orchestrator", "gateway", "idp", "database", "storage", "notification"] {
+        let config = landlord_runtime::Config::from(service, &env(service))?;
+        let built =
+            landlord_runtime::Service::build(config).await.with_context(|| format!("{service} starts as its user"))?;
+        if !matches!(service, "orchestrator" | "gateway") {
+            built
+                .broker
+                .durable_consumer(StreamKind::Commands, service, vec![ns.service_commands(service)], &settings())
+                .await
+                .with_context(|| format!("{service} declares its consumer"))?;
+        }
+        built.shutdown_token().cancel();
+    }
+    let config = landlord_runtime::Config::from("platform", &env("platform"))?;
+    ensure!(landlord_runtime::Service::build(config).await.is_err(), "the platform user started a service");
+    Ok(())
+}
