@@ -208,6 +208,9 @@ impl Action {
     pub const NOTIFICATION_SEND_DELETION_SCHEDULED: Action =
         Action::new("notification", "send_deletion_scheduled", None);
     pub const NOTIFICATION_SEND_DELETED: Action = Action::new("notification", "send_deleted", None);
+    /// A sign-up's verification mail (issue 29); outside any saga.
+    pub const NOTIFICATION_SEND_SIGNUP_VERIFICATION: Action =
+        Action::new("notification", "send_signup_verification", None);
     /// Served by the orchestrator: start a lifecycle saga (OperationRequested).
     pub const ORCHESTRATOR_OPERATE: Action = Action::new("orchestrator", "operate", None);
     /// Served by the orchestrator: cancel a running saga.

@@ -53,6 +53,7 @@ pub fn migrator() -> Migrator {
         migration(9, "tenant live domains", include_str!("../../../migrations/0009_tenant_live_domains.sql")),
         migration(10, "lifecycle", include_str!("../../../migrations/0010_lifecycle.sql")),
         migration(11, "clerk plan", include_str!("../../../migrations/0011_clerk_plan.sql")),
+        migration(12, "signups", include_str!("../../../migrations/0012_signups.sql")),
     ])
 }
 

@@ -84,6 +84,7 @@ pub mod jwks;
 pub mod limits;
 pub mod openapi;
 pub mod problem;
+pub mod signup;
 pub mod state;
 pub mod tenants;
 
@@ -283,6 +284,7 @@ pub fn router(app: App, limits: &limits::Limits) -> Router {
         .route("/v1/tenants/{key}/audit", get(tenants::audit))
         .route("/v1/events", get(events::feed))
         .route("/v1/openapi.json", get(|| async { axum::Json(openapi::document()) }));
+    routes = routes.merge(signup::routes(app.clone()));
     if app.clerk.is_some() {
         routes = routes
             .route("/v1/webhooks/clerk", post(clerk::webhook))
@@ -354,6 +356,7 @@ pub async fn attach(service: &mut Service, config: GatewayConfig) -> anyhow::Res
         let backend = Arc::new(clerk::Backend::new(settings)?);
         service.spawn(clerk::run(app.clone(), backend, lookup_queue, service.shutdown_token()));
     }
+    service.spawn(signup::prune(app.pool.clone(), service.shutdown_token()));
     let router = router(app, &config.limits);
     let listener = tokio::net::TcpListener::bind(config.api_addr)
         .await

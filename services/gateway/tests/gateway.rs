@@ -46,6 +46,8 @@ mod limits;
 mod openapi;
 #[path = "gateway/properties.rs"]
 mod properties;
+#[path = "gateway/signup.rs"]
+mod signup;
 #[path = "gateway/tenants.rs"]
 mod tenants;
 
