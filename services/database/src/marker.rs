@@ -224,6 +224,21 @@ pub async fn forget_placement(conn: &mut PgConnection, tenant_id: &str) -> Resul
     .map_err(|e| classify("forgetting the tenant's placement", &e))
 }
 
+/// The tenants placed on this server with nothing else of theirs marked
+/// here (a provision that stopped after placing, and whose saga never
+/// compensated): for the orphan audit. Each counts against the capacity
+/// until removed with [`forget_placement`].
+pub async fn lone_placements(conn: &mut PgConnection) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT p.tenant_id FROM landlord_admin.markers p WHERE p.kind = $1
+         AND NOT EXISTS (SELECT FROM landlord_admin.markers m WHERE m.tenant_id = p.tenant_id AND m.kind <> $1)
+         ORDER BY 1",
+    )
+    .bind(PLACEMENT)
+    .fetch_all(conn)
+    .await
+}
+
 /// A marked object, as [`list`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Marked {

@@ -228,12 +228,18 @@ async fn a_provision_delivered_again_stays_on_its_server() -> Result<()> {
     let tenant = Tenant::from_command(&placed_only, &command(&placed_only, false))?;
     assert_eq!(first.place(&tenant, &placed_only).await?, 1);
     assert!(two.marked_on("b", &placed_only).await?);
+    let lone = || async {
+        let mut conn = PgConnection::connect(&two.b).await?;
+        anyhow::Ok(landlord_database::marker::lone_placements(&mut conn).await?)
+    };
+    assert_eq!(lone().await?, std::slice::from_ref(&placed_only.tenant_id), "placed, nothing made");
     assert!(!two.schema_on("b", &format!("tenant_{}", placed_only.key.replace('-', "_"))).await?);
     let b_drained = two.worker(serde_json::json!({}), serde_json::json!({"drain": true}))?;
     let ok = provision(&b_drained, &placed_only).await?;
     assert_eq!(server_of(&ok), "b", "continues where it was placed, though b is drained now");
     assert!(two.schema_on("b", &ok.outputs["database.schema"]).await?);
     assert!(!two.marked_on("a", &placed_only).await?);
+    assert!(lone().await?.is_empty());
 
     // Twice at once, on two replicas: one server.
     let racing = bridge("race");
@@ -314,5 +320,40 @@ async fn a_list_of_one_server_keeps_its_capacity() -> Result<()> {
     // Its tenant is still served, and delivered again still provisioned.
     assert_eq!(server_of(&provision(&w, &first).await?), "only");
     lifecycle(&w, "suspend", &first).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_worker_binary_reads_the_list_and_checks_each_server() -> Result<()> {
+    let nats = NatsServer::shared().await;
+    let two = Two::new().await?;
+    let list = serde_json::json!([
+        {"name": "a", "url": two.a, "capacity": 10},
+        {"name": "b", "url": two.b, "capacity": 10, "drain": true},
+    ]);
+    let path = scratch_dir("servers")?.join("servers.json");
+    std::fs::write(&path, list.to_string())?;
+    let port = free_port();
+    let _service = Process::start(
+        "database-servers",
+        &workspace_binary("landlord-database")?,
+        &[],
+        &[
+            ("LANDLORD_NATS_URL".into(), nats.url()),
+            ("LANDLORD_NAMESPACE".into(), unique_namespace().root().to_owned()),
+            ("LANDLORD_HTTP_ADDR".into(), format!("127.0.0.1:{port}")),
+            ("LANDLORD_TENANT_DATABASES".into(), path.display().to_string()),
+            ("LANDLORD_SECRETS_KEY".into(), two.key.to_base64()),
+        ],
+        &scratch_dir("logs")?,
+    )?;
+    let ready = || async move {
+        let (status, body) = tokio::task::spawn_blocking(move || http_get(port, "/readyz")).await.ok()??;
+        let body: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (status == 200 && body["checks"]["tenant_data_database.b"].is_string()).then_some(body)
+    };
+    let body = eventually("the worker to be ready", WAIT, ready).await?;
+    assert_eq!(body["checks"]["tenant_data_database.a"], "ok", "{body}");
+    assert_eq!(body["checks"]["tenant_data_database.b"], "ok", "{body}");
     Ok(())
 }
