@@ -24,6 +24,9 @@ pub enum Action {
     SendDeletionScheduled,
     /// `send_deleted`: the purge's last step.
     SendDeleted,
+    /// `send_signup_verification`: a sign-up's link, asked by the gateway
+    /// outside any saga (docs/signup.md).
+    SendSignupVerification,
 }
 
 impl Action {
@@ -36,6 +39,7 @@ impl Action {
             Self::SendResumed => Kind::Resumed,
             Self::SendDeletionScheduled => Kind::DeletionScheduled,
             Self::SendDeleted => Kind::Deleted,
+            Self::SendSignupVerification => Kind::SignupVerification,
         }
     }
 }
@@ -51,6 +55,7 @@ impl FromStr for Action {
             "send_resumed" => Ok(Self::SendResumed),
             "send_deletion_scheduled" => Ok(Self::SendDeletionScheduled),
             "send_deleted" => Ok(Self::SendDeleted),
+            "send_signup_verification" => Ok(Self::SendSignupVerification),
             other => Err(UnknownAction::new(SERVICE, other)),
         }
     }
@@ -90,6 +95,7 @@ mod tests {
             (landlord_contract::Action::NOTIFICATION_SEND_RESUMED, Kind::Resumed),
             (landlord_contract::Action::NOTIFICATION_SEND_DELETION_SCHEDULED, Kind::DeletionScheduled),
             (landlord_contract::Action::NOTIFICATION_SEND_DELETED, Kind::Deleted),
+            (landlord_contract::Action::NOTIFICATION_SEND_SIGNUP_VERIFICATION, Kind::SignupVerification),
         ] {
             assert_eq!(action.name.parse::<Action>().map(Action::kind), Ok(kind));
         }

@@ -338,7 +338,22 @@ impl Notifier {
             ("failed_step", failure.step),
             ("reason", failure.reason),
             ("purge_date", purge_date(command)),
+            ("verification_link", input("signup.link").unwrap_or_default()),
+            ("link_expires", expiry(command)),
         ])
+    }
+}
+
+/// When a sign-up's link expires, as the verification mail says it:
+/// `on 2027-01-05 at 06:33 UTC` from the input `signup.expires_at`.
+fn expiry(command: &pb::StepCommand) -> String {
+    let given = command.inputs.get("signup.expires_at").map(|v| v.trim()).unwrap_or_default();
+    match time::OffsetDateTime::parse(given, &time::format_description::well_known::Rfc3339) {
+        Ok(at) => {
+            let at = at.to_offset(time::UtcOffset::UTC);
+            format!("on {} at {:02}:{:02} UTC", at.date(), at.hour(), at.minute())
+        }
+        Err(_) => "soon".into(),
     }
 }
 

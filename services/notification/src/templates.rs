@@ -24,16 +24,19 @@ pub enum Kind {
     Resumed,
     DeletionScheduled,
     Deleted,
+    /// A sign-up's verification link (issue 29), outside any saga.
+    SignupVerification,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Welcome,
         Kind::ProvisioningFailed,
         Kind::Suspended,
         Kind::Resumed,
         Kind::DeletionScheduled,
         Kind::Deleted,
+        Kind::SignupVerification,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +47,7 @@ impl Kind {
             Kind::Resumed => "tenant-resumed",
             Kind::DeletionScheduled => "tenant-deletion-scheduled",
             Kind::Deleted => "tenant-deleted",
+            Kind::SignupVerification => "signup-verification",
         }
     }
 
@@ -79,12 +83,17 @@ impl Kind {
                 include_str!("../templates/tenant-deleted.txt"),
                 include_str!("../templates/tenant-deleted.html"),
             ],
+            Kind::SignupVerification => [
+                include_str!("../templates/signup-verification.subject"),
+                include_str!("../templates/signup-verification.txt"),
+                include_str!("../templates/signup-verification.html"),
+            ],
         }
     }
 }
 
 /// The fields a template may use.
-pub const FIELDS: [&str; 13] = [
+pub const FIELDS: [&str; 15] = [
     "tenant_name",
     "admin_first_name",
     "admin_last_name",
@@ -98,6 +107,8 @@ pub const FIELDS: [&str; 13] = [
     "failed_step",
     "reason",
     "purge_date",
+    "verification_link",
+    "link_expires",
 ];
 
 const EXTENSIONS: [&str; 3] = ["subject", "txt", "html"];

@@ -455,3 +455,6 @@ async fn the_lifecycle_mails_reach_the_admin_once_per_saga_and_step() -> Result<
     assert_eq!(f.smtp.mails().len(), 5);
     Ok(())
 }
+
+#[path = "notification/signup.rs"]
+mod signup;

@@ -62,7 +62,9 @@ pub(super) fn message(
     let action = Action::NOTIFICATION_SEND_SIGNUP_VERIFICATION;
     let command = pb::StepCommand {
         saga_id: format!("signup:{}", lead.id),
-        step: "signup_verification".to_owned(),
+        // One mail per send: the notification ledger keys a mail by saga and
+        // step, so a re-send must not repeat the step of the mail before.
+        step: format!("signup_verification_{}", lead.send),
         attempt: 1,
         tenant: Some(pb::TenantSpec {
             key: lead.key.to_owned(),

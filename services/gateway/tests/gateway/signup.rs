@@ -81,6 +81,7 @@ async fn a_sign_up_mails_a_link_whose_first_click_requests_the_tenant_once() -> 
     .await?;
     assert!(hashed, "the stored hash is not the token's SHA-256");
     assert_eq!(mail.saga_id, format!("signup:{id}"));
+    assert_eq!(mail.step, "signup_verification_1");
 
     let page = h.follow(&link, "text/html").await?;
     assert_eq!(page.status, StatusCode::OK, "{page:?}");
@@ -124,7 +125,9 @@ async fn expired_reused_forged_and_resent_links() -> Result<()> {
     let resend = json!({"email": "LATE@example.com", "key": "late"});
     let answer = h.post("/v1/signups/resend", None, None, &resend).await?;
     assert_eq!(answer.status, StatusCode::ACCEPTED, "{answer:?}");
-    let second = mailbox.link().await?;
+    let resent = mailbox.next().await?;
+    assert_eq!(resent.step, "signup_verification_2", "a new step: the notification ledger would drop a repeat");
+    let second = resent.inputs.get("signup.link").context("link")?.clone();
     assert_ne!(first, second);
     h.follow(&first, "application/json").await?.problem(StatusCode::NOT_FOUND, "not-found");
     let forged = format!("{}/v1/signups/verify?token={}", h.api, "ab".repeat(32));
