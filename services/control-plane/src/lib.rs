@@ -54,6 +54,7 @@ pub fn migrator() -> Migrator {
         migration(10, "lifecycle", include_str!("../../../migrations/0010_lifecycle.sql")),
         migration(11, "clerk plan", include_str!("../../../migrations/0011_clerk_plan.sql")),
         migration(12, "signups", include_str!("../../../migrations/0012_signups.sql")),
+        migration(13, "saga step graph", include_str!("../../../migrations/0013_saga_step_graph.sql")),
     ])
 }
 

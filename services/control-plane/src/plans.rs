@@ -39,6 +39,10 @@ pub struct StepSpec {
     pub max_attempts: u32,
     pub backoff: Vec<Duration>,
     pub params: BTreeMap<String, String>,
+    /// The steps of the same pipeline this one starts after (its
+    /// prerequisites, by name). A pipeline that names no `after` at all
+    /// runs in file order: each step after the one before it.
+    pub after: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +124,7 @@ struct StepEntry {
     backoff: Option<Vec<String>>,
     #[serde(default)]
     params: BTreeMap<String, String>,
+    after: Option<Vec<String>>,
 }
 
 fn yes() -> bool {
@@ -166,6 +171,68 @@ fn is_token(s: &str) -> bool {
     let mut chars = s.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Fills each step's `after` and checks the graph of pipeline `pipeline`:
+/// without any `after` in the file, each step comes after the one before
+/// it (the order of the file, as before graphs); with some, a step without
+/// `after` starts at once. Refused: a step named in `after` that is not in
+/// the pipeline (or is the step itself), a cycle, and a step with a
+/// compensation that names a non-fatal step in `after` — a non-fatal step
+/// that failed counts as done for its dependents, so the dependent (and
+/// later its compensation) would run on a step that is missing.
+fn graph(pipeline: &str, entries: &[StepEntry], steps: &mut [StepSpec]) -> Result<(), String> {
+    if entries.iter().all(|e| e.after.is_none()) {
+        for i in 1..steps.len() {
+            steps[i].after = vec![steps[i - 1].name.clone()];
+        }
+        return Ok(());
+    }
+    for (i, entry) in entries.iter().enumerate() {
+        let mut after: Vec<String> = Vec::new();
+        for name in entry.after.iter().flatten() {
+            let at = format!("pipeline {pipeline} step {}", entry.name);
+            let Some(prerequisite) = steps.iter().find(|s| s.name == *name) else {
+                return Err(format!("{at}: after names {name:?}, which is not a step of pipeline {pipeline}"));
+            };
+            if *name == entry.name {
+                return Err(format!("{at}: a step cannot come after itself"));
+            }
+            if steps[i].compensation.is_some() && !prerequisite.fatal {
+                return Err(format!(
+                    "{at}: its compensation would depend on a missing step: it comes after {name:?}, which is \
+                     not fatal (a failure of it counts as done), yet it has a compensation"
+                ));
+            }
+            if !after.contains(name) {
+                after.push(name.clone());
+            }
+        }
+        steps[i].after = after;
+    }
+    // Kahn: whatever cannot be ordered is on a cycle, or after one.
+    let mut done: Vec<bool> = vec![false; steps.len()];
+    loop {
+        let ready: Vec<usize> = (0..steps.len())
+            .filter(|&i| {
+                !done[i] && steps[i].after.iter().all(|a| steps.iter().zip(&done).any(|(s, d)| *d && s.name == *a))
+            })
+            .collect();
+        if ready.is_empty() {
+            break;
+        }
+        for i in ready {
+            done[i] = true;
+        }
+    }
+    let left: Vec<&str> = steps.iter().zip(&done).filter(|(_, d)| !**d).map(|(s, _)| s.name.as_str()).collect();
+    if !left.is_empty() {
+        return Err(format!(
+            "pipeline {pipeline}: the steps {} wait for each other (a cycle in after)",
+            left.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 impl Plans {
@@ -242,8 +309,10 @@ impl Plans {
                     max_attempts,
                     backoff,
                     params: step.params.clone(),
+                    after: Vec::new(),
                 });
             }
+            graph(name, entries, &mut steps)?;
             pipelines.insert(name, steps);
         }
         let chosen = |at: &str, table: &BTreeMap<String, String>| {
@@ -316,6 +385,13 @@ mod tests {
         assert_eq!(standard.tier, Tier::Bridge);
         let names: Vec<_> = standard.steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["idp_realm", "idp_client", "idp_admin_user", "database", "storage", "welcome_email"]);
+        let after: Vec<Vec<&str>> =
+            standard.steps.iter().map(|s| s.after.iter().map(String::as_str).collect()).collect();
+        // idp realm → client → admin user, beside the database and the
+        // storage; the welcome mail after all of them.
+        let all: Vec<&str> = vec!["idp_admin_user", "database", "storage"];
+        let expected: Vec<Vec<&str>> = vec![vec![], vec!["idp_realm"], vec!["idp_client"], vec![], vec![], all];
+        assert_eq!(after, expected);
         assert!(!standard.steps[5].fatal);
         assert_eq!(standard.steps[3].timeout, Duration::from_secs(60));
         assert_eq!(standard.steps[0].compensation.as_deref(), Some("delete_realm"));
@@ -426,6 +502,58 @@ mod tests {
         );
         let err = Plans::parse(&(file("") + "[pipelines]\nempty = []\n")).unwrap_err();
         assert!(err.contains("pipeline empty has no steps"), "{err}");
+    }
+
+    fn pipeline(steps: &str) -> Result<Plans, String> {
+        Plans::parse(&format!("[plans.x]\ntier = \"bridge\"\npipeline = \"p\"\n{steps}"))
+    }
+
+    fn afters(plans: &Plans) -> Vec<(String, Vec<String>)> {
+        plans.get("x").unwrap().steps.iter().map(|s| (s.name.clone(), s.after.clone())).collect()
+    }
+
+    #[test]
+    fn a_pipeline_without_after_runs_in_file_order() {
+        let plans = pipeline(
+            "[[pipelines.p]]\nname = \"a\"\ncommand = \"dns.a\"\n[[pipelines.p]]\nname = \"b\"\ncommand = \"dns.b\"\n\
+             [[pipelines.p]]\nname = \"c\"\ncommand = \"dns.c\"\n",
+        )
+        .unwrap();
+        let expected: Vec<(String, Vec<String>)> =
+            vec![("a".into(), vec![]), ("b".into(), vec!["a".into()]), ("c".into(), vec!["b".into()])];
+        assert_eq!(afters(&plans), expected);
+    }
+
+    #[test]
+    fn a_pipeline_with_after_is_a_graph_and_its_mistakes_are_named() {
+        let step = |name: &str, extra: &str| {
+            format!("[[pipelines.p]]\nname = \"{name}\"\ncommand = \"dns.{name}\"\n{extra}\n")
+        };
+        let plans = pipeline(&(step("a", "") + &step("b", "") + &step("c", "after = [\"a\", \"b\", \"a\"]"))).unwrap();
+        let expected: Vec<(String, Vec<String>)> =
+            vec![("a".into(), vec![]), ("b".into(), vec![]), ("c".into(), vec!["a".into(), "b".into()])];
+        assert_eq!(afters(&plans), expected, "a step without after starts at once; duplicates count once");
+
+        let err = pipeline(&(step("a", "") + &step("b", "after = [\"nope\"]"))).unwrap_err();
+        assert!(err.contains("pipeline p step b: after names \"nope\", which is not a step of pipeline p"), "{err}");
+        let err = pipeline(&(step("a", "after = [\"a\"]"))).unwrap_err();
+        assert!(err.contains("pipeline p step a: a step cannot come after itself"), "{err}");
+        let err = pipeline(
+            &(step("a", "after = [\"c\"]")
+                + &step("b", "after = [\"a\"]")
+                + &step("c", "after = [\"b\"]")
+                + &step("d", "")),
+        )
+        .unwrap_err();
+        assert!(err.contains("pipeline p: the steps a, b, c wait for each other (a cycle in after)"), "{err}");
+        let err =
+            pipeline(&(step("a", "fatal = false") + &step("b", "compensation = \"dns.undo_b\"\nafter = [\"a\"]")))
+                .unwrap_err();
+        assert!(err.contains("pipeline p step b: its compensation would depend on a missing step"), "{err}");
+        let err = pipeline(&(step("a", "") + &step("a", "after = []"))).unwrap_err();
+        assert!(err.contains("pipeline p step a: step names must be unique"), "{err}");
+        // Without a compensation, a step may follow a non-fatal one.
+        assert!(pipeline(&(step("a", "fatal = false") + &step("b", "after = [\"a\"]"))).is_ok());
     }
 
     #[test]

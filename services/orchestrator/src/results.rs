@@ -345,9 +345,12 @@ mod tests {
         Ok(saga_id)
     }
 
-    /// The running step of `saga` and its command id.
+    /// The first running step of `saga` (several run at once: the plan is
+    /// a graph) and its command id.
     async fn running(pool: &sqlx::PgPool, saga: Uuid) -> anyhow::Result<(String, String)> {
-        Ok(sqlx::query_as("SELECT name, command_id FROM saga_steps WHERE saga_id = $1 AND state = 'running'")
+        Ok(sqlx::query_as(
+            "SELECT name, command_id FROM saga_steps WHERE saga_id = $1 AND state = 'running' ORDER BY position LIMIT 1",
+        )
             .bind(saga)
             .fetch_one(pool)
             .await?)
@@ -445,7 +448,7 @@ mod tests {
                 .iter()
                 .map(|st| {
                     let at = |t: Option<time::OffsetDateTime>| t.map(|t| t.unix_timestamp_nanos() / 1000);
-                    let spec = (st.position, st.name.clone(), st.service.clone(), st.action.clone());
+                    let spec = (st.position, st.name.clone(), st.service.clone(), st.action.clone(), st.after.clone());
                     let policy =
                         (st.compensation.clone(), st.fatal, st.timeout_ms, st.max_attempts, st.backoff_ms.clone());
                     let state = (st.state, st.attempts, st.command_id.clone(), at(st.deadline), at(st.started_at));

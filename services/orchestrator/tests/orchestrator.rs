@@ -14,6 +14,8 @@ use landlord_orchestrator::{Timing, attach};
 use landlord_runtime::{Config, Env, Envelope, Publisher, Service};
 #[path = "orchestrator/fencing.rs"]
 mod fencing;
+#[path = "orchestrator/graph.rs"]
+mod graph;
 #[path = "orchestrator/intake.rs"]
 mod intake;
 #[path = "orchestrator/lifecycle.rs"]

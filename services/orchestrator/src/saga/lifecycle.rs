@@ -234,9 +234,8 @@ impl Saga {
         if let Some(previous) = self.saga.request.0.previous_status.as_deref().and_then(|s| s.parse().ok()) {
             self.tenant.status = previous;
         }
-        // Compensations run newest first: the reverse order of the steps.
-        let reversed =
-            self.steps.iter().rev().filter(|s| s.state == StepState::Compensated).map(|s| s.name.clone()).collect();
+        // Compensations run in the reverse order of completion.
+        let reversed = self.reversed();
         let event = pb::OperationFailed {
             tenant_id: self.tenant.id.to_string(),
             saga_id: self.saga_id(),

@@ -64,19 +64,34 @@ impl Saga {
         self.send_command(i, false);
     }
 
-    /// After a forward step ended: the next one, compensation if a cancel
-    /// came in meanwhile, or activation.
+    /// After a forward step ended: every step it made ready starts;
+    /// compensation once a cancel came in (and nothing is in flight) or
+    /// while compensating; activation when every step ended.
     fn advance(&mut self) {
-        if self.saga.cancel_reason.is_some() {
-            let reason = self.saga.cancel_reason.clone().unwrap_or_default();
-            self.begin_compensation(None, &format!("cancelled: {reason}"));
+        if self.saga.state == SagaState::Compensating {
+            self.compensate_next();
             return;
         }
-        match self.steps.iter().position(|s| s.state == StepState::Pending) {
-            Some(i) => self.start_attempt(i),
-            None if self.provisions() => self.activate(),
-            None => self.finish_operation(),
+        if self.saga.cancel_reason.is_some() {
+            if !self.forward_in_flight() {
+                let reason = self.saga.cancel_reason.clone().unwrap_or_default();
+                self.begin_compensation(None, &format!("cancelled: {reason}"));
+            }
+            return;
         }
+        let ready = self.ready();
+        for &i in &ready {
+            self.start_attempt(i);
+        }
+        if !ready.is_empty() || self.forward_in_flight() || self.steps.iter().any(|s| s.state == StepState::RetryWait) {
+            return;
+        }
+        if self.steps.iter().any(|s| s.state == StepState::Pending) {
+            // Cannot happen with a checked plan: steps that can never start.
+            self.begin_compensation(None, "steps wait for prerequisites that cannot end");
+            return;
+        }
+        if self.provisions() { self.activate() } else { self.finish_operation() }
     }
 
     fn activate(&mut self) {
@@ -133,6 +148,8 @@ impl Saga {
         step.last_error = None;
         step.output = Json(ok.into());
         let (name, attempt) = (step.name.clone(), u32::try_from(step.attempts).unwrap_or(0));
+        self.complete(i);
+        let step = &self.steps[i];
         let records = step.output.0.resources.clone();
         self.created.extend(records.into_iter().map(|r| (name.clone(), r)));
         self.attempt_succeeded();
@@ -154,6 +171,8 @@ impl Saga {
     /// A failed attempt (an error answer or a time-out after re-drive).
     fn failed_attempt(&mut self, i: usize, compensate: bool, error: &pb::StepError, retryable: bool) {
         let now = self.now;
+        // Nothing starts again once the saga stops going forward.
+        let going_on = self.saga.cancel_reason.is_none() && self.saga.state == SagaState::Running;
         let step = self.touch(i);
         step.last_error = Some(format!("{}: {}", error.code, error.message));
         let position = step.position;
@@ -196,8 +215,7 @@ impl Saga {
         // `max_attempts` 0: until it succeeds, whatever the error (a purge
         // step: nothing may be left behind).
         let until_done = step.max_attempts == 0;
-        let will_retry =
-            (until_done || (retryable && step.attempts < step.max_attempts)) && self.saga.cancel_reason.is_none();
+        let will_retry = (until_done || (retryable && step.attempts < step.max_attempts)) && going_on;
         let step = &mut self.steps[i];
         if will_retry {
             step.state = StepState::RetryWait;
@@ -209,6 +227,9 @@ impl Saga {
         }
         step.command_id = None;
         let (name, attempt, fatal) = (step.name.clone(), u32::try_from(step.attempts).unwrap_or(0), step.fatal);
+        if !will_retry {
+            self.complete(i);
+        }
         let progress = self.progress();
         self.event(
             &format!("{position}.{attempt}"),
@@ -227,11 +248,13 @@ impl Saga {
             self.attempt_failed(&name, error);
             return;
         }
-        if fatal {
+        if fatal && self.saga.state == SagaState::Running {
             let reason = format!("{}: {}", error.code, error.message);
             self.begin_compensation(Some(&name), &reason);
         } else {
-            // A non-fatal step (the welcome email) is reported, not undone.
+            // A non-fatal step (the welcome email) is reported, not undone;
+            // a step that failed while the saga compensates joins the
+            // steps to compensate.
             self.advance();
         }
     }
@@ -304,7 +327,7 @@ impl Saga {
     /// would undo a tenant whose admin may already hold the welcome mail;
     /// removing it is an offboarding, not a cancel.
     pub fn past_cancelling(&self) -> bool {
-        self.steps.iter().filter(|s| s.fatal).all(|s| s.state == StepState::Succeeded)
+        self.steps.iter().filter(|s| s.fatal).all(|s| matches!(s.state, StepState::Succeeded | StepState::Skipped))
     }
 
     pub fn cancel(&mut self, reason: &str, by: &str) -> bool {
@@ -314,18 +337,17 @@ impl Saga {
         self.saga.cancel_reason = Some(reason.to_owned());
         self.saga.cancel_requested_by = Some(by.to_owned());
         self.audit("cancel_requested", serde_json::json!({ "reason": reason, "by": by }));
-        if let Some(i) = self.steps.iter().position(|s| s.state == StepState::RetryWait) {
-            let now = self.now;
-            let step = self.touch(i);
-            step.state = StepState::Failed;
-            step.deadline = None;
-            step.finished_at = Some(now);
+        // No step starts again; the steps in flight are awaited (advance
+        // begins the compensation when the last of them ends).
+        self.stop_retries();
+        if !self.forward_in_flight() {
             self.begin_compensation(None, &format!("cancelled: {reason}"));
         }
         true
     }
 
     fn begin_compensation(&mut self, failed_step: Option<&str>, reason: &str) {
+        self.stop_retries();
         self.saga.state = SagaState::Compensating;
         self.saga.failed_step = failed_step.map(str::to_owned);
         self.saga.failure_reason = Some(reason.to_owned());
@@ -348,17 +370,16 @@ impl Saga {
         self.compensate_next();
     }
 
-    /// Compensates the newest step that has a compensation and may have
-    /// had an effect — it succeeded, or it failed after its command went
-    /// out (a failed step can still have done part of its work, or do it
-    /// later: a late delivery of its command) — or finishes the saga when
-    /// none is left.
+    /// Once no forward command is in flight (those still running are
+    /// awaited: their answers or deadlines), compensates the next step due
+    /// ([`Saga::next_compensation`]: reverse order of completion,
+    /// dependents first), one at a time, or finishes the saga when none is
+    /// left.
     fn compensate_next(&mut self) {
-        let next = self.steps.iter().rposition(|s| {
-            s.compensation.is_some()
-                && (s.state == StepState::Succeeded || (s.state == StepState::Failed && s.attempts > 0))
-        });
-        match next {
+        if self.forward_in_flight() || self.steps.iter().any(|s| s.state == StepState::Compensating) {
+            return;
+        }
+        match self.next_compensation() {
             Some(i) => {
                 let step = self.touch(i);
                 step.state = StepState::Compensating;

@@ -4,16 +4,19 @@
 //! operation — provision and the lifecycle after it (docs/lifecycle.md) —
 //! runs on it; [`lifecycle`] holds what differs per operation.
 //!
-//! Forward steps run in order. A retryable error is retried with the
+//! Forward steps run as the plan's graph says: every step whose
+//! prerequisites are done starts in the same transition. A retryable error is retried with the
 //! step's backoff until its attempts run out; a step whose answer is late is
 //! re-driven once (same command, same message id), then counts as a failed
-//! attempt. A fatal failure, exhausted retries or a cancellation start the
-//! compensations of the completed steps, newest first, each retried until it
-//! succeeds. Nothing is undone once the tenant is ACTIVE.
+//! attempt. A fatal failure, exhausted retries or a cancellation stop new
+//! steps, await the ones in flight, then compensate the completed steps in
+//! the reverse order of completion, each retried until it succeeds.
+//! [`graph`] holds the graph's rules. Nothing is undone once the tenant is ACTIVE.
 //!
 //! [`store`] holds the rows and loads and saves them, [`machine`] the
 //! transitions, [`wire`] what they send: commands, events and progress.
 
+mod graph;
 pub mod lifecycle;
 mod machine;
 mod save;

@@ -145,6 +145,7 @@ struct Changes {
     started_at: Vec<Option<OffsetDateTime>>,
     finished_at: Vec<Option<OffsetDateTime>>,
     last_errors: Vec<Option<String>>,
+    completions: Vec<Option<i32>>,
     outputs: Vec<Json<StepOutput>>,
     created_tenants: Vec<Uuid>,
     created_sagas: Vec<Uuid>,
@@ -210,6 +211,7 @@ impl Changes {
             self.started_at.push(step.started_at);
             self.finished_at.push(step.finished_at);
             self.last_errors.push(step.last_error.clone());
+            self.completions.push(step.completion);
             self.outputs.push(Json(step.output.0.clone()));
         }
         // Nothing of a purged tenant is alive, whatever its last step said.
@@ -417,6 +419,7 @@ fn save_statement(c: &Changes, outbox: &Columns<'_>, outbox_sagas: &[Uuid], msg_
         ("started_at", s.array(&c.started_at, "timestamptz")),
         ("finished_at", s.array(&c.finished_at, "timestamptz")),
         ("last_error", s.array(&c.last_errors, "text")),
+        ("completion", s.array(&c.completions, "int")),
         ("output", s.array(&c.outputs, "jsonb")),
     ];
     let steps_set = s.set("saga_steps", &steps, &["saga_id", "position"], &[]);

@@ -169,6 +169,12 @@ pub struct StepRow {
     pub finished_at: Option<OffsetDateTime>,
     pub last_error: Option<String>,
     pub output: Json<StepOutput>,
+    /// The steps this one starts after (`saga_steps.after`, by name): the
+    /// plan's graph as it was when the saga started.
+    pub after: Vec<String>,
+    /// The order in which forward steps ended (succeeded or failed for
+    /// good): 1, 2, ... per saga; compensations run in its reverse.
+    pub completion: Option<i32>,
 }
 
 impl StepRow {
@@ -195,6 +201,8 @@ impl StepRow {
             finished_at: None,
             last_error: None,
             output: Json(StepOutput::default()),
+            after: spec.after.clone(),
+            completion: None,
         }
     }
 }
@@ -292,19 +300,22 @@ impl Saga {
         let backoffs: Vec<Json<&Vec<i64>>> = steps.iter().map(|s| Json(&s.backoff_ms)).collect();
         let params: Vec<&Json<HashMap<String, String>>> = steps.iter().map(|s| &s.params).collect();
         let states: Vec<StepState> = steps.iter().map(|s| s.state).collect();
+        // Arrays of arrays must be rectangular too: prerequisites as JSON.
+        let afters: Vec<Json<&Vec<String>>> = steps.iter().map(|s| Json(&s.after)).collect();
         sqlx::query(
             "WITH saga AS (
                 INSERT INTO sagas (id, tenant_id, operation, idempotency_id, state, requested_by, reason, request)
                 VALUES ($1, $12, $13, $14, $15, $16, $17, $18)
              )
              INSERT INTO saga_steps (saga_id, position, name, service, action, compensation, fatal, timeout_ms,
-                                     max_attempts, backoff_ms, params, state)
+                                     max_attempts, backoff_ms, params, state, after)
              SELECT $1, u.position, u.name, u.service, u.action, u.compensation, u.fatal, u.timeout_ms, u.max_attempts,
-                    ARRAY(SELECT jsonb_array_elements_text(u.backoff)::bigint), u.params, u.state
+                    ARRAY(SELECT jsonb_array_elements_text(u.backoff)::bigint), u.params, u.state,
+                    ARRAY(SELECT jsonb_array_elements_text(u.after))
              FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::bigint[], $9::int[],
-                         $10::jsonb[], $11::jsonb[], $19::text[])
+                         $10::jsonb[], $11::jsonb[], $19::text[], $20::jsonb[])
                   AS u(position, name, service, action, compensation, fatal, timeout_ms, max_attempts, backoff, params,
-                       state)",
+                       state, after)",
         )
         .bind(saga.id)
         .bind(&positions)
@@ -325,6 +336,7 @@ impl Saga {
         .bind(&saga.reason)
         .bind(&saga.request)
         .bind(&states)
+        .bind(&afters)
         .execute(&mut **tx)
         .await?;
         Ok(())
@@ -390,7 +402,7 @@ impl Saga {
             let rows: Vec<SagaStep> = sqlx::query_as(
                 "SELECT saga_id, position, name, service, action, compensation, fatal, timeout_ms, max_attempts,
                         backoff_ms, params, state, attempts, command_id, redriven, deadline, started_at, finished_at,
-                        last_error, output
+                        last_error, output, after, completion
                  FROM saga_steps WHERE saga_id = ANY($1) ORDER BY saga_id, position",
             )
             .bind(&wanted)

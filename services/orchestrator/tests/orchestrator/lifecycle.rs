@@ -132,8 +132,8 @@ const ARCHIVE: &str = "landlord-archive";
 /// `unverified`. `create` reports one resource; `export` reports where the
 /// export went, verified.
 #[derive(Clone, Default)]
-struct Recorder {
-    commands: Arc<Mutex<Vec<pb::StepCommand>>>,
+pub(super) struct Recorder {
+    pub(super) commands: Arc<Mutex<Vec<pb::StepCommand>>>,
 }
 
 impl StepService for Recorder {
@@ -177,13 +177,13 @@ impl StepService for Recorder {
     }
 }
 
-struct Life {
-    namespace: Namespace,
-    publisher: Publisher,
-    broker: landlord_runtime::Broker,
-    pool: PgPool,
-    plans: Plans,
-    recorder: Recorder,
+pub(super) struct Life {
+    pub(super) namespace: Namespace,
+    pub(super) publisher: Publisher,
+    pub(super) broker: landlord_runtime::Broker,
+    pub(super) pool: PgPool,
+    pub(super) plans: Plans,
+    pub(super) recorder: Recorder,
     stops: Vec<CancellationToken>,
 }
 
@@ -197,6 +197,11 @@ impl Drop for Life {
 
 impl Life {
     async fn new() -> Result<Self> {
+        Self::with_plans(PLANS).await
+    }
+
+    /// The orchestrator with plans `plans`, and the recording worker.
+    pub(super) async fn with_plans(plans: &str) -> Result<Self> {
         let url = NatsServer::shared().await.url();
         let database = tokio::task::spawn_blocking(Postgres::shared).await??.fresh_database().await?;
         let namespace = unique_namespace();
@@ -214,7 +219,7 @@ impl Life {
             }
             Ok(Config::from(service, &Env::from_pairs(pairs))?)
         };
-        let plans = Plans::parse(PLANS).map_err(anyhow::Error::msg)?;
+        let plans = Plans::parse(plans).map_err(anyhow::Error::msg)?;
         let mut orchestrator = Service::build(env("orchestrator")?).await?;
         let timing = Timing {
             timer_interval: Duration::from_millis(50),
@@ -249,7 +254,7 @@ impl Life {
             .await?)
     }
 
-    async fn provision(&self, key: &str, idempotency_id: &str, labels: &[(&str, &str)]) -> Result<()> {
+    pub(super) async fn provision(&self, key: &str, idempotency_id: &str, labels: &[(&str, &str)]) -> Result<()> {
         let mut request = Harness::request(key, labels);
         request.idempotency_id = idempotency_id.to_owned();
         let subject = self.namespace.event_subject(&TenantKey::parse(key)?, EventKind::Requested);
@@ -301,14 +306,14 @@ impl Life {
         Ok(saga)
     }
 
-    async fn status(&self, key: &str) -> Result<String> {
+    pub(super) async fn status(&self, key: &str) -> Result<String> {
         Ok(sqlx::query_scalar("SELECT status FROM tenants WHERE key = $1 ORDER BY created_at DESC LIMIT 1")
             .bind(key)
             .fetch_one(&self.pool)
             .await?)
     }
 
-    async fn wait_status(&self, key: &str, status: &str) -> Result<()> {
+    pub(super) async fn wait_status(&self, key: &str, status: &str) -> Result<()> {
         eventually(&format!("{key} to be {status}"), WAIT, || async {
             (self.status(key).await.ok()? == status).then_some(())
         })
@@ -316,7 +321,12 @@ impl Life {
     }
 
     /// The events of saga `saga` about `key`, in order, until one of `until`.
-    async fn saga_events(&self, key: &str, saga: Uuid, until: &[EventKind]) -> Result<Vec<(EventKind, bytes::Bytes)>> {
+    pub(super) async fn saga_events(
+        &self,
+        key: &str,
+        saga: Uuid,
+        until: &[EventKind],
+    ) -> Result<Vec<(EventKind, bytes::Bytes)>> {
         let stream = self.broker.jetstream.get_stream(self.namespace.stream_name(StreamKind::Events)).await?;
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
@@ -351,7 +361,7 @@ impl Life {
     }
 
     /// The commands the worker got for `key`'s saga `saga`, in order.
-    fn commands(&self, saga: Uuid) -> Vec<pb::StepCommand> {
+    pub(super) fn commands(&self, saga: Uuid) -> Vec<pb::StepCommand> {
         let saga = saga.to_string();
         self.recorder
             .commands
@@ -361,13 +371,13 @@ impl Life {
     }
 }
 
-fn last<M: prost::Message + Default>(events: &[(EventKind, bytes::Bytes)], kind: EventKind) -> Result<M> {
+pub(super) fn last<M: prost::Message + Default>(events: &[(EventKind, bytes::Bytes)], kind: EventKind) -> Result<M> {
     let (_, payload) = events.iter().rev().find(|(k, _)| *k == kind).with_context(|| format!("no {kind:?}"))?;
     Ok(M::decode(payload.clone())?)
 }
 
 /// The step name and direction of each command, as sent.
-fn sent(commands: &[pb::StepCommand]) -> Vec<String> {
+pub(super) fn sent(commands: &[pb::StepCommand]) -> Vec<String> {
     commands.iter().map(|c| format!("{}{}", if c.compensate { "undo " } else { "" }, c.step)).collect()
 }
 
