@@ -333,7 +333,8 @@ pub fn document() -> Value {
         }
     });
     if let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) {
-        for (path, method, operation) in lifecycle::paths(&mut schemas, &answers) {
+        let signup = signup::paths(&mut schemas, &answers);
+        for (path, method, operation) in lifecycle::paths(&mut schemas, &answers).into_iter().chain(signup) {
             if let Some(item) = paths.entry(path).or_insert_with(|| json!({})).as_object_mut() {
                 item.insert(method.to_owned(), operation);
             }
@@ -351,5 +352,6 @@ pub fn pretty() -> String {
 }
 
 mod lifecycle;
+mod signup;
 #[cfg(test)]
 mod tests;

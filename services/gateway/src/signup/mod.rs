@@ -35,8 +35,10 @@ use landlord_runtime::Env;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+pub use create::{Resend, SignUp, SignUpAccepted};
 pub use keys::KeyAvailability;
 use limit::Window;
+pub use verify::Verified;
 
 use crate::state::App;
 
