@@ -72,6 +72,8 @@
 //! | `LANDLORD_RELAY_GRACE` | `2s` | how old a row must be before the sweep publishes it |
 //! | `LANDLORD_DELETION_GRACE` | `30d` | an offboarding's grace period when the request names none |
 //! | `LANDLORD_DELETION_GRACE_MAX` | `90d` | the longest grace period a request may ask for |
+//! | `LANDLORD_SIGNUP_TTL` | `24h` | how long a sign-up's verification link lives ([`signup`], docs/signup.md) |
+//! | `LANDLORD_PUBLIC_URL` | the request's `Host` | the gateway's address as browsers reach it, for the links mailed |
 
 // The OpenAPI document is one `json!` literal, deeper than the default limit.
 #![recursion_limit = "256"]
@@ -356,6 +358,8 @@ pub async fn attach(service: &mut Service, config: GatewayConfig) -> anyhow::Res
         let backend = Arc::new(clerk::Backend::new(settings)?);
         service.spawn(clerk::run(app.clone(), backend, lookup_queue, service.shutdown_token()));
     }
+    // Refuse to start with sign-up settings that do not parse (the routes read them again).
+    signup::Settings::from_env(&Env::process())?;
     service.spawn(signup::prune(app.pool.clone(), service.shutdown_token()));
     let router = router(app, &config.limits);
     let listener = tokio::net::TcpListener::bind(config.api_addr)

@@ -148,3 +148,22 @@ pub async fn prune(pool: PgPool, shutdown: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ttl_defaults_to_a_day_and_is_bounded() {
+        let defaults = Settings::from_env(&Env::from_pairs([("X", "")])).unwrap();
+        assert_eq!((defaults.ttl, defaults.public_url), (Duration::from_secs(24 * 3600), None));
+        let set =
+            Env::from_pairs([("LANDLORD_SIGNUP_TTL", "2h"), ("LANDLORD_PUBLIC_URL", "https://signup.example.com/")]);
+        let set = Settings::from_env(&set).unwrap();
+        assert_eq!(set.ttl, Duration::from_secs(7200));
+        assert_eq!(set.public_url.as_deref(), Some("https://signup.example.com"));
+        for bad in ["0s", "31d", "soon"] {
+            assert!(Settings::from_env(&Env::from_pairs([("LANDLORD_SIGNUP_TTL", bad)])).is_err(), "{bad}");
+        }
+    }
+}
