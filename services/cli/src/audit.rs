@@ -33,7 +33,16 @@
 //! Connections come from the workers' variables: `LANDLORD_DATABASE_URL`
 //! (control plane), `LANDLORD_KEYCLOAK_*`, `LANDLORD_TENANT_DATABASE_URL`
 //! (the database worker's role: it reads the markers table and pooled rows),
-//! `LANDLORD_S3_*`.
+//! `LANDLORD_S3_*`. The tenant-data servers are those of
+//! `LANDLORD_TENANT_DATABASES` (or the one `LANDLORD_TENANT_DATABASE_URL`
+//! names, called `default`), as the database worker reads them: each is
+//! listed, and each finding on one names it (`server <name>`). A tenant
+//! placed on a server with nothing else of its made there (a lone
+//! placement marker, kind `landlord.placement`, named by the tenant id) is
+//! an orphan unless a saga of the tenant is at work; removing it
+//! compensates the tenant's provision, which then forgets the placement.
+
+mod postgres;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -54,6 +63,18 @@ pub struct Object {
     pub tenant_id: String,
     /// The tenant key the object's name says, if it says one.
     pub key: Option<String>,
+    /// The tenant-data server it is on (found), or was recorded on
+    /// (`None`: not a database object, or recorded before servers were).
+    pub server: Option<String>,
+}
+
+impl Object {
+    /// Whether `found` is the object this one records.
+    fn recorded_as(&self, found: &Object) -> bool {
+        self.kind == found.kind
+            && self.external_id == found.external_id
+            && (self.server.is_none() || self.server == found.server)
+    }
 }
 
 const KINDS: [&str; 8] = [
@@ -92,6 +113,8 @@ enum Marking {
     Marked(Owner),
     /// The object is there but no longer carries a marker of Landlord's.
     Unmarked,
+    /// A lone placement that is no longer lone: the tenant's live one (why).
+    Busy(String),
 }
 
 /// The backends and the control plane, connected once.
@@ -99,8 +122,7 @@ struct Backends {
     control: PgPool,
     idp: Idp,
     shared_realm: String,
-    database: landlord_database::Settings,
-    tenant_data: PgPool,
+    tenant_data: landlord_database::Servers,
     storage: landlord_storage::Storage,
     storage_settings: landlord_storage::Settings,
 }
@@ -113,20 +135,11 @@ pub async fn run(remove: bool) -> Result<bool> {
     // Removing realms and organizations touches no temporary password.
     idp_settings.password_delivery = PasswordDelivery::None;
     let idp = Idp::new(idp_settings.clone(), None)?;
-    let database = landlord_database::Settings::from_env(&env)?;
-    let tenant_data =
-        PgPool::connect_with(database.connect.clone()).await.context("connecting to the tenant-data database")?;
+    let tenant_data = landlord_database::Servers::connect(landlord_database::servers::from_env(&env)?)?;
     let storage_settings = landlord_storage::Settings::from_env(&env)?;
     let storage = landlord_storage::Storage::new(storage_settings.clone());
-    let backends = Backends {
-        control,
-        idp,
-        shared_realm: idp_settings.shared_realm,
-        database,
-        tenant_data,
-        storage,
-        storage_settings,
-    };
+    let backends =
+        Backends { control, idp, shared_realm: idp_settings.shared_realm, tenant_data, storage, storage_settings };
 
     let busy: BTreeSet<String> =
         sqlx::query_scalar("SELECT DISTINCT tenant_id::text FROM sagas WHERE state IN ('running', 'compensating')")
@@ -134,35 +147,37 @@ pub async fn run(remove: bool) -> Result<bool> {
             .await?
             .into_iter()
             .collect();
-    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT r.kind, r.external_id, r.tenant_id::text, t.key FROM resources r
+    let rows: Vec<(String, String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT r.kind, r.external_id, r.tenant_id::text, t.key, r.metadata->>'server' FROM resources r
          JOIN tenants t ON t.id = r.tenant_id WHERE r.deleted_at IS NULL",
     )
     .fetch_all(&backends.control)
     .await?;
-    let recorded: BTreeMap<(&str, String), Object> = rows
+    let recorded: BTreeMap<(&str, String, Option<String>), Object> = rows
         .into_iter()
-        .filter_map(|(k, external_id, tenant_id, key)| {
+        .filter_map(|(k, external_id, tenant_id, key, server)| {
             let kind = kind(&k)?;
-            Some(((kind, external_id.clone()), Object { kind, external_id, tenant_id, key: Some(key) }))
+            let server = server.filter(|_| kind.starts_with("postgres."));
+            let object = Object { kind, external_id, tenant_id, key: Some(key), server };
+            Some(((kind, object.external_id.clone(), object.server.clone()), object))
         })
         .collect();
 
     let mut found = keycloak(&backends.idp, &backends.shared_realm).await?;
-    found.extend(postgres(&backends.tenant_data).await?);
+    for server in backends.tenant_data.servers() {
+        found.extend(postgres::objects(server.name(), server.provisioner.pool(), &backends.control).await?);
+    }
     found.extend(s3(&backends.storage, &backends.storage_settings).await?);
-    let found: BTreeMap<(&str, String), Object> =
-        found.into_iter().map(|o| ((o.kind, o.external_id.clone()), o)).collect();
+    let found: BTreeMap<(&str, String, Option<String>), Object> =
+        found.into_iter().map(|o| ((o.kind, o.external_id.clone(), o.server.clone()), o)).collect();
 
     let orphans: Vec<&Object> = found
-        .iter()
-        .filter(|(id, o)| !recorded.contains_key(*id) && !busy.contains(&o.tenant_id))
-        .map(|(_, o)| o)
+        .values()
+        .filter(|o| !recorded.values().any(|r| r.recorded_as(o)) && !busy.contains(&o.tenant_id))
         .collect();
     let missing: Vec<&Object> = recorded
-        .iter()
-        .filter(|(id, o)| !found.contains_key(*id) && !busy.contains(&o.tenant_id))
-        .map(|(_, o)| o)
+        .values()
+        .filter(|r| !found.values().any(|o| r.recorded_as(o)) && !busy.contains(&r.tenant_id))
         .collect();
     println!(
         "audit: {} live resources recorded, {} marked objects found, {} tenants with a saga under way left out",
@@ -193,21 +208,33 @@ pub async fn run(remove: bool) -> Result<bool> {
             left += 1;
             "orphan (--remove-orphans removes it)".to_owned()
         };
-        println!("orphan   {:<23} {:<40} tenant {}  {outcome}", object.kind, object.external_id, object.tenant_id);
-    }
-    for object in &missing {
         println!(
-            "missing  {:<23} {:<40} tenant {} ({}): recorded as live, not in the backend",
+            "orphan   {:<23} {:<40} tenant {}{}  {outcome}",
             object.kind,
             object.external_id,
             object.tenant_id,
-            object.key.as_deref().unwrap_or("?")
+            on_server(object)
+        );
+    }
+    for object in &missing {
+        println!(
+            "missing  {:<23} {:<40} tenant {} ({}){}: recorded as live, not in the backend",
+            object.kind,
+            object.external_id,
+            object.tenant_id,
+            object.key.as_deref().unwrap_or("?"),
+            on_server(object)
         );
     }
     if orphans.is_empty() && missing.is_empty() {
         println!("no drift");
     }
     Ok(left == 0)
+}
+
+/// ` server <name>` for an object of a tenant-data server.
+fn on_server(object: &Object) -> String {
+    object.server.as_deref().map_or_else(String::new, |s| format!(" server {s}"))
 }
 
 async fn keycloak(idp: &Idp, shared_realm: &str) -> Result<Vec<Object>> {
@@ -226,6 +253,7 @@ async fn keycloak(idp: &Idp, shared_realm: &str) -> Result<Vec<Object>> {
             external_id: name.to_owned(),
             tenant_id: id.to_owned(),
             key: name.strip_prefix("tenant-").map(str::to_owned),
+            server: None,
         });
     }
     let url = kc.admin_url(&[shared_realm, "organizations"], &[("first", "0"), ("max", "100000")]);
@@ -245,6 +273,7 @@ async fn keycloak(idp: &Idp, shared_realm: &str) -> Result<Vec<Object>> {
             external_id: id.to_owned(),
             tenant_id: tenant.to_owned(),
             key: org["name"].as_str().map(str::to_owned),
+            server: None,
         });
     }
     Ok(found)
@@ -284,56 +313,6 @@ fn keycloak_owner(representation: &Value) -> Marking {
     }
 }
 
-/// Schemas, roles and databases the database worker marked, and the pooled
-/// tenants' rows, each with its marker.
-async fn postgres_marked(pool: &PgPool) -> Result<Vec<(&'static str, String, Owner)>> {
-    let mut conn = pool.acquire().await.context("connecting to the tenant-data database")?;
-    let mut found = Vec::new();
-    for marked in landlord_database::marker::list(&mut conn).await.context("listing the database markers")? {
-        if let Some(kind) = kind(&marked.kind) {
-            found.push((kind, marked.name, Owner { tenant_id: marked.tenant_id, saga_id: marked.saga_id }));
-        }
-    }
-    let pooled: Option<String> =
-        sqlx::query_scalar("SELECT to_regclass('landlord_pooled.tenants')::text").fetch_one(&mut *conn).await?;
-    let markers: Option<String> =
-        sqlx::query_scalar("SELECT to_regclass('landlord_admin.markers')::text").fetch_one(&mut *conn).await?;
-    if pooled.is_some() {
-        // A pooled row names its tenant; its marker row (if any) the saga.
-        let sql = match markers {
-            Some(_) => {
-                "SELECT p.tenant_id, m.saga_id FROM landlord_pooled.tenants p
-                 LEFT JOIN landlord_admin.markers m ON m.kind = 'postgres.pooled_tenant' AND m.name = p.tenant_id"
-            }
-            None => "SELECT tenant_id, NULL::text FROM landlord_pooled.tenants",
-        };
-        let rows: Vec<(String, Option<String>)> = sqlx::query_as(sql).fetch_all(&mut *conn).await?;
-        for (tenant_id, saga_id) in rows {
-            found.push(("postgres.pooled_tenant", tenant_id.clone(), Owner { tenant_id, saga_id }));
-        }
-    }
-    Ok(found)
-}
-
-async fn postgres(pool: &PgPool) -> Result<Vec<Object>> {
-    let marked = postgres_marked(pool).await?;
-    let mut pooled_keys = BTreeMap::new();
-    if marked.iter().any(|(kind, _, _)| *kind == "postgres.pooled_tenant") {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT tenant_id, key FROM landlord_pooled.tenants").fetch_all(pool).await?;
-        pooled_keys.extend(rows);
-    }
-    Ok(marked
-        .into_iter()
-        .map(|(kind, name, owner)| Object {
-            kind,
-            key: if kind == "postgres.pooled_tenant" { pooled_keys.get(&name).cloned() } else { key_of_pg_name(&name) },
-            external_id: name,
-            tenant_id: owner.tenant_id,
-        })
-        .collect())
-}
-
 async fn s3(storage: &landlord_storage::Storage, settings: &landlord_storage::Settings) -> Result<Vec<Object>> {
     let client = storage.client();
     let (before, after) = settings.bucket_pattern.split_once("{key}").unwrap_or_default();
@@ -358,6 +337,7 @@ async fn s3(storage: &landlord_storage::Storage, settings: &landlord_storage::Se
                         external_id: format!("{name}/{prefix}"),
                         tenant_id: owner.tenant_id,
                         key: prefix.strip_prefix("tenants/").map(|k| k.trim_end_matches('/').to_owned()),
+                        server: None,
                     });
                 }
             }
@@ -365,7 +345,13 @@ async fn s3(storage: &landlord_storage::Storage, settings: &landlord_storage::Se
             let place = Place { bucket: name.to_owned(), prefix: String::new() };
             if let Marking::Marked(owner) = s3_owner(storage, &place).await? {
                 let key = name.strip_prefix(before).and_then(|rest| rest.strip_suffix(after)).map(str::to_owned);
-                found.push(Object { kind: "s3.bucket", external_id: name.to_owned(), tenant_id: owner.tenant_id, key });
+                found.push(Object {
+                    kind: "s3.bucket",
+                    external_id: name.to_owned(),
+                    tenant_id: owner.tenant_id,
+                    key,
+                    server: None,
+                });
             }
         }
     }
@@ -416,12 +402,14 @@ impl Backends {
                 let place = Place::from_resource(&resource).context("not a bucket or prefix name")?;
                 s3_owner(&self.storage, &place).await
             }
-            // The marker list names only objects that still exist.
-            _ => Ok(postgres_marked(&self.tenant_data)
-                .await?
-                .into_iter()
-                .find(|(kind, name, _)| *kind == object.kind && *name == object.external_id)
-                .map_or(Marking::Gone, |(_, _, owner)| Marking::Marked(owner))),
+            _ => {
+                let server = object.server.as_deref().unwrap_or_default();
+                let provisioner = self.tenant_data.server(server).context("not on a known tenant-data server")?;
+                let marking = postgres::marking(provisioner.pool(), object)
+                    .await
+                    .with_context(|| format!("tenant-data server {server}"))?;
+                Ok(marking.unwrap_or_else(|| Marking::Busy("the tenant has objects on the server now".to_owned())))
+            }
         }
     }
 
@@ -465,46 +453,18 @@ impl Backends {
         let owner = match self.marking(object).await? {
             Marking::Gone => return Ok(Removal::AlreadyGone),
             Marking::Unmarked => anyhow::bail!("it no longer carries a marker of Landlord's"),
+            Marking::Busy(why) => return Ok(Removal::Skipped(why)),
             Marking::Marked(owner) => owner,
         };
         if let Some(why) = self.in_use(&owner).await? {
             return Ok(Removal::Skipped(why));
         }
-        let key = object.key.clone().context("its name says no tenant key")?;
-        let tier = match object.kind {
-            "keycloak.organization" | "postgres.pooled_tenant" | "s3.prefix" => pb::Tier::Pooled,
-            "postgres.database" => pb::Tier::Silo,
-            _ => pb::Tier::Bridge,
-        };
-        let command = pb::StepCommand {
-            // A marker without a saga predates saga fencing: the database and
-            // storage workers let any saga of the tenant undo it, the idp
-            // worker none (it is then reported as left in place).
-            saga_id: owner.saga_id.clone().unwrap_or_else(|| format!("audit-{}", owner.tenant_id)),
-            step: "audit".into(),
-            compensate: true,
-            attempt: 1,
-            tenant: Some(pb::TenantSpec {
-                tenant_id: owner.tenant_id.clone(),
-                key,
-                tier: tier as i32,
-                ..Default::default()
-            }),
-            resources: vec![pb::Resource {
-                kind: object.kind.to_owned(),
-                external_id: object.external_id.clone(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
+        let command = compensation(object, &owner)?;
         let delivery = DeliveryInfo::direct(0);
         let outcome = match object.kind {
             "keycloak.realm" | "keycloak.organization" => self.idp.run("delete_realm", &command, &delivery).await,
             "s3.bucket" | "s3.prefix" => self.storage.run("delete_bucket", &command, &delivery).await,
-            _ => {
-                let provisioner = landlord_database::Provisioner::connect(self.database.clone())?;
-                provisioner.run("deprovision", &command, &delivery).await
-            }
+            _ => self.tenant_data.run("deprovision", &command, &delivery).await,
         };
         let ok = outcome.map_err(|failure| anyhow::anyhow!("{failure}"))?;
         Ok(match ok.outputs.get("fenced") {
@@ -512,6 +472,44 @@ impl Backends {
             None => Removal::Removed,
         })
     }
+}
+
+/// The owning worker's compensation that removes `object`, sent under the
+/// saga its marker names (`owner`, read right before).
+fn compensation(object: &Object, owner: &Owner) -> Result<pb::StepCommand> {
+    let key = object.key.clone().context("neither its name nor the control plane says its tenant's key")?;
+    let tier = match object.kind {
+        "keycloak.organization" | "postgres.pooled_tenant" | "s3.prefix" => pb::Tier::Pooled,
+        "postgres.database" => pb::Tier::Silo,
+        _ => pb::Tier::Bridge,
+    };
+    Ok(pb::StepCommand {
+        // A marker without a saga predates saga fencing: the database and
+        // storage workers let any saga of the tenant undo it, the idp
+        // worker none (it is then reported as left in place).
+        saga_id: owner.saga_id.clone().unwrap_or_else(|| format!("audit-{}", owner.tenant_id)),
+        step: "audit".into(),
+        compensate: true,
+        attempt: 1,
+        tenant: Some(pb::TenantSpec {
+            tenant_id: owner.tenant_id.clone(),
+            key,
+            tier: tier as i32,
+            ..Default::default()
+        }),
+        // A database object names its server, where the worker then
+        // looks; a placement marker is found by the tenant's markers.
+        resources: if object.kind == postgres::PLACEMENT {
+            Vec::new()
+        } else {
+            vec![pb::Resource {
+                kind: object.kind.to_owned(),
+                external_id: object.external_id.clone(),
+                metadata: object.server.iter().map(|s| ("server".to_owned(), s.clone())).collect(),
+            }]
+        },
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]
