@@ -130,11 +130,25 @@ fn shutting_down() -> HandlerError {
     HandlerError::unavailable("the orchestrator is shutting down")
 }
 
+/// Commands sent outside any saga name their origin instead of a saga id
+/// (the sign-up verification mail: `signup:<sign-up id>`); their results
+/// are acknowledged and change nothing. Any other saga id that is not a
+/// UUID is refused (dead-lettered with the reason).
+const OUTSIDE_SAGA_PREFIXES: [&str; 1] = ["signup:"];
+
+fn outside_any_saga(saga_id: &str) -> bool {
+    OUTSIDE_SAGA_PREFIXES.iter().any(|prefix| saga_id.starts_with(prefix))
+}
+
 impl Handler for Results {
     type Message = pb::StepResult;
 
     async fn handle(&self, delivery: Delivery<pb::StepResult>) -> Result<(), HandlerError> {
         let result = delivery.message;
+        if outside_any_saga(&result.saga_id) {
+            tracing::debug!(saga = %result.saga_id, step = %result.step, "result of a command outside any saga");
+            return Ok(());
+        }
         let Ok(saga_id) = Uuid::parse_str(&result.saga_id) else {
             return Err(HandlerError::permanent(format!("saga id {:?} is not a UUID", result.saga_id)));
         };
@@ -287,6 +301,13 @@ async fn apply_batch(core: &Core, items: &[Item]) -> sqlx::Result<Vec<Result<(),
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn results_of_commands_outside_any_saga_are_recognised() {
+        assert!(super::outside_any_saga("signup:0f0e1d2c"));
+        assert!(!super::outside_any_saga("6c616e64-6c6f-7264-0000-000000000001"));
+        assert!(!super::outside_any_saga("not-a-uuid"));
+    }
+
     use std::time::Duration;
 
     use landlord_runtime::{Broker, Publisher};
