@@ -94,7 +94,7 @@ impl Settings {
         let secrets_key = SecretsKey::from_base64(&key).map_err(|problem| ConfigError::Invalid {
             var: key_var.into(),
             value: "(hidden)".into(),
-            problem,
+            problem: problem.to_string(),
         })?;
         let password_delivery =
             env.parse_with("LANDLORD_DATABASE_PASSWORD_DELIVERY", PasswordDelivery::WelcomeEmail, |v| match v {

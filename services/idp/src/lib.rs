@@ -229,7 +229,10 @@ impl Settings {
             })?;
         let secrets_key = env
             .raw(SECRETS_KEY_VAR)
-            .map(|key| SecretsKey::from_base64(&key).map_err(|problem| invalid(SECRETS_KEY_VAR, "(hidden)", problem)))
+            .map(|key| {
+                SecretsKey::from_base64(&key)
+                    .map_err(|problem| invalid(SECRETS_KEY_VAR, "(hidden)", problem.to_string()))
+            })
             .transpose()?;
         if password_delivery == PasswordDelivery::WelcomeEmail && secrets_key.is_none() {
             return Err(ConfigError::Missing {

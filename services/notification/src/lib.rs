@@ -122,7 +122,7 @@ pub fn secrets_key(env: &Env) -> Result<Option<SecretsKey>, ConfigError> {
             SecretsKey::from_base64(&key).map_err(|problem| ConfigError::Invalid {
                 var: SECRETS_KEY_VAR.into(),
                 value: "(hidden)".into(),
-                problem,
+                problem: problem.to_string(),
             })
         })
         .transpose()

@@ -86,6 +86,15 @@ impl fmt::Debug for SecretsKey {
     }
 }
 
+/// A secrets key that cannot be used (its text is never in the message).
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsKeyError {
+    #[error("expected the base64 of 32 random bytes (openssl rand -base64 32): {0}")]
+    Base64(#[from] base64::DecodeError),
+    #[error("expected 32 bytes, got {0} (openssl rand -base64 32)")]
+    Length(usize),
+}
+
 /// A sealed secret: the nonce and the ciphertext with its tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealed {
@@ -95,13 +104,9 @@ pub struct Sealed {
 
 impl SecretsKey {
     /// Standard base64 of exactly 32 bytes (`openssl rand -base64 32`).
-    pub fn from_base64(encoded: &str) -> Result<Self, String> {
-        let bytes = STANDARD
-            .decode(encoded.trim())
-            .map_err(|e| format!("expected the base64 of 32 random bytes (openssl rand -base64 32): {e}"))?;
-        let bytes: [u8; 32] = bytes
-            .try_into()
-            .map_err(|b: Vec<u8>| format!("expected 32 bytes, got {} (openssl rand -base64 32)", b.len()))?;
+    pub fn from_base64(encoded: &str) -> Result<Self, SecretsKeyError> {
+        let bytes = STANDARD.decode(encoded.trim())?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| SecretsKeyError::Length(b.len()))?;
         Ok(Self { bytes })
     }
 
@@ -231,7 +236,7 @@ mod tests {
     fn keys_parse_from_base64_of_32_bytes() {
         let key = SecretsKey::generate().unwrap();
         assert_eq!(SecretsKey::from_base64(&key.to_base64()).unwrap().id(), key.id());
-        assert!(SecretsKey::from_base64("c2hvcnQ=").unwrap_err().contains("expected 32 bytes"));
+        assert!(SecretsKey::from_base64("c2hvcnQ=").unwrap_err().to_string().contains("expected 32 bytes, got 5"));
         assert!(SecretsKey::from_base64("not base64!").is_err());
         assert!(!format!("{key:?}").contains(&key.to_base64()));
     }
