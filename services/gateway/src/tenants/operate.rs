@@ -163,3 +163,23 @@ pub(super) async fn operate(app: &App, key: &TenantKey, request: OperationReques
         &status_url,
     ))
 }
+
+/// The routes whose body is only an optional reason (resume, restore,
+/// export): the write scope, an Idempotency-Key, the key, then `operation`
+/// with `default_reason` when the body gives none.
+pub(super) async fn with_optional_reason(
+    app: &App,
+    caller: &Caller,
+    key: &str,
+    headers: &axum::http::HeaderMap,
+    body: &axum::body::Bytes,
+    operation: Operation,
+    default_reason: &str,
+) -> Result<Response> {
+    caller.require(crate::auth::WRITE)?;
+    let idempotency_key = super::requests::idempotency_key(headers)?;
+    let key = tenant_key(key)?;
+    let body: super::bodies::ReasonBody = crate::body::json_or_default(headers, body)?;
+    let reason = reason(body.reason.as_deref(), false, default_reason)?;
+    operate(app, &key, api_request(&key, operation, &idempotency_key, caller, reason)).await
+}

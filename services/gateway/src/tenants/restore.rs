@@ -8,10 +8,8 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use landlord_control_plane::Operation;
 
-use super::bodies::ReasonBody;
-use super::operate::{api_request, operate, reason, tenant_key};
-use super::requests::idempotency_key;
-use crate::auth::{Caller, WRITE};
+use super::operate::with_optional_reason;
+use crate::auth::Caller;
 use crate::problem::Result;
 use crate::state::App;
 
@@ -23,10 +21,5 @@ pub async fn restore(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    caller.require(WRITE)?;
-    let idempotency_key = idempotency_key(&headers)?;
-    let key = tenant_key(&key)?;
-    let body: ReasonBody = crate::body::json_or_default(&headers, &body)?;
-    let reason = reason(body.reason.as_deref(), false, "restored through the API")?;
-    operate(&app, &key, api_request(&key, Operation::Restore, &idempotency_key, &caller, reason)).await
+    with_optional_reason(&app, &caller, &key, &headers, &body, Operation::Restore, "restored through the API").await
 }

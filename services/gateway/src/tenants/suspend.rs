@@ -8,8 +8,8 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use landlord_control_plane::Operation;
 
-use super::bodies::{ReasonBody, SuspendBody};
-use super::operate::{api_request, operate, reason, tenant_key};
+use super::bodies::SuspendBody;
+use super::operate::{api_request, operate, reason, tenant_key, with_optional_reason};
 use super::requests::idempotency_key;
 use crate::auth::{Caller, WRITE};
 use crate::problem::Result;
@@ -39,10 +39,5 @@ pub async fn resume(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    caller.require(WRITE)?;
-    let idempotency_key = idempotency_key(&headers)?;
-    let key = tenant_key(&key)?;
-    let body: ReasonBody = crate::body::json_or_default(&headers, &body)?;
-    let reason = reason(body.reason.as_deref(), false, "resumed through the API")?;
-    operate(&app, &key, api_request(&key, Operation::Resume, &idempotency_key, &caller, reason)).await
+    with_optional_reason(&app, &caller, &key, &headers, &body, Operation::Resume, "resumed through the API").await
 }
