@@ -6,6 +6,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 home := env("LANDLORD_HOME", justfile_directory() / ".stack")
 export LANDLORD_HOME := home
 export LANDLORD_NATS_SERVER := env("LANDLORD_NATS_SERVER", home / "venv/bin/nats-server")
+# The Restate peer of `just bench-peers` (npm @restatedev/restate-server).
+restate_version := "1.7.12"
 
 # List the recipes.
 default:
@@ -51,7 +53,7 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Benchmark the message bus: runtime vs bare async-nats, both fsync policies → bench/results/bus.{json,md}.
+# Benchmark the message bus: runtime vs bare async-nats, both fsync policies → bench/results/bus.{json,md}. Every bench* recipe is bounded (under ten minutes on 2 cores; docs/benchmarks.md); BENCH_FULL=1 for the long run.
 bench-bus: install
     RUST_LOG=warn cargo bench -p landlord-runtime --bench bus
 
@@ -63,7 +65,7 @@ bench-saga: install
 bench-mail: install
     RUST_LOG=warn cargo bench -p landlord-notification --bench mail
 
-# Benchmark the database worker: provision/compensation per tier, bridge with 100/1,000/10,000 schemas next to its floor (the same SQL on a bare connection), durable PostgreSQL → bench/results/database.{json,md}.
+# Benchmark the database worker: provision/compensation per tier, bridge with 100/1,000/5,000 schemas (10,000 with BENCH_FULL=1) next to its floor (the same SQL on a bare connection), durable PostgreSQL → bench/results/database.{json,md}.
 bench-database: install
     RUST_LOG=warn cargo bench -p landlord-database --bench database
 
@@ -71,11 +73,11 @@ bench-database: install
 bench-storage: install
     RUST_LOG=warn cargo bench -p landlord-storage --bench storage
 
-# Benchmark the HTTP API: GET /v1/tenants/{key} and signed Clerk webhooks at 1,000 requests/s open-loop, next to a bare sqlx route and a bare INSERT+COMMIT → bench/results/api.{json,md}.
+# Benchmark the HTTP API: GET /v1/tenants/{key} and signed Clerk webhooks at 1,000 requests/s open-loop (12 s per load, 20 with BENCH_FULL=1), next to a bare sqlx route and a bare INSERT+COMMIT → bench/results/api.{json,md}.
 bench-api: install
     RUST_LOG=warn cargo bench -p landlord-gateway --bench api
 
-# Benchmark the whole system: 1,000 bridge tenants at 1/16/64 in flight through the service binaries, next to the workers' steps called directly (the floor) → bench/results/full.{json,md}.
+# Benchmark the whole system: bridge tenants at 1/16/64 in flight through the service binaries, next to the workers' steps called directly in sequence and in the plan's graph (the two floors); 270/384/768 tenants per level, 1,000 with BENCH_FULL=1 → bench/results/full.{json,md}.
 bench: install
     RUST_LOG=warn cargo bench -p landlord-e2e --bench full
 
@@ -87,3 +89,14 @@ nemesis tenants="300" rounds="40": install
 # Benchmark the lifecycle: suspend, resume and delete (offboard with no grace, purge) of bridge tenants through the gateway and the service binaries at 1 and 16 in flight, next to the workers' steps called directly (the floor) → bench/results/lifecycle.{json,md}.
 bench-lifecycle: install
     RUST_LOG=warn cargo bench -p landlord-e2e --bench lifecycle
+
+# Benchmark against a peer: Landlord's full stack, the same pipeline as a Restate workflow (bench/peers/restate, its own crate: the workers' step code in ctx.run blocks, same graph, same compensation) and the floor, on the same backends in rotated rounds, at 1/16/64 in flight (120/384/576 tenants per side, more with BENCH_FULL=1); installs restate-server (restate_version, above) from npm into .stack/restate → bench/results/peers.{json,md}.
+bench-peers: install
+    "{{home}}/restate/node_modules/.bin/restate-server" --version 2>/dev/null | grep -qF "{{restate_version}}" || npm install --prefix "{{home}}/restate" --no-audit --no-fund --ignore-scripts "@restatedev/restate-server@{{restate_version}}"
+    cargo build --release --workspace --bins --locked
+    CARGO_TARGET_DIR="{{justfile_directory()}}/target" cargo build --release --locked --manifest-path bench/peers/restate/Cargo.toml
+    RUST_LOG=warn LANDLORD_TEST_SKIP_BUILD=1 target/release/restate-peer
+
+# Benchmark the stack past one machine: 64 tenants in flight on one nats-server next to a three-node R3 cluster, and on the cluster with 1, 2 and 4 orchestrators → bench/results/cluster.{json,md}. Under ten minutes; BENCH_FULL=1 for the long run.
+bench-cluster: install
+    RUST_LOG=warn cargo bench -p landlord-e2e --bench cluster

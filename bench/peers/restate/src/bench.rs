@@ -195,8 +195,9 @@ struct Restate {
 /// `RESTATE_SERVER` names another binary.
 fn restate_server_binary() -> PathBuf {
     std::env::var_os("RESTATE_SERVER").map(PathBuf::from).unwrap_or_else(|| {
+        let arch = if std::env::consts::ARCH == "aarch64" { "arm64" } else { "x64" };
         landlord_testkit::landlord_home()
-            .join("restate/node_modules/@restatedev/restate-server-linux-x64/bin/restate-server")
+            .join(format!("restate/node_modules/@restatedev/restate-server-linux-{arch}/bin/restate-server"))
     })
 }
 
@@ -268,20 +269,25 @@ impl Restate {
     /// step times.
     async fn provision(&self, key: String) -> Result<(f64, HashMap<String, f64>)> {
         let began = Instant::now();
+        let outcome = self.outcome(&key).await?;
+        let ms = began.elapsed().as_secs_f64() * 1000.0;
+        anyhow::ensure!(outcome.activated, "tenant {key} not provisioned: {outcome:?}");
+        Ok((ms, outcome.step_ms))
+    }
+
+    /// The workflow for `key`, through the ingress, however it ends.
+    async fn outcome(&self, key: &str) -> Result<Outcome> {
         let response = self
             .client
             .post(format!("{}/Provisioning/{key}/run", self.ingress))
             .header("content-type", "application/json")
-            .body(serde_json::to_string(&Tenant::new(&key))?)
+            .body(serde_json::to_string(&Tenant::new(key))?)
             .send()
             .await?;
         let status = response.status();
         let body = response.text().await?;
-        let ms = began.elapsed().as_secs_f64() * 1000.0;
         anyhow::ensure!(status.is_success(), "tenant {key}: {status} {body}");
-        let outcome: Outcome = serde_json::from_str(&body).with_context(|| format!("tenant {key}: {body}"))?;
-        anyhow::ensure!(outcome.activated, "tenant {key} not provisioned: {outcome:?}");
-        Ok((ms, outcome.step_ms))
+        serde_json::from_str(&body).with_context(|| format!("tenant {key}: {body}"))
     }
 }
 
@@ -355,6 +361,46 @@ async fn landlord_steps(stack: &Stack, keys: &[String]) -> Result<HashMap<String
     Ok(out)
 }
 
+/// What the backends hold: realms, buckets, schemas and roles.
+async fn holdings(stack: &Stack) -> Result<[i64; 4]> {
+    let mut db = stack.tenant_data().await?;
+    let (schemas,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_namespace").fetch_one(&mut db).await?;
+    let (roles,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_roles").fetch_one(&mut db).await?;
+    Ok([stack.keycloak.realm_names().len() as i64, stack.buckets()?.len() as i64, schemas, roles])
+}
+
+/// The same compensation on failure: one tenant whose admin user is
+/// refused (Keycloak answers 400, a permanent failure) after the realm,
+/// the client, the database and the bucket were made. It must end not
+/// provisioned, with every step that ran undone — the failed one too —
+/// and the backends holding what they held before.
+async fn compensation_check(stack: &Stack, sides: &Sides, side: Side) -> Result<serde_json::Value> {
+    let before = holdings(stack).await?;
+    stack.keycloak.fail_next_to("POST", "/users", 1, 400);
+    let key = side.key(9, 0);
+    let outcome = match side {
+        Side::Restate => sides.restate.outcome(&key).await?,
+        _ => pipeline::provision(&sides.floor, &format!("floor-{key}"), &Tenant::new(&key).spec()).await,
+    };
+    stack.keycloak.clear_failures();
+    let after = holdings(stack).await?;
+    anyhow::ensure!(
+        !outcome.activated && outcome.failed_step.as_deref() == Some("idp_admin_user"),
+        "{}: the refused admin user did not fail the tenant: {outcome:?}",
+        side.name()
+    );
+    anyhow::ensure!(outcome.compensated.len() == 5, "{}: not everything was undone: {outcome:?}", side.name());
+    anyhow::ensure!(
+        before == after,
+        "{}: the backends hold realms/buckets/schemas/roles {after:?}, {before:?} before",
+        side.name()
+    );
+    println!("{}: a failed admin user undone: {:?}", side.name(), outcome.compensated);
+    Ok(
+        serde_json::json!({ "failed_step": outcome.failed_step, "undone_in_order": outcome.compensated, "backends_as_before": true }),
+    )
+}
+
 /// Rounds and tenants per side at `in_flight`: six rounds at one in
 /// flight (each side first twice), three at 16 and 64 (each first once).
 fn plan(run: &Run, in_flight: usize) -> (usize, usize) {
@@ -397,6 +443,10 @@ pub async fn main() -> Result<()> {
     }
     sqlx::query("ANALYZE").execute(&mut stack.control().await?).await?;
     println!("warmed up ({:.0} s)", run.seconds());
+    let mut compensation = serde_json::Map::new();
+    for side in [Side::Restate, Side::Floor] {
+        compensation.insert(side.name().into(), compensation_check(&stack, &sides, side).await?);
+    }
 
     let mut levels_json = Vec::new();
     let mut rows = Vec::new();
@@ -536,6 +586,7 @@ pub async fn main() -> Result<()> {
             "restate": "restate-server 1.7 defaults: every journal entry (a ctx.run result) is appended to Bifrost, the replicated loglet on the node's log-server, whose RocksDB WAL is fsynced on every write batch (log-server.rocksdb-disable-wal-fsync = false), before the run's result is acknowledged to the service; the partition store (RocksDB) is not fsynced and is rebuilt from the log (and snapshots) after a crash; replication factor 1 (one node); a crash of the service or the server loses no acknowledged step",
             "floor": "none: nothing recorded; a crash loses the tenant's progress",
         },
+        "compensation_check": compensation,
         "levels": levels_json,
         "machine": machine(),
         "versions": versions,
@@ -559,6 +610,7 @@ CPU per tenant at 64 in flight, ms, of every process this bench started, measure
 | side | total | per process |\n|---|---|---|\n{}\n\n\
 Durability each one promises:\n\n\
 - **landlord**: {}.\n- **restate**: {}.\n- **floor**: {}.\n\n\
+Compensation on failure, checked before measuring (the Keycloak double refuses one tenant's admin user with a 400, a permanent failure): restate undid {}; the floor undid {}; the backends (realms, buckets, schemas, roles) held what they held before, on both. Landlord's own compensation is covered by the e2e suite (tests/e2e/tests/e2e/failures.rs).\n\n\
 Machine: {}; load average at the end {load} (a 2-core machine shared with other builds and benchmarks: figures wander, the turns keep the ratios fair).\n\n\
 Versions: {}\n",
         rows.join("\n"),
@@ -566,6 +618,8 @@ Versions: {}\n",
         results["durability"]["landlord"].as_str().unwrap_or_default(),
         results["durability"]["restate"].as_str().unwrap_or_default(),
         results["durability"]["floor"].as_str().unwrap_or_default(),
+        results["compensation_check"]["restate"]["undone_in_order"],
+        results["compensation_check"]["floor"]["undone_in_order"],
         results["machine"],
         results["versions"],
     );
