@@ -126,6 +126,9 @@ pub struct ConsumerSettings {
     pub backoff: Vec<Duration>,
     /// Messages handled at once by one process.
     pub max_in_flight: usize,
+    /// How often the consumer's pending and redelivered counts are read
+    /// from the broker for `/metrics`.
+    pub info_interval: Duration,
 }
 
 impl ConsumerSettings {
@@ -173,6 +176,7 @@ impl Config {
             ack_wait: env.duration("LANDLORD_ACK_WAIT", Duration::from_secs(30))?,
             backoff,
             max_in_flight: usize::try_from(env.bounded("LANDLORD_MAX_IN_FLIGHT", 64, 1..=10_000)?).unwrap_or(64),
+            info_interval: env.duration("LANDLORD_CONSUMER_INFO_INTERVAL", Duration::from_secs(15))?,
         };
         if consumer.ack_wait < Duration::from_millis(100) {
             return Err(ConfigError::Invalid {

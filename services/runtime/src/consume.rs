@@ -135,6 +135,9 @@ pub async fn run<H: Handler>(
         .map_err(|source| ConsumeError::Pull { consumer: name.clone(), source })?;
     let permits = Arc::new(Semaphore::new(in_flight));
     let tasks = TaskTracker::new();
+    // Stops with the loop, whatever ends it.
+    let watching = shutdown.child_token();
+    tasks.spawn(watch_consumer(consumer, shared.metrics.clone(), shared.settings.info_interval, watching.clone()));
     loop {
         let permit = tokio::select! {
             biased;
@@ -173,10 +176,30 @@ pub async fn run<H: Handler>(
     // Stop fetching; anything fetched but not started is redelivered after
     // ack_wait. Then let the messages in flight finish.
     drop(messages);
+    watching.cancel();
     tasks.close();
     tasks.wait().await;
     tracing::info!(consumer = %name, "consumer stopped");
     Ok(())
+}
+
+/// Keeps the consumer's broker-side counts (pending, awaiting ack,
+/// redelivered) in the metrics: one consumer info request every
+/// `interval`, the first at once. A consumer falling behind shows as a
+/// growing `landlord_consumer_pending`.
+async fn watch_consumer(consumer: PullConsumer, metrics: ConsumerMetrics, interval: Duration, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match consumer.get_info().await {
+            Ok(info) => metrics.consumer_info(&info),
+            Err(error) => tracing::debug!(%error, "reading consumer info for the metrics failed"),
+        }
+    }
 }
 
 async fn process<H: Handler>(shared: &Shared<H>, message: jetstream::Message) {
@@ -290,7 +313,10 @@ async fn settle<H: Handler>(
         Disposition::DeadLetter(reason) => {
             tracing::warn!(%reason, "dead-lettering message");
             match dead_letter(shared, message, sequence, delivered, &reason).await {
-                Ok(()) => message.ack_with(AckKind::Term).await,
+                Ok(()) => {
+                    shared.metrics.dead_lettered();
+                    message.ack_with(AckKind::Term).await
+                }
                 Err(error) => {
                     // Never drop a message we could not park: try again later.
                     tracing::error!(%error, "dead-letter publish failed, redelivering later");

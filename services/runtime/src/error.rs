@@ -119,6 +119,7 @@ mod tests {
             ack_wait: Duration::from_secs(30),
             backoff: vec![Duration::from_millis(100), Duration::from_millis(500)],
             max_in_flight: 8,
+            info_interval: Duration::from_secs(15),
         }
     }
 

@@ -42,6 +42,10 @@ struct Inner {
     failures: Family<FailureLabels, Counter>,
     latency: HistogramFamily,
     in_flight: Family<ConsumerLabel, Gauge>,
+    dead_letters: Family<ConsumerLabel, Counter>,
+    pending: Family<ConsumerLabel, Gauge>,
+    ack_pending: Family<ConsumerLabel, Gauge>,
+    redelivered: Family<ConsumerLabel, Gauge>,
 }
 
 /// Cheap to clone; all clones count into the same registry.
@@ -68,19 +72,60 @@ impl Metrics {
         registry.register("handler_failures", "Handler errors, by kind", failures.clone());
         registry.register("handler_duration_seconds", "Time from receipt to settlement", latency.clone());
         registry.register("messages_in_flight", "Messages being handled now", in_flight.clone());
+        let dead_letters = Family::<ConsumerLabel, Counter>::default();
+        registry.register(
+            "dead_letters",
+            "Messages written to the dead-letter stream by this process, by the consumer that gave up on them",
+            dead_letters.clone(),
+        );
+        // The broker's view of each consumer, refreshed from consumer info
+        // every LANDLORD_CONSUMER_INFO_INTERVAL (consume::run).
+        let pending = Family::<ConsumerLabel, Gauge>::default();
+        registry.register(
+            "consumer_pending",
+            "Messages in the stream not yet delivered to the consumer (JetStream num_pending)",
+            pending.clone(),
+        );
+        let ack_pending = Family::<ConsumerLabel, Gauge>::default();
+        registry.register(
+            "consumer_ack_pending",
+            "Messages delivered to the consumer and not yet acknowledged (JetStream num_ack_pending)",
+            ack_pending.clone(),
+        );
+        let redelivered = Family::<ConsumerLabel, Gauge>::default();
+        registry.register(
+            "consumer_redelivered",
+            "Messages delivered more than once and not yet acknowledged (JetStream num_redelivered)",
+            redelivered.clone(),
+        );
         let registry = std::sync::Mutex::new(registry);
-        Self { inner: Arc::new(Inner { registry, handled, failures, latency, in_flight }) }
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                handled,
+                failures,
+                latency,
+                in_flight,
+                dead_letters,
+                pending,
+                ack_pending,
+                redelivered,
+            }),
+        }
+    }
+
+    /// Adds a metric of the service's own as `landlord_<name>` (counters
+    /// gain `_total`), with its help text: families with labels,
+    /// histograms, anything `prometheus_client` encodes.
+    pub fn register(&self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+        self.inner.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner).register(name, help, metric);
     }
 
     /// A gauge of the service's own, `landlord_<name>` (e.g. the
     /// orchestrator's count of stuck compensations).
     pub fn gauge(&self, name: &str, help: &str) -> Gauge {
         let gauge = Gauge::default();
-        self.inner.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner).register(
-            name,
-            help,
-            gauge.clone(),
-        );
+        self.register(name, help, gauge.clone());
         gauge
     }
 
@@ -100,6 +145,9 @@ impl Metrics {
                 .clone()
         };
         let label = ConsumerLabel { consumer: consumer.to_owned() };
+        // Every series of the consumer exists from its start, at zero: a
+        // dashboard or an alert over it has something to read before the
+        // first message (or the first dead letter).
         ConsumerMetrics {
             acked: outcome("ack"),
             retried: outcome("retry"),
@@ -108,6 +156,10 @@ impl Metrics {
             permanent: failure("permanent"),
             latency: self.inner.latency.get_or_create(&label).clone(),
             in_flight: self.inner.in_flight.get_or_create(&label).clone(),
+            dead_letters: self.inner.dead_letters.get_or_create(&label).clone(),
+            pending: self.inner.pending.get_or_create(&label).clone(),
+            ack_pending: self.inner.ack_pending.get_or_create(&label).clone(),
+            redelivered: self.inner.redelivered.get_or_create(&label).clone(),
         }
     }
 
@@ -131,9 +183,25 @@ pub(crate) struct ConsumerMetrics {
     permanent: Counter,
     latency: Histogram,
     in_flight: Gauge,
+    dead_letters: Counter,
+    pending: Gauge,
+    ack_pending: Gauge,
+    redelivered: Gauge,
 }
 
 impl ConsumerMetrics {
+    /// A message was written to the dead-letter stream.
+    pub(crate) fn dead_lettered(&self) {
+        self.dead_letters.inc();
+    }
+
+    /// The broker's counts for the consumer, from its consumer info.
+    pub(crate) fn consumer_info(&self, info: &async_nats::jetstream::consumer::Info) {
+        self.pending.set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
+        self.ack_pending.set(i64::try_from(info.num_ack_pending).unwrap_or(i64::MAX));
+        self.redelivered.set(i64::try_from(info.num_redelivered).unwrap_or(i64::MAX));
+    }
+
     pub(crate) fn handled(&self, disposition: &Disposition, error: Option<&HandlerError>, took: Duration) {
         match disposition {
             Disposition::Ack => self.acked.inc(),

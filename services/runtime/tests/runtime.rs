@@ -596,7 +596,58 @@ async fn a_handler_working_longer_than_the_ack_wait_is_not_redelivered() -> Resu
     Ok(())
 }
 
+/// The value of the sample `series` (name and labels, as encoded) in a
+/// `/metrics` body.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn the_metrics_show_a_consumer_falling_behind_and_the_dead_letters_it_wrote() -> Result<()> {
+    let h = Harness::new().await?;
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let _worker = h.worker(
+        "nu",
+        &[("LANDLORD_MAX_IN_FLIGHT", "1"), ("LANDLORD_CONSUMER_INFO_INTERVAL", "100ms"), ("LANDLORD_HTTP_ADDR", &addr)],
+    )?;
+    let metrics = || async move {
+        tokio::task::spawn_blocking(move || http_get(port, "/metrics")).await.ok()?.map(|(_, body)| body)
+    };
+    // Every series of the consumer is there, at zero, before any message.
+    let idle = eventually("the worker's consumer in its metrics", WAIT, || async {
+        metrics().await.filter(|body| body.contains(r#"landlord_consumer_pending{consumer="nu"}"#))
+    })
+    .await?;
+    assert_eq!(sample(&idle, r#"landlord_dead_letters_total{consumer="nu"}"#), Some(0.0), "{idle}");
+    for i in 0..4 {
+        h.send("nu", &h.command(&format!("slow{i}"), "sleep:700")).await?;
+    }
+    h.send("nu", &h.command("doomed", "permanent")).await?;
+    // One message at a time, each taking 700 ms: the rest wait in the stream.
+    let behind = eventually("a backlog in the consumer's metrics", WAIT, || async {
+        let body = metrics().await?;
+        sample(&body, r#"landlord_consumer_pending{consumer="nu"}"#).filter(|pending| *pending >= 2.0)
+    })
+    .await?;
+    assert!(behind <= 5.0, "{behind} pending of 5 sent");
+    let done = eventually("the backlog worked off and the dead letter counted", WAIT, || async {
+        let body = metrics().await?;
+        let pending = sample(&body, r#"landlord_consumer_pending{consumer="nu"}"#)?;
+        let unacked = sample(&body, r#"landlord_consumer_ack_pending{consumer="nu"}"#)?;
+        let dead = sample(&body, r#"landlord_dead_letters_total{consumer="nu"}"#)?;
+        (pending == 0.0 && unacked == 0.0 && dead == 1.0).then_some(body)
+    })
+    .await?;
+    assert_eq!(sample(&done, r#"landlord_messages_handled_total{consumer="nu",outcome="ack"}"#), Some(4.0), "{done}");
+    assert_eq!(sample(&done, r#"landlord_consumer_redelivered{consumer="nu"}"#), Some(0.0), "{done}");
+    assert!(done.contains("# HELP landlord_consumer_pending Messages in the stream not yet delivered"), "{done}");
+    Ok(())
+}
+
 #[path = "runtime/deploy.rs"]
 mod deploy;
 #[path = "runtime/permissions.rs"]
 mod permissions;
+#[path = "runtime/tls.rs"]
+mod tls;

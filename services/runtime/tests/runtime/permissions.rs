@@ -99,6 +99,7 @@ fn settings() -> ConsumerSettings {
         ack_wait: Duration::from_secs(5),
         backoff: vec![Duration::from_secs(1)],
         max_in_flight: 4,
+        info_interval: Duration::from_secs(15),
     }
 }
 
