@@ -14,6 +14,7 @@
 //! can run: the broker spreads messages, row locks serialise each saga.
 
 pub mod intake;
+pub mod metrics;
 pub mod operate;
 pub mod purge;
 mod results;
@@ -381,6 +382,17 @@ pub async fn attach_with(
     timing: Timing,
     lifecycle: Lifecycle,
 ) -> anyhow::Result<()> {
+    attach_with_metrics(service, plans, timing, lifecycle, metrics::Settings::default()).await
+}
+
+/// [`attach_with`], with how the metrics' gauges are read.
+pub async fn attach_with_metrics(
+    service: &mut Service,
+    plans: Plans,
+    timing: Timing,
+    lifecycle: Lifecycle,
+    gauges: metrics::Settings,
+) -> anyhow::Result<()> {
     let pool =
         service.database.clone().ok_or_else(|| anyhow::anyhow!("the orchestrator needs LANDLORD_DATABASE_URL"))?;
     migrator().run(&pool).await?;
@@ -408,6 +420,7 @@ pub async fn attach_with(
         "Compensations that failed permanently and wait for an operator (cmd.orchestrator.resolve)",
     );
     service.spawn(timer(core.clone(), timing.timer_interval, stuck, service.shutdown_token()));
+    service.spawn(metrics::attach(&service.metrics, core.pool.clone(), gauges, service.shutdown_token()));
     service.spawn(purge::timer(core.clone(), lifecycle.purge_interval, service.shutdown_token()));
     let requested = namespace.event_filter(None, Some(EventKind::Requested));
     service.consume(StreamKind::Events, "orchestrator-intake", vec![requested], Intake(core.clone())).await?;

@@ -1,7 +1,7 @@
 //! `landlord-orchestrator`: see the crate docs.
 
 use landlord_control_plane::Plans;
-use landlord_orchestrator::{Lifecycle, Timing, attach_with};
+use landlord_orchestrator::{Lifecycle, Timing, attach_with_metrics, metrics};
 use landlord_runtime::{Config, Env, Service, Telemetry};
 
 #[tokio::main]
@@ -20,9 +20,14 @@ async fn main() -> anyhow::Result<()> {
     };
     let lifecycle =
         Lifecycle { purge_interval: env.duration("LANDLORD_PURGE_INTERVAL", Lifecycle::default().purge_interval)? };
+    let metric_defaults = metrics::Settings::default();
+    let gauges = metrics::Settings {
+        refresh: env.duration("LANDLORD_METRICS_INTERVAL", metric_defaults.refresh)?,
+        stuck_after: env.duration("LANDLORD_SAGA_STUCK_AFTER", metric_defaults.stuck_after)?,
+    };
     let telemetry = Telemetry::init(landlord_orchestrator::SERVICE, config.otlp_endpoint.as_deref())?;
     let mut service = Service::build(config).await?;
-    attach_with(&mut service, plans, timing, lifecycle).await?;
+    attach_with_metrics(&mut service, plans, timing, lifecycle, gauges).await?;
     let outcome = service.run().await;
     telemetry.shutdown();
     Ok(outcome?)

@@ -20,6 +20,8 @@ mod graph;
 mod intake;
 #[path = "orchestrator/lifecycle.rs"]
 mod lifecycle;
+#[path = "orchestrator/metrics.rs"]
+mod metrics;
 #[path = "orchestrator/requests.rs"]
 mod requests;
 #[path = "orchestrator/resilience.rs"]

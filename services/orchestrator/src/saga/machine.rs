@@ -13,6 +13,7 @@ impl Saga {
     /// Starts saga work: the tenant is provisioning (or the operation is
     /// announced) and the first step runs.
     pub fn begin(&mut self) {
+        self.begun = true;
         if self.provisions() {
             self.set_status(TenantStatus::Provisioning);
             let progress = self.progress();
@@ -245,6 +246,7 @@ impl Saga {
             },
         );
         if will_retry {
+            self.retried.push(name.clone());
             self.attempt_failed(&name, error);
             return;
         }

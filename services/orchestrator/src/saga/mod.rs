@@ -54,6 +54,11 @@ pub struct Saga {
     now: OffsetDateTime,
     /// The tenant as loaded, to skip writing it back unchanged.
     loaded_tenant: TenantRow,
+    /// The saga's state as loaded, and what the transitions since did,
+    /// for the metrics ([`Saga::observed`]).
+    loaded_state: SagaState,
+    begun: bool,
+    retried: Vec<String>,
 }
 
 /// The states a saga ends in: no result changes it any more.
@@ -72,7 +77,6 @@ impl Saga {
 
     fn new(namespace: &Namespace, saga: SagaRow, version: i64, tenant: TenantRow, steps: Vec<StepRow>) -> Self {
         Self {
-            saga,
             version,
             dirty: vec![false; steps.len()],
             steps,
@@ -84,6 +88,10 @@ impl Saga {
             now: OffsetDateTime::now_utc(),
             loaded_tenant: tenant.clone(),
             tenant,
+            loaded_state: saga.state,
+            begun: false,
+            retried: Vec::new(),
+            saga,
         }
     }
 
@@ -99,7 +107,26 @@ impl Saga {
         next.created.clear();
         next.undone.clear();
         next.loaded_tenant = next.tenant.clone();
+        next.loaded_state = next.saga.state;
+        next.begun = false;
+        next.retried.clear();
         next
+    }
+
+    /// What the transitions since the saga was loaded did, for the
+    /// metrics: counted once they are saved.
+    pub(crate) fn observed(&self) -> crate::metrics::Observed<'_> {
+        let finished = (self.is_finished() && !FINISHED.contains(&self.loaded_state)).then(|| {
+            let first = self.steps.iter().filter_map(|s| s.started_at).min();
+            let took = first.map(|at| std::time::Duration::try_from(self.now - at).unwrap_or_default());
+            (self.saga.state, took)
+        });
+        crate::metrics::Observed {
+            operation: self.saga.operation,
+            started: self.begun,
+            retried: &self.retried,
+            finished,
+        }
     }
 
     /// A kept saga, ready for its next transition.

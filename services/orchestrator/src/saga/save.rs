@@ -37,6 +37,12 @@ impl Saga {
     pub async fn save_all(sagas: Vec<Self>, tx: &mut Tx) -> sqlx::Result<Vec<Pending>> {
         let (pending, written) = Self::write(&sagas, None, &mut **tx).await?;
         if written.len() == sagas.len() {
+            // Counted once written, not once committed: a commit that fails
+            // after this statement (the connection lost in between) has the
+            // message applied again, and its transition counted twice.
+            for saga in &sagas {
+                crate::metrics::record(&saga.observed());
+            }
             Ok(pending)
         } else {
             Err(sqlx::Error::Protocol("the version of a locked saga moved".into()))
@@ -55,7 +61,11 @@ impl Saga {
         msg_ids: &[&str],
         pool: &sqlx::PgPool,
     ) -> sqlx::Result<(Vec<Pending>, HashSet<Uuid>)> {
-        Self::write(sagas, Some(msg_ids), pool).await
+        let (pending, written) = Self::write(sagas, Some(msg_ids), pool).await?;
+        for saga in sagas.iter().filter(|saga| written.contains(&saga.saga.id)) {
+            crate::metrics::record(&saga.observed());
+        }
+        Ok((pending, written))
     }
 
     async fn write<'c, E: sqlx::PgExecutor<'c>>(
