@@ -466,6 +466,7 @@ async fn main() -> Result<()> {
         relay_poll: Duration::from_millis(500),
         relay_grace: Duration::from_secs(2),
         deletion_grace: landlord_gateway::tenants::Grace::default(),
+        outbound: landlord_gateway::outbound::Settings::default(),
     };
     let mut service = Service::build(Config::from("gateway", &env)?).await?;
     let gateway = landlord_gateway::attach(&mut service, config).await?;

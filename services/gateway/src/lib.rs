@@ -18,6 +18,10 @@
 //! - `/v1/events`: lifecycle events as Server-Sent Events, filtered by
 //!   tenant and type, resumable with `Last-Event-ID` (the stream sequence)
 //!   ([`events`]);
+//! - `/v1/webhook-endpoints`: outbound webhooks — lifecycle events POSTed
+//!   to endpoints an operator registers, signed as Svix signs, retried with
+//!   backoff for a day, each attempt visible ([`outbound`],
+//!   docs/webhooks.md; `LANDLORD_WEBHOOK_*` in its docs);
 //! - `/v1/openapi.json`: the OpenAPI 3.1 document ([`openapi`]), also
 //!   committed as `services/gateway/openapi.json`;
 //! - bearer JWTs with scopes `tenants:read` / `tenants:write`, HS256 with a
@@ -85,9 +89,11 @@ pub mod events;
 pub mod jwks;
 pub mod limits;
 pub mod openapi;
+pub mod outbound;
 pub mod problem;
 pub mod signup;
 pub mod state;
+pub mod svix;
 pub mod tenants;
 
 use std::net::SocketAddr;
@@ -124,6 +130,8 @@ pub struct GatewayConfig {
     pub relay_grace: Duration,
     /// An offboarding's grace period: default and maximum.
     pub deletion_grace: tenants::Grace,
+    /// How outbound webhooks are sent.
+    pub outbound: outbound::Settings,
 }
 
 impl GatewayConfig {
@@ -190,6 +198,7 @@ impl GatewayConfig {
             anyhow::bail!("LANDLORD_CLERK_PLAN={:?} is not a plan in {plans_path}", clerk.plan);
         }
         let deletion_grace = deletion_grace(env)?;
+        let outbound = outbound::Settings::from_env(env, ExtraRoots::from_env(env)?)?;
         let rate = env.bounded("LANDLORD_API_RATE", 50, 1..=1_000_000)?;
         let burst = env.bounded("LANDLORD_API_BURST", 100, 1..=1_000_000)?;
         Ok(Self {
@@ -210,6 +219,7 @@ impl GatewayConfig {
             relay_poll: env.duration("LANDLORD_RELAY_POLL", Duration::from_millis(500))?,
             relay_grace: env.duration("LANDLORD_RELAY_GRACE", Duration::from_secs(2))?,
             deletion_grace,
+            outbound,
         })
     }
 
@@ -286,7 +296,7 @@ pub fn router(app: App, limits: &limits::Limits) -> Router {
         .route("/v1/tenants/{key}/audit", get(tenants::audit))
         .route("/v1/events", get(events::feed))
         .route("/v1/openapi.json", get(|| async { axum::Json(openapi::document()) }));
-    routes = routes.merge(signup::routes(app.clone()));
+    routes = routes.merge(signup::routes(app.clone())).merge(outbound::routes());
     if app.clerk.is_some() {
         routes = routes
             .route("/v1/webhooks/clerk", post(clerk::webhook))
@@ -360,6 +370,7 @@ pub async fn attach(service: &mut Service, config: GatewayConfig) -> anyhow::Res
     }
     // Refuse to start with sign-up settings that do not parse (the routes read them again).
     signup::Settings::from_env(&Env::process())?;
+    outbound::attach(service, app.pool.clone(), config.outbound.clone()).await?;
     service.spawn(signup::prune(app.pool.clone(), service.shutdown_token()));
     let router = router(app, &config.limits);
     let listener = tokio::net::TcpListener::bind(config.api_addr)

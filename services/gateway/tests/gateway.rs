@@ -44,6 +44,8 @@ mod lifecycle;
 mod limits;
 #[path = "gateway/openapi.rs"]
 mod openapi;
+#[path = "gateway/outbound.rs"]
+mod outbound;
 #[path = "gateway/properties.rs"]
 mod properties;
 #[path = "gateway/signup.rs"]

@@ -47,7 +47,8 @@
 //! The files, each importing only those above it in this list (no cycle):
 //! - [`backend`]: the Backend API client, and the queue of lookups the
 //!   webhook hands organizations to;
-//! - [`svix`]: the signing secret and the verification of a delivery;
+//! - [`svix`]: the signing secret and the verification of a delivery
+//!   (crate::svix, shared with outbound webhooks);
 //! - [`keys`]: tenant keys from slugs, and the suffixed keys tried when one
 //!   is taken;
 //! - [`settings`]: the bridge's configuration;
@@ -69,7 +70,8 @@ pub mod lookup;
 pub mod organizations;
 pub mod retention;
 pub mod settings;
-pub mod svix;
+/// Shared with outbound webhooks, which sign as Svix does.
+pub use crate::svix;
 pub mod views;
 pub mod webhook;
 
@@ -80,6 +82,6 @@ pub use lookup::run;
 pub use organizations::admin_found;
 pub use retention::{prune, prune_deliveries};
 pub use settings::{DELIVERY_RETENTION, Settings};
-pub use svix::{SigningSecret, TOLERANCE};
+pub use crate::svix::{SigningSecret, TOLERANCE};
 pub use views::{OrganizationView, Organizations, OrganizationsQuery, STATES, organizations, report_waiting};
 pub use webhook::{Outcome, webhook};

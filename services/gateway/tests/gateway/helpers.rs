@@ -263,6 +263,14 @@ impl Harness {
             relay_poll: Duration::from_millis(100),
             relay_grace: Duration::from_millis(500),
             deletion_grace: landlord_gateway::tenants::Grace::default(),
+            // Webhooks retried fast: a test sees its retry in well under a second.
+            outbound: landlord_gateway::outbound::Settings {
+                backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_millis(400),
+                timeout: Duration::from_secs(2),
+                poll: Duration::from_millis(100),
+                ..landlord_gateway::outbound::Settings::default()
+            },
         };
         let tokens = Tokens::new(JWT_SECRET.as_bytes(), "landlord", "landlord");
         let mut gateway = Service::build(Config::from("gateway", &env(&url, &namespace, &database.url))?).await?;

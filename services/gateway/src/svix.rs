@@ -4,6 +4,11 @@
 //! after `whsec_`, any of several `v1,<base64>` values may match (key
 //! rotation), compared in constant time; timestamps more than
 //! [`TOLERANCE`] off either way are refused.
+//!
+//! Both directions use it: the Clerk bridge verifies what Svix sends
+//! ([`crate::clerk`]), and outbound webhooks sign what Landlord sends the
+//! same way ([`crate::outbound`]), so receivers can verify with a Svix
+//! library.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,6 +16,7 @@ use axum::http::HeaderMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ring::hmac;
+use ring::rand::{SecureRandom as _, SystemRandom};
 
 use crate::problem::{Problem, Result};
 
@@ -35,6 +41,15 @@ impl SigningSecret {
             return Err("the key is empty".into());
         }
         Ok(Self(hmac::Key::new(hmac::HMAC_SHA256, &key)))
+    }
+
+    /// A new random secret (24 bytes, as Svix makes them) and its text
+    /// `whsec_<base64>`, the only form in which it can be shown.
+    pub fn generate() -> std::result::Result<(Self, String), ring::error::Unspecified> {
+        let mut key = [0u8; 24];
+        SystemRandom::new().fill(&mut key)?;
+        let text = format!("whsec_{}", STANDARD.encode(key));
+        Ok((Self(hmac::Key::new(hmac::HMAC_SHA256, &key)), text))
     }
 
     /// `v1,<base64 signature>` of a delivery (senders and tests).
@@ -93,12 +108,12 @@ fn signed_content(id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
     content
 }
 
-pub(super) fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// `svix-timestamp` (already checked by the signature verification).
-pub(super) fn svix_timestamp(headers: &HeaderMap) -> i64 {
+pub(crate) fn svix_timestamp(headers: &HeaderMap) -> i64 {
     headers.get("svix-timestamp").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
@@ -126,6 +141,10 @@ mod tests {
             secret.verify(&headers, b"{}", 1614265330).unwrap_err().kind,
             "urn:landlord:problem:webhook-signature"
         );
+        let (generated, text) = SigningSecret::generate().unwrap();
+        let again = SigningSecret::parse(&text).unwrap();
+        assert_eq!(again.sign("id", 1, b"x"), generated.sign("id", 1, b"x"));
+        assert!(text.starts_with("whsec_") && text.len() == "whsec_".len() + 32, "{text}");
         // Timestamps at either end of i64, and clocks at either end, are
         // refused as off, not an overflow.
         for (stamp, now) in [(i64::MIN, i64::MAX), (i64::MAX, i64::MIN), (i64::MIN, 0), (0, i64::MIN)] {
