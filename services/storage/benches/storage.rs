@@ -7,18 +7,25 @@
 //! - pooled tier: the same for a prefix in the shared bucket;
 //! - the floor: a bare CreateBucket and DeleteBucket on the same client.
 //!
-//! Writes bench/results/storage.{json,md}.
+//! The rows take turns in rounds. 300 tenants per row by default,
+//! 1,000 with `BENCH_FULL=1`, `BENCH_TENANTS` to choose. Writes
+//! bench/results/storage.{json,md}.
 
+use std::ops::Range;
 use std::time::Instant;
 
 use anyhow::Result;
 use landlord_contract::pb;
 use landlord_runtime::{DeliveryInfo, Env, StepService};
 use landlord_storage::{Settings, Storage};
-use landlord_testkit::bench::summary;
+use landlord_testkit::bench::{Run, machine, summary, write_results};
 use landlord_testkit::{S3_ACCESS_KEY, S3_SECRET_KEY, S3Server};
 
-const TENANTS: usize = 300;
+/// Tenants per row: the default run, and `BENCH_FULL=1`'s.
+const TENANTS: (usize, usize) = (300, 1000);
+/// Rounds the rows take turns in ([`main`]).
+const ROUNDS: usize = 6;
+const WARM_UP: usize = 10;
 
 fn command(i: usize, tier: pb::Tier, compensate: bool) -> pb::StepCommand {
     pb::StepCommand {
@@ -40,27 +47,36 @@ fn delivery() -> DeliveryInfo {
     DeliveryInfo::direct(1)
 }
 
-/// Creates then deletes `TENANTS` tenants of `tier`, timing each step.
-async fn steps(storage: &Storage, tier: pb::Tier) -> Result<(Vec<f64>, Vec<f64>)> {
-    let (mut create, mut delete) = (Vec::with_capacity(TENANTS), Vec::with_capacity(TENANTS));
-    for i in 0..TENANTS + 10 {
+/// Creates then deletes tenants `tenants` of `tier`, timing each step.
+async fn steps(storage: &Storage, tier: pb::Tier, tenants: Range<usize>, times: &mut [Vec<f64>; 2]) -> Result<()> {
+    for i in tenants {
         let started = Instant::now();
         storage.run("create_bucket", &command(i, tier, false), &delivery()).await?;
-        let created = started.elapsed();
+        times[0].push(started.elapsed().as_secs_f64() * 1e3);
         let started = Instant::now();
         storage.run("delete_bucket", &command(i, tier, true), &delivery()).await?;
-        let deleted = started.elapsed();
-        // The first ten warm up connections.
-        if i >= 10 {
-            create.push(created.as_secs_f64() * 1e3);
-            delete.push(deleted.as_secs_f64() * 1e3);
-        }
+        times[1].push(started.elapsed().as_secs_f64() * 1e3);
     }
-    Ok((create, delete))
+    Ok(())
+}
+
+/// The floor: a bare CreateBucket and DeleteBucket per tenant.
+async fn bare(storage: &Storage, tenants: Range<usize>, times: &mut [Vec<f64>; 2]) -> Result<()> {
+    for i in tenants {
+        let bucket = format!("floor-{i}");
+        let started = Instant::now();
+        storage.client().create_bucket().bucket(&bucket).send().await?;
+        times[0].push(started.elapsed().as_secs_f64() * 1e3);
+        let started = Instant::now();
+        storage.client().delete_bucket().bucket(&bucket).send().await?;
+        times[1].push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let run = Run::start();
     let s3 = S3Server::start().await?;
     let env = Env::from_pairs([
         ("LANDLORD_S3_ENDPOINT", s3.endpoint()),
@@ -69,18 +85,29 @@ async fn main() -> Result<()> {
         ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY.into()),
     ]);
     let storage = Storage::new(Settings::from_env(&env)?);
-    let (bridge_create, bridge_delete) = steps(&storage, pb::Tier::Bridge).await?;
-    let (pooled_create, pooled_delete) = steps(&storage, pb::Tier::Pooled).await?;
-    let (mut floor_create, mut floor_delete) = (Vec::new(), Vec::new());
-    for i in 0..TENANTS {
-        let bucket = format!("floor-{i}");
-        let started = Instant::now();
-        storage.client().create_bucket().bucket(&bucket).send().await?;
-        floor_create.push(started.elapsed().as_secs_f64() * 1e3);
-        let started = Instant::now();
-        storage.client().delete_bucket().bucket(&bucket).send().await?;
-        floor_delete.push(started.elapsed().as_secs_f64() * 1e3);
+    let tenants = run.size("BENCH_TENANTS", TENANTS.0, TENANTS.1);
+    // Warm up connections on every path, then the three rows take turns in
+    // rounds, the order rotated each round, so that a change in the
+    // machine's load weighs on all alike.
+    let mut scratch = [Vec::new(), Vec::new()];
+    steps(&storage, pb::Tier::Bridge, 0..WARM_UP, &mut scratch).await?;
+    steps(&storage, pb::Tier::Pooled, 0..WARM_UP, &mut scratch).await?;
+    bare(&storage, 0..WARM_UP, &mut scratch).await?;
+    let (mut bridge, mut pooled, mut floor) =
+        ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    for round in 0..ROUNDS {
+        let range = WARM_UP + tenants * round / ROUNDS..WARM_UP + tenants * (round + 1) / ROUNDS;
+        for row in (0..3).map(|k| (k + round) % 3) {
+            match row {
+                0 => steps(&storage, pb::Tier::Bridge, range.clone(), &mut bridge).await?,
+                1 => steps(&storage, pb::Tier::Pooled, range.clone(), &mut pooled).await?,
+                _ => bare(&storage, range.clone(), &mut floor).await?,
+            }
+        }
     }
+    let [bridge_create, bridge_delete] = bridge;
+    let [pooled_create, pooled_delete] = pooled;
+    let [floor_create, floor_delete] = floor;
     let version = |program: &std::path::Path, args: &[&str]| -> Result<String> {
         let out = std::process::Command::new(program).args(args).output()?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
@@ -88,45 +115,70 @@ async fn main() -> Result<()> {
     let report = serde_json::json!({
         "benchmark": "storage",
         "server": "s3s-fs on 127.0.0.1 (path-style, data in a temp dir; no tagging or versioning)",
-        "tenants_per_row": TENANTS,
+        "tenants_per_row": tenants,
+        "rounds": ROUNDS,
         "bridge_create_bucket_ms": summary(bridge_create),
         "bridge_delete_bucket_ms": summary(bridge_delete),
         "pooled_create_prefix_ms": summary(pooled_create),
         "pooled_delete_prefix_ms": summary(pooled_delete),
         "floor_bare_create_bucket_ms": summary(floor_create),
         "floor_bare_delete_bucket_ms": summary(floor_delete),
-        "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
+        "machine": machine(),
         "versions": {
             "s3s_fs": version(&landlord_testkit::s3s_fs_binary()?, &["--version"])?,
             "rustc": version(std::path::Path::new("rustc"), &["--version"])?,
         },
     });
+    let p50 = |key: &str| report[key]["p50"].as_f64().unwrap_or(0.0);
     let ms = |key: &str| {
         let v = &report[key];
         format!("{:.2} / {:.2}", v["p50"].as_f64().unwrap_or(0.0), v["p99"].as_f64().unwrap_or(0.0))
     };
+    // Each step's p50 over the bare call it is named after (goal ≤ 2).
+    let rows = [
+        (
+            "bridge/silo `create_bucket` (marker check, CreateBucket, tag attempt, marker)",
+            "bridge_create_bucket_ms",
+            "floor_bare_create_bucket_ms",
+        ),
+        (
+            "bridge/silo `delete_bucket` (marker check, list, DeleteObjects, DeleteBucket)",
+            "bridge_delete_bucket_ms",
+            "floor_bare_delete_bucket_ms",
+        ),
+        (
+            "pooled `create_bucket` (prefix + marker in the shared bucket)",
+            "pooled_create_prefix_ms",
+            "floor_bare_create_bucket_ms",
+        ),
+        (
+            "pooled `delete_bucket` (list and delete the prefix)",
+            "pooled_delete_prefix_ms",
+            "floor_bare_delete_bucket_ms",
+        ),
+    ];
+    let ratios: serde_json::Map<String, serde_json::Value> =
+        rows.iter().map(|(_, key, floor)| ((*key).to_owned(), (p50(key) / p50(floor)).into())).collect();
+    let table: Vec<String> = rows
+        .iter()
+        .map(|(name, key, floor)| format!("| {name} | {} | {:.1}× |", ms(key), p50(key) / p50(floor)))
+        .collect();
     let md = format!(
-        "# bench-storage\n\nOne tenant at a time against s3s-fs on 127.0.0.1, {TENANTS} tenants per row, in one run \
-         (after 10 warm-up tenants).\n\n\
-         | step | p50 / p99 ms |\n|---|---|\n\
-         | bridge/silo `create_bucket` (marker check, CreateBucket, tag attempt, marker) | {} |\n\
-         | bridge/silo `delete_bucket` (marker check, list, DeleteObjects, DeleteBucket) | {} |\n\
-         | pooled `create_bucket` (prefix + marker in the shared bucket) | {} |\n\
-         | pooled `delete_bucket` (list and delete the prefix) | {} |\n\
-         | floor: bare CreateBucket | {} |\n\
-         | floor: bare DeleteBucket | {} |\n\n\
-         Versions: {}\n",
-        ms("bridge_create_bucket_ms"),
-        ms("bridge_delete_bucket_ms"),
-        ms("pooled_create_prefix_ms"),
-        ms("pooled_delete_prefix_ms"),
+        "# bench-storage\n\nOne tenant at a time against s3s-fs on 127.0.0.1, {tenants} tenants per row (after \
+         {WARM_UP} warm-up tenants on each path), the three rows (bridge, pooled, bare calls) taking turns in \
+         {ROUNDS} rounds, the order rotated each round, so that a change in the machine's load weighs on all alike.\n\n\
+         | step | p50 / p99 ms | p50 over the bare call (goal ≤ 2) |\n|---|---|---|\n{}\n\
+         | floor: bare CreateBucket | {} | |\n\
+         | floor: bare DeleteBucket | {} | |\n\n\
+         Machine: {}\n\nVersions: {}\n",
+        table.join("\n"),
         ms("floor_bare_create_bucket_ms"),
         ms("floor_bare_delete_bucket_ms"),
+        machine(),
         report["versions"],
     );
-    let out = landlord_testkit::workspace_root().join("bench/results");
-    std::fs::write(out.join("storage.json"), serde_json::to_string_pretty(&report)? + "\n")?;
-    std::fs::write(out.join("storage.md"), md)?;
+    let mut report = report;
+    report["p50_ratio_to_bare_call"] = ratios.into();
     println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
+    write_results("storage", report, &md, &run)
 }
