@@ -15,7 +15,7 @@ pub mod text;
 
 pub use cloudevents::{CloudEvent, HeaderError, header};
 pub use messages::{Action, CeType, Event, EventKind};
-pub use namespace::{Namespace, NamespaceError, StreamKind};
+pub use namespace::{MEMBER_SERVICE, Namespace, NamespaceError, StreamKind};
 pub use tenant_key::{BackendNames, KeyError, TenantKey};
 pub use text::TextError;
 

@@ -144,6 +144,7 @@ ce_types!(
     TenantRestored,
     TenantExported,
     TenantDeleted,
+    MemberCommand,
 );
 
 events!(
@@ -295,6 +296,7 @@ mod tests {
                 StepResult,
                 CancelSaga,
                 ClerkEvent,
+                MemberCommand,
             );
         }
 

@@ -10,6 +10,11 @@ use crate::{EventKind, TenantKey};
 /// Contract version carried in every subject.
 pub const VERSION: &str = "v1";
 
+/// The command subjects' service token of Clerk member commands, which the
+/// idp serves on a consumer of this name
+/// ([`Namespace::member_command_subject`]).
+pub const MEMBER_SERVICE: &str = "idp_members";
+
 /// The four streams Landlord uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StreamKind {
@@ -138,6 +143,14 @@ impl Namespace {
         format!("{}.{VERSION}.cmd.{service}.{action}", self.root)
     }
 
+    /// `landlord.v1.cmd.idp_members.apply`: a Clerk member's state for the
+    /// idp (`MemberCommand`). Not under `cmd.idp.>`: the commands stream is
+    /// a work queue, whose consumers may not overlap, and the idp's step
+    /// consumer takes all of `cmd.idp.>`; members get a consumer of their own.
+    pub fn member_command_subject(&self) -> String {
+        self.command_subject(MEMBER_SERVICE, "apply")
+    }
+
     /// All commands for one service: `landlord.v1.cmd.<service>.>`.
     pub fn service_commands(&self, service: &str) -> String {
         format!("{}.{VERSION}.cmd.{service}.>", self.root)
@@ -186,6 +199,8 @@ mod tests {
         assert_eq!(ns.stream_subjects(StreamKind::Events), "landlord.v1.events.>");
         assert_eq!(ns.event_subject(&key, EventKind::Requested), "landlord.v1.events.acme.requested");
         assert_eq!(ns.command_subject("idp", "create_realm"), "landlord.v1.cmd.idp.create_realm");
+        assert_eq!(ns.member_command_subject(), "landlord.v1.cmd.idp_members.apply");
+        assert!(!ns.member_command_subject().starts_with("landlord.v1.cmd.idp."));
         assert_eq!(
             ns.result_for_command("landlord.v1.cmd.idp.create_realm").as_deref(),
             Some("landlord.v1.result.idp.create_realm")

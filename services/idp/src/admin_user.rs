@@ -31,7 +31,7 @@ fn username(tenant: &Tenant) -> String {
 }
 
 /// Users of `realm` whose `field` (`username` or `email`) is exactly `value`.
-async fn find_user(idp: &Idp, realm: &str, field: &str, value: &str) -> Result<Option<Value>> {
+pub(crate) async fn find_user(idp: &Idp, realm: &str, field: &str, value: &str) -> Result<Option<Value>> {
     let kc = &idp.keycloak;
     let url = kc.admin_url(&[realm, "users"], &[(field, value), ("exact", "true")]);
     let reply = kc.send(Method::GET, url, None, "looking up a user").await?;
@@ -235,7 +235,7 @@ async fn grant_realm_admin(idp: &Idp, realm: &str, user_id: &str) -> Result<()> 
 /// Keycloak mails the admin a link to choose a password, once: the user is
 /// marked afterwards. (A crash between the two sends a second link, which
 /// is harmless; both work until they expire.)
-async fn send_password_email(idp: &Idp, tenant: &Tenant, realm: &str, user_id: &str) -> Result<()> {
+pub(crate) async fn send_password_email(idp: &Idp, tenant: &Tenant, realm: &str, user_id: &str) -> Result<()> {
     let kc = &idp.keycloak;
     let user_url = kc.admin_url(&[realm, "users", user_id], &[]);
     let reply = kc.send(Method::GET, user_url.clone(), None, "reading the admin user").await?;

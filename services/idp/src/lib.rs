@@ -17,6 +17,11 @@
 //! The lifecycle actions are described in [`lifecycle`]: they change only
 //! what carries this tenant's marker (else `conflicting_owner`).
 //!
+//! Clerk members (`MemberCommand`, from the gateway's Clerk bridge) come on
+//! `landlord.v1.cmd.idp_members.apply`, served by a second consumer
+//! (`idp_members`; [`members`]): a member created, updated or removed in
+//! the tenant's realm, or in its organization of the shared realm.
+//!
 //! Every object carries a marker: the tenant id (`tenantId`) and the saga
 //! that created it or last adopted it (`landlordSagaId`), as a realm
 //! attribute, a client attribute, a user attribute or an organization
@@ -87,6 +92,7 @@ pub mod action;
 pub mod admin_user;
 pub mod keycloak;
 pub mod lifecycle;
+pub mod members;
 pub mod organization;
 pub mod password;
 pub mod tenant_realm;
@@ -103,6 +109,7 @@ use reqwest::Url;
 use serde_json::{Value, json};
 
 pub use action::Action;
+pub use members::MemberWorker;
 pub use keycloak::{AdminCredentials, Keycloak, KeycloakError, KeycloakSettings};
 pub use password::TemporaryPassword;
 

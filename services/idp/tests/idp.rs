@@ -12,6 +12,8 @@ mod helpers;
 mod keycloak;
 #[path = "idp/lifecycle.rs"]
 mod lifecycle;
+#[path = "idp/members.rs"]
+mod members;
 #[path = "idp/sagas.rs"]
 mod sagas;
 #[path = "idp/service.rs"]

@@ -51,8 +51,12 @@
 //!   `?email=` or `?q=key:value` (paged, `max` 100), `GET`/`PUT`/`DELETE
 //!   …/users/{id}`, `POST …/users/{id}/logout` (`204`, its sessions end),
 //!   `GET …/users/{id}/sessions`, `PUT …/users/{id}/reset-password`, client role mappings,
+//!   realm role mappings (`GET`/`POST`/`DELETE …/role-mappings/realm`),
+//!   client role mappings removed (`DELETE …/role-mappings/clients/{id}`),
 //!   `PUT …/execute-actions-email` (needs the realm's SMTP settings, as
 //!   Keycloak does; the "sent" mails are kept for tests);
+//! - realm roles: `POST …/roles` (`201` + `Location`, `409` on a taken
+//!   name), `GET …/roles/{name}` (`404 {"error":"Could not find role"}`);
 //! - organizations: `POST`, `GET ?search=&exact=` or `?q=key:value`,
 //!   `GET`/`PUT`/`DELETE …/organizations/{id}` (`PUT` replaces the whole
 //!   record, `204`; `409` on a name taken by another organization),
@@ -122,6 +126,10 @@ struct Realm {
     users: Vec<Value>,
     /// user id → (client uuid → roles).
     role_mappings: HashMap<String, HashMap<String, Vec<Value>>>,
+    /// Realm roles (RoleContainerResource).
+    realm_roles: Vec<Value>,
+    /// user id → realm roles mapped to it.
+    realm_role_mappings: HashMap<String, Vec<Value>>,
     organizations: Vec<Value>,
     /// organization id → member user ids.
     members: HashMap<String, Vec<String>>,
@@ -365,6 +373,18 @@ impl KeycloakDouble {
             .find(|(n, _)| n == realm)
             .map(|(_, r)| r.sessions.iter().map(|s| s.user_id.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// Names of the realm roles mapped to the user.
+    pub fn realm_roles_of(&self, realm: &str, user_id: &str) -> Vec<String> {
+        let state = self.lock();
+        let Some((_, r)) = state.realms.iter().find(|(n, _)| n == realm) else { return Vec::new() };
+        r.realm_role_mappings
+            .get(user_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|role| role["name"].as_str().map(str::to_owned))
+            .collect()
     }
 
     /// Names of the client roles of `client_uuid` mapped to the user.
@@ -1019,6 +1039,7 @@ fn realm_route(
             }
             r.sessions.retain(|s| s.user_id != *id);
             r.role_mappings.remove(*id);
+            r.realm_role_mappings.remove(*id);
             for members in r.members.values_mut() {
                 members.retain(|m| m != id);
             }
@@ -1068,6 +1089,72 @@ fn realm_route(
         }
         (Method::GET, ["users", id, "role-mappings", "clients", client]) => {
             ok(Value::Array(r.role_mappings.get(*id).and_then(|m| m.get(*client)).cloned().unwrap_or_default()))
+        }
+        // RoleMapperResource / ClientRoleMappingsResource: deleting mappings
+        // the user does not hold is accepted as is.
+        (Method::DELETE, ["users", id, "role-mappings", "clients", client]) => {
+            if find_by(&r.users, "id", id).is_none() {
+                return not_found("User not found");
+            }
+            let Ok(Value::Array(roles)) = parsed else {
+                return error_message(StatusCode::BAD_REQUEST, "unrecognized field");
+            };
+            if let Some(mapped) = r.role_mappings.get_mut(*id).and_then(|m| m.get_mut(*client)) {
+                mapped.retain(|held| !roles.iter().any(|role| role["id"] == held["id"] || role["name"] == held["name"]));
+            }
+            no_content()
+        }
+        // Realm roles (RoleContainerResource): names unique in the realm.
+        (Method::POST, ["roles"]) => {
+            let Ok(mut rep) = parsed else { return error_message(StatusCode::BAD_REQUEST, "unrecognized field") };
+            let Some(name) = rep["name"].as_str().filter(|n| !n.is_empty()).map(str::to_owned) else {
+                return error_message(StatusCode::BAD_REQUEST, "Role name is missing");
+            };
+            if find_by(&r.realm_roles, "name", &name).is_some() {
+                return error_message(StatusCode::CONFLICT, &format!("Role with name {name} already exists"));
+            }
+            rep["id"] = json!(new_id());
+            rep["composite"] = json!(false);
+            rep["clientRole"] = json!(false);
+            rep["containerId"] = r.rep["id"].clone();
+            r.realm_roles.push(rep);
+            respond(StatusCode::CREATED, None, Some(format!("{base}/roles/{name}")))
+        }
+        (Method::GET, ["roles", name]) => match find_by(&r.realm_roles, "name", name) {
+            Some(role) => ok(role.clone()),
+            None => not_found("Could not find role"),
+        },
+        (Method::GET, ["users", id, "role-mappings", "realm"]) => {
+            if find_by(&r.users, "id", id).is_none() {
+                return not_found("User not found");
+            }
+            ok(Value::Array(r.realm_role_mappings.get(*id).cloned().unwrap_or_default()))
+        }
+        (Method::POST | Method::DELETE, ["users", id, "role-mappings", "realm"]) => {
+            if find_by(&r.users, "id", id).is_none() {
+                return not_found("User not found");
+            }
+            let Ok(Value::Array(roles)) = parsed else {
+                return error_message(StatusCode::BAD_REQUEST, "unrecognized field");
+            };
+            let mut known = Vec::new();
+            for role in &roles {
+                match r.realm_roles.iter().find(|k| k["id"] == role["id"] || k["name"] == role["name"]) {
+                    Some(role) => known.push(role.clone()),
+                    None => return not_found("Could not find role"),
+                }
+            }
+            let mapped = r.realm_role_mappings.entry(id.to_string()).or_default();
+            for role in known {
+                if *method == Method::POST {
+                    if !mapped.contains(&role) {
+                        mapped.push(role);
+                    }
+                } else {
+                    mapped.retain(|held| held["id"] != role["id"]);
+                }
+            }
+            no_content()
         }
         // Organizations (Keycloak 26).
         (_, ["organizations", ..]) if r.rep["organizationsEnabled"].as_bool() != Some(true) => {
