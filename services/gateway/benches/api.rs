@@ -459,6 +459,7 @@ async fn main() -> Result<()> {
             plan: "standard".into(),
             plan_key: "plan".into(),
             delivery_retention: landlord_gateway::clerk::DELIVERY_RETENTION,
+            members: landlord_gateway::clerk::MemberSettings::default(),
             admin_wait: Duration::from_secs(3600),
             backend: None,
         }),

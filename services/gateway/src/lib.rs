@@ -64,6 +64,8 @@
 //! | `LANDLORD_CLERK_PLAN` | `standard` | plan of tenants made from Clerk organizations |
 //! | `LANDLORD_CLERK_PLAN_KEY` | `plan` | member of an organization's `public_metadata` naming its own plan |
 //! | `LANDLORD_CLERK_DELIVERY_RETENTION` | `7d` | how long Clerk deliveries are kept for de-duplication (Svix retries ~28 h) |
+//! | `LANDLORD_CLERK_MEMBER_ROLE` | `member` | realm role of Clerk members whose role is not `org:admin` (those get `realm-admin`) |
+//! | `LANDLORD_CLERK_MEMBER_SWEEP` | `5s` | how often memberships waiting for their tenant to be ACTIVE are looked at |
 //! | `LANDLORD_CLERK_ADMIN_WAIT` | `1h` | an organization waiting longer for its admin is reported overdue |
 //! | `LANDLORD_CLERK_SECRET_KEY` | — | Clerk Backend API key (`sk_…`); set: admins are also looked up in the Backend API |
 //! | `LANDLORD_CLERK_API_URL` | `https://api.clerk.com` | the Backend API |
@@ -175,6 +177,7 @@ impl GatewayConfig {
                     problem,
                 })?,
                 admin_wait: env.duration("LANDLORD_CLERK_ADMIN_WAIT", Duration::from_secs(3600))?,
+                members: clerk::MemberSettings::from_env(env)?,
                 backend: match env.raw("LANDLORD_CLERK_SECRET_KEY") {
                     None => None,
                     Some(secret_key) => Some(clerk::BackendSettings {
@@ -363,6 +366,7 @@ pub async fn attach(service: &mut Service, config: GatewayConfig) -> anyhow::Res
     if let Some(clerk) = &app.clerk {
         service.spawn(clerk::report_waiting(app.pool.clone(), clerk.admin_wait, service.shutdown_token()));
         service.spawn(clerk::prune(app.pool.clone(), clerk.delivery_retention, service.shutdown_token()));
+        service.spawn(clerk::sweep_members(app.clone(), clerk.members.sweep, service.shutdown_token()));
     }
     if let Some(settings) = backend {
         let backend = Arc::new(clerk::Backend::new(settings)?);

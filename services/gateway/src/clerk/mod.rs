@@ -37,6 +37,10 @@
 //! name) and `organization.deleted` offboards it with the default grace
 //! period, idempotent on `svix-id` ([`lifecycle`]).
 //!
+//! `organizationMembership.*` and `user.updated`/`user.deleted` keep the
+//! tenants' members in step ([`members`]; docs/clerk.md, "Members and
+//! users").
+//!
 //! Every delivery — the organization flow and everything else
 //! (`organizationMembership.*`, `user.*`, …) — is
 //! also published on `<root>.v1.events._clerk.<type>` as a
@@ -58,6 +62,8 @@
 //!   `TenantRequested` once both halves are here;
 //! - [`lifecycle`]: an organization updated or deleted, its tenant's
 //!   update or offboarding;
+//! - [`members`]: memberships and users recorded, and the idp's
+//!   `MemberCommand`s once the organization's tenant is ACTIVE;
 //! - [`webhook`]: `POST /v1/webhooks/clerk`;
 //! - [`lookup`]: the background task that looks admins up;
 //! - [`retention`]: `webhook_deliveries` pruned after
@@ -67,6 +73,7 @@ pub mod backend;
 pub mod keys;
 pub mod lifecycle;
 pub mod lookup;
+pub mod members;
 pub mod organizations;
 pub mod retention;
 pub mod settings;
@@ -79,6 +86,7 @@ pub use backend::{Admin, Backend, BackendSettings, Lookup, LookupError, Lookups}
 pub use keys::{MAX_KEY_SUFFIX, key_candidates, key_from_slug};
 pub use lifecycle::OperationOutcome;
 pub use lookup::run;
+pub use members::{MemberSettings, sweep as sweep_members};
 pub use organizations::admin_found;
 pub use retention::{prune, prune_deliveries};
 pub use settings::{DELIVERY_RETENTION, Settings};

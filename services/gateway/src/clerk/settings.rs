@@ -23,6 +23,8 @@ pub struct Settings {
     /// How long a delivery's `svix_id` is kept to recognise a redelivery
     /// (`LANDLORD_CLERK_DELIVERY_RETENTION`, default [`DELIVERY_RETENTION`]).
     pub delivery_retention: Duration,
+    /// Members and users ([`super::members`]).
+    pub members: super::members::MemberSettings,
 }
 
 /// Svix's retry window: its last retry comes about 28 hours after the first

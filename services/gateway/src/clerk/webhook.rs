@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::lifecycle::{OperationOutcome, organization_changed};
+use super::members;
 use super::organizations::{AdminFields, ready_request, record_admin};
 use super::settings::Settings;
 use super::svix::{svix_timestamp, unix_now};
@@ -145,6 +146,16 @@ async fn deliver(
         let delivery = if operation.is_some() { "accepted" } else { "duplicate" };
         return Ok(Json(Outcome { delivery: delivery.into(), organization: None, operation }).into_response());
     }
+    // Clerk's timestamp of the event orders a member's or user's events
+    // (super::members); else when the data changed, else when Svix signed it.
+    let version = delivery
+        .timestamp
+        .filter(|t| *t > 0)
+        .or_else(|| delivery.data["updated_at"].as_i64())
+        .unwrap_or_else(|| svix_timestamp(headers).saturating_mul(1000));
+    if members::handles(&delivery.kind) && !admin_membership {
+        return members::deliver(app, settings, &svix_id, &delivery.kind, &delivery.data, version, event).await;
+    }
     if delivery.kind != "organization.created" && !admin_membership {
         return record_event(app, &svix_id, &delivery.kind, event).await;
     }
@@ -197,6 +208,7 @@ async fn deliver(
                 last_name: text(user, "/last_name"),
             };
             record_admin(&mut tx, &org_id, admin).await?;
+            messages.extend(members::record(&mut tx, app, settings, &delivery.kind, &delivery.data, version).await?);
             Some(org_id)
         }
         _ => None,

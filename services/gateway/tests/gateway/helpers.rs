@@ -248,6 +248,10 @@ impl Harness {
                 plan: "standard".into(),
                 plan_key: "plan".into(),
                 delivery_retention: landlord_gateway::clerk::DELIVERY_RETENTION,
+                members: landlord_gateway::clerk::MemberSettings {
+                    sweep: Duration::from_millis(100),
+                    ..Default::default()
+                },
                 admin_wait: Duration::from_secs(3600),
                 backend: clerk_api.map(|url| BackendSettings {
                     url,
