@@ -57,8 +57,26 @@ fn promql_metrics(expr: &str) -> BTreeSet<String> {
     let chars: Vec<char> = expr.chars().collect();
     let mut names = BTreeSet::new();
     let mut i = 0;
-    let skip_to =
-        |from: usize, close: char| chars[from..].iter().position(|c| *c == close).map_or(chars.len(), |n| from + n + 1);
+    // The index after the `close` that ends what starts at `from`, past
+    // any quoted string on the way (a label value may hold `}` or `)`).
+    let skip_to = |from: usize, close: char| {
+        let mut j = from;
+        while j < chars.len() {
+            match chars[j] {
+                c if c == close => return j + 1,
+                quote @ ('"' | '\'' | '`') if quote != close => {
+                    j += 1;
+                    while j < chars.len() && chars[j] != quote {
+                        j += if chars[j] == '\\' { 2 } else { 1 };
+                    }
+                    j += 1;
+                }
+                '\\' => j += 2,
+                _ => j += 1,
+            }
+        }
+        chars.len()
+    };
     while i < chars.len() {
         let c = chars[i];
         match c {
