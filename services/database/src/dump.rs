@@ -120,6 +120,11 @@ pub async fn run(settings: &Settings, request: DumpRequest<'_>) -> Result<Vec<u8
         // A pattern: double quotes make it one literal name.
         command.arg(format!("--schema=\"{}\"", schema.replace('"', "\"\"")));
     }
+    // The URL's `sslrootcert` (libpq reads it from the environment).
+    match &settings.ssl_root_cert {
+        Some(root) => command.env("PGSSLROOTCERT", root),
+        None => command.env_remove("PGSSLROOTCERT"),
+    };
     match &settings.password {
         Some(password) => command.env("PGPASSWORD", password.expose()),
         None => command.env_remove("PGPASSWORD"),

@@ -50,6 +50,9 @@ pub struct Settings {
     /// The password in `LANDLORD_TENANT_DATABASE_URL`, for `pg_dump`
     /// (handed over in its environment, never its arguments).
     pub password: Option<Password>,
+    /// The URL's `sslrootcert`, for `pg_dump` (`PGSSLROOTCERT`): sqlx keeps
+    /// it inside its options with no way to read it back.
+    pub ssl_root_cert: Option<String>,
     /// `LANDLORD_PG_BIN`: the folder with `pg_dump` (else the newest
     /// `/usr/lib/postgresql/*/bin`, else `/usr/bin`).
     pub pg_bin: Option<PathBuf>,
@@ -114,6 +117,7 @@ impl Settings {
             password_delivery,
             secrets_ttl: env.duration("LANDLORD_SECRETS_TTL", Duration::from_secs(7 * 24 * 3600))?,
             password: url_password(url).map(Password::from_plain),
+            ssl_root_cert: url_query(url, "sslrootcert"),
             pg_bin: env.raw("LANDLORD_PG_BIN").filter(|d| !d.is_empty()).map(PathBuf::from),
             archive: ArchiveSettings::from_env(env)?,
         })
@@ -161,12 +165,23 @@ pub(crate) fn parse_url(url: &str) -> Result<PgConnectOptions, String> {
     PgConnectOptions::from_str(url).map_err(|e| e.to_string())
 }
 
+/// The value of `name` in a URL's query (`?a=1&b=2`), percent-decoded.
+fn url_query(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    let value = query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
+    percent_decode(value)
+}
+
 /// The password of a `postgres://user:password@host/…` URL, percent-decoded.
 fn url_password(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split(['/', '?']).next()?;
     let userinfo = authority.rsplit_once('@')?.0;
     let encoded = userinfo.split_once(':')?.1;
+    percent_decode(encoded)
+}
+
+fn percent_decode(encoded: &str) -> Option<String> {
     let bytes = encoded.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -204,5 +219,9 @@ mod tests {
         assert_eq!(url_password("postgres://u:p%40ss%2Fw@h:5432/db").as_deref(), Some("p@ss/w"));
         assert_eq!(url_password("postgres://u@h/db"), None);
         assert_eq!(url_password("postgresql://u:x@y@h/db?sslmode=require").as_deref(), Some("x@y"));
+        let url = "postgres://u@h/db?sslmode=verify-full&sslrootcert=/etc/ssl/my%20ca.pem";
+        assert_eq!(url_query(url, "sslrootcert").as_deref(), Some("/etc/ssl/my ca.pem"));
+        assert_eq!(url_query(url, "sslmode").as_deref(), Some("verify-full"));
+        assert_eq!(url_query("postgres://u@h/db", "sslrootcert"), None);
     }
 }

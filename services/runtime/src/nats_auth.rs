@@ -11,6 +11,13 @@
 //!   `/proc/<pid>/environ`) or as the seed itself;
 //! - `LANDLORD_NATS_USER` and `LANDLORD_NATS_PASSWORD`.
 //!
+//! TLS (docs/deploy.md): a `tls://` URL, or any of the variables below,
+//! makes the connection require TLS; the server's certificate is checked
+//! against the system's roots, or against `LANDLORD_NATS_CA_FILE` (PEM) when
+//! set — a private CA. `LANDLORD_NATS_CERT_FILE` and `LANDLORD_NATS_KEY_FILE`
+//! (both or neither) present a client certificate, for a server that
+//! verifies its clients (`verify: true`).
+//!
 //! `LANDLORD_NATS_INBOX_PREFIX` sets the subject prefix of the
 //! connection's reply inboxes (default `_INBOX_<user>` with a user and
 //! password, else `_INBOX`). Each user of `deploy/nats/accounts.conf` may
@@ -28,6 +35,47 @@ pub const NKEY_SEED_VAR: &str = "LANDLORD_NATS_NKEY_SEED";
 pub const USER_VAR: &str = "LANDLORD_NATS_USER";
 pub const PASSWORD_VAR: &str = "LANDLORD_NATS_PASSWORD";
 pub const INBOX_PREFIX_VAR: &str = "LANDLORD_NATS_INBOX_PREFIX";
+pub const CA_FILE_VAR: &str = "LANDLORD_NATS_CA_FILE";
+pub const CERT_FILE_VAR: &str = "LANDLORD_NATS_CERT_FILE";
+pub const KEY_FILE_VAR: &str = "LANDLORD_NATS_KEY_FILE";
+
+/// TLS settings of the connection beyond what the URL's scheme says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsTls {
+    /// PEM certificates trusted for the server's certificate instead of the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl NatsTls {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let file = |var: &str| env.raw(var).map(|path| readable_file(var, path.trim())).transpose();
+        let ca_file = file(CA_FILE_VAR)?;
+        let client_cert = match (file(CERT_FILE_VAR)?, file(KEY_FILE_VAR)?) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::Missing {
+                    var: KEY_FILE_VAR.to_owned(),
+                    hint: "LANDLORD_NATS_CERT_FILE is set: the key of that certificate is needed too",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Missing {
+                    var: CERT_FILE_VAR.to_owned(),
+                    hint: "LANDLORD_NATS_KEY_FILE is set: the certificate it belongs to is needed too",
+                });
+            }
+        };
+        Ok(Self { ca_file, client_cert })
+    }
+
+    fn is_set(&self) -> bool {
+        self.ca_file.is_some() || self.client_cert.is_some()
+    }
+}
 
 /// How the connection authenticates.
 #[derive(Clone, PartialEq, Eq)]
@@ -61,11 +109,12 @@ impl fmt::Debug for NatsCredentials {
 pub struct NatsAuth {
     pub credentials: NatsCredentials,
     pub inbox_prefix: String,
+    pub tls: NatsTls,
 }
 
 impl Default for NatsAuth {
     fn default() -> Self {
-        Self { credentials: NatsCredentials::None, inbox_prefix: "_INBOX".to_owned() }
+        Self { credentials: NatsCredentials::None, inbox_prefix: "_INBOX".to_owned(), tls: NatsTls::default() }
     }
 }
 
@@ -162,12 +211,21 @@ impl NatsAuth {
                 Err("expected subject tokens without wildcards, e.g. _INBOX_storage".into())
             }
         })?;
-        Ok(Self { credentials, inbox_prefix })
+        Ok(Self { credentials, inbox_prefix, tls: NatsTls::from_env(env)? })
     }
 
     /// Connection options carrying these credentials and inbox prefix.
     pub async fn options(&self) -> Result<async_nats::ConnectOptions, AuthError> {
-        let options = async_nats::ConnectOptions::new().custom_inbox_prefix(&self.inbox_prefix);
+        let mut options = async_nats::ConnectOptions::new().custom_inbox_prefix(&self.inbox_prefix);
+        if self.tls.is_set() {
+            options = options.require_tls(true);
+        }
+        if let Some(ca_file) = &self.tls.ca_file {
+            options = options.add_root_certificates(ca_file.clone());
+        }
+        if let Some((cert, key)) = &self.tls.client_cert {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
         Ok(match &self.credentials {
             NatsCredentials::None => options,
             NatsCredentials::CredsFile(path) => options

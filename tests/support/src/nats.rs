@@ -58,6 +58,26 @@ impl NatsServer {
         Ok(server)
     }
 
+    /// A server that speaks only TLS, with the test CA's `localhost`
+    /// certificate ([`crate::tls::server_cert`]); `verify_clients`: it also
+    /// asks for a client certificate under [`crate::tls::client_ca_file`].
+    /// Reach it at [`Self::tls_url`].
+    pub async fn start_tls(verify_clients: bool) -> anyhow::Result<Self> {
+        let (cert, key) = crate::tls::server_cert();
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let client_ca = crate::tls::client_ca_file().display().to_string();
+        let mut args = vec!["--tls", "--tlscert", &cert, "--tlskey", &key];
+        if verify_clients {
+            args.extend(["--tlsverify", "--tlscacert", &client_ca]);
+        }
+        Self::start_with(&args).await
+    }
+
+    /// The server's address with the `tls://` scheme.
+    pub fn tls_url(&self) -> String {
+        format!("tls://127.0.0.1:{}", self.port)
+    }
+
     /// The bus users of `deploy/nats/accounts.conf`.
     pub const USERS: [&'static str; 8] =
         ["orchestrator", "gateway", "idp", "database", "storage", "notification", "operator", "platform"];
@@ -173,6 +193,70 @@ impl NatsServer {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// Three nats-servers on loopback routed into one JetStream cluster
+/// (`landlord-test`), each with its own store, for streams with three
+/// replicas. Nodes can be killed and restarted one at a time
+/// ([`NatsServer::kill`], [`NatsServer::restart`] on [`Self::nodes`]).
+#[derive(Debug)]
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub async fn start() -> anyhow::Result<Self> {
+        let cluster_ports: Vec<u16> = (0..3).map(|_| crate::free_port()).collect();
+        let mut nodes = Vec::new();
+        for (i, port) in cluster_ports.iter().enumerate() {
+            let routes: Vec<String> = cluster_ports
+                .iter()
+                .filter(|other| *other != port)
+                .map(|other| format!("nats://127.0.0.1:{other}"))
+                .collect();
+            let args = [
+                "--name".to_owned(),
+                format!("node-{i}"),
+                "--cluster_name".to_owned(),
+                "landlord-test".to_owned(),
+                "--cluster".to_owned(),
+                format!("nats://127.0.0.1:{port}"),
+                "--routes".to_owned(),
+                routes.join(","),
+            ];
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            nodes.push(NatsServer::start_with(&args).await?);
+        }
+        let cluster = Self { nodes };
+        cluster.wait_for_meta_leader(Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+
+    /// Every node's client URL, comma-separated, as `LANDLORD_NATS_URL`
+    /// takes them.
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// Waits until the running nodes agree on a JetStream meta leader: only
+    /// then can streams be created.
+    pub async fn wait_for_meta_leader(&self, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for node in self.nodes.iter().filter(|n| n.process.is_some()) {
+                let leader = http_get(node.monitor_port, "/jsz").and_then(|(status, body)| {
+                    let jsz: serde_json::Value = serde_json::from_str(&body).ok()?;
+                    let leader = jsz["meta_cluster"]["leader"].as_str()?.to_owned();
+                    (status == 200 && !leader.is_empty()).then_some(leader)
+                });
+                if let Some(leader) = leader {
+                    return Ok(leader);
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no JetStream meta leader after {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -14,7 +14,7 @@
 //! the passwords Landlord generates mean something in tests.
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -46,6 +46,8 @@ pub struct Postgres {
     bin: PathBuf,
     run_as: Option<(u32, u32)>,
     durable: bool,
+    /// `ssl=on` with the test CA's `localhost` certificate.
+    tls: bool,
     /// `None` while stopped.
     process: Option<Process>,
 }
@@ -91,6 +93,18 @@ impl Postgres {
     /// Starts a new cluster; `durable` keeps fsync and synchronous commit
     /// on, as a real deployment does (for benchmarks).
     pub fn start_with(durable: bool) -> anyhow::Result<Self> {
+        Self::start_cluster(durable, false)
+    }
+
+    /// A cluster (fsync off) that also speaks TLS (`ssl=on`) with the test
+    /// CA's `localhost` certificate ([`crate::tls::server_cert`]): clients
+    /// reach it with [`Self::tls_url`]. Plain connections still work, as
+    /// with a server whose `pg_hba.conf` has `host` lines.
+    pub fn start_tls() -> anyhow::Result<Self> {
+        Self::start_cluster(false, true)
+    }
+
+    fn start_cluster(durable: bool, tls: bool) -> anyhow::Result<Self> {
         let bin = pg_bin_dir()?;
         let dir = scratch_dir("pg")?;
         let data = dir.join("data");
@@ -136,7 +150,19 @@ impl Postgres {
         if let Some((uid, gid)) = run_as {
             std::os::unix::fs::chown(&hba, Some(uid), Some(gid))?;
         }
-        let mut postgres = Self { port: crate::free_port(), password, dir, bin, run_as, durable, process: None };
+        if tls {
+            // PostgreSQL wants its key readable by its own user only.
+            let (cert, key) = crate::tls::server_cert();
+            for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+                let to = data.join(to);
+                std::fs::copy(from, &to)?;
+                std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+                if let Some((uid, gid)) = run_as {
+                    std::os::unix::fs::chown(&to, Some(uid), Some(gid))?;
+                }
+            }
+        }
+        let mut postgres = Self { port: crate::free_port(), password, dir, bin, run_as, durable, tls, process: None };
         postgres.spawn()?;
         Ok(postgres)
     }
@@ -154,6 +180,7 @@ impl Postgres {
             .args(["-p", &port.to_string(), "-k"])
             .arg(&dir)
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300", "-c", "shared_buffers=128MB"])
+            .args(if self.tls { &["-c", "ssl=on"][..] } else { &[][..] })
             .args(if self.durable {
                 &[][..]
             } else {
@@ -219,6 +246,18 @@ impl Postgres {
     /// URL of `database` as the superuser, with its password.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres:{}@127.0.0.1:{}/{database}", self.password, self.port)
+    }
+
+    /// URL of `database` as the superuser over TLS, the server's
+    /// certificate checked against `root` (PEM) and the name `localhost`:
+    /// `sslmode=verify-full`, as libpq and sqlx read it.
+    pub fn tls_url(&self, database: &str, root: &Path) -> String {
+        format!(
+            "postgres://postgres:{}@localhost:{}/{database}?sslmode=verify-full&sslrootcert={}",
+            self.password,
+            self.port,
+            root.display()
+        )
     }
 
     /// The superuser's password.

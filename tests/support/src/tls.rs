@@ -19,6 +19,11 @@
 //! # ext.cnf: basicConstraints=critical,CA:FALSE, keyUsage=critical,digitalSignature,
 //! #          extendedKeyUsage=serverAuth, subjectAltName=DNS:localhost,IP:127.0.0.1
 //! ```
+//!
+//! `other-ca.pem` (a CA nothing here trusts), `client-ca.pem`, `client.pem`
+//! (`extendedKeyUsage=clientAuth`) and `rogue-client.pem` (a client
+//! certificate under `other-ca.pem`) were made the same way, their CAs'
+//! keys thrown away too.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,6 +44,37 @@ fn fixtures() -> PathBuf {
 /// [`TlsFront`].
 pub fn ca_file() -> PathBuf {
     fixtures().join("ca.pem")
+}
+
+/// The `localhost`/`127.0.0.1` server certificate and its key (PEM), for
+/// servers the tests start with TLS (nats-server, PostgreSQL).
+pub fn server_cert() -> (PathBuf, PathBuf) {
+    (fixtures().join("localhost.pem"), fixtures().join("localhost.key"))
+}
+
+/// A CA nothing was issued under that a test server uses: trusting only it,
+/// a client must refuse every test server (`other-ca.pem`, made like
+/// `ca.pem`, key thrown away).
+pub fn other_ca_file() -> PathBuf {
+    fixtures().join("other-ca.pem")
+}
+
+/// The CA of the tests' client certificates (`client-ca.pem`): what a server
+/// that verifies its clients trusts.
+pub fn client_ca_file() -> PathBuf {
+    fixtures().join("client-ca.pem")
+}
+
+/// A client certificate (`extendedKeyUsage=clientAuth`, CN
+/// `landlord-test-service`) under [`client_ca_file`] and its key.
+pub fn client_cert() -> (PathBuf, PathBuf) {
+    (fixtures().join("client.pem"), fixtures().join("client.key"))
+}
+
+/// A client certificate under [`other_ca_file`]: a server trusting
+/// [`client_ca_file`] must refuse it.
+pub fn rogue_client_cert() -> (PathBuf, PathBuf) {
+    (fixtures().join("rogue-client.pem"), fixtures().join("rogue-client.key"))
 }
 
 /// A TLS listener on `127.0.0.1` forwarding every connection to a plain

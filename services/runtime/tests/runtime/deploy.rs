@@ -156,3 +156,29 @@ fn every_deployment_has_probes_a_non_root_user_and_a_disruption_budget() {
     }
     assert!(dockerfile.contains("USER 10001"), "the image runs as root");
 }
+
+#[test]
+fn every_service_connects_to_nats_as_its_own_user_of_the_accounts_file() {
+    let accounts = std::fs::read_to_string(repo().join("deploy/nats/accounts.conf")).unwrap();
+    let values = std::fs::read_to_string(repo().join("deploy/kubernetes/nats-values.yaml")).unwrap();
+    let secrets = std::fs::read_to_string(repo().join("deploy/kubernetes/secrets.example.yaml")).unwrap();
+    for service in SERVICES {
+        let manifest = manifest(service);
+        assert_eq!(
+            manifest.env.get("LANDLORD_NATS_USER").map(String::as_str),
+            Some(service),
+            "{service}: its bus user"
+        );
+        assert_eq!(
+            manifest.env.get("LANDLORD_NATS_PASSWORD").map(String::as_str),
+            Some("(from a Secret)"),
+            "{service}: its bus password comes from a Secret"
+        );
+        assert!(accounts.contains(&format!("{{ user: {service}, ")), "{service} is not a user of accounts.conf");
+        // The NATS servers read the same password from the same Secret.
+        let var = format!("LANDLORD_NATS_PASSWORD_{}", service.to_ascii_uppercase());
+        assert!(accounts.contains(&format!("${var}")), "accounts.conf does not read {var}");
+        assert!(values.contains(&format!("{var}:")), "nats-values.yaml does not give the servers {var}");
+        assert!(secrets.contains(&format!("  {service}: ")), "secrets.example.yaml has no password for {service}");
+    }
+}

@@ -51,6 +51,7 @@ fn auth(user: &str) -> NatsAuth {
     NatsAuth {
         credentials: NatsCredentials::UserPassword { user: user.to_owned(), password: NatsServer::user_password(user) },
         inbox_prefix: format!("_INBOX_{user}"),
+        tls: Default::default(),
     }
 }
 
