@@ -48,6 +48,10 @@ fuzz cases="20000": install
     cargo build --workspace --tests --locked
     PROPTEST_CASES={{cases}} cargo test --workspace --locked -- prop_ properties::
 
+# Screenshots of the console's main pages (sign-in, tenants, a tenant, a failed tenant, a bulk preview, dead letters, system): headless Chromium against the real stack → docs/console/*.png.
+console-screenshots: install
+    cargo test -p landlord-e2e --test e2e --locked -- --ignored --exact console::screenshots
+
 # Formatting and lints, as CI checks them.
 lint:
     cargo fmt --all --check

@@ -11,7 +11,9 @@
 #   - PostgreSQL server binaries, from Debian's packages (installed outside
 #     $LANDLORD_HOME; the packaged cluster is not used), and Node.js with npm
 #     (Debian's), for the check of the Keycloak double against Keycloak's
-#     official admin client.
+#     official admin client;
+#   - Chromium and its WebDriver server (Debian's 'chromium' and
+#     'chromium-driver'), for the console's browser tests.
 # Writes $LANDLORD_HOME/env, to be sourced for the paths.
 set -euo pipefail
 
@@ -90,6 +92,19 @@ elif [ "$(id -u)" -eq 0 ]; then
   say node "$(node --version) (installed)"
 else
   echo "Node.js and npm are missing: install Debian's 'nodejs' and 'npm' packages (as root) and run again." >&2
+  exit 1
+fi
+
+# Chromium and chromedriver: the console's browser tests (tests/e2e,
+# console::) drive a headless Chromium through WebDriver (fantoccini).
+if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+  say chromium "$(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}') (present)"
+elif [ "$(id -u)" -eq 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  say chromium "$(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}') (installed)"
+else
+  echo "Chromium is missing: install Debian's 'chromium' and 'chromium-driver' packages (as root) and run again." >&2
   exit 1
 fi
 

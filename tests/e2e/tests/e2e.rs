@@ -9,6 +9,8 @@ mod audit;
 mod chaos;
 #[path = "e2e/clerk_storm.rs"]
 mod clerk_storm;
+#[path = "e2e/console.rs"]
+mod console;
 #[path = "e2e/failures.rs"]
 mod failures;
 #[path = "e2e/lifecycle.rs"]

@@ -15,13 +15,16 @@
 //! - [`tls::TlsFront`]: HTTPS in front of a plain server, under a test CA;
 //! - [`eventually`]: wait on a condition instead of sleeping;
 //! - [`bench`]: percentiles, machine and versions for benchmark results;
-//! - [`jwt`]: HS256 bearer tokens for the gateway.
+//! - [`jwt`]: HS256 bearer tokens for the gateway;
+//! - `browser` (feature `browser`): a headless Chromium over WebDriver.
 //!
 //! Server binaries come from the project-local toolchain that
 //! `deploy/install.sh` sets up (`.stack/`), or from `LANDLORD_NATS_SERVER`
 //! and `LANDLORD_PG_BIN`.
 
 pub mod bench;
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod jwt;
 mod keycloak_double;
 mod nats;
