@@ -99,7 +99,9 @@ bench-peers: install
     "{{home}}/restate/node_modules/.bin/restate-server" --version 2>/dev/null | grep -qF "{{restate_version}}" || npm install --prefix "{{home}}/restate" --no-audit --no-fund --ignore-scripts "@restatedev/restate-server@{{restate_version}}"
     cargo build --release --workspace --bins --locked
     CARGO_TARGET_DIR="{{justfile_directory()}}/target" cargo build --release --locked --manifest-path bench/peers/restate/Cargo.toml
-    RUST_LOG=warn LANDLORD_TEST_SKIP_BUILD=1 target/release/restate-peer
+    # In deps/, as cargo puts benches: the testkit finds the stack's binaries one directory up.
+    cp target/release/restate-peer target/release/deps/restate-peer-bench
+    RUST_LOG=warn LANDLORD_TEST_SKIP_BUILD=1 target/release/deps/restate-peer-bench
 
 # Benchmark the stack past one machine: 64 tenants in flight on one nats-server next to a three-node R3 cluster, and on the cluster with 1, 2 and 4 orchestrators → bench/results/cluster.{json,md}. Under ten minutes; BENCH_FULL=1 for the long run.
 bench-cluster: install

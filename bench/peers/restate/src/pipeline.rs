@@ -14,7 +14,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
 use landlord_contract::pb;
 use serde::{Deserialize, Serialize};
@@ -227,10 +228,22 @@ pub async fn provision<E: Exec>(exec: &E, saga: &str, tenant: &pb::TenantSpec) -
             (step, record)
         }
     };
+    // The database's and the bucket's runs are created before the chain's
+    // second one: on a replay the realm's journaled result is ready at
+    // once, and without this the client's run would come second in the
+    // journal instead of fourth (Restate: journal mismatch).
+    let started = AtomicUsize::new(0);
+    let first = |step: usize| {
+        started.fetch_add(1, Ordering::SeqCst);
+        forward(step, HashMap::new())
+    };
     let chain = async {
         let mut done = Vec::new();
         let mut inputs = HashMap::new();
         for step in CHAIN {
+            if step != CHAIN[0] {
+                Barrier(&started).await;
+            }
             let (step, record) = forward(step, inputs.clone()).await;
             let ok = record.ok;
             inputs.extend(record.outputs.clone());
@@ -242,7 +255,7 @@ pub async fn provision<E: Exec>(exec: &E, saga: &str, tenant: &pb::TenantSpec) -
         done
     };
     let (mut done, database, storage) =
-        futures_util::future::join3(chain, forward(DATABASE, HashMap::new()), forward(STORAGE, HashMap::new())).await;
+        futures_util::future::join3(chain, async { first(DATABASE).await }, async { first(STORAGE).await }).await;
     done.push(database);
     done.push(storage);
     let mut outcome = Outcome::default();
@@ -274,4 +287,20 @@ pub async fn provision<E: Exec>(exec: &E, saga: &str, tenant: &pb::TenantSpec) -
         outcome.compensated.push(GRAPH[*step].name.into());
     }
     outcome
+}
+
+/// Ready once the database's and the bucket's branches have started.
+struct Barrier<'a>(&'a AtomicUsize);
+
+impl Future for Barrier<'_> {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.load(Ordering::SeqCst) >= 2 {
+            Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
 }
