@@ -21,6 +21,8 @@ use landlord_testkit::{
 };
 use sqlx::{Connection as _, PgConnection};
 
+mod replicas;
+
 /// The services, in the order they start.
 pub const SERVICES: [&str; 5] = ["orchestrator", "idp", "database", "storage", "notification"];
 
@@ -32,8 +34,12 @@ pub const GATEWAY: &str = "gateway";
 /// The shared realm of pooled tenants, as an operator sets it up.
 pub const SHARED_REALM: &str = "landlord";
 
-/// The plans the tests run: the shipped pipeline with short timeouts and
-/// backoff, so that retries and compensation take seconds, not minutes.
+/// The plans the tests run: the shipped pipelines (deploy/plans.toml),
+/// graphs included — realm → client → admin user beside the database and
+/// beside the bucket, the welcome mail after all; suspend and resume side
+/// by side; the offboard's exports after their suspends — with short
+/// timeouts and backoff, so that retries and compensation take seconds,
+/// not minutes.
 const PLANS: &str = r#"
 [defaults]
 timeout = "5s"
@@ -61,11 +67,13 @@ compensation = "idp.delete_realm"
 name = "idp_client"
 command = "idp.create_client"
 compensation = "idp.delete_client"
+after = ["idp_realm"]
 
 [[pipelines.default]]
 name = "idp_admin_user"
 command = "idp.create_admin_user"
 compensation = "idp.delete_admin_user"
+after = ["idp_client"]
 
 [[pipelines.default]]
 name = "database"
@@ -82,9 +90,10 @@ compensation = "storage.delete_bucket"
 name = "welcome_email"
 command = "notification.send_welcome"
 fatal = false
+after = ["idp_admin_user", "database", "storage"]
 
-# The lifecycle (docs/lifecycle.md), as deploy/plans.toml ships it, with the
-# tests' short timeouts and backoff.
+# The lifecycle (docs/lifecycle.md), as deploy/plans.toml ships it (the
+# same graphs), with the tests' short timeouts and backoff.
 [operations]
 restore = "resume"
 
@@ -107,6 +116,7 @@ compensation = "storage.resume"
 name = "suspended_email"
 command = "notification.send_suspended"
 fatal = false
+after = ["idp_suspend", "database_suspend", "storage_suspend"]
 
 [[pipelines.resume]]
 name = "idp_resume"
@@ -127,6 +137,7 @@ compensation = "storage.suspend"
 name = "resumed_email"
 command = "notification.send_resumed"
 fatal = false
+after = ["idp_resume", "database_resume", "storage_resume"]
 
 [[pipelines.update]]
 name = "idp_update"
@@ -152,16 +163,19 @@ compensation = "storage.resume"
 name = "database_export"
 command = "database.export"
 timeout = "20s"
+after = ["database_suspend"]
 
 [[pipelines.offboard]]
 name = "storage_export"
 command = "storage.export"
 timeout = "20s"
+after = ["storage_suspend", "database_export"]
 
 [[pipelines.offboard]]
 name = "deletion_email"
 command = "notification.send_deletion_scheduled"
 fatal = false
+after = ["idp_suspend", "database_export", "storage_export"]
 
 [[pipelines.export]]
 name = "database_export"
