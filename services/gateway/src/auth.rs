@@ -306,6 +306,17 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// A caller known otherwise than by a bearer header: the console's
+    /// session, made from a token this [`Verifier`] accepted.
+    pub fn new(subject: impl Into<String>, scopes: Vec<String>) -> Self {
+        Self { subject: subject.into(), scopes }
+    }
+
+    /// The scopes the token granted.
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+
     /// 403 unless the caller's token grants `scope`.
     pub fn require(&self, scope: &str) -> Result<(), Problem> {
         if self.scopes.iter().any(|s| s == scope) {

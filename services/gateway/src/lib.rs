@@ -79,7 +79,8 @@
 //! | `LANDLORD_DELETION_GRACE` | `30d` | an offboarding's grace period when the request names none |
 //! | `LANDLORD_DELETION_GRACE_MAX` | `90d` | the longest grace period a request may ask for |
 //! | `LANDLORD_SIGNUP_TTL` | `24h` | how long a sign-up's verification link lives ([`signup`], docs/signup.md) |
-//! | `LANDLORD_PUBLIC_URL` | the request's `Host` | the gateway's address as browsers reach it, for the links mailed |
+//! | `LANDLORD_PUBLIC_URL` | the request's `Host` | the gateway's address as browsers reach it, for the links mailed (and, when `https://`, console cookies are `Secure`) |
+//! | `LANDLORD_CONSOLE_SERVICES` | — | `name=http://host:port,…`: health addresses whose `/readyz` the console's system page shows ([`console`], docs/console.md) |
 
 // The OpenAPI document is one `json!` literal, deeper than the default limit.
 #![recursion_limit = "256"]
@@ -87,6 +88,7 @@
 pub mod auth;
 pub mod body;
 pub mod clerk;
+pub mod console;
 pub mod events;
 pub mod jwks;
 pub mod limits;
@@ -284,8 +286,9 @@ pub fn jwt_secret(env: &Env) -> Result<Vec<u8>, ConfigError> {
     Ok(secret.into_bytes())
 }
 
-/// The API's routes and layers.
-pub fn router(app: App, limits: &limits::Limits) -> Router {
+/// The API's routes and layers, and the console's (its failures are
+/// pages, not problem+json).
+pub fn router(app: App, limits: &limits::Limits, console: console::Console) -> Router {
     let mut routes = Router::new()
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
         // PATCH and DELETE take a key; the segment's name is shared with GET.
@@ -306,6 +309,9 @@ pub fn router(app: App, limits: &limits::Limits) -> Router {
             .route("/v1/clerk/organizations", get(clerk::organizations));
     }
     let limiter = limits::Limiter::new(limits.clone());
+    let console = console::routes(console)
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(axum::middleware::from_fn_with_state(limiter.clone(), limits::guard));
     routes
         .fallback(|| async { problem::Problem::not_found("no such endpoint") })
         .with_state(app)
@@ -313,6 +319,7 @@ pub fn router(app: App, limits: &limits::Limits) -> Router {
         .layer(axum::middleware::from_fn_with_state(limiter, limits::guard))
         // Outermost: whatever answered an error, it is problem+json.
         .layer(axum::middleware::from_fn_with_state(limits.body_bytes, problem::every_error_is_a_problem))
+        .merge(console)
 }
 
 /// The running API.
@@ -376,7 +383,12 @@ pub async fn attach(service: &mut Service, config: GatewayConfig) -> anyhow::Res
     signup::Settings::from_env(&Env::process())?;
     outbound::attach(service, app.pool.clone(), config.outbound.clone()).await?;
     service.spawn(signup::prune(app.pool.clone(), service.shutdown_token()));
-    let router = router(app, &config.limits);
+    let console = console::Console::new(
+        app.clone(),
+        console::Keys::new(config.jwt_secret.as_deref())?,
+        console::Settings::from_env(&Env::process())?,
+    )?;
+    let router = router(app, &config.limits, console);
     let listener = tokio::net::TcpListener::bind(config.api_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on LANDLORD_API_ADDR={}: {e}", config.api_addr))?;

@@ -32,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 mod auth;
 #[path = "gateway/clerk.rs"]
 mod clerk;
+#[path = "gateway/console.rs"]
+mod console;
 #[path = "gateway/clerk_members.rs"]
 mod clerk_members;
 #[path = "gateway/events.rs"]
