@@ -15,10 +15,11 @@
 //! verification, no secret store (the SCRAM verifier is computed before
 //! the clock starts). Both are reported with the ratio worker/floor.
 //!
-//! `BENCH_DATABASE_SCALES` (default `100,1000,10000`) and
-//! `BENCH_DATABASE_SAMPLES` (default 100; silo takes a fifth) shorten a
-//! run, e.g. `BENCH_DATABASE_SCALES=100,500 BENCH_DATABASE_SAMPLES=20` for
-//! a quick check.
+//! Bounded by default: scales `100,1000,5000` and 60 samples (silo takes a
+//! fifth); `BENCH_FULL=1`: `100,1000,10000` and 100 samples.
+//! `BENCH_DATABASE_SCALES` and `BENCH_DATABASE_SAMPLES` choose, e.g.
+//! `BENCH_DATABASE_SCALES=100,500 BENCH_DATABASE_SAMPLES=20` for a quick
+//! check.
 
 use std::time::Instant;
 
@@ -27,7 +28,7 @@ use landlord_contract::pb;
 use landlord_database::seed::Seed;
 use landlord_database::{Password, Provisioner, SecretsKey, Settings, Tenant, bridge_sql, open_delivery};
 use landlord_runtime::{Broker, DeliveryInfo, Env, StepService};
-use landlord_testkit::bench::{machine, percentile};
+use landlord_testkit::bench::{Run, machine, percentile, write_results};
 use landlord_testkit::{NatsServer, Postgres, unique_namespace};
 use sqlx::{Connection as _, PgConnection};
 
@@ -166,12 +167,13 @@ async fn fill(pool: &sqlx::PgPool, from: usize, target: usize) -> Result<()> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let run = Run::start();
     let scales: Vec<usize> = std::env::var("BENCH_DATABASE_SCALES")
-        .unwrap_or_else(|_| "100,1000,10000".into())
+        .unwrap_or_else(|_| run.pick("100,1000,5000", "100,1000,10000").into())
         .split(',')
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()?;
-    let samples: usize = std::env::var("BENCH_DATABASE_SAMPLES").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
+    let samples = run.size("BENCH_DATABASE_SAMPLES", 60, 100);
     let load_before = load_average();
     let started = Instant::now();
     let postgres = tokio::task::spawn_blocking(|| Postgres::start_with(true)).await??;
@@ -282,15 +284,12 @@ async fn main() -> Result<()> {
             "rustc": version("rustc".into(), "--version")?,
         },
     });
-    let out = landlord_testkit::workspace_root().join("bench/results");
-    std::fs::write(out.join("database.json"), serde_json::to_string_pretty(&report)? + "\n")?;
     let md = format!(
         "# bench-database\n\nOne tenant at a time through `Provisioner::run` (what the worker does per command: the durable secret store, and the delivery copy of the password sealed into JetStream KV for the welcome mail), on a durable PostgreSQL (fsync on); seed `default@1` (10 tables). Compensation of silo includes DROP DATABASE (a forced checkpoint).\n\n| tier | tenants | provision p50 / p99 ms | compensation p50 / p99 ms |\n|---|---|---|---|\n{tier_rows}\nBridge provisioning with many tenants already there (filler tenants: role + schema + 10 tables each), the worker next to its floor in the same run: the same DDL and seed SQL (`landlord_database::bridge_sql`, from the worker's own statement builders) on a bare sqlx connection in one transaction — no worker, bus, idempotency look-ups, seed verification or secret store — interleaved tenant by tenant, in alternating order, at the same schema counts ({per_scale} tenants each per scale, from {per_scale} below the target to {per_scale} above). Whatever else the machine does moves both columns; the ratio is the figure to compare across runs.\n\n| tenant schemas (target) | after | tables in the database | worker p50 / p99 ms | floor p50 / p99 ms | worker/floor p50 / p99 | load 1/5/15 min after |\n|---|---|---|---|---|---|---|\n{scale_rows}\nRatio of the worker's p50 at the largest to the smallest scale: **{ratio:.2}** (goal ≤ 1.2).\n\nLoad average (1/5/15 min) before the run: {load_before}; after: {load_after}. Run took {:.0} s.\n\nMachine: {}. Versions: {}\n",
         started.elapsed().as_secs_f64(),
         report["machine"],
         report["versions"],
     );
-    std::fs::write(out.join("database.md"), md)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
+    write_results("database", report, &md, &run)
 }

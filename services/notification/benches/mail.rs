@@ -8,7 +8,8 @@
 //! - lettre's own pooled transport (its sockets without `TCP_NODELAY`);
 //! - a new SMTP connection for every mail.
 //!
-//! Writes bench/results/mail.{json,md}.
+//! 300 mails per row by default, 1,000 with `BENCH_FULL=1`, `BENCH_MAILS`
+//! to choose. Writes bench/results/mail.{json,md}.
 
 use std::time::{Duration, Instant};
 
@@ -16,11 +17,12 @@ use anyhow::Result;
 use landlord_contract::pb;
 use landlord_notification::{Kind, Ledger, Mailer, Notifier, Settings, SmtpSettings, Templates, Unsealed};
 use landlord_runtime::{DeliveryInfo, Env, StepService};
-use landlord_testkit::bench::summary;
+use landlord_testkit::bench::{Run, machine, summary, write_results};
 use landlord_testkit::{NatsServer, SmtpCapture, unique_namespace};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-const MAILS: usize = 300;
+/// Mails per row: the default run, and `BENCH_FULL=1`'s.
+const MAILS: (usize, usize) = (300, 1000);
 
 fn command(i: usize) -> pb::StepCommand {
     pb::StepCommand {
@@ -41,13 +43,16 @@ fn command(i: usize) -> pb::StepCommand {
     }
 }
 
-async fn timed<F: std::future::Future<Output = Result<()>>>(mut one: impl FnMut(usize) -> F) -> Result<Vec<f64>> {
+async fn timed<F: std::future::Future<Output = Result<()>>>(
+    mails: usize,
+    mut one: impl FnMut(usize) -> F,
+) -> Result<Vec<f64>> {
     // Warm up: connections, caches.
     for i in 0..10 {
         one(usize::MAX - i).await?;
     }
-    let mut ms = Vec::with_capacity(MAILS);
-    for i in 0..MAILS {
+    let mut ms = Vec::with_capacity(mails);
+    for i in 0..mails {
         let started = Instant::now();
         one(i).await?;
         ms.push(started.elapsed().as_secs_f64() * 1e3);
@@ -57,6 +62,8 @@ async fn timed<F: std::future::Future<Output = Result<()>>>(mut one: impl FnMut(
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let run = Run::start();
+    let mails = run.size("BENCH_MAILS", MAILS.0, MAILS.1);
     let nats = NatsServer::start().await?;
     let smtp = SmtpCapture::start().await?;
     let client = async_nats::connect(nats.url()).await?;
@@ -69,7 +76,7 @@ async fn main() -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let notifier = Notifier::new(settings.clone(), Templates::load(None)?, ledger);
 
-    let step = timed(|i| {
+    let step = timed(mails, |i| {
         let notifier = &notifier;
         async move {
             let delivery = DeliveryInfo::direct(i as u64);
@@ -85,11 +92,11 @@ async fn main() -> Result<()> {
     let (envelope, bytes) = (message.envelope().clone(), message.formatted());
 
     let mailer = Mailer::new(SmtpSettings::parse(&smtp.url()).map_err(anyhow::Error::msg)?);
-    let floor = timed(|_| async { mailer.send(&envelope, &bytes).await.map_err(anyhow::Error::new) }).await?;
+    let floor = timed(mails, |_| async { mailer.send(&envelope, &bytes).await.map_err(anyhow::Error::new) }).await?;
 
     let lettre_pooled: AsyncSmtpTransport<Tokio1Executor> =
         AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1").port(smtp.port()).build();
-    let lettre = timed(|_| async {
+    let lettre = timed(mails, |_| async {
         lettre_pooled.send_raw(&envelope, &bytes).await?;
         Ok(())
     })
@@ -98,7 +105,7 @@ async fn main() -> Result<()> {
     let mut fresh_settings = SmtpSettings::parse(&smtp.url()).map_err(anyhow::Error::msg)?;
     fresh_settings.pool_size = 0;
     let unpooled = Mailer::new(fresh_settings);
-    let fresh = timed(|_| async { unpooled.send(&envelope, &bytes).await.map_err(anyhow::Error::new) }).await?;
+    let fresh = timed(mails, |_| async { unpooled.send(&envelope, &bytes).await.map_err(anyhow::Error::new) }).await?;
 
     let (step, floor, lettre, fresh) = (summary(step), summary(floor), summary(lettre), summary(fresh));
     let ratio = step["p50"].as_f64().unwrap_or(0.0) / floor["p50"].as_f64().unwrap_or(1.0);
@@ -116,7 +123,8 @@ async fn main() -> Result<()> {
         "step_over_floor_p50": ratio,
         "lettre_pooled_transport_ms": lettre,
         "new_connection_per_mail_ms": fresh,
-        "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
+        "mails_per_row": mails,
+        "machine": machine(),
         "versions": {
             "aiosmtpd": version(&python, &["-m", "aiosmtpd", "--version"])?,
             "nats_server": version(&landlord_testkit::nats_server_binary()?, &["--version"])?,
@@ -127,7 +135,7 @@ async fn main() -> Result<()> {
         format!("{:.2} / {:.2}", v["p50"].as_f64().unwrap_or(0.0), v["p99"].as_f64().unwrap_or(0.0))
     };
     let md = format!(
-        "# bench-mail\n\nOne welcome mail at a time to aiosmtpd on 127.0.0.1, {MAILS} mails per row, in one run.\n\n\
+        "# bench-mail\n\nOne welcome mail at a time to aiosmtpd on 127.0.0.1, {mails} mails per row, in one run.\n\n\
          | path | p50 / p99 ms |\n|---|---|\n\
          | step: `Notifier::run` (compose, ledger claim + mark in JetStream KV, pooled TCP_NODELAY send) | {} |\n\
          | floor: the same message over a pooled TCP_NODELAY connection | {} |\n\
@@ -140,9 +148,6 @@ async fn main() -> Result<()> {
         ms(&fresh),
         report["versions"],
     );
-    let out = landlord_testkit::workspace_root().join("bench/results");
-    std::fs::write(out.join("mail.json"), serde_json::to_string_pretty(&report)? + "\n")?;
-    std::fs::write(out.join("mail.md"), md)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
+    write_results("mail", report, &md, &run)
 }

@@ -7,7 +7,8 @@
 //! result round trips over the bus with no orchestrator at all. Measured
 //! after 200 warm-up sagas and an ANALYZE, as in a control plane that has
 //! been running (autovacuum keeps its tables analyzed).
-//! Writes bench/results/saga.{json,md}.
+//! 200 sagas one at a time by default, 1,000 with `BENCH_FULL=1`
+//! (`BENCH_SAGAS` to choose). Writes bench/results/saga.{json,md}.
 
 use std::time::{Duration, Instant};
 
@@ -17,12 +18,13 @@ use landlord_contract::{EventKind, StreamKind, TenantKey, pb};
 use landlord_control_plane::Plans;
 use landlord_orchestrator::{Timing, attach};
 use landlord_runtime::{Config, DeliveryInfo, Env, Envelope, Publisher, Service, StepFailure, StepService, StepWorker};
-use landlord_testkit::bench::{load_average, machine, percentile};
+use landlord_testkit::bench::{Run, load_average, machine, percentile, write_results};
 use landlord_testkit::{NatsServer, Postgres, unique_namespace};
 use sqlx::PgPool;
 
 const THROUGHPUT_SAGAS: usize = 1_000;
-const SERIAL_SAGAS: usize = 200;
+/// Sagas one at a time: the default run, and `BENCH_FULL=1`'s.
+const SERIAL_SAGAS: (usize, usize) = (200, 1000);
 const WARM_UP_SAGAS: usize = 200;
 const STEPS: usize = 6;
 /// WAL written and checkpointed before measuring (see `Postgres::warm_wal`).
@@ -88,7 +90,7 @@ impl Bench {
 
 /// The floor: six command → result round trips over the bus per saga, with
 /// the same instant workers and no orchestrator or database.
-async fn floor(server: &NatsServer) -> Result<(Vec<f64>, f64)> {
+async fn floor(server: &NatsServer, sagas: usize) -> Result<(Vec<f64>, f64)> {
     let namespace = unique_namespace();
     let env =
         Env::from_pairs([("LANDLORD_NATS_URL", server.url()), ("LANDLORD_NAMESPACE", namespace.root().to_owned())]);
@@ -105,7 +107,7 @@ async fn floor(server: &NatsServer) -> Result<(Vec<f64>, f64)> {
     let mut results = client.subscribe(format!("{}.v1.result.floor.>", namespace.root())).await?;
     let mut per_step = Vec::new();
     let started = Instant::now();
-    for saga in 0..SERIAL_SAGAS {
+    for saga in 0..sagas {
         for step in 0..STEPS {
             let t = Instant::now();
             let command =
@@ -121,7 +123,7 @@ async fn floor(server: &NatsServer) -> Result<(Vec<f64>, f64)> {
             per_step.push(t.elapsed().as_secs_f64() * 1000.0);
         }
     }
-    let sagas_per_s = SERIAL_SAGAS as f64 / started.elapsed().as_secs_f64();
+    let sagas_per_s = sagas as f64 / started.elapsed().as_secs_f64();
     stop.cancel();
     per_step.sort_by(f64::total_cmp);
     Ok((per_step, sagas_per_s))
@@ -129,6 +131,8 @@ async fn floor(server: &NatsServer) -> Result<(Vec<f64>, f64)> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let run = Run::start();
+    let serial_sagas = run.size("BENCH_SAGAS", SERIAL_SAGAS.0, SERIAL_SAGAS.1);
     let load_before = load_average();
     let server = NatsServer::start().await?;
     let postgres = tokio::task::spawn_blocking(|| Postgres::start_with(true)).await??;
@@ -175,7 +179,7 @@ async fn main() -> Result<()> {
 
     // One at a time: saga latency and per-step overhead without queueing.
     let mut latencies = Vec::new();
-    for i in 0..SERIAL_SAGAS {
+    for i in 0..serial_sagas {
         let t = Instant::now();
         bench.publish(&format!("serial-{i}")).await?;
         tokio::time::timeout(Duration::from_secs(30), activated.next()).await?.context("activated")?;
@@ -198,7 +202,7 @@ async fn main() -> Result<()> {
     stop_orchestrator.cancel();
     stop_workers.cancel();
 
-    let (floor_steps, floor_sagas_per_s) = floor(&server).await?;
+    let (floor_steps, floor_sagas_per_s) = floor(&server, serial_sagas).await?;
     let load_after = load_average();
 
     let report = serde_json::json!({
@@ -208,7 +212,7 @@ async fn main() -> Result<()> {
         "nats": "default fsync policy",
         "goal": "at least 300 six-step sagas/s; orchestration overhead per step p99 under 5 ms",
         "one_at_a_time": {
-            "sagas": SERIAL_SAGAS,
+            "sagas": serial_sagas,
             "saga_latency_ms": { "p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99) },
             "step_overhead_ms": { "p50": percentile(&serial_steps, 0.5), "p99": percentile(&serial_steps, 0.99) },
             "floor_step_round_trip_ms": { "p50": percentile(&floor_steps, 0.5), "p99": percentile(&floor_steps, 0.99) },
@@ -227,10 +231,8 @@ async fn main() -> Result<()> {
             "rustc": String::from_utf8_lossy(&std::process::Command::new("rustc").arg("--version").output()?.stdout).trim().to_owned(),
         },
     });
-    let out = landlord_testkit::workspace_root().join("bench/results");
-    std::fs::write(out.join("saga.json"), serde_json::to_string_pretty(&report)? + "\n")?;
     let md = format!(
-        "# bench-saga\n\nThe shipped six-step pipeline against instant in-process workers; NATS with its default fsync policy, PostgreSQL durable (fsync on; {WARM_WAL_MB} MB of WAL written and checkpointed first, so that new WAL segments are recycled ones ({wal_ahead} ready), as on a server that has been running, not created and zero-filled inside a commit), measured after {WARM_UP_SAGAS} warm-up sagas and an ANALYZE. Step overhead = from the step's command being decided to its result being applied. Floor = the same six command → result round trips over the bus, no orchestrator, no database.\n\n| measure | Landlord | floor | goal |\n|---|---|---|---|\n| sagas/s, {THROUGHPUT_SAGAS} in flight | {sagas_per_s:.0} | — | ≥ 300 |\n| sagas/s, one at a time | {:.0} | {floor_sagas_per_s:.0} | |\n| saga latency p50 / p99 ms, one at a time | {:.2} / {:.2} | | |\n| step overhead p50 / p99 ms, one at a time | {:.2} / {:.2} | {:.2} / {:.2} | p99 < 5 |\n| step overhead p50 / p99 ms, {THROUGHPUT_SAGAS} in flight | {:.2} / {:.2} | | |\n\nLoad average (1/5/15 min) before: {load_before}; after: {load_after}. Machine: {}. Versions: {}\n",
+        "# bench-saga\n\nThe shipped six-step pipeline against instant in-process workers; NATS with its default fsync policy, PostgreSQL durable (fsync on; {WARM_WAL_MB} MB of WAL written and checkpointed first, so that new WAL segments are recycled ones ({wal_ahead} ready), as on a server that has been running, not created and zero-filled inside a commit), measured after {WARM_UP_SAGAS} warm-up sagas and an ANALYZE. Step overhead = from the step's command being decided to its result being applied. Floor = the same six command → result round trips over the bus, no orchestrator, no database.\n\n| measure | Landlord | floor | goal |\n|---|---|---|---|\n| sagas/s, {THROUGHPUT_SAGAS} in flight | {sagas_per_s:.0} | — | ≥ 300 |\n| sagas/s, one at a time | {:.0} | {floor_sagas_per_s:.0} | |\n| saga latency p50 / p99 ms, {serial_sagas} one at a time | {:.2} / {:.2} | | |\n| step overhead p50 / p99 ms, one at a time | {:.2} / {:.2} | {:.2} / {:.2} | p99 < 5 |\n| step overhead p50 / p99 ms, {THROUGHPUT_SAGAS} in flight | {:.2} / {:.2} | | |\n\nLoad average (1/5/15 min) before: {load_before}; after: {load_after}. Machine: {}. Versions: {}\n",
         1000.0 / percentile(&latencies, 0.5),
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
@@ -243,7 +245,6 @@ async fn main() -> Result<()> {
         report["machine"],
         report["versions"],
     );
-    std::fs::write(out.join("saga.md"), md)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
+    write_results("saga", report, &md, &run)
 }

@@ -1,7 +1,9 @@
 //! `just bench-bus`: command → handler → result round trips through the
 //! runtime, next to the same round trip written directly against
 //! async-nats (the floor), on a broker with its default fsync policy and on
-//! one that syncs every message. Writes bench/results/bus.{json,md}.
+//! one that syncs every message. 1,000 round trips at one in flight and
+//! 10,000 at 256 by default, 2,000 and 20,000 with `BENCH_FULL=1`. Writes
+//! bench/results/bus.{json,md}.
 //!
 //! Both sides share the client: it publishes a StepCommand with a message
 //! id and reads StepResults from a pull consumer. Only the worker differs:
@@ -19,14 +21,23 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use landlord_contract::{Namespace, StreamKind, header, pb};
 use landlord_runtime::{Config, DeliveryInfo, Env, Service, StepFailure, StepService, StepWorker, Telemetry};
-use landlord_testkit::bench::{command_output, machine};
+use landlord_testkit::bench::{Run, command_output, machine, write_results};
 use landlord_testkit::{NatsServer, unique_namespace};
 use prost::Message as _;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-const LATENCY_ROUNDS: usize = 2_000;
-const THROUGHPUT_ROUNDS: usize = 20_000;
+/// Round trips at one in flight and at [`IN_FLIGHT`]: the default run's,
+/// and `BENCH_FULL=1`'s.
+const LATENCY_ROUNDS: (usize, usize) = (1_000, 2_000);
+const THROUGHPUT_ROUNDS: (usize, usize) = (10_000, 20_000);
+
+/// This run's round trips, one at a time and many in flight.
+#[derive(Debug, Clone, Copy)]
+struct Rounds {
+    latency: usize,
+    throughput: usize,
+}
 const IN_FLIGHT: usize = 256;
 
 struct Instantly;
@@ -232,7 +243,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index].as_secs_f64() * 1000.0
 }
 
-async fn measure(side: Side, server: &NatsServer) -> Result<(Measurement, Measurement)> {
+async fn measure(side: Side, server: &NatsServer, rounds: Rounds) -> Result<(Measurement, Measurement)> {
     let namespace = unique_namespace();
     let broker = landlord_runtime::Broker::connect(&server.url(), "bench", namespace.clone()).await?;
     let settings = Config::from("bench", &Env::from_pairs::<&str, &str>([]))?.streams;
@@ -240,19 +251,19 @@ async fn measure(side: Side, server: &NatsServer) -> Result<(Measurement, Measur
     let stop = start_worker(side, &server.url(), &namespace).await?;
     // Warm up connections and consumers.
     drive(&server.url(), &namespace, "warm", 200, 16).await?;
-    let (mut serial, elapsed) = drive(&server.url(), &namespace, "serial", LATENCY_ROUNDS, 1).await?;
+    let (mut serial, elapsed) = drive(&server.url(), &namespace, "serial", rounds.latency, 1).await?;
     serial.sort();
     let one = Measurement {
         p50_ms: percentile(&serial, 0.50),
         p99_ms: percentile(&serial, 0.99),
-        throughput_per_s: LATENCY_ROUNDS as f64 / elapsed.as_secs_f64(),
+        throughput_per_s: rounds.latency as f64 / elapsed.as_secs_f64(),
     };
-    let (mut parallel, elapsed) = drive(&server.url(), &namespace, "parallel", THROUGHPUT_ROUNDS, IN_FLIGHT).await?;
+    let (mut parallel, elapsed) = drive(&server.url(), &namespace, "parallel", rounds.throughput, IN_FLIGHT).await?;
     parallel.sort();
     let many = Measurement {
         p50_ms: percentile(&parallel, 0.50),
         p99_ms: percentile(&parallel, 0.99),
-        throughput_per_s: THROUGHPUT_ROUNDS as f64 / elapsed.as_secs_f64(),
+        throughput_per_s: rounds.throughput as f64 / elapsed.as_secs_f64(),
     };
     stop.cancel();
     Ok((one, many))
@@ -260,6 +271,11 @@ async fn measure(side: Side, server: &NatsServer) -> Result<(Measurement, Measur
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let run = Run::start();
+    let rounds = Rounds {
+        latency: run.size("BENCH_LATENCY_ROUNDS", LATENCY_ROUNDS.0, LATENCY_ROUNDS.1),
+        throughput: run.size("BENCH_THROUGHPUT_ROUNDS", THROUGHPUT_ROUNDS.0, THROUGHPUT_ROUNDS.1),
+    };
     // `just bench-bus` sets RUST_LOG=warn: few log lines, spans still
     // traced, as a production service runs.
     let telemetry =
@@ -276,8 +292,8 @@ async fn main() -> Result<()> {
     for (policy, args) in &policies {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let server = NatsServer::start_with(&args).await?;
-        let (floor_one, floor_many) = measure(Side::Floor, &server).await?;
-        let (rt_one, rt_many) = measure(Side::Runtime, &server).await?;
+        let (floor_one, floor_many) = measure(Side::Floor, &server, rounds).await?;
+        let (rt_one, rt_many) = measure(Side::Runtime, &server, rounds).await?;
         let throughput_ratio = rt_many.throughput_per_s / floor_many.throughput_per_s;
         let p99_ratio = rt_one.p99_ms / floor_one.p99_ms;
         eprintln!("{policy}: runtime {rt_one:?} / {rt_many:?}; floor {floor_one:?} / {floor_many:?}");
@@ -307,23 +323,21 @@ async fn main() -> Result<()> {
     });
     let report = serde_json::json!({
         "benchmark": "bus",
-        "rounds": { "latency": LATENCY_ROUNDS, "throughput": THROUGHPUT_ROUNDS, "in_flight": IN_FLIGHT },
+        "rounds": { "latency": rounds.latency, "throughput": rounds.throughput, "in_flight": IN_FLIGHT },
         "goal": "runtime throughput at 256 in flight >= 0.7x floor; runtime p99 at 1 in flight <= 1.5x floor",
         "machine": machine(),
         "versions": versions,
         "results": json,
     });
-    let out = landlord_testkit::workspace_root().join("bench/results");
-    std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("bus.json"), serde_json::to_string_pretty(&report)? + "\n")?;
     let md = format!(
-        "# bench-bus\n\nCommand → handler → result round trips: the runtime against the same round trip written directly on async-nats (floor), {LATENCY_ROUNDS} rounds at 1 in flight, {THROUGHPUT_ROUNDS} at {IN_FLIGHT} in flight.\n\nMachine: {}\n\nVersions: {}\n\n| broker fsync | runtime p50 / p99 ms @1 | floor p50 / p99 ms @1 | p99 ratio (goal ≤ 1.5) | runtime rt/s @{IN_FLIGHT} | floor rt/s @{IN_FLIGHT} | throughput ratio (goal ≥ 0.7) |\n|---|---|---|---|---|---|---|\n{}\n",
+        "# bench-bus\n\nCommand → handler → result round trips: the runtime against the same round trip written directly on async-nats (floor), {} rounds at 1 in flight, {} at {IN_FLIGHT} in flight.\n\nMachine: {}\n\nVersions: {}\n\n| broker fsync | runtime p50 / p99 ms @1 | floor p50 / p99 ms @1 | p99 ratio (goal ≤ 1.5) | runtime rt/s @{IN_FLIGHT} | floor rt/s @{IN_FLIGHT} | throughput ratio (goal ≥ 0.7) |\n|---|---|---|---|---|---|---|\n{}\n",
+        rounds.latency,
+        rounds.throughput,
         report["machine"],
         report["versions"],
         rows.join("\n")
     );
-    std::fs::write(out.join("bus.md"), md)?;
-    println!("wrote {}", out.join("bus.md").display());
+    write_results("bus", report, &md, &run)?;
     if let Some(telemetry) = telemetry {
         telemetry.shutdown();
     }

@@ -16,8 +16,12 @@
 //!   floor: the same suspend steps, `send_deletion_scheduled`, then idp,
 //!   database and storage `purge` and `send_deleted`.
 //!
-//! `BENCH_TENANTS` (default 60) tenants per level and side, `BENCH_LEVELS`
-//! (default 1,16). The stack and the floor take turns per level. Writes
+//! The stack runs the shipped graphs (tests/e2e/src/lib.rs as
+//! deploy/plans.toml: the backends' suspends and resumes side by side, the
+//! mail after them; the offboard's exports after their suspends).
+//!
+//! `BENCH_TENANTS` (default 60, 200 with `BENCH_FULL=1`) tenants per level
+//! and side, `BENCH_LEVELS` (default 1,16). The stack and the floor take turns per level. Writes
 //! bench/results/lifecycle.{json,md}.
 
 use std::collections::HashMap;
@@ -29,7 +33,7 @@ use futures_util::StreamExt as _;
 use landlord_contract::{EventKind, TenantKey, pb};
 use landlord_e2e::{Operation, Stack};
 use landlord_runtime::{Broker, DeliveryInfo, Env, Envelope, KvSecrets, Publisher, SecretsKey, StepService};
-use landlord_testkit::bench::{command_output, load_average, machine, summary};
+use landlord_testkit::bench::{Run, command_output, machine, summary, write_results};
 use tokio::sync::{Semaphore, oneshot};
 
 const LEVELS: [usize; 2] = [1, 16];
@@ -339,8 +343,8 @@ async fn floor(direct: &Arc<Direct>, operation: &str, keys: &[String], in_flight
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let began = Instant::now();
-    let n: usize = std::env::var("BENCH_TENANTS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let run = Run::start();
+    let n = run.size("BENCH_TENANTS", 60, 200);
     let levels: Vec<usize> = match std::env::var("BENCH_LEVELS") {
         Ok(list) => {
             list.split(',').map(|l| l.trim().parse().context("BENCH_LEVELS, e.g. 1,16")).collect::<Result<_>>()?
@@ -416,7 +420,6 @@ async fn main() -> Result<()> {
             }));
         }
     }
-    let took = began.elapsed().as_secs_f64();
     let versions = serde_json::json!({
         "rustc": command_output("rustc", &["--version"]),
         "nats-server": command_output(&landlord_testkit::nats_server_binary()?.display().to_string(), &["--version"]),
@@ -432,21 +435,13 @@ async fn main() -> Result<()> {
         "results": json_levels,
         "goal": "p50 ratio ≤ 1.5 at one in flight",
         "machine": machine(),
-        "load_average_at_end": load_average(),
         "versions": versions,
-        "run_seconds": took,
     });
-    let dir = landlord_testkit::workspace_root().join("bench/results");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("lifecycle.json"), serde_json::to_string_pretty(&results)?)?;
     let md = format!(
-        "# bench-lifecycle\n\n{n} bridge-tier tenants per level and side. Through the stack: the gateway's API (suspend, resume; delete = `DELETE` with no grace period and no export, so the offboard saga, the purge timer and the purge saga) until the operation's event (`TenantSuspended`, `TenantResumed`, `TenantDeleted`) arrives. The floor: the workers' own step code for the same backend calls, in process, in sequence per tenant (suspend: idp, database, storage suspend + the mail; resume likewise; delete: the suspend steps and the deletion-scheduled mail, then idp, database, storage purge and the deleted mail). Durable PostgreSQL. The stack and the floor alternate which goes first per operation.\n\n| operation | in flight | stack p50 / p99 ms | floor p50 / p99 ms | p50 ratio (goal ≤ 1.5 at 1) |\n|---|---|---|---|---|\n{}\n\nRun time: {took:.0} s. Machine: {}. Load average at the end: {}.\n\nVersions: {}\n",
+        "# bench-lifecycle\n\n{n} bridge-tier tenants per level and side. Through the stack: the gateway's API (suspend, resume; delete = `DELETE` with no grace period and no export, so the offboard saga, the purge timer and the purge saga) until the operation's event (`TenantSuspended`, `TenantResumed`, `TenantDeleted`) arrives; the plans are the shipped graphs (the backends' suspends and resumes side by side, the mail after them; the offboard's exports after their suspends). The floor: the workers' own step code for the same backend calls, in process, in sequence per tenant (suspend: idp, database, storage suspend + the mail; resume likewise; delete: the suspend steps and the deletion-scheduled mail, then idp, database, storage purge and the deleted mail). Durable PostgreSQL. The stack and the floor alternate which goes first per operation.\n\n| operation | in flight | stack p50 / p99 ms | floor p50 / p99 ms | p50 ratio (goal ≤ 1.5 at 1) |\n|---|---|---|---|---|\n{}\n\nMachine: {}.\n\nVersions: {}\n",
         rows.join("\n"),
         machine(),
-        load_average(),
         versions
     );
-    std::fs::write(dir.join("lifecycle.md"), md)?;
-    println!("wrote bench/results/lifecycle.{{json,md}} in {took:.0} s");
-    Ok(())
+    write_results("lifecycle", results, &md, &run)
 }
