@@ -16,6 +16,7 @@ Examples:
   landlord tenants suspend --label team=x --status ACTIVE --reason audit --dry-run
   landlord events tail --tenant acme --since 10m
   landlord dlq list
+  landlord webhooks add https://hooks.example.com/landlord --event activated
   landlord completions bash > /etc/bash_completion.d/landlord
 
 Where the API is: --url/--token, else LANDLORD_URL/LANDLORD_TOKEN, else the
@@ -90,6 +91,9 @@ pub enum Command {
         #[arg(long)]
         remove_orphans: bool,
     },
+    /// Outbound webhooks: endpoints lifecycle events are POSTed to, and their deliveries.
+    #[command(subcommand)]
+    Webhooks(crate::commands::webhooks::Webhooks),
     /// Named API endpoints and tokens in the config file.
     #[command(subcommand)]
     Context(Context),

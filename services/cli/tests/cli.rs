@@ -14,3 +14,6 @@ mod tenants;
 
 #[path = "cli/lifecycle.rs"]
 mod lifecycle;
+
+#[path = "cli/webhooks.rs"]
+mod webhooks;

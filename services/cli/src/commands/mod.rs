@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod nats;
 pub mod request;
 pub mod tenants;
+pub mod webhooks;
 
 use std::io::IsTerminal as _;
 
@@ -90,6 +91,7 @@ pub async fn run(cli: Cli, url_on_command_line: (Option<String>, Option<String>)
         Command::Sagas(crate::cli::Sagas::Show { key }) => tenants::saga(&ctx, &key).await,
         Command::Events(verb) => events::run(&ctx, verb).await,
         Command::Dlq(verb) => dlq::run(&ctx, verb).await,
+        Command::Webhooks(verb) => webhooks::run(&ctx, verb).await,
         Command::Audit { remove_orphans } => {
             Ok(if crate::audit::run(remove_orphans).await? { Exit::Done } else { Exit::Failed })
         }
