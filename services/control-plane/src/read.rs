@@ -90,6 +90,8 @@ pub struct TenantFilter<'a> {
     /// Only tenants in this status (as spelled by `TenantStatus`).
     pub status: Option<&'a str>,
     pub plan: Option<&'a str>,
+    /// Only this tenant: what a tenant-scoped token of the API may list.
+    pub tenant: Option<Uuid>,
     /// Only tenants after this `(created_at, id)`: the list's cursor.
     pub after: Option<(OffsetDateTime, Uuid)>,
     pub limit: i64,
@@ -104,6 +106,7 @@ where
         "SELECT {SUMMARY} FROM tenants
          WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR plan = $2)
            AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4))
+           AND ($6::uuid IS NULL OR id = $6)
          ORDER BY created_at, id LIMIT $5"
     )))
     .bind(filter.status)
@@ -111,6 +114,7 @@ where
     .bind(filter.after.map(|(t, _)| t))
     .bind(filter.after.map(|(_, id)| id))
     .bind(filter.limit)
+    .bind(filter.tenant)
     .fetch_all(pool)
     .await
 }

@@ -15,10 +15,22 @@
 //! (401), a missing scope (403), or a JWKS that cannot be fetched for a key
 //! not seen yet (503 with Retry-After: the token may be fine, the fault is
 //! ours).
+//!
+//! A token may be *tenant-scoped* ([`crate::scope`], docs/auth.md): its
+//! tenant claim (`landlord_tenant` in HS256 tokens Landlord mints; in RS256
+//! tokens of an external issuer the claim `LANDLORD_JWT_TENANT_CLAIM`
+//! names, e.g. a Clerk organization id) names one tenant, resolved when the
+//! request is authenticated. Such a caller is refused (403
+//! `tenant-scoped-token`) on every route not marked [`scope_aware`] in the
+//! router; the routes marked answer another tenant as a missing one (404)
+//! and filter lists to its own ([`Caller::may_see`],
+//! [`Caller::visible_tenant`]). Deny by default: a route added later is
+//! closed to tenant-scoped tokens until it handles them.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
@@ -27,8 +39,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 
+use uuid::Uuid;
+
 use crate::jwks::{Jwks, KeyError};
 use crate::problem::Problem;
+pub use crate::scope::{ScopedTenant, TENANT_CLAIM, TenantScope};
+use crate::state::App;
 
 pub const READ: &str = "tenants:read";
 pub const WRITE: &str = "tenants:write";
@@ -68,6 +84,12 @@ pub struct Claims {
     pub nbf: Option<u64>,
     #[serde(default)]
     pub scope: String,
+    /// The tenant the token is scoped to (a tenant id, key or Clerk
+    /// organization id): `landlord_tenant` when Landlord mints it; read
+    /// from the configured claim ([`Verifier::with_tenant_claim`]) of
+    /// external RS256 tokens. `None`: a token for every tenant.
+    #[serde(default, rename = "landlord_tenant", skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -131,13 +153,25 @@ impl<'a> Jwt<'a> {
         )
     }
 
-    /// The claims, once the signature is known to be good.
-    fn claims(&self, audience: &str, issuer: &str) -> Result<Claims, Problem> {
-        let claims: Claims = URL_SAFE_NO_PAD
+    /// The claims, once the signature is known to be good; the tenant
+    /// from the claim named `tenant_claim`.
+    fn claims(&self, audience: &str, issuer: &str, tenant_claim: &str) -> Result<Claims, Problem> {
+        let unreadable = || malformed("has unreadable claims (sub, iss, aud, exp and iat are required)");
+        let mut payload: serde_json::Value = URL_SAFE_NO_PAD
             .decode(self.payload)
             .ok()
             .and_then(|p| serde_json::from_slice(&p).ok())
-            .ok_or_else(|| malformed("has unreadable claims (sub, iss, aud, exp and iat are required)"))?;
+            .ok_or_else(unreadable)?;
+        let tenant = tenant_claim_of(&payload, tenant_claim)
+            .map(|value| crate::scope::claim_value(tenant_claim, value))
+            .transpose()?;
+        // `landlord_tenant` is read above when it is the tenant claim, and
+        // is nothing otherwise (whatever an external issuer put there).
+        if let Some(members) = payload.as_object_mut() {
+            members.remove(TENANT_CLAIM);
+        }
+        let mut claims: Claims = serde_json::from_value(payload).map_err(|_| unreadable())?;
+        claims.tenant = tenant;
         let now = now();
         // The claims are signed, yet numbers from outside all the same:
         // saturating, so an exp near u64::MAX is far future, not a wrap.
@@ -166,6 +200,19 @@ impl<'a> Jwt<'a> {
     }
 }
 
+/// The claim `name` of `payload`: a member of that name, else, for a
+/// dotted name such as `o.id` (Clerk's session token v2 nests the
+/// organization), the path through nested objects.
+fn tenant_claim_of<'a>(payload: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    if let Some(value) = payload.get(name) {
+        return Some(value).filter(|v| !v.is_null());
+    }
+    if !name.contains('.') {
+        return None;
+    }
+    name.split('.').try_fold(payload, |value, member| value.get(member)).filter(|v| !v.is_null())
+}
+
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -190,6 +237,24 @@ impl Tokens {
             iat,
             nbf: None,
             scope: scopes.join(" "),
+            tenant: None,
+        };
+        self.sign(&claims)
+    }
+
+    /// A token like [`Tokens::mint`]'s, scoped to the tenant `tenant`
+    /// (its id, as `landlord-gateway mint-token --tenant` puts it).
+    pub fn mint_scoped(&self, subject: &str, scopes: &[String], ttl: Duration, tenant: &str) -> String {
+        let iat = now();
+        let claims = Claims {
+            sub: subject.to_owned(),
+            iss: self.issuer.clone(),
+            aud: Audience::One(self.audience.clone()),
+            exp: iat.saturating_add(ttl.as_secs()),
+            iat,
+            nbf: None,
+            scope: scopes.join(" "),
+            tenant: Some(tenant.to_owned()),
         };
         self.sign(&claims)
     }
@@ -210,7 +275,7 @@ impl Tokens {
             return Err(jwt.refuse_algorithm("only HS256"));
         }
         self.check_signature(&jwt)?;
-        jwt.claims(&self.audience, &self.issuer)
+        jwt.claims(&self.audience, &self.issuer, TENANT_CLAIM)
     }
 
     fn check_signature(&self, jwt: &Jwt<'_>) -> Result<(), Problem> {
@@ -229,11 +294,28 @@ pub struct Verifier {
     jwks: Option<Arc<Jwks>>,
     audience: String,
     issuer: String,
+    /// The claim of RS256 tokens holding their tenant.
+    tenant_claim: String,
 }
 
 impl Verifier {
     pub fn new(hs256: Option<Tokens>, jwks: Option<Arc<Jwks>>, audience: &str, issuer: &str) -> Self {
-        Self { hs256, jwks, audience: audience.to_owned(), issuer: issuer.to_owned() }
+        Self {
+            hs256,
+            jwks,
+            audience: audience.to_owned(),
+            issuer: issuer.to_owned(),
+            tenant_claim: TENANT_CLAIM.to_owned(),
+        }
+    }
+
+    /// Reads the tenant of RS256 tokens from the claim `name`
+    /// (`LANDLORD_JWT_TENANT_CLAIM`; default `landlord_tenant`). A dotted
+    /// name is also looked up as a path (`o.id`). HS256 tokens, minted by
+    /// Landlord, always use `landlord_tenant`.
+    pub fn with_tenant_claim(mut self, name: &str) -> Self {
+        name.clone_into(&mut self.tenant_claim);
+        self
     }
 
     /// Accepted algorithms, for messages.
@@ -248,8 +330,11 @@ impl Verifier {
     /// Checks a token and returns its claims, or why it is refused.
     pub async fn verify(&self, token: &str) -> Result<Claims, Problem> {
         let jwt = Jwt::parse(token)?;
-        match (jwt.header.alg.as_str(), &self.hs256, &self.jwks) {
-            ("HS256", Some(secret), _) => secret.check_signature(&jwt)?,
+        let tenant_claim = match (jwt.header.alg.as_str(), &self.hs256, &self.jwks) {
+            ("HS256", Some(secret), _) => {
+                secret.check_signature(&jwt)?;
+                TENANT_CLAIM
+            }
             ("RS256", _, Some(jwks)) => {
                 let kid = jwt.header.kid.as_deref().ok_or_else(|| {
                     Problem::unauthenticated(
@@ -264,10 +349,11 @@ impl Verifier {
                         format!("the bearer token's signature does not verify with key {kid:?} of the JWKS"),
                     ));
                 }
+                &self.tenant_claim
             }
             _ => return Err(jwt.refuse_algorithm(self.accepted())),
-        }
-        jwt.claims(&self.audience, &self.issuer)
+        };
+        jwt.claims(&self.audience, &self.issuer, tenant_claim)
     }
 }
 
@@ -303,13 +389,54 @@ fn key_problem(jwks: &Jwks, error: KeyError) -> Problem {
 pub struct Caller {
     pub subject: String,
     scopes: Vec<String>,
+    /// `Some`: a tenant-scoped token (see the module's documentation).
+    tenant: Option<TenantScope>,
+}
+
+/// Marks the routes that handle tenant-scoped callers themselves (see
+/// [`scope_aware`]); on every other route the [`Caller`] extractor refuses
+/// them.
+#[derive(Debug, Clone, Copy)]
+pub struct ScopeAware;
+
+/// `router`'s routes answer tenant-scoped tokens: each checks
+/// [`Caller::may_see`] (another tenant answers as a missing one, 404) or
+/// filters its SQL with [`Caller::visible_tenant`]. Add routes to `router`
+/// before calling this (a route layer covers the routes already there).
+pub fn scope_aware<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router.route_layer(axum::Extension(ScopeAware))
 }
 
 impl Caller {
     /// A caller known otherwise than by a bearer header: the console's
-    /// session, made from a token this [`Verifier`] accepted.
+    /// session, made from a token this [`Verifier`] accepted. A global
+    /// caller: for a token's tenant claim use [`Caller::with_scope`] or
+    /// [`Caller::from_claims`].
     pub fn new(subject: impl Into<String>, scopes: Vec<String>) -> Self {
-        Self { subject: subject.into(), scopes }
+        Self { subject: subject.into(), scopes, tenant: None }
+    }
+
+    /// A caller with its tenant scope already resolved (`None`: global).
+    pub fn with_scope(subject: impl Into<String>, scopes: Vec<String>, tenant: Option<TenantScope>) -> Self {
+        Self { subject: subject.into(), scopes, tenant }
+    }
+
+    /// The caller `claims` (checked by the [`Verifier`]) stand for, its
+    /// tenant claim resolved now ([`crate::scope::resolve`]).
+    pub async fn from_claims(app: &App, claims: Claims) -> Result<Self, Problem> {
+        let tenant = match claims.tenant.as_deref() {
+            None => None,
+            Some(claim) => Some(crate::scope::resolve(&app.pool, claim).await?),
+        };
+        let scopes = claims.scope.split_whitespace().map(str::to_owned).collect();
+        Ok(Self { subject: claims.sub, scopes, tenant })
+    }
+
+    /// Checks `token` as the API checks a bearer token: the caller it
+    /// stands for, or why it is refused.
+    pub async fn authenticate(app: &App, token: &str) -> Result<Self, Problem> {
+        let claims = app.verifier.verify(token).await?;
+        Self::from_claims(app, claims).await
     }
 
     /// The scopes the token granted.
@@ -328,17 +455,45 @@ impl Caller {
             ))
         }
     }
+
+    /// `None`: a global token, which sees every tenant. `Some`: a
+    /// tenant-scoped one.
+    pub fn tenant_scope(&self) -> Option<&TenantScope> {
+        self.tenant.as_ref()
+    }
+
+    /// Whether this caller may see and act on tenant `tenant_id`: any
+    /// tenant for a global caller, its own only for a tenant-scoped one.
+    /// A handler answers a tenant it may not see exactly as a missing one.
+    pub fn may_see(&self, tenant_id: Uuid) -> bool {
+        self.tenant.as_ref().is_none_or(|scope| scope.covers(tenant_id))
+    }
+
+    /// For lists filtered in SQL: `None` for a global caller, else the one
+    /// tenant id it may see (the nil UUID, which no tenant has, when its
+    /// scope names none). Bind it and add `AND ($n::uuid IS NULL OR t.id = $n)`.
+    pub fn visible_tenant(&self) -> Option<Uuid> {
+        self.tenant.as_ref().map(TenantScope::visible_tenant)
+    }
+
+    /// 403 `tenant-scoped-token` for a tenant-scoped caller: `what` (e.g.
+    /// "create tenants") concerns no single tenant. Says nothing of any
+    /// tenant.
+    pub fn require_global(&self, what: &str) -> Result<(), Problem> {
+        match &self.tenant {
+            None => Ok(()),
+            Some(_) => Err(Problem::forbidden(
+                "tenant-scoped-token",
+                format!("a tenant-scoped token cannot {what}; this needs a token without a tenant claim"),
+            )),
+        }
+    }
 }
 
-/// Anything that can hand out the verifier.
-pub trait HasVerifier {
-    fn verifier(&self) -> &Verifier;
-}
-
-impl<S: HasVerifier + Send + Sync> FromRequestParts<S> for Caller {
+impl FromRequestParts<App> for Caller {
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Err(Problem::unauthenticated(
                 "token-missing",
@@ -353,9 +508,15 @@ impl<S: HasVerifier + Send + Sync> FromRequestParts<S> for Caller {
             .ok_or_else(|| {
                 Problem::unauthenticated("token-missing", "the Authorization header must be \"Bearer <token>\"")
             })?;
-        let claims = state.verifier().verify(token).await?;
-        let caller =
-            Caller { subject: claims.sub, scopes: claims.scope.split_whitespace().map(str::to_owned).collect() };
+        let claims = app.verifier.verify(token).await?;
+        // Deny by default: refused before the claim is even resolved.
+        if claims.tenant.is_some() && parts.extensions.get::<ScopeAware>().is_none() {
+            return Err(Problem::forbidden(
+                "tenant-scoped-token",
+                "a tenant-scoped token cannot use this route; it needs a token without a tenant claim",
+            ));
+        }
+        let caller = Self::from_claims(app, claims).await?;
         parts.extensions.insert(caller.clone());
         Ok(caller)
     }
@@ -379,6 +540,45 @@ mod tests {
         assert_eq!(t.verify(&tampered).unwrap_err().kind, "urn:landlord:problem:token-signature");
         let other = Tokens::new(b"other", "landlord", "landlord").mint("x", &[], Duration::from_secs(60));
         assert_eq!(t.verify(&other).unwrap_err().kind, "urn:landlord:problem:token-signature");
+    }
+
+    #[test]
+    fn the_tenant_claim_is_landlord_tenant_or_the_configured_one() {
+        let t = tokens();
+        let scoped = t.mint_scoped("a", &[READ.to_owned()], Duration::from_secs(60), "acme");
+        assert_eq!(t.verify(&scoped).unwrap().tenant.as_deref(), Some("acme"));
+        assert_eq!(t.verify(&t.mint("a", &[], Duration::from_secs(60))).unwrap().tenant, None);
+        // An external token's claim, by name or (dotted) by path.
+        let now = now();
+        let payload = serde_json::json!({
+            "sub": "u", "iss": "landlord", "aud": "landlord", "exp": now + 60, "iat": now,
+            "o": {"id": "org_2x"}, "https://example.com/tenant": "acme", "landlord_tenant": "other",
+        });
+        let token = format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"a"}"#),
+            URL_SAFE_NO_PAD.encode(payload.to_string())
+        );
+        let jwt = Jwt::parse(&token).unwrap();
+        let tenant = |claim: &str| jwt.claims("landlord", "landlord", claim).map(|c| c.tenant);
+        assert_eq!(tenant("o.id").unwrap().as_deref(), Some("org_2x"));
+        assert_eq!(tenant("https://example.com/tenant").unwrap().as_deref(), Some("acme"));
+        assert_eq!(tenant("landlord_tenant").unwrap().as_deref(), Some("other"));
+        assert_eq!(tenant("org_id").unwrap(), None);
+        assert_eq!(tenant("o").unwrap_err().kind, "urn:landlord:problem:token-tenant");
+    }
+
+    #[test]
+    fn a_scoped_caller_sees_its_own_tenant_only() {
+        let own = Uuid::from_u128(1);
+        let scope = TenantScope { claim: own.to_string(), tenant: Some(ScopedTenant { id: own, key: None }) };
+        let caller = Caller::with_scope("a", vec![READ.to_owned()], Some(scope));
+        assert!(caller.may_see(own) && !caller.may_see(Uuid::from_u128(2)));
+        assert_eq!(caller.visible_tenant(), Some(own));
+        assert_eq!(caller.require_global("create tenants").unwrap_err().status, 403);
+        let global = Caller::new("b", vec![READ.to_owned()]);
+        assert!(global.may_see(Uuid::from_u128(2)) && global.visible_tenant().is_none());
+        assert!(global.require_global("create tenants").is_ok());
     }
 
     #[test]

@@ -9,6 +9,14 @@
 //! sequence `n + 1`, missing nothing and repeating nothing. Without one the
 //! feed starts with the next new event. `tenant` and `type` (an event name
 //! such as `step_failed`) narrow the feed by subject, on the server.
+//!
+//! A tenant-scoped token gets its own tenant's events only: the feed's
+//! subject filter is its tenant's key whatever the query says, and a
+//! `tenant` naming another key is answered 404 as a missing tenant would be
+//! to it — whether that tenant exists or not (docs/auth.md). A key can be
+//! used again after its tenant is purged, and the events of each tenant
+//! that held it share its subjects: a scoped feed also skips what was
+//! published outside its own tenant's time with the key ([`Window`]).
 
 use std::convert::Infallible;
 
@@ -23,6 +31,7 @@ use futures_util::StreamExt as _;
 use landlord_contract::{EventKind, StreamKind, TenantKey, header};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use crate::auth::{Caller, READ};
 use crate::problem::{Problem, Result};
@@ -61,12 +70,27 @@ pub async fn feed(
     caller.require(READ)?;
     let Query(query) =
         query.map_err(|e| Problem::bad_request("query", format!("the query string is not valid: {e}")))?;
-    let tenant = query
+    let mut tenant = query
         .tenant
         .as_deref()
         .map(TenantKey::parse)
         .transpose()
         .map_err(|e| Problem::invalid(e.rule(), e.to_string()))?;
+    let mut window = Window::default();
+    if let Some(scope) = caller.tenant_scope() {
+        if let Some(own) = &scope.tenant {
+            window = Window::of(&app, own.id).await?;
+        }
+        let own = scope.key().and_then(|key| TenantKey::parse(key).ok());
+        tenant = match (own, tenant) {
+            (Some(own), None) => Some(own),
+            (Some(own), Some(asked)) if asked == own => Some(own),
+            (_, asked) => {
+                let named = asked.map_or_else(|| scope.claim.clone(), |key| key.to_string());
+                return Err(Problem::not_found(format!("no tenant has the key {named:?}")));
+            }
+        };
+    }
     let kind = match query.kind.as_deref() {
         None => None,
         Some(name) => Some(EventKind::from_name(name).ok_or_else(|| {
@@ -102,8 +126,9 @@ pub async fn feed(
         .await
         .map_err(|e| Problem::unavailable("the event stream", &e))?;
     let messages = consumer.messages().await.map_err(|e| Problem::unavailable("the event stream", &e))?;
-    let events = messages.filter_map(|message| async move {
+    let events = messages.filter_map(move |message| async move {
         match message {
+            Ok(message) if !window.holds(&message) => None,
             Ok(message) => Some(Ok::<_, Infallible>(to_event(&message))),
             Err(error) => {
                 // The ordered consumer recreates itself; the client sees
@@ -114,6 +139,39 @@ pub async fn feed(
         }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// When a scoped feed's tenant held its key: after the previous holder's
+/// tombstone, until its own (if it is one). Unbounded for a global feed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    after: Option<OffsetDateTime>,
+    until: Option<OffsetDateTime>,
+}
+
+impl Window {
+    async fn of(app: &App, tenant: uuid::Uuid) -> Result<Self> {
+        let found: Option<(Option<OffsetDateTime>, Option<OffsetDateTime>)> = sqlx::query_as(
+            "SELECT (SELECT max(o.deleted_at) FROM tenants o
+                     WHERE o.key = t.key AND o.id <> t.id AND o.status = 'DELETED' AND o.deleted_at <= t.created_at),
+                    CASE WHEN t.status = 'DELETED' THEN t.deleted_at END
+             FROM tenants t WHERE t.id = $1",
+        )
+        .bind(tenant)
+        .fetch_optional(&app.pool)
+        .await?;
+        let (after, until) = found.unwrap_or_default();
+        Ok(Self { after, until })
+    }
+
+    fn holds(&self, message: &async_nats::jetstream::Message) -> bool {
+        if self.after.is_none() && self.until.is_none() {
+            return true;
+        }
+        // Without its metadata a message cannot be placed: left out.
+        let Ok(info) = message.info() else { return false };
+        self.after.is_none_or(|after| info.published > after) && self.until.is_none_or(|until| info.published <= until)
+    }
 }
 
 /// The `data` of each Server-Sent Event: one lifecycle event, its

@@ -59,6 +59,7 @@
 //! | `LANDLORD_JWKS_REFETCH_MIN` | `10s` | least time between refetches forced by tokens with an unknown `kid` |
 //! | `LANDLORD_JWT_AUDIENCE` | `landlord` | required `aud` of tokens |
 //! | `LANDLORD_JWT_ISSUER` | `landlord` | required `iss` of tokens |
+//! | `LANDLORD_JWT_TENANT_CLAIM` | `landlord_tenant` | claim of RS256 tokens naming the one tenant the token is scoped to: a tenant id, key or Clerk organization id; a dotted name is also a path (`o.id`) ([`scope`], docs/auth.md) |
 //! | `LANDLORD_PLANS` | `deploy/plans.toml` | plans file, the orchestrator's: requests are validated against it |
 //! | `LANDLORD_CLERK_WEBHOOK_SECRET` | — | Svix signing secret `whsec_…`; unset: no Clerk endpoints |
 //! | `LANDLORD_CLERK_PLAN` | `standard` | plan of tenants made from Clerk organizations |
@@ -95,6 +96,7 @@ pub mod limits;
 pub mod openapi;
 pub mod outbound;
 pub mod problem;
+pub mod scope;
 pub mod signup;
 pub mod state;
 pub mod svix;
@@ -127,6 +129,9 @@ pub struct GatewayConfig {
     pub jwks: Option<jwks::JwksSettings>,
     pub jwt_audience: String,
     pub jwt_issuer: String,
+    /// The claim of RS256 tokens holding their tenant (HS256 tokens use
+    /// `landlord_tenant`).
+    pub jwt_tenant_claim: String,
     pub plans: Plans,
     pub clerk: Option<clerk::Settings>,
     pub limits: limits::Limits,
@@ -212,6 +217,7 @@ impl GatewayConfig {
             jwks,
             jwt_audience: env.string("LANDLORD_JWT_AUDIENCE", "landlord"),
             jwt_issuer: env.string("LANDLORD_JWT_ISSUER", "landlord"),
+            jwt_tenant_claim: tenant_claim(env)?,
             plans,
             clerk,
             limits: limits::Limits {
@@ -259,6 +265,20 @@ fn deletion_grace(env: &Env) -> Result<tenants::Grace, ConfigError> {
     Ok(tenants::Grace { default, max })
 }
 
+/// `LANDLORD_JWT_TENANT_CLAIM`: a claim name, 1 to 100 visible ASCII
+/// characters.
+fn tenant_claim(env: &Env) -> Result<String, ConfigError> {
+    let name = env.string("LANDLORD_JWT_TENANT_CLAIM", scope::TENANT_CLAIM);
+    if name.is_empty() || name.len() > 100 || !name.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(ConfigError::Invalid {
+            var: "LANDLORD_JWT_TENANT_CLAIM".into(),
+            value: name,
+            problem: "must be a claim name: 1 to 100 visible ASCII characters".into(),
+        });
+    }
+    Ok(name)
+}
+
 /// An `https://` or `http://` URL, without a trailing slash.
 fn http_url(var: &str, value: &str) -> Result<String, ConfigError> {
     let invalid = |problem: &str| ConfigError::Invalid {
@@ -289,7 +309,10 @@ pub fn jwt_secret(env: &Env) -> Result<Vec<u8>, ConfigError> {
 /// The API's routes and layers, and the console's (its failures are
 /// pages, not problem+json).
 pub fn router(app: App, limits: &limits::Limits, console: console::Console) -> Router {
-    let mut routes = Router::new()
+    // The routes that answer tenant-scoped tokens themselves (another
+    // tenant is a missing one, lists and the feed are filtered); on every
+    // other route the Caller extractor refuses such a token (auth.rs).
+    let scoped = Router::new()
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
         // PATCH and DELETE take a key; the segment's name is shared with GET.
         .route("/v1/tenants/{id_or_key}", get(tenants::get).patch(tenants::update).delete(tenants::delete))
@@ -300,7 +323,9 @@ pub fn router(app: App, limits: &limits::Limits, console: console::Console) -> R
         .route("/v1/tenants/{key}/restore", post(tenants::restore))
         .route("/v1/tenants/{key}/export", post(tenants::export))
         .route("/v1/tenants/{key}/audit", get(tenants::audit))
-        .route("/v1/events", get(events::feed))
+        .route("/v1/events", get(events::feed));
+    let mut routes = Router::new()
+        .merge(auth::scope_aware(scoped))
         .route("/v1/openapi.json", get(|| async { axum::Json(openapi::document()) }));
     routes = routes.merge(signup::routes(app.clone())).merge(outbound::routes());
     if app.clerk.is_some() {
@@ -356,7 +381,8 @@ pub async fn attach(service: &mut Service, config: GatewayConfig) -> anyhow::Res
             Some(jwks)
         }
     };
-    let verifier = Verifier::new(config.tokens(), jwks, &config.jwt_audience, &config.jwt_issuer);
+    let verifier = Verifier::new(config.tokens(), jwks, &config.jwt_audience, &config.jwt_issuer)
+        .with_tenant_claim(&config.jwt_tenant_claim);
     let backend = config.clerk.as_ref().and_then(|c| c.backend.clone());
     let (lookups, lookup_queue) = clerk::Lookups::new();
     let app = App {

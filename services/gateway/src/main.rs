@@ -3,12 +3,14 @@
 //! `landlord-gateway openapi` prints the OpenAPI document (the committed
 //! `services/gateway/openapi.json` is its output).
 //!
-//! `landlord-gateway mint-token [--scope SCOPES] [--ttl DURATION] [--subject NAME]`
+//! `landlord-gateway mint-token [--scope SCOPES] [--ttl DURATION] [--subject NAME] [--tenant ID]`
 //! prints a bearer token signed with `LANDLORD_JWT_SECRET` — how a fresh
 //! install gets its first admin token. Scopes are comma- or space-separated
 //! (default `tenants:read,tenants:write`; `tenants:purge`, an offboarding
 //! without grace period, only when named), the TTL a duration such as `1h`
-//! or `30d` (default `1h`), the subject defaults to `admin`.
+//! or `30d` (default `1h`), the subject defaults to `admin`. `--tenant`
+//! takes a tenant id (the `id` of `GET /v1/tenants/{key}`) and scopes the
+//! token to that tenant alone (claim `landlord_tenant`; docs/auth.md).
 
 use std::time::Duration;
 
@@ -45,6 +47,7 @@ fn mint_token(env: &Env, args: &[String]) -> anyhow::Result<()> {
     let mut scopes: Vec<String> = [auth::READ, auth::WRITE].iter().map(|s| (*s).to_owned()).collect();
     let mut ttl = Duration::from_secs(3600);
     let mut subject = "admin".to_owned();
+    let mut tenant = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
@@ -57,8 +60,17 @@ fn mint_token(env: &Env, args: &[String]) -> anyhow::Result<()> {
             }
             "--ttl" => ttl = humantime_duration(value()?)?,
             "--subject" => subject = value()?.clone(),
+            "--tenant" => {
+                let raw = value()?;
+                // An id, not a key: a key can name another tenant after a purge.
+                let id = uuid::Uuid::parse_str(raw).with_context(|| {
+                    format!("--tenant takes a tenant id (a UUID, the id of GET /v1/tenants/{{key}}), not {raw:?}")
+                })?;
+                tenant = Some(id.to_string());
+            }
             other => anyhow::bail!(
-                "unknown argument {other:?}; usage: landlord-gateway mint-token [--scope S] [--ttl D] [--subject N]"
+                "unknown argument {other:?}; usage: landlord-gateway mint-token [--scope S] [--ttl D] [--subject N] \
+                 [--tenant ID]"
             ),
         }
     }
@@ -67,7 +79,10 @@ fn mint_token(env: &Env, args: &[String]) -> anyhow::Result<()> {
         &env.string("LANDLORD_JWT_AUDIENCE", "landlord"),
         &env.string("LANDLORD_JWT_ISSUER", "landlord"),
     );
-    println!("{}", tokens.mint(&subject, &scopes, ttl));
+    match tenant {
+        None => println!("{}", tokens.mint(&subject, &scopes, ttl)),
+        Some(tenant) => println!("{}", tokens.mint_scoped(&subject, &scopes, ttl, &tenant)),
+    }
     Ok(())
 }
 

@@ -157,7 +157,12 @@ impl Answers {
                     "No valid bearer token: missing, malformed, an algorithm not accepted, a missing or unknown key id (kid), bad signature, expired, wrong audience or issuer",
                 ),
             ),
-            ("403", self.problem("The token lacks the scope this needs")),
+            (
+                "403",
+                self.problem(
+                    "The token lacks the scope this needs, or is tenant-scoped and this concerns no single tenant (tenant-scoped-token)",
+                ),
+            ),
             ("429", self.problem("Too many requests from this client; see Retry-After")),
             (
                 "503",
@@ -208,7 +213,7 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                           "description": format!("JWT with aud/iss as configured and scopes {READ}, {WRITE}, {PURGE} (an offboarding with no grace period) in `scope`: HS256 with the shared secret (LANDLORD_JWT_SECRET) and/or RS256 with a key named by `kid` from the JWKS at LANDLORD_JWKS_URL, as configured")}
+                           "description": format!("JWT with aud/iss as configured and scopes {READ}, {WRITE}, {PURGE} (an offboarding with no grace period) in `scope`: HS256 with the shared secret (LANDLORD_JWT_SECRET) and/or RS256 with a key named by `kid` from the JWKS at LANDLORD_JWKS_URL, as configured. A token may be tenant-scoped: its tenant claim (`landlord_tenant` in HS256 tokens, which `landlord-gateway mint-token --tenant <id>` mints; in RS256 tokens the claim LANDLORD_JWT_TENANT_CLAIM names, default `landlord_tenant`, a dotted name such as `o.id` read as a path) holds a tenant id (UUID), a Clerk organization id (`org_…`) or a tenant key. Such a token reads and acts on that one tenant: another tenant, on every `/v1/tenants/{{…}}` path, is answered 404 exactly as a missing one; the list and the event feed hold its own tenant only (`tenant` naming another: 404); creating a tenant and every route that concerns no single tenant answer 403 `tenant-scoped-token`. A tenant claim that is not a string, or names no tenant in any of the three forms, is refused 401 `token-tenant`; one naming a tenant that does not exist (yet) sees nothing (docs/auth.md)")}
             }
         },
         "paths": {

@@ -8,7 +8,7 @@ use landlord_control_plane::Plans;
 use landlord_control_plane::outbox::Dispatcher;
 use sqlx::PgPool;
 
-use crate::auth::{self, Verifier};
+use crate::auth::Verifier;
 use crate::clerk::backend::Lookups;
 use crate::clerk::settings::Settings;
 use crate::tenants::grace::Grace;
@@ -27,10 +27,4 @@ pub struct App {
     pub jetstream: async_nats::jetstream::Context,
     /// An offboarding's grace period: default and maximum.
     pub deletion_grace: Grace,
-}
-
-impl auth::HasVerifier for App {
-    fn verifier(&self) -> &Verifier {
-        &self.verifier
-    }
 }

@@ -32,10 +32,10 @@ use tokio_util::sync::CancellationToken;
 mod auth;
 #[path = "gateway/clerk.rs"]
 mod clerk;
-#[path = "gateway/console.rs"]
-mod console;
 #[path = "gateway/clerk_members.rs"]
 mod clerk_members;
+#[path = "gateway/console.rs"]
+mod console;
 #[path = "gateway/events.rs"]
 mod events;
 #[path = "gateway/hardening.rs"]
@@ -52,6 +52,8 @@ mod openapi;
 mod outbound;
 #[path = "gateway/properties.rs"]
 mod properties;
+#[path = "gateway/scoped.rs"]
+mod scoped;
 #[path = "gateway/signup.rs"]
 mod signup;
 #[path = "gateway/tenants.rs"]

@@ -66,7 +66,7 @@ pub async fn audit(
     if Uuid::parse_str(&id_or_key).is_err() {
         TenantKey::parse(&id_or_key).map_err(|e| Problem::invalid(e.rule(), e.to_string()))?;
     }
-    let Some(tenant) = find(&app, &id_or_key).await? else {
+    let Some(tenant) = find(&app, &id_or_key).await?.filter(|t| caller.may_see(t.summary.id)) else {
         return Err(Problem::not_found(format!("no tenant has the id or key {id_or_key:?}")));
     };
     let entries = landlord_control_plane::read::audit(&app.pool, tenant.summary.id, after, limit + 1).await?;

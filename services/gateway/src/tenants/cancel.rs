@@ -35,7 +35,8 @@ pub async fn cancel(
     .bind(key.as_str())
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((tenant, status, running)) = found else {
+    // Another tenant's, for a tenant-scoped token: as if there were none.
+    let Some((tenant, status, running)) = found.filter(|(tenant, ..)| caller.may_see(*tenant)) else {
         return Err(Problem::not_found(format!("no tenant has the key {:?}", key.as_str())));
     };
     let Some(saga) = running else {

@@ -23,6 +23,8 @@ fn sha256(bytes: &[u8]) -> Vec<u8> {
 /// `POST /v1/tenants`.
 pub async fn create(State(app): State<App>, caller: Caller, headers: HeaderMap, body: Bytes) -> Result<Response> {
     caller.require(WRITE)?;
+    // A tenant's own token makes no other tenant (403 says nothing of any).
+    caller.require_global("create tenants")?;
     let idempotency_key = idempotency_key(&headers)?;
     let body: CreateTenant = crate::body::json(&headers, &body)?;
     let request = pb::TenantRequested {

@@ -40,5 +40,5 @@ pub async fn delete(
     let mut request = api_request(&key, Operation::Offboard, &idempotency_key, &caller, reason);
     request.purge_at = Some(purge_at);
     request.export = body.export;
-    operate(&app, &key, request).await
+    operate(&app, &caller, &key, request).await
 }

@@ -74,8 +74,12 @@ pub async fn get(State(app): State<App>, caller: Caller, Path(id_or_key): Path<S
     }
     let found: Option<ViewRow> = landlord_control_plane::read::tenant_view(&app.pool, &id_or_key).await?;
     let Some(ViewRow { tenant: row, lifecycle, resources, saga }) = found else {
-        return pending_request(&app, &id_or_key).await;
+        return pending_request(&app, &caller, &id_or_key).await;
     };
+    // Another tenant's, for a tenant-scoped token: as if there were none.
+    if !caller.may_see(row.summary.id) {
+        return Err(Problem::not_found(format!("no tenant has the id or key {id_or_key:?}")));
+    }
     let resources: Vec<ResourceView> = resources
         .0
         .into_iter()
@@ -131,15 +135,15 @@ pub async fn get(State(app): State<App>, caller: Caller, Path(id_or_key): Path<S
 }
 
 /// A tenant accepted here that the orchestrator has not taken up yet is
-/// reported as `REQUESTED`, not as missing.
-async fn pending_request(app: &App, id_or_key: &str) -> Result<Response> {
+/// reported as `REQUESTED`, not as missing (to a caller who may see it).
+async fn pending_request(app: &App, caller: &Caller, id_or_key: &str) -> Result<Response> {
     let sql = format!(
         "SELECT tenant_id, tenant_key, created_at FROM api_requests WHERE {} ORDER BY created_at LIMIT 1",
         if Uuid::parse_str(id_or_key).is_ok() { "tenant_id = $1::uuid" } else { "tenant_key = $1" }
     );
     let found: Option<(Uuid, String, OffsetDateTime)> =
         sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id_or_key).fetch_optional(&app.pool).await?;
-    match found {
+    match found.filter(|(id, ..)| caller.may_see(*id)) {
         Some((id, key, at)) => {
             Ok(Json(RequestedTenant { id, key, status: RequestedStatus::Requested, requested_at: at }).into_response())
         }

@@ -79,7 +79,14 @@ pub async fn list(
         },
     };
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let filter = TenantFilter { status: query.status.as_deref(), plan: query.plan.as_deref(), after, limit: limit + 1 };
+    let filter = TenantFilter {
+        status: query.status.as_deref(),
+        plan: query.plan.as_deref(),
+        // A tenant-scoped token lists its own tenant only, in the query.
+        tenant: caller.visible_tenant(),
+        after,
+        limit: limit + 1,
+    };
     let mut items: Vec<TenantSummary> = landlord_control_plane::read::tenants(&app.pool, filter).await?;
     let more = items.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));

@@ -129,8 +129,14 @@ pub(super) fn api_request(
 }
 
 /// Asks for `request` on behalf of an API caller: 202 with the saga, or
-/// the refusal.
-pub(super) async fn operate(app: &App, key: &TenantKey, request: OperationRequest) -> Result<Response> {
+/// the refusal. A tenant-scoped caller's request for another tenant is
+/// refused as one for a missing tenant, before anything is asked.
+pub(super) async fn operate(
+    app: &App,
+    caller: &Caller,
+    key: &TenantKey,
+    request: OperationRequest,
+) -> Result<Response> {
     // The control plane keeps idempotency ids of up to 200 characters, the
     // `api:` prefix included.
     if request.idempotency_id.len() > MAX_IDEMPOTENCY_ID {
@@ -138,6 +144,19 @@ pub(super) async fn operate(app: &App, key: &TenantKey, request: OperationReques
             "idempotency-key",
             format!("an operation's Idempotency-Key is at most {} characters", MAX_IDEMPOTENCY_ID - "api:".len()),
         ));
+    }
+    if caller.tenant_scope().is_some() {
+        // The live tenant the control plane would act on (a key names one
+        // at most). Checked just before the request: a tenant is purged
+        // and its key taken again only through sagas that take far longer.
+        let live: Option<uuid::Uuid> =
+            sqlx::query_scalar("SELECT id FROM tenants WHERE key = $1 AND status <> 'DELETED'")
+                .bind(key.as_str())
+                .fetch_optional(&app.pool)
+                .await?;
+        if !live.is_some_and(|id| caller.may_see(id)) {
+            return Err(refusal(key.as_str(), Refused::UnknownTenant));
+        }
     }
     let operation = request.operation;
     let by = request.requested_by.clone();
@@ -181,5 +200,5 @@ pub(super) async fn with_optional_reason(
     let key = tenant_key(key)?;
     let body: super::bodies::ReasonBody = crate::body::json_or_default(headers, body)?;
     let reason = reason(body.reason.as_deref(), false, default_reason)?;
-    operate(app, &key, api_request(&key, operation, &idempotency_key, caller, reason)).await
+    operate(app, caller, &key, api_request(&key, operation, &idempotency_key, caller, reason)).await
 }

@@ -17,7 +17,8 @@ use crate::state::App;
 pub async fn retry(State(app): State<App>, caller: Caller, Path(key): Path<String>) -> Result<Response> {
     caller.require(WRITE)?;
     let key = TenantKey::parse(&key).map_err(|e| Problem::invalid(e.rule(), e.to_string()))?;
-    let Some(row) = find(&app, key.as_str()).await? else {
+    // Another tenant's, for a tenant-scoped token: as if there were none.
+    let Some(row) = find(&app, key.as_str()).await?.filter(|row| caller.may_see(row.summary.id)) else {
         return Err(Problem::not_found(format!("no tenant has the key {:?}", key.as_str())));
     };
     if row.summary.status != "FAILED" {

@@ -28,7 +28,7 @@ pub async fn suspend(
     let key = tenant_key(&key)?;
     let body: SuspendBody = crate::body::json(&headers, &body)?;
     let reason = reason(Some(&body.reason), true, "")?;
-    operate(&app, &key, api_request(&key, Operation::Suspend, &idempotency_key, &caller, reason)).await
+    operate(&app, &caller, &key, api_request(&key, Operation::Suspend, &idempotency_key, &caller, reason)).await
 }
 
 /// `POST /v1/tenants/{key}/resume` `{reason?}`.

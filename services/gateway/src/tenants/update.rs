@@ -28,13 +28,18 @@ fn tier_change(detail: String) -> Problem {
 /// 422 unless the tier and the plan the patch names (if any) are of the
 /// tenant's tier. The control plane checks the plan again under its lock;
 /// this is the early answer with the clearer message.
-async fn refuse_tier_change(app: &App, key: &str, body: &UpdateTenant) -> Result<()> {
+async fn refuse_tier_change(app: &App, caller: &Caller, key: &str, body: &UpdateTenant) -> Result<()> {
     if body.tier.is_none() && body.plan.is_none() {
         return Ok(());
     }
     let wanted_tier = body.tier.as_deref().map(|t| parse_tier(Some(t))).transpose()?;
-    // Unknown (or a tombstone): the control plane answers 404.
-    let Some(row) = find(app, key).await?.filter(|row| row.summary.status != "DELETED") else { return Ok(()) };
+    // Unknown, a tombstone, or another tenant's for a tenant-scoped
+    // token: operate answers 404.
+    let Some(row) =
+        find(app, key).await?.filter(|row| row.summary.status != "DELETED" && caller.may_see(row.summary.id))
+    else {
+        return Ok(());
+    };
     let tier = row.summary.tier;
     if let Some(wanted) = wanted_tier
         && tier_name(wanted) != tier
@@ -90,7 +95,7 @@ pub async fn update(
     let body: UpdateTenant = crate::body::json(&headers, &body)?;
     let reason = reason(body.reason.as_deref(), false, "updated through the API")?;
     refuse_nul(&body)?;
-    refuse_tier_change(&app, key.as_str(), &body).await?;
+    refuse_tier_change(&app, &caller, key.as_str(), &body).await?;
     let patch = TenantPatch {
         display_name: body.display_name,
         domains: body.domains,
@@ -115,5 +120,5 @@ pub async fn update(
     }
     let mut request = api_request(&key, Operation::Update, &idempotency_key, &caller, reason);
     request.patch = Some(patch);
-    operate(&app, &key, request).await
+    operate(&app, &caller, &key, request).await
 }

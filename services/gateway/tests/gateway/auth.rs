@@ -20,6 +20,7 @@ async fn auth_failures_say_why() -> Result<()> {
         iat: now - 1200,
         nbf: None,
         scope: format!("{READ} {WRITE}"),
+        tenant: None,
     };
     let answer = h.post("/v1/tenants", Some(&h.tokens.sign(&claims)), Some("k1"), &body).await?;
     answer.problem(StatusCode::UNAUTHORIZED, "token-expired");
@@ -52,22 +53,22 @@ async fn auth_failures_say_why() -> Result<()> {
 // RS256 tokens from a JWKS.
 
 /// Test-only RSA keys (services/gateway/tests/fixtures/README.md).
-const KEY_A: &[u8] = include_bytes!("../fixtures/test-only-jwks-key-a.pk8.der");
+pub(crate) const KEY_A: &[u8] = include_bytes!("../fixtures/test-only-jwks-key-a.pk8.der");
 const KEY_B: &[u8] = include_bytes!("../fixtures/test-only-jwks-key-b.pk8.der");
 
 /// An issuer's signing key: signs RS256 tokens, and is published in a JWKS.
-struct SigningKey {
+pub(crate) struct SigningKey {
     kid: String,
     pair: ring::signature::RsaKeyPair,
 }
 
 impl SigningKey {
-    fn load(kid: &str, pkcs8: &[u8]) -> Result<Self> {
+    pub(crate) fn load(kid: &str, pkcs8: &[u8]) -> Result<Self> {
         let pair = ring::signature::RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Self { kid: kid.to_owned(), pair })
     }
 
-    fn jwk(&self) -> Value {
+    pub(crate) fn jwk(&self) -> Value {
         use base64::Engine as _;
         let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
         let public = ring::signature::RsaPublicKeyComponents::<Vec<u8>>::from(self.pair.public());
@@ -75,7 +76,7 @@ impl SigningKey {
     }
 
     /// An RS256 token over `claims`, naming `kid` in its header.
-    fn sign_as(&self, kid: &str, claims: &Claims) -> Result<String> {
+    pub(crate) fn sign_as(&self, kid: &str, claims: &impl serde::Serialize) -> Result<String> {
         use base64::Engine as _;
         let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
         let header = b64(json!({"alg": "RS256", "typ": "JWT", "kid": kid}).to_string().as_bytes());
@@ -92,7 +93,7 @@ impl SigningKey {
         Ok(format!("{input}.{}", b64(&signature)))
     }
 
-    fn sign(&self, claims: &Claims) -> Result<String> {
+    pub(crate) fn sign(&self, claims: &impl serde::Serialize) -> Result<String> {
         self.sign_as(&self.kid, claims)
     }
 }
@@ -107,13 +108,14 @@ fn claims(scope: &str) -> Claims {
         iat: now,
         nbf: None,
         scope: scope.into(),
+        tenant: None,
     }
 }
 
 /// An issuer's JWKS endpoint: a real HTTP server whose key set the test
 /// changes, counting fetches.
-struct JwksServer {
-    url: String,
+pub(crate) struct JwksServer {
+    pub(crate) url: String,
     keys: Arc<Mutex<Vec<Value>>>,
     fetches: Arc<std::sync::atomic::AtomicUsize>,
     stop: CancellationToken,
@@ -126,7 +128,7 @@ impl Drop for JwksServer {
 }
 
 impl JwksServer {
-    async fn start(keys: Vec<Value>) -> Result<Self> {
+    pub(crate) async fn start(keys: Vec<Value>) -> Result<Self> {
         let keys = Arc::new(Mutex::new(keys));
         let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (served, counter) = (keys.clone(), fetches.clone());
@@ -162,7 +164,7 @@ impl JwksServer {
     }
 }
 
-fn jwks_settings(url: &str) -> JwksSettings {
+pub(crate) fn jwks_settings(url: &str) -> JwksSettings {
     JwksSettings {
         url: url.to_owned(),
         refresh: Duration::from_secs(3600),

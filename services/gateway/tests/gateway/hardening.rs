@@ -127,6 +127,7 @@ fn claims_for(scopes: &[&str]) -> Claims {
         iat: now,
         nbf: None,
         scope: scopes.join(" "),
+        tenant: None,
     }
 }
 

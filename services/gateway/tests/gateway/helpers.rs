@@ -211,11 +211,20 @@ pub(crate) struct Setup {
     pub(crate) clerk_api: Option<String>,
     /// Trusted besides the system's roots for the Clerk Backend API.
     pub(crate) roots: ExtraRoots,
+    /// The claim of RS256 tokens naming their tenant.
+    pub(crate) tenant_claim: String,
 }
 
 impl Default for Setup {
     fn default() -> Self {
-        Self { limits: limits(), hs256: true, jwks: None, clerk_api: None, roots: ExtraRoots::default() }
+        Self {
+            limits: limits(),
+            hs256: true,
+            jwks: None,
+            clerk_api: None,
+            roots: ExtraRoots::default(),
+            tenant_claim: landlord_gateway::scope::TENANT_CLAIM.into(),
+        }
     }
 }
 
@@ -229,7 +238,7 @@ impl Harness {
     }
 
     pub(crate) async fn build(setup: Setup) -> Result<Self> {
-        let Setup { limits, hs256, jwks, clerk_api, roots } = setup;
+        let Setup { limits, hs256, jwks, clerk_api, roots, tenant_claim } = setup;
         let url = NatsServer::shared().await.url();
         let namespace = unique_namespace();
         let database = tokio::task::spawn_blocking(Postgres::shared).await??.fresh_database().await?;
@@ -242,6 +251,7 @@ impl Harness {
             jwks,
             jwt_audience: "landlord".into(),
             jwt_issuer: "landlord".into(),
+            jwt_tenant_claim: tenant_claim,
             plans: plans.clone(),
             clerk: Some(landlord_gateway::clerk::Settings {
                 secret: SigningSecret::parse(WEBHOOK_SECRET).map_err(anyhow::Error::msg)?,

@@ -245,6 +245,7 @@ impl Auth {
                     iat: *iat,
                     nbf: *nbf,
                     scope: scope.clone(),
+                    tenant: None,
                 };
                 Some(format!("Bearer {}", h.tokens.sign(&claims)).into_bytes())
             }
