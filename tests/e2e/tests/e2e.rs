@@ -9,6 +9,8 @@ mod audit;
 mod chaos;
 #[path = "e2e/clerk_storm.rs"]
 mod clerk_storm;
+#[path = "e2e/cluster.rs"]
+mod cluster;
 #[path = "e2e/console.rs"]
 mod console;
 #[path = "e2e/failures.rs"]
@@ -23,6 +25,8 @@ mod lifecycle_failures;
 mod nemesis;
 #[path = "e2e/python_example.rs"]
 mod python_example;
+#[path = "e2e/signup.rs"]
+mod signup;
 #[path = "e2e/support.rs"]
 mod support;
 #[path = "e2e/tiers.rs"]
