@@ -55,7 +55,8 @@ pub fn migrator() -> Migrator {
         migration(11, "clerk plan", include_str!("../../../migrations/0011_clerk_plan.sql")),
         migration(12, "signups", include_str!("../../../migrations/0012_signups.sql")),
         migration(13, "saga step graph", include_str!("../../../migrations/0013_saga_step_graph.sql")),
-        migration(15, "outbound webhooks", include_str!("../../../migrations/0015_outbound_webhooks.sql")),
+        migration(14, "outbound webhooks", include_str!("../../../migrations/0014_outbound_webhooks.sql")),
+        migration(15, "clerk members", include_str!("../../../migrations/0015_clerk_members.sql")),
     ])
 }
 

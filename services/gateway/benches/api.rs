@@ -452,6 +452,7 @@ async fn main() -> Result<()> {
         jwt_secret: Some(JWT_SECRET.as_bytes().to_vec()),
         jwks: None,
         jwt_audience: "landlord".into(),
+        jwt_tenant_claim: "landlord_tenant".into(),
         jwt_issuer: "landlord".into(),
         plans,
         clerk: Some(Settings {

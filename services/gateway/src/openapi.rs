@@ -340,7 +340,8 @@ pub fn document() -> Value {
     if let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) {
         let signup = signup::paths(&mut schemas, &answers);
         let webhooks = webhooks::paths(&mut schemas, &answers);
-        for (path, method, operation) in lifecycle::paths(&mut schemas, &answers).into_iter().chain(signup).chain(webhooks)
+        for (path, method, operation) in
+            lifecycle::paths(&mut schemas, &answers).into_iter().chain(signup).chain(webhooks)
         {
             if let Some(item) = paths.entry(path).or_insert_with(|| json!({})).as_object_mut() {
                 item.insert(method.to_owned(), operation);

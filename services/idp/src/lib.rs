@@ -109,8 +109,8 @@ use reqwest::Url;
 use serde_json::{Value, json};
 
 pub use action::Action;
-pub use members::MemberWorker;
 pub use keycloak::{AdminCredentials, Keycloak, KeycloakError, KeycloakSettings};
+pub use members::MemberWorker;
 pub use password::TemporaryPassword;
 
 pub const SERVICE: &str = "idp";

@@ -218,11 +218,26 @@ impl Drop for Driver {
 fn driver_ready(port: u16) -> bool {
     use std::io::{Read as _, Write as _};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let request = "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    let mut response = String::new();
-    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut response).is_err() {
+    if stream.write_all(request.as_bytes()).is_err() {
         return false;
     }
-    response.starts_with("HTTP/1.1 200") && response.replace(' ', "").contains("\"ready\":true")
+    // chromedriver keeps the connection open despite `Connection: close`:
+    // read until the answer says ready, the peer closes, or a read times out.
+    let (mut response, mut chunk) = (Vec::new(), [0_u8; 4096]);
+    let ready = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes).replace(' ', "");
+        text.starts_with("HTTP/1.1200") && text.contains("\"ready\":true")
+    };
+    while let Ok(n) = stream.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&chunk[..n]);
+        if ready(&response) {
+            return true;
+        }
+    }
+    ready(&response)
 }

@@ -1100,7 +1100,8 @@ fn realm_route(
                 return error_message(StatusCode::BAD_REQUEST, "unrecognized field");
             };
             if let Some(mapped) = r.role_mappings.get_mut(*id).and_then(|m| m.get_mut(*client)) {
-                mapped.retain(|held| !roles.iter().any(|role| role["id"] == held["id"] || role["name"] == held["name"]));
+                mapped
+                    .retain(|held| !roles.iter().any(|role| role["id"] == held["id"] || role["name"] == held["name"]));
             }
             no_content()
         }

@@ -82,6 +82,7 @@ pub use crate::svix;
 pub mod views;
 pub mod webhook;
 
+pub use crate::svix::{SigningSecret, TOLERANCE};
 pub use backend::{Admin, Backend, BackendSettings, Lookup, LookupError, Lookups};
 pub use keys::{MAX_KEY_SUFFIX, key_candidates, key_from_slug};
 pub use lifecycle::OperationOutcome;
@@ -90,6 +91,5 @@ pub use members::{MemberSettings, sweep as sweep_members};
 pub use organizations::admin_found;
 pub use retention::{prune, prune_deliveries};
 pub use settings::{DELIVERY_RETENTION, Settings};
-pub use crate::svix::{SigningSecret, TOLERANCE};
 pub use views::{OrganizationView, Organizations, OrganizationsQuery, STATES, organizations, report_waiting};
 pub use webhook::{Outcome, webhook};

@@ -21,7 +21,10 @@ fn auth(ca_file: PathBuf, client_cert: Option<(PathBuf, PathBuf)>) -> NatsAuth {
 /// One connection attempt with the services' options, no retries: the
 /// error, if any, as text.
 async fn nats_refusal(url: &str, auth: &NatsAuth) -> Option<String> {
-    let options = auth.options().await.expect("options").connection_timeout(std::time::Duration::from_secs(5));
+    let options = match auth.options().await {
+        Ok(options) => options.connection_timeout(std::time::Duration::from_secs(5)),
+        Err(error) => return Some(format!("the options: {error}")),
+    };
     match options.connect(url).await {
         Ok(client) => {
             // The handshake is done once the server has answered a flush.
@@ -37,7 +40,10 @@ fn tls_refusal(refusal: Option<String>, what: &str) -> Result<()> {
     let text = refusal.ok_or_else(|| anyhow::anyhow!("{what}: accepted"))?;
     println!("{what}: {text}");
     let lower = text.to_lowercase();
-    ensure!(["certificate", "tls", "handshake", "issuer", "unknownca"].iter().any(|w| lower.contains(w)), "{what}: {text}");
+    ensure!(
+        ["certificate", "tls", "handshake", "issuer", "unknownca"].iter().any(|w| lower.contains(w)),
+        "{what}: {text}"
+    );
     Ok(())
 }
 

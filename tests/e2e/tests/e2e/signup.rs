@@ -30,7 +30,8 @@ fn verification_mails(stack: &Stack, to: &str) -> Vec<CapturedMail> {
 }
 
 async fn follow(link: &str) -> Result<(u16, Value)> {
-    let response = reqwest::Client::new().get(link).header("accept", "application/json").send().await?;
+    let client = landlord_runtime::http::client_builder(&Default::default()).build()?;
+    let response = client.get(link).header("accept", "application/json").send().await?;
     let status = response.status().as_u16();
     let text = response.text().await?;
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
