@@ -437,6 +437,7 @@ async fn screenshots() -> Result<()> {
     shot("tenant-failed").await?;
     console.go("/console?status=ACTIVE").await?;
     console.find(r#"[data-testid="bulk-action"]"#).await?.select_by_value("suspend").await?;
+    console.find(r#"[data-testid="bulk-reason"]"#).await?.send_keys("maintenance window").await?;
     console.click(r#"[data-testid="bulk-submit"]"#).await?;
     console.wait_page("bulk-confirm").await?;
     shot("bulk-confirm").await?;
