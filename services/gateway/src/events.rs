@@ -112,20 +112,7 @@ pub async fn feed(
         Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
         None => DeliverPolicy::New,
     };
-    let stream = app
-        .jetstream
-        .get_stream(app.namespace.stream_name(StreamKind::Events))
-        .await
-        .map_err(|e| Problem::unavailable("the event stream", &e))?;
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject: app.namespace.event_filter(tenant.as_ref(), kind),
-            deliver_policy,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| Problem::unavailable("the event stream", &e))?;
-    let messages = consumer.messages().await.map_err(|e| Problem::unavailable("the event stream", &e))?;
+    let messages = ordered_messages(&app, app.namespace.event_filter(tenant.as_ref(), kind), deliver_policy).await?;
     let events = messages.filter_map(move |message| async move {
         match message {
             Ok(message) if !window.holds(&message) => None,
@@ -222,6 +209,24 @@ fn to_event(message: &async_nats::jetstream::Message) -> Event {
         payload: STANDARD.encode(&message.payload),
     };
     Event::default().id(sequence.to_string()).event(name).data(serde_json::to_string(&data).unwrap_or_default())
+}
+
+/// The events stream's messages on `filter_subject` from `deliver_policy`
+/// on, through an ordered consumer (recreated by the client after a gap):
+/// what the API's feed and the console's live view read.
+pub(crate) async fn ordered_messages(
+    app: &App,
+    filter_subject: String,
+    deliver_policy: DeliverPolicy,
+) -> Result<async_nats::jetstream::consumer::pull::Ordered> {
+    let unavailable = |e: &dyn std::fmt::Display| Problem::unavailable("the event stream", e);
+    let stream =
+        app.jetstream.get_stream(app.namespace.stream_name(StreamKind::Events)).await.map_err(|e| unavailable(&e))?;
+    let consumer = stream
+        .create_consumer(OrderedConfig { filter_subject, deliver_policy, ..Default::default() })
+        .await
+        .map_err(|e| unavailable(&e))?;
+    consumer.messages().await.map_err(|e| unavailable(&e))
 }
 
 #[cfg(test)]

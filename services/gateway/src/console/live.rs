@@ -8,13 +8,13 @@
 
 use std::convert::Infallible;
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
-use landlord_contract::{EventKind, StreamKind, TenantKey, header, pb};
+use landlord_contract::{EventKind, TenantKey, header, pb};
 use prost::Message as _;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -52,20 +52,8 @@ pub async fn feed(State(console): State<Console>, operator: Operator, RawQuery(q
         None => DeliverPolicy::New,
     };
     let app = &console.app;
-    let stream = app
-        .jetstream
-        .get_stream(app.namespace.stream_name(StreamKind::Events))
-        .await
-        .map_err(|e| Problem::unavailable("the event stream", &e))?;
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject: app.namespace.event_filter(tenant.as_ref(), None),
-            deliver_policy,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| Problem::unavailable("the event stream", &e))?;
-    let messages = consumer.messages().await.map_err(|e| Problem::unavailable("the event stream", &e))?;
+    let messages =
+        crate::events::ordered_messages(app, app.namespace.event_filter(tenant.as_ref(), None), deliver_policy).await?;
     let events = messages.filter_map(|message| async move {
         match message {
             Ok(message) => {
