@@ -57,6 +57,11 @@ pub fn migrator() -> Migrator {
         migration(13, "saga step graph", include_str!("../../../migrations/0013_saga_step_graph.sql")),
         migration(14, "outbound webhooks", include_str!("../../../migrations/0014_outbound_webhooks.sql")),
         migration(15, "clerk members", include_str!("../../../migrations/0015_clerk_members.sql")),
+        migration(
+            16,
+            "outbound secret rotation",
+            include_str!("../../../migrations/0016_outbound_secret_rotation.sql"),
+        ),
     ])
 }
 
