@@ -113,3 +113,82 @@ async fn webhook_endpoints_are_added_listed_followed_and_removed() -> Result<()>
     assert_exit(&api.run(&["webhooks", "deliveries", &id]).await?, 3);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_endpoints_are_updated_disabled_and_their_secret_rotated() -> Result<()> {
+    let api = Api::start().await?;
+    let (url, _) = receiver()?;
+    let (moved, _) = receiver()?;
+    let added = api.run(&["webhooks", "add", &url, "--event", "activated", "-o", "json"]).await?;
+    assert_exit(&added, 0);
+    let added = json(&added)?;
+    let id = added["id"].as_str().unwrap_or_default().to_owned();
+    let old = added["secret"].as_str().unwrap_or_default().to_owned();
+
+    // Usage: nothing to change, or both --enable and --disable, 2; refused
+    // by the API, 1; an unknown endpoint, 3; a read-only token, 4.
+    assert_exit(&api.run(&["webhooks", "update", &id]).await?, 2);
+    assert_exit(&api.run(&["webhooks", "update", &id, "--enable", "--disable"]).await?, 2);
+    let refused = api.run(&["webhooks", "update", &id, "--endpoint-url", "http://hooks.example.com/"]).await?;
+    assert_exit(&refused, 1);
+    assert!(text(&refused).contains("https://"), "{}", text(&refused));
+    let unknown_event = api.run(&["webhooks", "update", &id, "--event", "activate"]).await?;
+    assert_exit(&unknown_event, 1);
+    assert!(text(&unknown_event).contains("\"activate\""), "{}", text(&unknown_event));
+    let nobody = "00000000-0000-0000-0000-000000000000";
+    assert_exit(&api.run(&["webhooks", "update", nobody, "--disable"]).await?, 3);
+    assert_exit(&api.run(&["webhooks", "rotate-secret", nobody]).await?, 3);
+    for args in [&["webhooks", "update", &id, "--disable"][..], &["webhooks", "rotate-secret", &id][..]] {
+        let mut full = vec!["--url", &api.url, "--token", &api.read_token];
+        full.extend_from_slice(args);
+        assert_exit(&api.run_bare(&full, &[]).await?, 4);
+    }
+
+    let disabled = api.run(&["webhooks", "update", &id, "--disable", "-o", "json"]).await?;
+    assert_exit(&disabled, 0);
+    let disabled = json(&disabled)?;
+    assert_eq!((disabled["enabled"].as_bool(), disabled["url"].as_str()), (Some(false), Some(url.as_str())));
+
+    // --events is --event's alias.
+    let changed = api
+        .run(&[
+            "webhooks",
+            "update",
+            &id,
+            "--enable",
+            "--endpoint-url",
+            &moved,
+            "--event",
+            "deleted",
+            "--events",
+            "activated",
+            "--description",
+            "moved",
+            "-o",
+            "json",
+        ])
+        .await?;
+    assert_exit(&changed, 0);
+    let changed = json(&changed)?;
+    assert_eq!((changed["enabled"].as_bool(), changed["url"].as_str()), (Some(true), Some(moved.as_str())));
+    assert_eq!(changed["event_types"], serde_json::json!(["deleted", "activated"]));
+    assert_eq!(changed["description"], "moved");
+    let table = api.run(&["webhooks", "get", &id]).await?;
+    assert_exit(&table, 0);
+    assert!(stdout(&table).lines().any(|l| l.starts_with("enabled:") && l.ends_with("true")), "{}", text(&table));
+
+    let rotated = api.run(&["webhooks", "rotate-secret", &id, "-o", "json"]).await?;
+    assert_exit(&rotated, 0);
+    let rotated = json(&rotated)?;
+    let new = rotated["secret"].as_str().unwrap_or_default();
+    assert!(new.starts_with("whsec_") && new != old, "{rotated}");
+    assert!(rotated["previous_secret_until"].is_string(), "{rotated}");
+    let table = api.run(&["webhooks", "rotate-secret", &id]).await?;
+    assert_exit(&table, 0);
+    assert!(stdout(&table).lines().any(|l| l.starts_with("secret:") && l.contains("whsec_")), "{}", text(&table));
+    assert!(text(&table).contains("shown this once"), "{}", text(&table));
+    let read = json(&api.run(&["webhooks", "get", &id, "-o", "json"]).await?)?;
+    assert!(read["previous_secret_until"].is_string(), "{read}");
+    assert!(read.get("secret").is_none(), "{read}");
+    Ok(())
+}

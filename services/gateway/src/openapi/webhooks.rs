@@ -1,16 +1,22 @@
 //! The paths of outbound webhooks (docs/webhooks.md): the endpoint
-//! registry and each endpoint's deliveries, merged into the document by
+//! registry (updates and secret rotation included) and each endpoint's
+//! deliveries, merged into the document by
 //! [`super::document`].
 
 use serde_json::{Value, json};
 
 use super::{Answers, Schemas, body, ok, path_param, query_param, secured};
 use crate::auth::{READ, WRITE};
-use crate::outbound::{CreatedEndpoint, DeliveriesPage, DeliveryStatus, EndpointList, EndpointView, NewEndpoint};
+use crate::outbound::{
+    CreatedEndpoint, DeliveriesPage, DeliveryStatus, EndpointList, EndpointUpdate, EndpointView, NewEndpoint,
+    RotatedSecret,
+};
 
 /// `(path, method, operation)` of every outbound-webhook route.
 pub(super) fn paths(schemas: &mut Schemas, answers: &Answers) -> Vec<(&'static str, &'static str, Value)> {
     let new_endpoint = schemas.request::<NewEndpoint>();
+    let update = schemas.request::<EndpointUpdate>();
+    let rotated = schemas.answer::<RotatedSecret>();
     let created = schemas.answer::<CreatedEndpoint>();
     let endpoint = schemas.answer::<EndpointView>();
     let endpoints = schemas.answer::<EndpointList>();
@@ -58,6 +64,41 @@ pub(super) fn paths(schemas: &mut Schemas, answers: &Answers) -> Vec<(&'static s
                 "security": secured(READ),
                 "parameters": [id()],
                 "responses": answers.with_auth(vec![("200", ok("The endpoint", &endpoint)), ("403", forbidden()), ("404", missing())]),
+            }),
+        ),
+        (
+            "/v1/webhook-endpoints/{id}",
+            "patch",
+            json!({
+                "operationId": "updateWebhookEndpoint",
+                "summary": "Change an endpoint's URL, event types, description, or enable/disable it; fields left out stay as they are. A disabled endpoint gets no deliveries and its pending ones wait",
+                "security": secured(WRITE),
+                "parameters": [id()],
+                "requestBody": body(true, &update),
+                "responses": answers.with_auth(vec![
+                    ("200", ok("The endpoint as it now is", &endpoint)),
+                    ("400", answers.problem("Malformed body")),
+                    ("403", forbidden()),
+                    ("404", missing()),
+                    ("413", answers.problem("Body too large")),
+                    ("415", answers.problem("Not declared Content-Type: application/json")),
+                    ("422", answers.problem("A rule is broken: the URL (https://, or http:// to a loopback address; no credentials), an unknown event type, a description too long, or nothing to change")),
+                ]),
+            }),
+        ),
+        (
+            "/v1/webhook-endpoints/{id}/secret/rotate",
+            "post",
+            json!({
+                "operationId": "rotateWebhookSecret",
+                "summary": "A new signing secret, in this answer only; for 24 hours deliveries are signed with the previous secret too (two v1 signatures, as Svix rotates), then with the new one only",
+                "security": secured(WRITE),
+                "parameters": [id()],
+                "responses": answers.with_auth(vec![
+                    ("200", ok("The new secret", &rotated)),
+                    ("403", forbidden()),
+                    ("404", missing()),
+                ]),
             }),
         ),
         (

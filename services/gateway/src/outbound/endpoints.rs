@@ -1,16 +1,24 @@
 //! The endpoint registry: `POST/GET /v1/webhook-endpoints`,
-//! `GET/DELETE /v1/webhook-endpoints/{id}`. Registering and deleting need
-//! `tenants:write`, reading `tenants:read`.
+//! `GET/PATCH/DELETE /v1/webhook-endpoints/{id}`,
+//! `POST /v1/webhook-endpoints/{id}/secret/rotate`. Registering, updating,
+//! rotating and deleting need `tenants:write`, reading `tenants:read`.
 //!
 //! An endpoint's URL is `https://`; `http://` only to a loopback address
 //! (a sidecar, a test), since a delivery in clear text across a network
 //! could be read and replayed within the signature's tolerance. Credentials
 //! in the URL are refused: every reader of the registry would see them.
 //! The signing secret is generated here and answered once, on
-//! registration; it is never shown again (delete and register anew to
-//! change it).
+//! registration or rotation; it is never shown again.
+//!
+//! A rotation works as Svix's does: the new secret signs every delivery
+//! from then on, and the one it replaces signs them too, next to it in the
+//! same header, for [`SECRET_ROTATION_GRACE`]; a receiver that verifies
+//! with either secret accepts them meanwhile, so it can switch secrets
+//! without refusing a delivery. Only the last replaced secret is kept: a
+//! second rotation within the window ends the older one's at once.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -31,6 +39,11 @@ use crate::svix::SigningSecret;
 /// The event-type wildcard: every lifecycle event.
 pub const EVERY_EVENT: &str = "*";
 
+/// How long the secret a rotation replaces keeps signing deliveries next
+/// to the new one: Svix's 24 hours, time for receivers to take up the new
+/// secret.
+pub const SECRET_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
+
 const MAX_URL: usize = 2048;
 const MAX_DESCRIPTION: usize = 200;
 
@@ -50,6 +63,46 @@ pub struct NewEndpoint {
     #[serde(default)]
     #[schemars(length(max = 200))]
     pub description: String,
+}
+
+/// The body of `PATCH /v1/webhook-endpoints/{id}`: what changes; a field
+/// left out (or null) stays as it is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "WebhookEndpointUpdate")]
+pub struct EndpointUpdate {
+    /// Where events are POSTed from now on (pending deliveries too), under
+    /// the rule of registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), extend("format" = "uri"))]
+    pub url: Option<String>,
+    /// The event names to send from now on, or `["*"]`; deliveries already
+    /// made are sent whatever their type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub event_types: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 200))]
+    pub description: Option<String>,
+    /// `false`: no deliveries are made for it and pending ones wait;
+    /// `true`: events are delivered again (those consumed meanwhile are
+    /// not) and pending ones resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// The answer of a rotation: the new secret, shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
+#[schemars(rename = "RotatedWebhookSecret")]
+pub struct RotatedSecret {
+    #[schemars(with = "String", extend("format" = "uuid"))]
+    pub id: Uuid,
+    /// `whsec_<base64>`: signs every delivery from now on. Not shown again.
+    pub secret: String,
+    /// Until then deliveries are signed with the previous secret too.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    pub previous_secret_until: OffsetDateTime,
 }
 
 /// How many of an endpoint's deliveries are in each state.
@@ -74,6 +127,11 @@ pub struct EndpointView {
     #[serde(with = "time::serde::rfc3339")]
     #[schemars(with = "String", extend("format" = "date-time"))]
     pub created_at: OffsetDateTime,
+    /// After a rotation: until when deliveries are signed with the
+    /// previous secret too; null when only the current one signs.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
+    pub previous_secret_until: Option<OffsetDateTime>,
     /// Deliveries kept (finished ones for `LANDLORD_WEBHOOK_RETENTION`), by status.
     pub deliveries: DeliveryCounts,
 }
@@ -162,6 +220,18 @@ pub fn check_event_types(types: &[String]) -> Result<Vec<String>> {
     Ok(checked)
 }
 
+/// A description as kept: trimmed, short, without control characters.
+fn check_description(raw: &str) -> Result<String> {
+    let description = raw.trim().to_owned();
+    if description.chars().count() > MAX_DESCRIPTION || description.chars().any(char::is_control) {
+        return Err(Problem::invalid(
+            "webhook_endpoint.description",
+            format!("description must be at most {MAX_DESCRIPTION} characters, without control characters"),
+        ));
+    }
+    Ok(description)
+}
+
 /// The id in a path: an endpoint can only be found by a UUID.
 pub(super) fn endpoint_id(raw: &str) -> Result<Uuid> {
     Uuid::parse_str(raw).map_err(|_| Problem::not_found(format!("no webhook endpoint {raw:?}")))
@@ -175,6 +245,7 @@ struct EndpointRow {
     description: String,
     enabled: bool,
     created_at: OffsetDateTime,
+    previous_secret_until: Option<OffsetDateTime>,
     pending: i64,
     delivered: i64,
     failed: i64,
@@ -189,6 +260,7 @@ impl From<EndpointRow> for EndpointView {
             description: row.description,
             enabled: row.enabled,
             created_at: row.created_at,
+            previous_secret_until: row.previous_secret_until,
             deliveries: DeliveryCounts { pending: row.pending, delivered: row.delivered, failed: row.failed },
         }
     }
@@ -197,6 +269,7 @@ impl From<EndpointRow> for EndpointView {
 /// Endpoints with their delivery counts; `$1` one endpoint, or null for all.
 const SELECT: &str = "
     SELECT e.id, e.url, e.event_types, e.description, e.enabled, e.created_at,
+           CASE WHEN e.previous_secret_until > now() THEN e.previous_secret_until END AS previous_secret_until,
            count(d.id) FILTER (WHERE d.status = 'pending') AS pending,
            count(d.id) FILTER (WHERE d.status = 'delivered') AS delivered,
            count(d.id) FILTER (WHERE d.status = 'failed') AS failed
@@ -212,15 +285,8 @@ pub async fn create(State(app): State<App>, caller: Caller, headers: HeaderMap, 
     let body: NewEndpoint = crate::body::json(&headers, &body)?;
     let url = check_url(&body.url)?;
     let event_types = check_event_types(&body.event_types)?;
-    let description = body.description.trim().to_owned();
-    if description.chars().count() > MAX_DESCRIPTION || description.chars().any(char::is_control) {
-        return Err(Problem::invalid(
-            "webhook_endpoint.description",
-            format!("description must be at most {MAX_DESCRIPTION} characters, without control characters"),
-        ));
-    }
-    let (_, secret) = SigningSecret::generate()
-        .map_err(|_| Problem::unavailable("the random number generator", &"no randomness for a signing secret"))?;
+    let description = check_description(&body.description)?;
+    let secret = new_secret()?;
     let id = Uuid::now_v7();
     let created_at: OffsetDateTime = sqlx::query_scalar(
         "INSERT INTO outbound_endpoints (id, url, event_types, description, secret)
@@ -241,6 +307,7 @@ pub async fn create(State(app): State<App>, caller: Caller, headers: HeaderMap, 
         description,
         enabled: true,
         created_at,
+        previous_secret_until: None,
         deliveries: DeliveryCounts::default(),
     };
     let mut response = (StatusCode::CREATED, Json(CreatedEndpoint { endpoint, secret })).into_response();
@@ -263,6 +330,96 @@ pub async fn get(State(app): State<App>, caller: Caller, Path(id): Path<String>)
     let id = endpoint_id(&id)?;
     let row: Option<EndpointRow> = sqlx::query_as(SELECT).bind(id).fetch_optional(&app.pool).await?;
     row.map(|row| Json(row.into())).ok_or_else(|| Problem::not_found(format!("no webhook endpoint {id}")))
+}
+
+/// `PATCH /v1/webhook-endpoints/{id}` `{url?, event_types?, description?,
+/// enabled?}`: 200 with the endpoint as it now is. Each field is checked as
+/// on registration; one statement changes them all, so a sender claiming
+/// meanwhile sees the endpoint before or after, never half of it.
+pub async fn update(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<EndpointView>> {
+    caller.require(WRITE)?;
+    let id = endpoint_id(&id)?;
+    let body: EndpointUpdate = crate::body::json(&headers, &body)?;
+    if body == EndpointUpdate::default() {
+        return Err(Problem::invalid(
+            "webhook_endpoint.update_empty",
+            "the update changes nothing: give url, event_types, description or enabled",
+        ));
+    }
+    let url = body.url.as_deref().map(check_url).transpose()?;
+    let event_types = body.event_types.as_deref().map(check_event_types).transpose()?;
+    let description = body.description.as_deref().map(check_description).transpose()?;
+    let updated = sqlx::query(
+        "UPDATE outbound_endpoints SET
+             url = coalesce($2, url),
+             event_types = coalesce($3, event_types),
+             description = coalesce($4, description),
+             enabled = coalesce($5, enabled)
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&url)
+    .bind(&event_types)
+    .bind(&description)
+    .bind(body.enabled)
+    .execute(&app.pool)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(Problem::not_found(format!("no webhook endpoint {id}")));
+    }
+    tracing::info!(
+        endpoint = %id, url = ?url, event_types = ?event_types, enabled = ?body.enabled, by = %caller.subject,
+        "webhook endpoint updated"
+    );
+    let row: Option<EndpointRow> = sqlx::query_as(SELECT).bind(id).fetch_optional(&app.pool).await?;
+    // Deleted between the two statements.
+    row.map(|row| Json(row.into())).ok_or_else(|| Problem::not_found(format!("no webhook endpoint {id}")))
+}
+
+/// `POST /v1/webhook-endpoints/{id}/secret/rotate`: a new signing secret,
+/// answered this once; the replaced one keeps signing next to it for
+/// [`SECRET_ROTATION_GRACE`]. One statement swaps them, so two rotations
+/// at once leave one secret current and the other previous, never a lost
+/// one that still signs.
+pub async fn rotate_secret(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<RotatedSecret>> {
+    caller.require(WRITE)?;
+    let id = endpoint_id(&id)?;
+    let secret = new_secret()?;
+    let until: Option<OffsetDateTime> = sqlx::query_scalar(
+        "UPDATE outbound_endpoints SET
+             previous_secret = secret,
+             previous_secret_until = now() + make_interval(secs => $3),
+             secret = $2
+         WHERE id = $1
+         RETURNING previous_secret_until",
+    )
+    .bind(id)
+    .bind(&secret)
+    .bind(SECRET_ROTATION_GRACE.as_secs_f64())
+    .fetch_optional(&app.pool)
+    .await?;
+    let Some(previous_secret_until) = until else {
+        return Err(Problem::not_found(format!("no webhook endpoint {id}")));
+    };
+    tracing::info!(endpoint = %id, %previous_secret_until, by = %caller.subject, "webhook signing secret rotated");
+    Ok(Json(RotatedSecret { id, secret, previous_secret_until }))
+}
+
+/// A new `whsec_…` secret.
+fn new_secret() -> Result<String> {
+    let (_, secret) = SigningSecret::generate()
+        .map_err(|_| Problem::unavailable("the random number generator", &"no randomness for a signing secret"))?;
+    Ok(secret)
 }
 
 /// `DELETE /v1/webhook-endpoints/{id}`: the endpoint and its deliveries;

@@ -3,10 +3,13 @@
 //! speak NATS.
 //!
 //! - [`endpoints`]: `POST/GET /v1/webhook-endpoints`,
-//!   `GET/DELETE /v1/webhook-endpoints/{id}` — an endpoint is a URL
+//!   `GET/PATCH/DELETE /v1/webhook-endpoints/{id}` — an endpoint is a URL
 //!   (`https://`, or `http://` to a loopback address), the event names it
-//!   wants (or `*`) and a signing secret `whsec_…` generated at
-//!   registration and shown only in that answer;
+//!   wants (or `*`), whether it is enabled, and a signing secret `whsec_…`
+//!   generated at registration and shown only in that answer;
+//!   `POST /v1/webhook-endpoints/{id}/secret/rotate` replaces the secret,
+//!   the old one signing next to the new for
+//!   [`endpoints::SECRET_ROTATION_GRACE`] (24 h), as Svix rotates;
 //! - [`deliveries`]: `GET /v1/webhook-endpoints/{id}/deliveries` — each
 //!   event sent to the endpoint, its status and every attempt (status code,
 //!   error, when, next attempt);
@@ -17,7 +20,8 @@
 //!   receiver that is down never holds the events stream, nor provisioning;
 //! - [`sender`]: claims due deliveries (`FOR UPDATE SKIP LOCKED`, so
 //!   several gateways share the work), POSTs the JSON CloudEvent signed as
-//!   Svix signs ([`crate::svix`]; `svix-id` is the event id) with a bound on
+//!   Svix signs ([`crate::svix`]; `svix-id` is the event id; during a
+//!   rotation's grace window one `v1,` signature per secret) with a bound on
 //!   requests in flight and a timeout each, records the attempt, and
 //!   schedules the next with exponential backoff until
 //!   `LANDLORD_WEBHOOK_GIVE_UP` after the event (`failed`).
@@ -43,12 +47,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use landlord_runtime::http::ExtraRoots;
 use landlord_runtime::{ConfigError, Env, Service};
 
 pub use deliveries::{AttemptView, DeliveriesPage, DeliveryStatus, DeliveryView};
-pub use endpoints::{CreatedEndpoint, EndpointList, EndpointView, NewEndpoint};
+pub use endpoints::{
+    CreatedEndpoint, EndpointList, EndpointUpdate, EndpointView, NewEndpoint, RotatedSecret, SECRET_ROTATION_GRACE,
+};
 
 use crate::state::App;
 
@@ -148,7 +154,8 @@ impl Settings {
 pub fn routes() -> Router<App> {
     Router::new()
         .route("/v1/webhook-endpoints", get(endpoints::list).post(endpoints::create))
-        .route("/v1/webhook-endpoints/{id}", get(endpoints::get).delete(endpoints::delete))
+        .route("/v1/webhook-endpoints/{id}", get(endpoints::get).patch(endpoints::update).delete(endpoints::delete))
+        .route("/v1/webhook-endpoints/{id}/secret/rotate", post(endpoints::rotate_secret))
         .route("/v1/webhook-endpoints/{id}/deliveries", get(deliveries::list))
 }
 

@@ -10,6 +10,13 @@
 //! [`Settings::timeout`], so a receiver that hangs costs one slot for that
 //! long and nothing else.
 //!
+//! While a rotated-out secret is in its grace window
+//! ([`super::SECRET_ROTATION_GRACE`]) each attempt is signed with both the
+//! current and the previous secret, two `v1,` entries in one header, as
+//! Svix does: a receiver holding either accepts it. Which secrets sign is
+//! read with the claim, so an attempt after the window carries the current
+//! one only.
+//!
 //! A 2xx answer delivers. Anything else — another status, a refused
 //! connection, a timeout, a redirect (not followed) — is a failed attempt:
 //! the next is scheduled [`Settings::backoff_after`] later, never past
@@ -47,6 +54,8 @@ struct Claimed {
     attempts: i32,
     url: String,
     secret: String,
+    /// The secret the last rotation replaced, while its window lasts.
+    previous_secret: Option<String>,
 }
 
 /// What became of one attempt.
@@ -144,7 +153,8 @@ impl Sender {
                  WHERE q.status = 'pending' AND q.next_attempt_at <= now() AND qe.enabled
                  ORDER BY q.next_attempt_at LIMIT $1
                  FOR UPDATE OF q SKIP LOCKED)
-             RETURNING d.id, d.event_id, d.body, d.attempts, e.url, e.secret",
+             RETURNING d.id, d.event_id, d.body, d.attempts, e.url, e.secret,
+                       CASE WHEN e.previous_secret_until > now() THEN e.previous_secret END AS previous_secret",
         )
         .bind(i64::try_from(limit).unwrap_or(1))
         .bind(lease)
@@ -176,7 +186,12 @@ impl Sender {
             Err(problem) => return failed(format!("the endpoint's signing secret is not usable: {problem}")),
         };
         let timestamp = unix_now();
-        let signature = secret.sign(&delivery.event_id, timestamp, delivery.body.as_bytes());
+        let mut signature = secret.sign(&delivery.event_id, timestamp, delivery.body.as_bytes());
+        // A previous secret that no longer parses only loses its own signature.
+        if let Some(previous) = delivery.previous_secret.as_deref().and_then(|p| SigningSecret::parse(p).ok()) {
+            signature.push(' ');
+            signature.push_str(&previous.sign(&delivery.event_id, timestamp, delivery.body.as_bytes()));
+        }
         let timestamp = timestamp.to_string();
         let request = self
             .client
@@ -294,17 +309,36 @@ pub async fn prune_once(pool: &PgPool, retention: Duration) -> sqlx::Result<u64>
     .rows_affected())
 }
 
+/// Forgets the secrets rotated out whose window has ended: they sign
+/// nothing any more, and a key kept is a key that can leak.
+pub async fn forget_expired_secrets(pool: &PgPool) -> sqlx::Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE outbound_endpoints SET previous_secret = NULL, previous_secret_until = NULL
+         WHERE previous_secret_until <= now()",
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
 /// The periodic pruning, until `shutdown`.
 pub async fn prune(pool: PgPool, retention: Duration, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(PRUNE_EVERY);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = every.tick() => match prune_once(&pool, retention).await {
-                Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "finished webhook deliveries pruned"),
-                Err(error) => tracing::warn!(%error, "pruning webhook deliveries failed"),
-            },
+            _ = every.tick() => {
+                match prune_once(&pool, retention).await {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::info!(pruned, "finished webhook deliveries pruned"),
+                    Err(error) => tracing::warn!(%error, "pruning webhook deliveries failed"),
+                }
+                match forget_expired_secrets(&pool).await {
+                    Ok(0) => {}
+                    Ok(forgotten) => tracing::info!(forgotten, "rotated-out webhook secrets forgotten"),
+                    Err(error) => tracing::warn!(%error, "forgetting rotated-out webhook secrets failed"),
+                }
+            }
         }
     }
 }

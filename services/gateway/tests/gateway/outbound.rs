@@ -374,3 +374,226 @@ async fn the_registry_checks_urls_event_types_and_scopes() -> Result<()> {
     assert_eq!(h.get("/v1/webhook-endpoints/not-a-uuid", &admin).await?.0, StatusCode::NOT_FOUND);
     Ok(())
 }
+
+/// Publishes a lifecycle event of `kind` about `key` with CloudEvents id
+/// `id` on the events stream, as the orchestrator's outbox does.
+async fn publish(h: &Harness, key: &str, kind: EventKind, id: &str) -> Result<()> {
+    let key = TenantKey::parse(key).map_err(anyhow::Error::msg)?;
+    let event = CloudEvent {
+        id: id.into(),
+        ty: format!("landlord.v1.Tenant{kind:?}"),
+        source: "test".into(),
+        time: time::OffsetDateTime::now_utc().format(&Rfc3339)?,
+        subject: Some(key.as_str().into()),
+        correlation_id: None,
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, value) in event.to_headers() {
+        headers.insert(name, value);
+    }
+    let payload = pb::TenantExported::default().encode_to_vec();
+    h.jetstream.publish_with_headers(h.namespace.event_subject(&key, kind), headers, payload.into()).await?.await?;
+    Ok(())
+}
+
+/// `PATCH /v1/webhook-endpoints/{id}` with `body`.
+async fn patch(h: &Harness, id: &str, token: &str, body: &Value) -> Result<Answer> {
+    let url = format!("{}/v1/webhook-endpoints/{id}", h.api);
+    Answer::of(h.http.patch(url).bearer_auth(token).json(body).send().await?).await
+}
+
+/// The event ids of the endpoint's deliveries, oldest first.
+async fn delivered_ids(h: &Harness, endpoint: &str) -> Result<Vec<String>> {
+    let mut ids: Vec<String> =
+        deliveries(h, endpoint).await?.iter().filter_map(|d| d["event_id"].as_str().map(str::to_owned)).collect();
+    ids.reverse();
+    Ok(ids)
+}
+
+fn svix_id(received: &Received) -> Option<&str> {
+    received.headers.get("svix-id").and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn an_update_moves_the_next_delivery_and_a_disabled_endpoint_gets_none_until_enabled() -> Result<()> {
+    let h = Harness::new().await?;
+    let before = Receiver::start(&[]).await?;
+    let after = Receiver::start(&[]).await?;
+    let (endpoint, _) = register(&h, &before.url, &["exported"]).await?;
+
+    // Another URL, other types, another description, in one request.
+    let body = json!({"url": after.url, "event_types": ["deleted"], "description": "moved"});
+    let updated = patch(&h, &endpoint, &h.admin(), &body).await?;
+    assert_eq!(updated.status, StatusCode::OK, "{updated:?}");
+    assert_eq!(updated.body["url"], after.url.as_str());
+    assert_eq!(updated.body["event_types"], json!(["deleted"]));
+    assert_eq!((updated.body["description"].as_str(), updated.body["enabled"].as_bool()), (Some("moved"), Some(true)));
+    assert!(updated.body.get("secret").is_none(), "{updated:?}");
+    let (_, read) = h.get(&format!("/v1/webhook-endpoints/{endpoint}"), &h.admin()).await?;
+    assert_eq!(read, updated.body);
+
+    // An event of the old type is no longer wanted; one of the new type
+    // goes to the new URL.
+    publish(&h, "moved", EventKind::Exported, "evt-old-type").await?;
+    publish(&h, "moved", EventKind::Deleted, "evt-new-type").await?;
+    let got = after.until(1).await?;
+    assert_eq!(svix_id(&got[0]), Some("evt-new-type"));
+    until_intake_caught_up(&h, WAIT).await?;
+    until_deliveries(&h, &endpoint, "the delivery to the new URL to be recorded", |items| {
+        items.len() == 1 && items[0]["status"] == "delivered"
+    })
+    .await?;
+    assert!(before.received().is_empty(), "nothing goes to the old URL");
+    assert_eq!(delivered_ids(&h, &endpoint).await?, ["evt-new-type"]);
+
+    // Disabled: an event it wants makes no delivery.
+    let disabled = patch(&h, &endpoint, &h.admin(), &json!({"enabled": false})).await?;
+    assert_eq!((disabled.status, disabled.body["enabled"].as_bool()), (StatusCode::OK, Some(false)), "{disabled:?}");
+    assert_eq!(disabled.body["url"], after.url.as_str(), "what is not given stays");
+    publish(&h, "moved", EventKind::Deleted, "evt-while-disabled").await?;
+    until_intake_caught_up(&h, WAIT).await?;
+    assert_eq!(delivered_ids(&h, &endpoint).await?, ["evt-new-type"]);
+    assert_eq!(after.received().len(), 1);
+
+    // Enabled again: the next event is delivered (the one consumed
+    // meanwhile is not).
+    let enabled = patch(&h, &endpoint, &h.admin(), &json!({"enabled": true})).await?;
+    assert_eq!((enabled.status, enabled.body["enabled"].as_bool()), (StatusCode::OK, Some(true)), "{enabled:?}");
+    publish(&h, "moved", EventKind::Deleted, "evt-enabled-again").await?;
+    let got = after.until(2).await?;
+    assert_eq!(svix_id(&got[1]), Some("evt-enabled-again"));
+    until_intake_caught_up(&h, WAIT).await?;
+    assert_eq!(delivered_ids(&h, &endpoint).await?, ["evt-new-type", "evt-enabled-again"]);
+    assert_eq!(after.received().len(), 2);
+    assert!(before.received().is_empty());
+    Ok(())
+}
+
+/// The `v1,` entries of a delivery's signature header.
+fn signatures<'a>(received: &'a Received, header: &str) -> Vec<&'a str> {
+    received.headers.get(header).and_then(|v| v.to_str().ok()).unwrap_or_default().split_whitespace().collect()
+}
+
+/// Whether the Svix verification code accepts `received` with `secret`.
+fn verifies(received: &Received, secret: &str) -> Result<bool> {
+    let secret = SigningSecret::parse(secret).map_err(anyhow::Error::msg)?;
+    Ok(secret.verify(&received.headers, &received.body, unix_now()).is_ok())
+}
+
+#[tokio::test]
+async fn a_rotated_secret_signs_next_to_the_old_one_for_its_window_then_alone() -> Result<()> {
+    let h = Harness::new().await?;
+    let receiver = Receiver::start(&[]).await?;
+    let (endpoint, old) = register(&h, &receiver.url, &["exported"]).await?;
+    let (_, read) = h.get(&format!("/v1/webhook-endpoints/{endpoint}"), &h.admin()).await?;
+    assert_eq!(read["previous_secret_until"], Value::Null, "no rotation yet: {read}");
+
+    let path = format!("/v1/webhook-endpoints/{endpoint}/secret/rotate");
+    h.post(&path, Some(&h.token(&[READ])), None, &json!({})).await?.problem(StatusCode::FORBIDDEN, "missing-scope");
+    let rotated = h.post(&path, Some(&h.admin()), None, &json!({})).await?;
+    assert_eq!(rotated.status, StatusCode::OK, "{rotated:?}");
+    let new = rotated.body["secret"].as_str().context("secret")?.to_owned();
+    assert!(new.starts_with("whsec_") && new != old, "{rotated:?}");
+    assert_eq!(rotated.body["id"], endpoint.as_str());
+    // The window is SECRET_ROTATION_GRACE (24 h) from the rotation.
+    let until = rotated.body["previous_secret_until"].as_str().context("previous_secret_until")?;
+    let left = time::OffsetDateTime::parse(until, &Rfc3339)? - time::OffsetDateTime::now_utc();
+    let grace = time::Duration::try_from(landlord_gateway::outbound::SECRET_ROTATION_GRACE)?;
+    assert!(left <= grace && left > grace - time::Duration::minutes(5), "{left}");
+    // Shown once: reading the endpoint tells the window, not a secret.
+    let (_, read) = h.get(&format!("/v1/webhook-endpoints/{endpoint}"), &h.admin()).await?;
+    assert_eq!(read["previous_secret_until"], until);
+    assert!(read.get("secret").is_none(), "{read}");
+
+    // Within the window: two v1 signatures, one per secret; a Svix
+    // verifier with either secret accepts the delivery.
+    publish(&h, "rotated", EventKind::Exported, "evt-in-window").await?;
+    let got = receiver.until(1).await?;
+    let delivery = &got[0];
+    assert_eq!(svix_id(delivery), Some("evt-in-window"));
+    assert_eq!(signatures(delivery, "webhook-signature").len(), 2, "{:?}", delivery.headers);
+    assert!(signatures(delivery, "webhook-signature").iter().all(|s| s.starts_with("v1,")));
+    assert_eq!(signatures(delivery, "webhook-signature"), signatures(delivery, "svix-signature"));
+    assert!(verifies(delivery, &new)?, "the new secret verifies it");
+    assert!(verifies(delivery, &old)?, "the old secret verifies it");
+    let (_, stranger) = SigningSecret::generate().map_err(|_| anyhow::anyhow!("no randomness"))?;
+    assert!(!verifies(delivery, &stranger)?);
+
+    // The window ends (moved to the past rather than waited for): the next
+    // delivery is signed with the new secret only.
+    sqlx::query("UPDATE outbound_endpoints SET previous_secret_until = now() - interval '1 second' WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(&endpoint)?)
+        .execute(&h.pool)
+        .await?;
+    let (_, read) = h.get(&format!("/v1/webhook-endpoints/{endpoint}"), &h.admin()).await?;
+    assert_eq!(read["previous_secret_until"], Value::Null, "{read}");
+    publish(&h, "rotated", EventKind::Exported, "evt-after-window").await?;
+    let got = receiver.until(2).await?;
+    let delivery = &got[1];
+    assert_eq!(svix_id(delivery), Some("evt-after-window"));
+    assert_eq!(signatures(delivery, "webhook-signature").len(), 1, "{:?}", delivery.headers);
+    assert!(verifies(delivery, &new)?, "the new secret verifies it");
+    assert!(!verifies(delivery, &old)?, "the old secret no longer does");
+
+    // The expired secret is then forgotten.
+    assert_eq!(landlord_gateway::outbound::sender::forget_expired_secrets(&h.pool).await?, 1);
+    let kept: Option<String> = sqlx::query_scalar("SELECT previous_secret FROM outbound_endpoints WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(&endpoint)?)
+        .fetch_one(&h.pool)
+        .await?;
+    assert_eq!(kept, None);
+
+    // Unknown endpoints.
+    let missing = "/v1/webhook-endpoints/00000000-0000-0000-0000-000000000000/secret/rotate";
+    h.post(missing, Some(&h.admin()), None, &json!({})).await?.problem(StatusCode::NOT_FOUND, "not-found");
+    let garbage = "/v1/webhook-endpoints/not-a-uuid/secret/rotate";
+    h.post(garbage, Some(&h.admin()), None, &json!({})).await?.problem(StatusCode::NOT_FOUND, "not-found");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_update_is_checked_as_a_registration_is_and_changes_nothing_when_refused() -> Result<()> {
+    let h = Harness::new().await?;
+    let admin = h.admin();
+    let (endpoint, _) = register(&h, "https://hooks.example.com/landlord", &["activated"]).await?;
+    for (body, rule, says) in [
+        (json!({"url": "http://hooks.example.com/x"}), "webhook_endpoint.https", "must be https://"),
+        (json!({"url": "https://u:p@hooks.example.com/"}), "webhook_endpoint.url_credentials", "credentials"),
+        (json!({"url": "hooks.example.com"}), "webhook_endpoint.url", "is not a URL"),
+        (
+            json!({"url": "https://hooks.example.com/v2", "event_types": ["activate"]}),
+            "webhook_endpoint.event_type",
+            "event type \"activate\" is not one of",
+        ),
+        (json!({"event_types": []}), "webhook_endpoint.event_types_empty", "names no event"),
+        (json!({"event_types": ["*", "deleted"]}), "webhook_endpoint.event_types_wildcard", "alone"),
+        (json!({"description": "a\u{7}bell"}), "webhook_endpoint.description", "control characters"),
+        (json!({}), "webhook_endpoint.update_empty", "changes nothing"),
+        (json!({"enabled": null}), "webhook_endpoint.update_empty", "changes nothing"),
+    ] {
+        let answer = patch(&h, &endpoint, &admin, &body).await?;
+        answer.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+        assert_eq!(answer.body["rule"], rule, "{body}");
+        let detail = answer.body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(says), "{body}: {detail}");
+    }
+    for body in [json!({"secret": "whsec_AAAA"}), json!({"enabled": "no"}), json!("enable")] {
+        patch(&h, &endpoint, &admin, &body).await?.problem(StatusCode::BAD_REQUEST, "malformed-body");
+    }
+    let (_, read) = h.get(&format!("/v1/webhook-endpoints/{endpoint}"), &admin).await?;
+    assert_eq!(read["url"], "https://hooks.example.com/landlord", "a refused update changes nothing: {read}");
+    assert_eq!(read["event_types"], json!(["activated"]));
+
+    let change = json!({"enabled": false});
+    patch(&h, &endpoint, &h.token(&[READ]), &change).await?.problem(StatusCode::FORBIDDEN, "missing-scope");
+    let unknown = "00000000-0000-0000-0000-000000000000";
+    let answer = patch(&h, unknown, &admin, &change).await?;
+    answer.problem(StatusCode::NOT_FOUND, "not-found");
+    assert_eq!(answer.body["detail"], format!("no webhook endpoint {unknown}"));
+    patch(&h, "not-a-uuid", &admin, &change).await?.problem(StatusCode::NOT_FOUND, "not-found");
+    // Deleted, then updated: 404.
+    let url = format!("{}/v1/webhook-endpoints/{endpoint}", h.api);
+    assert_eq!(h.http.delete(url).bearer_auth(&admin).send().await?.status(), StatusCode::NO_CONTENT);
+    patch(&h, &endpoint, &admin, &change).await?.problem(StatusCode::NOT_FOUND, "not-found");
+    Ok(())
+}
