@@ -22,6 +22,7 @@ use landlord_testkit::{
 use sqlx::{Connection as _, PgConnection};
 
 mod replicas;
+mod tenant_servers;
 
 /// The services, in the order they start.
 pub const SERVICES: [&str; 5] = ["orchestrator", "idp", "database", "storage", "notification"];
@@ -224,6 +225,11 @@ pub const PURGE_TIMER_VAR: &str = "LANDLORD_PURGE_INTERVAL";
 /// grace period included.
 pub const SCOPES: [&str; 3] = ["tenants:read", "tenants:write", "tenants:purge"];
 
+/// The tenant-data servers of a stack that runs two
+/// ([`Stack::add_tenant_data_server`]): the stack's own PostgreSQL, then a
+/// second cluster.
+pub const TENANT_SERVERS: [&str; 2] = ["first", "second"];
+
 #[derive(Debug)]
 struct Running {
     process: Process,
@@ -254,6 +260,14 @@ pub struct Stack {
     api_port: u16,
     /// Replaces the database worker's tenant-data URL (another role).
     pub tenant_data_url: String,
+    /// The second tenant-data server's cluster and database, when the
+    /// stack runs two ([`Self::add_tenant_data_server`]).
+    pub second_pg: Option<(Postgres, TestDatabase)>,
+    /// The tenant-data servers the database worker and the audit get as
+    /// `LANDLORD_TENANT_DATABASES` (docs/tenant-data.md), one JSON object
+    /// each; empty: the one server of [`Self::tenant_data_url`]
+    /// (`LANDLORD_TENANT_DATABASE_URL`).
+    pub tenant_servers: Vec<serde_json::Value>,
     dir: PathBuf,
     plans: PathBuf,
     /// Behind a lock so that a test may restart services while others
@@ -290,6 +304,8 @@ impl Stack {
         Ok(Self {
             namespace: unique_namespace(),
             tenant_data_url: tenant_data.url.clone(),
+            second_pg: None,
+            tenant_servers: Vec::new(),
             nats,
             pg,
             control,
@@ -375,6 +391,12 @@ impl Stack {
             (PURGE_TIMER_VAR, "200ms".to_owned()),
         ];
         let mut env: Vec<(String, String)> = pairs.into_iter().chain(extra).map(|(k, v)| (k.to_owned(), v)).collect();
+        if !self.tenant_servers.is_empty() {
+            // The list replaces the one URL (setting both is refused).
+            env.retain(|(k, _)| k != "LANDLORD_TENANT_DATABASE_URL");
+            let list = serde_json::Value::Array(self.tenant_servers.clone()).to_string();
+            env.push(("LANDLORD_TENANT_DATABASES".to_owned(), list));
+        }
         env.retain(|(k, _)| !self.overrides.iter().any(|(o, _)| o == k));
         env.extend(self.overrides.iter().cloned());
         env
@@ -1022,20 +1044,10 @@ impl Stack {
         if self.keycloak.organizations(SHARED_REALM).iter().any(|o| o["name"] == key) {
             left.push(format!("organization {key}"));
         }
-        let mut data = self.tenant_data().await?;
-        for (what, sql, name) in [
-            ("role", "SELECT count(*) FROM pg_roles WHERE rolname = $1", names.role.as_str()),
-            ("schema", "SELECT count(*) FROM pg_namespace WHERE nspname = $1", names.schema.as_str()),
-            ("database", "SELECT count(*) FROM pg_database WHERE datname = $1", names.database.as_str()),
-            ("pooled row", "SELECT count(*) FROM landlord_pooled.tenants WHERE key = $1", key),
-        ] {
-            let found: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-                .bind(name)
-                .fetch_one(&mut data)
-                .await
-                .unwrap_or(0);
-            if found > 0 {
-                left.push(format!("{what} {name}"));
+        let servers = self.tenant_data_servers();
+        for (server, url) in &servers {
+            for object in self.tenant_data_objects(url, key).await? {
+                left.push(if servers.len() > 1 { format!("{object} on {server}") } else { object });
             }
         }
         if self.buckets()?.contains(&names.bucket) {

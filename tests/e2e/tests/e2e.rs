@@ -23,6 +23,8 @@ mod lifecycle_chaos;
 mod lifecycle_failures;
 #[path = "e2e/nemesis.rs"]
 mod nemesis;
+#[path = "e2e/placement.rs"]
+mod placement;
 #[path = "e2e/python_example.rs"]
 mod python_example;
 #[path = "e2e/signup.rs"]
