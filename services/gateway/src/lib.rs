@@ -82,6 +82,11 @@
 //! | `LANDLORD_SIGNUP_TTL` | `24h` | how long a sign-up's verification link lives ([`signup`], docs/signup.md) |
 //! | `LANDLORD_PUBLIC_URL` | the request's `Host` | the gateway's address as browsers reach it, for the links mailed (and, when `https://`, console cookies are `Secure`) |
 //! | `LANDLORD_CONSOLE_SERVICES` | — | `name=http://host:port,…`: health addresses whose `/readyz` the console's system page shows ([`console`], docs/console.md) |
+//! | `LANDLORD_OIDC_ISSUER` | — | OIDC issuer the console signs in with (code flow with PKCE, [`console::oidc`], docs/console.md); unset: API-token sign-in only |
+//! | `LANDLORD_OIDC_CLIENT_ID` | — | the console's client at that issuer (required with it) |
+//! | `LANDLORD_OIDC_CLIENT_SECRET` | — | its secret: a confidential client; unset: a public client (PKCE only) |
+//! | `LANDLORD_OIDC_SCOPES` | `openid` | scopes asked for (`openid` always among them) |
+//! | `LANDLORD_OIDC_REDIRECT_URL` | `LANDLORD_PUBLIC_URL` + `/console/oidc/callback` | the callback registered at the issuer; one of the two is required with the issuer |
 
 // The OpenAPI document is one `json!` literal, deeper than the default limit.
 #![recursion_limit = "256"]

@@ -64,7 +64,41 @@
 //!   member), `GET …/members` (MemberRepresentations, `membershipType`
 //!   `UNMANAGED`, `?q=`, paged with `max` 10 by default as Keycloak does),
 //!   `GET`/`DELETE …/members/{user id}` (`404` for a user who is not a
-//!   member; the delete ends the membership, the user stays).
+//!   member; the delete ends the membership, the user stays);
+//! - the browser sign-in of OpenID Connect, for every realm (what the
+//!   console's OIDC sign-in is tested against): the discovery document
+//!   (`GET /realms/{realm}/.well-known/openid-configuration`), the realm's
+//!   keys (`GET …/protocol/openid-connect/certs`, one RS256 key, the
+//!   test-only `tests/support/fixtures/test-only-keycloak-double-key.pk8.der`),
+//!   and the authorization code flow with PKCE (RFC 7636) checked as
+//!   Keycloak's `AuthorizationEndpointChecker`, `AuthorizationCodeGrantType`
+//!   and `PkceUtils` check it. The authorization endpoint (`GET
+//!   …/protocol/openid-connect/auth`) answers an unknown client or a
+//!   redirect URI the client does not list with an error page (`400`
+//!   "Client not found." / "Invalid parameter: redirect_uri"), other faults
+//!   by redirecting back with `error` (a missing `response_type`, scopes the
+//!   client does not have: `invalid_scope`, PKCE parameters a client whose
+//!   `pkce.code.challenge.method` attribute enforces them lacks, or a
+//!   malformed challenge: `invalid_request`); then, as if the user
+//!   [`KeycloakDouble::sign_in_as`] named had signed in at its login page
+//!   (without one: the login page, `200`), it opens a user session and
+//!   redirects `302` to the `redirect_uri` with `code`, `state`,
+//!   `session_state` and `iss`. The token endpoint's `authorization_code`
+//!   grant takes a code once (a second use is `400 invalid_grant "Code not
+//!   valid"` and ends the session the first use opened), within 60 seconds
+//!   ("Code is expired"), from the client it was issued to ("Auth error:
+//!   Found different client_id in clientSession"), with the same
+//!   `redirect_uri` ("Incorrect redirect_uri"), and checks the PKCE
+//!   `code_verifier` — missing: "PKCE code verifier not specified", not 43
+//!   to 128 unreserved characters: "PKCE verification failed: Invalid code
+//!   verifier", `BASE64URL(SHA256(verifier))` not the challenge: "PKCE
+//!   verification failed: Code mismatch", all `400 invalid_grant`. It
+//!   answers an RS256 access token (`iss` the realm's issuer, `aud` from the
+//!   client's `oidc-audience-mapper` protocol mappers, `azp`, `sub` the user
+//!   id, `scope`: `openid` when asked, the client's default scopes and the
+//!   optional ones asked for), an ID token (`aud` the client, `nonce`,
+//!   `at_hash`) and a refresh token. The other grants' access tokens stay
+//!   opaque strings, as the admin API's callers never look inside them.
 //!
 //! The official admin client (`@keycloak/keycloak-admin-client`) drives
 //! these calls against the double in `tests/support/keycloak-admin-client/`
@@ -84,8 +118,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -134,8 +168,30 @@ struct Realm {
     /// organization id → member user ids.
     members: HashMap<String, Vec<String>>,
     profile: Value,
-    /// User sessions opened by the password grant.
+    /// User sessions opened by the password grant or a browser sign-in.
     sessions: Vec<UserSession>,
+    /// Authorization codes issued by the authorization endpoint.
+    codes: Vec<AuthorizationCode>,
+    /// The user signed in at the realm's login page in "the browser": the
+    /// authorization endpoint approves them without asking.
+    browser_user: Option<String>,
+}
+
+/// An authorization code and what it was issued for (OAuth2Code).
+#[derive(Debug, Clone)]
+struct AuthorizationCode {
+    code: String,
+    client_id: String,
+    redirect_uri: String,
+    /// The scope granted, as the tokens' `scope` claim carries it.
+    scope: String,
+    nonce: Option<String>,
+    challenge: Option<String>,
+    challenge_method: Option<String>,
+    user_id: String,
+    session_id: String,
+    expiry: Instant,
+    used: bool,
 }
 
 /// A user session: what the password grant opens and a logout ends.
@@ -155,6 +211,8 @@ struct Issued {
 
 #[derive(Debug)]
 struct State {
+    /// `http://127.0.0.1:<port>`, the base of every issuer.
+    url: String,
     realms: Vec<(String, Realm)>,
     tokens: HashMap<String, Issued>,
     token_lifespan: Duration,
@@ -181,7 +239,10 @@ impl KeycloakDouble {
 
     /// Starts the double on `addr`, with its `master` realm.
     pub async fn start_on(addr: SocketAddr) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
         let mut state = State {
+            url: format!("http://{addr}"),
             realms: Vec::new(),
             tokens: HashMap::new(),
             token_lifespan: Duration::from_secs(60),
@@ -191,8 +252,6 @@ impl KeycloakDouble {
             emails: Vec::new(),
         };
         state.realms.push(("master".into(), master_realm()));
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
         let mut double = Self { state: Arc::new(Mutex::new(state)), addr, server: None };
         double.serve(listener);
         Ok(double)
@@ -401,6 +460,57 @@ impl KeycloakDouble {
     }
 }
 
+impl KeycloakDouble {
+    /// The realm's issuer, `http://127.0.0.1:<port>/realms/<realm>`, as its
+    /// tokens' `iss` and its discovery document name it.
+    pub fn issuer(&self, realm: &str) -> String {
+        format!("{}/realms/{realm}", self.url())
+    }
+
+    /// Creates a client as `POST /admin/realms/{realm}/clients` does (a
+    /// ClientRepresentation: `clientId`, `publicClient`, `secret`,
+    /// `redirectUris`, `attributes` such as `pkce.code.challenge.method`,
+    /// `defaultClientScopes`, `optionalClientScopes`, `protocolMappers`);
+    /// returns its id, `None` when the realm does not exist or the client id
+    /// is taken.
+    pub fn add_client(&self, realm: &str, rep: Value) -> Option<String> {
+        self.create(realm, "clients", rep)
+    }
+
+    /// Creates a user as `POST /admin/realms/{realm}/users` does; returns
+    /// its id, `None` when the realm does not exist or the name is taken.
+    pub fn add_user(&self, realm: &str, rep: Value) -> Option<String> {
+        self.create(realm, "users", rep)
+    }
+
+    fn create(&self, realm: &str, collection: &str, rep: Value) -> Option<String> {
+        let mut state = self.lock();
+        let r = realm_mut(&mut state, realm)?;
+        let base = format!("/admin/realms/{realm}");
+        let response = realm_route(
+            r,
+            &Method::POST,
+            &[collection],
+            &HashMap::new(),
+            &rep.to_string(),
+            &base,
+            realm,
+            &mut Vec::new(),
+        );
+        let location = response.headers().get(header::LOCATION)?.to_str().ok()?;
+        location.rsplit('/').next().map(str::to_owned)
+    }
+
+    /// Makes `username` the user signed in at the realm's login page: the
+    /// authorization endpoint approves them at once (`None`: it shows the
+    /// login page).
+    pub fn sign_in_as(&self, realm: &str, username: Option<&str>) {
+        if let Some(r) = realm_mut(&mut self.lock(), realm) {
+            r.browser_user = username.map(str::to_lowercase);
+        }
+    }
+}
+
 impl Drop for KeycloakDouble {
     fn drop(&mut self) {
         self.abort();
@@ -566,10 +676,18 @@ fn route(
     body: &str,
 ) -> Response {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if let ["realms", realm, "protocol", "openid-connect", "token"] = segments.as_slice()
-        && method == Method::POST
-    {
-        return token(state, realm, headers, body);
+    match (method.clone(), segments.as_slice()) {
+        (Method::POST, ["realms", realm, "protocol", "openid-connect", "token"]) => {
+            return token(state, realm, headers, body);
+        }
+        (Method::GET, ["realms", realm, ".well-known", "openid-configuration"]) => {
+            return discovery(state, realm);
+        }
+        (Method::GET, ["realms", realm, "protocol", "openid-connect", "certs"]) => return certs(state, realm),
+        (Method::GET, ["realms", realm, "protocol", "openid-connect", "auth"]) => {
+            return authorize(state, realm, query);
+        }
+        _ => {}
     }
     if segments.first() != Some(&"admin") || segments.get(1) != Some(&"realms") {
         return not_implemented(method, path);
@@ -661,6 +779,412 @@ fn client_credentials(headers: &HeaderMap, form: &HashMap<String, String>) -> (S
     (form.get("client_id").cloned().unwrap_or_default(), form.get("client_secret").cloned())
 }
 
+/// The test-only key every realm of the double signs its JWTs with
+/// (Keycloak generates one per realm; one is enough to verify against).
+const SIGNING_KEY: &[u8] = include_bytes!("../fixtures/test-only-keycloak-double-key.pk8.der");
+/// Its `kid`.
+const KEYCLOAK_DOUBLE_KID: &str = "keycloak-double-rs256";
+/// How long an authorization code lives (a realm's default
+/// `accessCodeLifespan`).
+const CODE_LIFESPAN: Duration = Duration::from_secs(60);
+/// A new client's client scopes when its representation names none
+/// (Keycloak 26's realm defaults), and those that never appear in a token's
+/// `scope` claim (`include.in.token.scope` false).
+const DEFAULT_SCOPES: [&str; 6] = ["web-origins", "acr", "roles", "profile", "basic", "email"];
+const OPTIONAL_SCOPES: [&str; 5] = ["address", "phone", "offline_access", "microprofile-jwt", "organization"];
+const SCOPES_NOT_IN_TOKEN: [&str; 4] = ["web-origins", "acr", "roles", "basic"];
+
+fn signing_key() -> Option<&'static ring::signature::RsaKeyPair> {
+    static KEY: OnceLock<Option<ring::signature::RsaKeyPair>> = OnceLock::new();
+    KEY.get_or_init(|| ring::signature::RsaKeyPair::from_pkcs8(SIGNING_KEY).ok()).as_ref()
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// An RS256 JWT over `claims`, signed with the realm key.
+fn sign_jwt(claims: &Value) -> Option<String> {
+    let key = signing_key()?;
+    let header = json!({"alg": "RS256", "typ": "JWT", "kid": KEYCLOAK_DOUBLE_KID});
+    let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+    let mut signature = vec![0; key.public().modulus_len()];
+    key.sign(&ring::signature::RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), input.as_bytes(), &mut signature)
+        .ok()?;
+    Some(format!("{input}.{}", b64url(&signature)))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `GET /realms/{realm}/.well-known/openid-configuration`: the members of
+/// Keycloak's discovery document a relying party reads.
+fn discovery(state: &State, realm: &str) -> Response {
+    if !state.realms.iter().any(|(n, _)| n == realm) {
+        return not_found("Realm does not exist");
+    }
+    let issuer = format!("{}/realms/{realm}", state.url);
+    let oidc = format!("{issuer}/protocol/openid-connect");
+    let document = json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{oidc}/auth"),
+        "token_endpoint": format!("{oidc}/token"),
+        "jwks_uri": format!("{oidc}/certs"),
+        "userinfo_endpoint": format!("{oidc}/userinfo"),
+        "end_session_endpoint": format!("{oidc}/logout"),
+        "grant_types_supported": ["authorization_code", "client_credentials", "password", "refresh_token"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "subject_types_supported": ["public", "pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "code_challenge_methods_supported": ["plain", "S256"],
+        "scopes_supported": ["openid", "profile", "email", "address", "phone", "offline_access"],
+        "claims_parameter_supported": true,
+        "authorization_response_iss_parameter_supported": true,
+    });
+    respond(StatusCode::OK, Some(document), None)
+}
+
+/// `GET /realms/{realm}/protocol/openid-connect/certs`: the realm's
+/// signing key as a JWKS.
+fn certs(state: &State, realm: &str) -> Response {
+    if !state.realms.iter().any(|(n, _)| n == realm) {
+        return not_found("Realm does not exist");
+    }
+    let Some(key) = signing_key() else {
+        return error_message(StatusCode::INTERNAL_SERVER_ERROR, "the double's signing key does not load");
+    };
+    let public = ring::signature::RsaPublicKeyComponents::<Vec<u8>>::from(key.public());
+    let jwk = json!({"kid": KEYCLOAK_DOUBLE_KID, "kty": "RSA", "alg": "RS256", "use": "sig",
+        "n": b64url(&public.n), "e": b64url(&public.e)});
+    respond(StatusCode::OK, Some(json!({"keys": [jwk]})), None)
+}
+
+/// The login theme's error page ("We are sorry..."), with Keycloak's message.
+fn error_page(status: StatusCode, message: &str) -> Response {
+    let body = format!(
+        "<!DOCTYPE html><html><body><h1>We are sorry...</h1><p id=\"kc-error-message\">{message}</p></body></html>"
+    );
+    Response::builder()
+        .status(status)
+        .header(header::CONNECTION, "close")
+        .header(header::CONTENT_TYPE, "text/html;charset=utf-8")
+        .body(Body::from(body))
+        .unwrap_or_default()
+}
+
+/// One `application/x-www-form-urlencoded` component, encoded.
+fn form_encode(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `uri` with `params` added to its query.
+fn with_query(uri: &str, params: &[(&str, &str)]) -> String {
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", form_encode(v))).collect();
+    let separator = if uri.contains('?') { '&' } else { '?' };
+    format!("{uri}{separator}{}", query.join("&"))
+}
+
+fn redirect(location: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header(header::CONNECTION, "close")
+        .header(header::LOCATION, location)
+        .body(Body::empty())
+        .unwrap_or_default()
+}
+
+/// Whether the client lists `uri` among its `redirectUris` (RedirectUtils:
+/// an exact match, or a prefix match on an entry ending with `*`).
+fn redirect_allowed(client: &Value, uri: &str) -> bool {
+    client["redirectUris"].as_array().is_some_and(|allowed| {
+        allowed.iter().filter_map(Value::as_str).any(|a| match a.strip_suffix('*') {
+            Some(prefix) => uri.starts_with(prefix),
+            None => a == uri,
+        })
+    })
+}
+
+/// The client's default and optional client scopes (the realm defaults
+/// when its representation names none).
+fn client_scopes(client: &Value) -> (Vec<String>, Vec<String>) {
+    let names = |field: &str, defaults: &[&str]| match client[field].as_array() {
+        Some(list) => list.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect(),
+        None => defaults.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    (names("defaultClientScopes", &DEFAULT_SCOPES), names("optionalClientScopes", &OPTIONAL_SCOPES))
+}
+
+/// PKCE code challenges and verifiers: 43 to 128 unreserved characters.
+fn pkce_shaped(value: &str) -> bool {
+    (43..=128).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// `GET /realms/{realm}/protocol/openid-connect/auth` (AuthorizationEndpoint
+/// and its checker), the `code` response type only; see the module docs.
+fn authorize(state: &mut State, realm: &str, query: &HashMap<String, String>) -> Response {
+    let issuer = format!("{}/realms/{realm}", state.url);
+    let Some(r) = realm_mut(state, realm) else { return error_page(StatusCode::NOT_FOUND, "Realm does not exist") };
+    if r.rep["enabled"].as_bool() == Some(false) {
+        return error_page(StatusCode::FORBIDDEN, "Realm not enabled");
+    }
+    let param = |name: &str| query.get(name).map(String::as_str);
+    let Some(client_id) = param("client_id") else {
+        return error_page(StatusCode::BAD_REQUEST, "Missing parameter: client_id");
+    };
+    let Some(client) = find_by(&r.clients, "clientId", client_id).cloned() else {
+        return error_page(StatusCode::BAD_REQUEST, "Client not found.");
+    };
+    if client["enabled"].as_bool() == Some(false) {
+        return error_page(StatusCode::BAD_REQUEST, "Client disabled");
+    }
+    let Some(redirect_uri) = param("redirect_uri").filter(|uri| redirect_allowed(&client, uri)) else {
+        return error_page(StatusCode::BAD_REQUEST, "Invalid parameter: redirect_uri");
+    };
+    // From here on, faults go back to the client (redirectErrorToClient).
+    let state_param = param("state");
+    let fail = |error: &str, description: &str| {
+        let mut params = vec![("error", error), ("error_description", description)];
+        if let Some(state) = state_param {
+            params.push(("state", state));
+        }
+        params.push(("iss", issuer.as_str()));
+        redirect(&with_query(redirect_uri, &params))
+    };
+    match param("response_type") {
+        None => return fail("invalid_request", "Missing parameter: response_type"),
+        Some("code") => {}
+        Some(_) => return not_implemented(&Method::GET, "an authorization response type other than code"),
+    }
+    if client["standardFlowEnabled"].as_bool() == Some(false) {
+        return fail(
+            "unauthorized_client",
+            "Client is not allowed to initiate browser login with given response_type. Standard flow is disabled for the client.",
+        );
+    }
+    let requested: Vec<&str> = param("scope").unwrap_or_default().split_whitespace().collect();
+    let (defaults, optional) = client_scopes(&client);
+    if requested.iter().any(|s| *s != "openid" && !defaults.iter().chain(&optional).any(|known| known == s)) {
+        return fail("invalid_scope", &format!("Invalid scopes: {}", param("scope").unwrap_or_default()));
+    }
+    // checkPKCEParams.
+    let challenge = param("code_challenge");
+    let method = param("code_challenge_method");
+    let enforced = client["attributes"]["pkce.code.challenge.method"].as_str().filter(|m| !m.is_empty());
+    if let Some(enforced) = enforced {
+        match method {
+            None => return fail("invalid_request", "Missing parameter: code_challenge_method"),
+            Some(m) if m != enforced => {
+                return fail(
+                    "invalid_request",
+                    "Invalid parameter: code challenge method is not matching the configured one",
+                );
+            }
+            Some(_) => {}
+        }
+        match challenge {
+            None => return fail("invalid_request", "Missing parameter: code_challenge"),
+            Some(c) if !pkce_shaped(c) => return fail("invalid_request", "Invalid parameter: code_challenge"),
+            Some(_) => {}
+        }
+    } else {
+        if challenge.is_none() && method.is_some() {
+            return fail("invalid_request", "Missing parameter: code_challenge");
+        }
+        if method.is_some_and(|m| m != "S256" && m != "plain") {
+            return fail("invalid_request", "Invalid parameter: code_challenge_method");
+        }
+        if challenge.is_some_and(|c| !pkce_shaped(c)) {
+            return fail("invalid_request", "Invalid parameter: code_challenge");
+        }
+    }
+    // The login page, unless a user is signed in in "the browser".
+    let user = r.browser_user.as_deref().and_then(|name| find_by(&r.users, "username", name));
+    let Some(user) = user.filter(|u| u["enabled"].as_bool() == Some(true)).cloned() else {
+        let page = "<!DOCTYPE html><html><body><form id=\"kc-form-login\" method=\"post\">\
+            <input id=\"username\" name=\"username\"><input id=\"password\" name=\"password\" type=\"password\">\
+            </form></body></html>";
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONNECTION, "close")
+            .header(header::CONTENT_TYPE, "text/html;charset=utf-8")
+            .body(Body::from(page))
+            .unwrap_or_default();
+    };
+    let user_id = user["id"].as_str().unwrap_or_default().to_owned();
+    let session =
+        UserSession { id: new_id(), user_id: user_id.clone(), refresh_token: format!("double-refresh-{}", new_id()) };
+    r.sessions.push(session.clone());
+    // The granted scope: openid when asked, the default scopes and the
+    // optional ones asked for, as the token's `scope` claim lists them.
+    let mut granted: Vec<String> = Vec::new();
+    if requested.contains(&"openid") {
+        granted.push("openid".into());
+    }
+    for scope in defaults.iter().chain(optional.iter().filter(|s| requested.contains(&s.as_str()))) {
+        if !SCOPES_NOT_IN_TOKEN.contains(&scope.as_str()) && !granted.contains(scope) {
+            granted.push(scope.clone());
+        }
+    }
+    let code = format!("{}.{}.{}", new_id(), session.id, new_id());
+    r.codes.push(AuthorizationCode {
+        code: code.clone(),
+        client_id: client_id.to_owned(),
+        redirect_uri: redirect_uri.to_owned(),
+        scope: granted.join(" "),
+        nonce: param("nonce").map(str::to_owned),
+        challenge: challenge.map(str::to_owned),
+        challenge_method: method.map(str::to_owned),
+        user_id,
+        session_id: session.id.clone(),
+        expiry: Instant::now() + CODE_LIFESPAN,
+        used: false,
+    });
+    let mut params = Vec::new();
+    if let Some(state) = state_param {
+        params.push(("state", state));
+    }
+    params.extend([("session_state", session.id.as_str()), ("iss", issuer.as_str()), ("code", code.as_str())]);
+    redirect(&with_query(redirect_uri, &params))
+}
+
+/// The `authorization_code` grant of the token endpoint, for `client`
+/// (already authenticated); see the module docs.
+fn code_grant(
+    r: &mut Realm,
+    client: &Value,
+    form: &HashMap<String, String>,
+    issuer: &str,
+    lifespan: Duration,
+) -> Response {
+    let invalid_grant = |description: &str| oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description);
+    let Some(presented) = form.get("code") else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing parameter: code");
+    };
+    let Some(index) = r.codes.iter().position(|c| c.code == *presented) else { return invalid_grant("Code not valid") };
+    if r.codes[index].used {
+        // "Attempt to use same code twice should invalidate existing clientSession".
+        let session_id = r.codes[index].session_id.clone();
+        r.sessions.retain(|s| s.id != session_id);
+        return invalid_grant("Code not valid");
+    }
+    // Single use from its first presentation on, whatever follows.
+    r.codes[index].used = true;
+    let grant = r.codes[index].clone();
+    if grant.expiry <= Instant::now() {
+        return invalid_grant("Code is expired");
+    }
+    let Some(session) = r.sessions.iter().find(|s| s.id == grant.session_id).cloned() else {
+        return invalid_grant("User session not found");
+    };
+    let Some(user) = find_by(&r.users, "id", &grant.user_id).cloned() else { return invalid_grant("User not found") };
+    if user["enabled"].as_bool() != Some(true) {
+        return invalid_grant("User disabled");
+    }
+    if form.get("redirect_uri").map(String::as_str) != Some(grant.redirect_uri.as_str()) {
+        return invalid_grant("Incorrect redirect_uri");
+    }
+    let client_id = client["clientId"].as_str().unwrap_or_default();
+    if client_id != grant.client_id {
+        return invalid_grant("Auth error: Found different client_id in clientSession");
+    }
+    if client["standardFlowEnabled"].as_bool() == Some(false) {
+        return invalid_grant("Client not allowed to exchange code");
+    }
+    // PkceUtils: enforced when the code was asked for with a method.
+    let verifier = form.get("code_verifier").map(String::as_str);
+    match (&grant.challenge, verifier) {
+        (None, None) => {}
+        (None, Some(_)) => {
+            return invalid_grant("PKCE code verifier specified but challenge not present in authorization");
+        }
+        (_, None) => return invalid_grant("PKCE code verifier not specified"),
+        (challenge, Some(verifier)) => {
+            if !pkce_shaped(verifier) {
+                return invalid_grant("PKCE verification failed: Invalid code verifier");
+            }
+            let encoded = match grant.challenge_method.as_deref() {
+                Some("S256") => b64url(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()).as_ref()),
+                _ => verifier.to_owned(),
+            };
+            if challenge.as_deref() != Some(encoded.as_str()) {
+                return invalid_grant("PKCE verification failed: Code mismatch");
+            }
+        }
+    }
+    let now = unix_now();
+    let username = user["username"].as_str().unwrap_or_default();
+    let mut access = json!({
+        "exp": now + lifespan.as_secs(), "iat": now, "auth_time": now, "jti": new_id(), "iss": issuer,
+        "sub": grant.user_id, "typ": "Bearer", "azp": client_id, "sid": session.id, "acr": "1",
+        "scope": grant.scope, "preferred_username": username,
+        "email_verified": user["emailVerified"].as_bool().unwrap_or(false),
+    });
+    if let Some(email) = user["email"].as_str() {
+        access["email"] = json!(email);
+    }
+    // The audience mappers that put an audience into access tokens.
+    let audiences: Vec<Value> = client["protocolMappers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["protocolMapper"].as_str() == Some("oidc-audience-mapper"))
+        .filter(|m| m["config"]["access.token.claim"].as_str() != Some("false"))
+        .filter_map(|m| {
+            let config = &m["config"];
+            config["included.custom.audience"].as_str().or(config["included.client.audience"].as_str())
+        })
+        .map(|a| json!(a))
+        .collect();
+    match audiences.len() {
+        0 => {}
+        1 => access["aud"] = audiences[0].clone(),
+        _ => access["aud"] = Value::Array(audiences),
+    }
+    let Some(access_token) = sign_jwt(&access) else {
+        return error_message(StatusCode::INTERNAL_SERVER_ERROR, "the double's signing key does not load");
+    };
+    let mut answer = json!({
+        "access_token": access_token,
+        "expires_in": lifespan.as_secs(),
+        "refresh_expires_in": 1800,
+        "refresh_token": session.refresh_token,
+        "token_type": "Bearer",
+        "not-before-policy": 0,
+        "session_state": session.id,
+        "scope": grant.scope,
+    });
+    if grant.scope.split(' ').any(|s| s == "openid") {
+        let digest = ring::digest::digest(&ring::digest::SHA256, access_token.as_bytes());
+        let mut id = json!({
+            "exp": now + lifespan.as_secs(), "iat": now, "auth_time": now, "jti": new_id(), "iss": issuer,
+            "aud": client_id, "sub": grant.user_id, "typ": "ID", "azp": client_id, "sid": session.id,
+            "at_hash": b64url(&digest.as_ref()[..16]), "acr": "1", "preferred_username": username,
+            "email_verified": user["emailVerified"].as_bool().unwrap_or(false),
+        });
+        if let Some(nonce) = &grant.nonce {
+            id["nonce"] = json!(nonce);
+        }
+        if let Some(email) = user["email"].as_str() {
+            id["email"] = json!(email);
+        }
+        match sign_jwt(&id) {
+            Some(id_token) => answer["id_token"] = json!(id_token),
+            None => return error_message(StatusCode::INTERNAL_SERVER_ERROR, "the double's signing key does not load"),
+        }
+    }
+    respond(StatusCode::OK, Some(answer), None)
+}
+
 /// `POST /realms/{realm}/protocol/openid-connect/token` (TokenEndpoint):
 /// a missing realm is `404`; a disabled realm refuses every grant with `403
 /// access_denied "Realm not enabled"` (checkRealm, before the client is
@@ -676,6 +1200,7 @@ fn client_credentials(headers: &HeaderMap, form: &HashMap<String, String>) -> (S
 fn token(state: &mut State, realm: &str, headers: &HeaderMap, body: &str) -> Response {
     let form = decode_pairs(body);
     let lifespan = state.token_lifespan;
+    let issuer = format!("{}/realms/{realm}", state.url);
     let Some(r) = realm_mut(state, realm) else {
         return oauth_error(StatusCode::NOT_FOUND, "Realm does not exist", "Realm does not exist");
     };
@@ -745,6 +1270,10 @@ fn token(state: &mut State, realm: &str, headers: &HeaderMap, body: &str) -> Res
             };
             r.sessions.push(session.clone());
             Some(session)
+        }
+        "authorization_code" => {
+            let client = client.clone();
+            return code_grant(r, &client, &form, &issuer, lifespan);
         }
         "refresh_token" => {
             let presented = form.get("refresh_token").map(String::as_str).unwrap_or_default();
