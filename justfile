@@ -81,6 +81,10 @@ bench-storage: install
 bench-api: install
     RUST_LOG=warn cargo bench -p landlord-gateway --bench api
 
+# Benchmark the operator console: its tenant list and tenant page with 10,000 tenants at 50 requests/s open-loop, next to the same queries on a bare pool, and the idle CPU of 100 open live views → bench/results/console.{json,md}.
+bench-console: install
+    RUST_LOG=warn cargo bench -p landlord-gateway --bench console
+
 # Benchmark the whole system: bridge tenants at 1/16/64 in flight through the service binaries, next to the workers' steps called directly in sequence and in the plan's graph (the two floors); 270/384/768 tenants per level, 1,000 with BENCH_FULL=1 → bench/results/full.{json,md}.
 bench: install
     RUST_LOG=warn cargo bench -p landlord-e2e --bench full
