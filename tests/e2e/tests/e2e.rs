@@ -7,6 +7,8 @@
 mod audit;
 #[path = "e2e/chaos.rs"]
 mod chaos;
+#[path = "e2e/clerk_members.rs"]
+mod clerk_members;
 #[path = "e2e/clerk_storm.rs"]
 mod clerk_storm;
 #[path = "e2e/cluster.rs"]
