@@ -70,27 +70,13 @@ pub async fn feed(
     caller.require(READ)?;
     let Query(query) =
         query.map_err(|e| Problem::bad_request("query", format!("the query string is not valid: {e}")))?;
-    let mut tenant = query
+    let tenant = query
         .tenant
         .as_deref()
         .map(TenantKey::parse)
         .transpose()
         .map_err(|e| Problem::invalid(e.rule(), e.to_string()))?;
-    let mut window = Window::default();
-    if let Some(scope) = caller.tenant_scope() {
-        if let Some(own) = &scope.tenant {
-            window = Window::of(&app, own.id).await?;
-        }
-        let own = scope.key().and_then(|key| TenantKey::parse(key).ok());
-        tenant = match (own, tenant) {
-            (Some(own), None) => Some(own),
-            (Some(own), Some(asked)) if asked == own => Some(own),
-            (_, asked) => {
-                let named = asked.map_or_else(|| scope.claim.clone(), |key| key.to_string());
-                return Err(Problem::not_found(format!("no tenant has the key {named:?}")));
-            }
-        };
-    }
+    let (tenant, window) = narrow(&app, &caller, tenant).await?;
     let kind = match query.kind.as_deref() {
         None => None,
         Some(name) => Some(EventKind::from_name(name).ok_or_else(|| {
@@ -128,10 +114,33 @@ pub async fn feed(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }
 
+/// The tenant a feed asked for `asked` reads, narrowed to the caller's
+/// own for a tenant-scoped caller (another key: 404, as a missing tenant),
+/// and the [`Window`] its events must fall in. Shared by `/v1/events` and
+/// the console's live view.
+pub async fn narrow(app: &App, caller: &Caller, asked: Option<TenantKey>) -> Result<(Option<TenantKey>, Window)> {
+    let Some(scope) = caller.tenant_scope() else {
+        return Ok((asked, Window::default()));
+    };
+    let window = match &scope.tenant {
+        Some(own) => Window::of(app, own.id).await?,
+        None => Window::default(),
+    };
+    let own = scope.key().and_then(|key| TenantKey::parse(key).ok());
+    match (own, asked) {
+        (Some(own), None) => Ok((Some(own), window)),
+        (Some(own), Some(asked)) if asked == own => Ok((Some(own), window)),
+        (_, asked) => {
+            let named = asked.map_or_else(|| scope.claim.clone(), |key| key.to_string());
+            Err(Problem::not_found(format!("no tenant has the key {named:?}")))
+        }
+    }
+}
+
 /// When a scoped feed's tenant held its key: after the previous holder's
 /// tombstone, until its own (if it is one). Unbounded for a global feed.
 #[derive(Debug, Clone, Copy, Default)]
-struct Window {
+pub struct Window {
     after: Option<OffsetDateTime>,
     until: Option<OffsetDateTime>,
 }
@@ -151,7 +160,8 @@ impl Window {
         Ok(Self { after, until })
     }
 
-    fn holds(&self, message: &async_nats::jetstream::Message) -> bool {
+    /// Whether `message` was published while the feed's tenant held its key.
+    pub fn holds(&self, message: &async_nats::jetstream::Message) -> bool {
         if self.after.is_none() && self.until.is_none() {
             return true;
         }

@@ -9,6 +9,7 @@
 pub mod broker;
 pub mod config;
 pub mod consume;
+pub mod dead_letters;
 pub mod error;
 pub mod fence;
 pub mod health;

@@ -7,78 +7,30 @@
 //! removes the dead letter; discard removes it.
 
 use anyhow::{Context as _, Result};
-use async_nats::HeaderMap;
-use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
-use landlord_contract::{StreamKind, header, pb};
-use prost::Message as _;
+use landlord_contract::StreamKind;
+use landlord_runtime::dead_letters::{self, DeadLetter};
 use serde_json::{Value, json};
-use time::format_description::well_known::Rfc3339;
 
 use super::{Ctx, confirm, nats};
 use crate::api::{ApiError, Exit};
 use crate::cli::Dlq;
 use crate::output::{self, cell};
 
-fn attribute(headers: &HeaderMap, name: &str) -> String {
-    headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default()
-}
-
-/// A dead letter as listed.
-fn summary(message: &async_nats::jetstream::message::StreamMessage) -> Value {
-    let h = &message.headers;
-    json!({
-        "sequence": message.sequence,
-        "time": message.time.format(&Rfc3339).unwrap_or_default(),
-        "subject": attribute(h, header::DLQ_SUBJECT),
-        "reason": attribute(h, header::DLQ_REASON),
-        "deliveries": attribute(h, header::DLQ_DELIVERIES).parse::<u64>().ok(),
-        "consumer": attribute(h, header::DLQ_CONSUMER),
-        "tenant": attribute(h, header::SUBJECT),
-        "saga": attribute(h, header::CORRELATION_ID),
-        "type": attribute(h, header::TYPE),
-    })
-}
-
-/// Every dead letter whose original subject contains `subject`.
-async fn letters(stream: &mut Stream, subject: Option<&str>, limit: usize) -> Result<Vec<Value>> {
-    let state = stream.info().await?.state.clone();
-    let mut found = Vec::new();
-    if state.messages == 0 {
-        return Ok(found);
+/// A dead-letter error as the CLI reports it: a missing letter exits 3.
+fn error(e: dead_letters::Error) -> anyhow::Error {
+    match e {
+        dead_letters::Error::NotFound(_) => ApiError::Problem { status: 404, detail: e.to_string(), rule: None }.into(),
+        e => e.into(),
     }
-    for sequence in state.first_sequence..=state.last_sequence {
-        let message = match stream.get_raw_message(sequence).await {
-            Ok(message) => message,
-            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let item = summary(&message);
-        if subject.is_none_or(|s| item["subject"].as_str().unwrap_or("").contains(s)) {
-            found.push(item);
-            if found.len() >= limit {
-                break;
-            }
-        }
-    }
-    Ok(found)
 }
 
-/// The payload decoded by its CloudEvents type, when it is one we know.
-fn decoded(ce_type: &str, payload: &[u8]) -> Option<String> {
-    let name = ce_type.rsplit('.').next()?;
-    let text = match name {
-        "StepCommand" => format!("{:#?}", pb::StepCommand::decode(payload).ok()?),
-        "CancelSaga" => format!("{:#?}", pb::CancelSaga::decode(payload).ok()?),
-        "OperationRequested" => format!("{:#?}", pb::OperationRequested::decode(payload).ok()?),
-        "TenantRequested" => format!("{:#?}", pb::TenantRequested::decode(payload).ok()?),
-        "StepResult" => format!("{:#?}", pb::StepResult::decode(payload).ok()?),
-        _ => return None,
-    };
-    Some(text)
-}
-
-fn not_found(sequence: u64) -> anyhow::Error {
-    ApiError::Problem { status: 404, detail: format!("no dead letter {sequence}"), rule: None }.into()
+async fn letters(
+    stream: &mut async_nats::jetstream::stream::Stream,
+    subject: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Value>> {
+    let found = dead_letters::list(stream, subject, limit).await.map_err(error)?;
+    Ok(found.iter().map(DeadLetter::summary).collect())
 }
 
 pub async fn run(ctx: &Ctx, verb: Dlq) -> Result<Exit> {
@@ -100,20 +52,11 @@ pub async fn run(ctx: &Ctx, verb: Dlq) -> Result<Exit> {
             Ok(Exit::Done)
         }
         Dlq::Show { sequence } => {
-            let message = match stream.get_raw_message(sequence).await {
-                Ok(message) => message,
-                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Err(not_found(sequence)),
-                Err(e) => return Err(e.into()),
-            };
-            let mut item = summary(&message);
-            let headers: serde_json::Map<String, Value> = message
-                .headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), json!(v.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", "))))
-                .collect();
-            item["headers"] = Value::Object(headers);
-            item["payload_bytes"] = json!(message.payload.len());
-            item["decoded"] = json!(decoded(item["type"].as_str().unwrap_or(""), &message.payload));
+            let letter = dead_letters::get(&stream, sequence).await.map_err(error)?;
+            let mut item = letter.summary();
+            item["headers"] = letter.header_map();
+            item["payload_bytes"] = json!(letter.payload.len());
+            item["decoded"] = letter.decoded();
             output::item(
                 ctx.format,
                 &item,
@@ -128,7 +71,7 @@ pub async fn run(ctx: &Ctx, verb: Dlq) -> Result<Exit> {
                     ("deliveries", |d| cell(d.get("deliveries"))),
                     ("reason", |d| cell(d.get("reason"))),
                     ("bytes", |d| cell(d.get("payload_bytes"))),
-                    ("message", |d| d["decoded"].as_str().map_or_else(|| "(not decoded)".into(), |t| format!("\n{t}"))),
+                    ("message", |d| format!("\n{}", serde_json::to_string_pretty(&d["decoded"]).unwrap_or_default())),
                 ],
             );
             Ok(Exit::Done)
@@ -150,10 +93,10 @@ pub async fn run(ctx: &Ctx, verb: Dlq) -> Result<Exit> {
             };
             let mut results = Vec::new();
             for sequence in sequences {
-                let result = redrive(&broker.jetstream, &stream, &name, sequence).await;
+                let result = dead_letters::redrive(&broker.jetstream, &stream, &name, sequence).await;
                 results.push(match result {
                     Ok(subject) => json!({"sequence": sequence, "ok": true, "subject": subject, "error": null}),
-                    Err(e) => json!({"sequence": sequence, "ok": false, "subject": null, "error": format!("{e:#}")}),
+                    Err(e) => json!({"sequence": sequence, "ok": false, "subject": null, "error": e.to_string()}),
                 });
             }
             report(ctx, "redrive", &results)
@@ -161,9 +104,8 @@ pub async fn run(ctx: &Ctx, verb: Dlq) -> Result<Exit> {
         Dlq::Discard { sequences, reason } => {
             let mut results = Vec::new();
             for sequence in sequences {
-                let result = match stream.delete_message(sequence).await {
-                    Ok(true) => json!({"sequence": sequence, "ok": true, "error": null}),
-                    Ok(false) => json!({"sequence": sequence, "ok": false, "error": "not removed"}),
+                let result = match dead_letters::discard(&stream, sequence).await {
+                    Ok(()) => json!({"sequence": sequence, "ok": true, "error": null}),
                     Err(e) => json!({"sequence": sequence, "ok": false, "error": e.to_string()}),
                 };
                 results.push(result);
@@ -188,33 +130,4 @@ fn report(ctx: &Ctx, verb: &str, results: &[Value]) -> Result<Exit> {
     let failed = results.iter().filter(|r| r["ok"] != true).count();
     output::log(format!("{verb}: {} done, {failed} failed", results.len() - failed));
     Ok(if failed == 0 { Exit::Done } else { Exit::Failed })
-}
-
-/// Publishes dead letter `sequence` on its original subject, then removes it.
-async fn redrive(
-    jetstream: &async_nats::jetstream::Context,
-    stream: &Stream,
-    stream_name: &str,
-    sequence: u64,
-) -> Result<String> {
-    let message = stream.get_raw_message(sequence).await.map_err(|e| match e.kind() {
-        RawMessageErrorKind::NoMessageFound => not_found(sequence),
-        _ => e.into(),
-    })?;
-    let subject = attribute(&message.headers, header::DLQ_SUBJECT);
-    anyhow::ensure!(!subject.is_empty(), "dead letter {sequence} does not say where it came from");
-    let mut headers = HeaderMap::new();
-    for (name, values) in message.headers.iter() {
-        let name = name.to_string();
-        if name.starts_with("landlord-dlq-") || name == header::NATS_MSG_ID {
-            continue;
-        }
-        for value in values {
-            headers.append(name.as_str(), value.as_str());
-        }
-    }
-    headers.insert(header::NATS_MSG_ID, format!("redrive.{stream_name}.{sequence}").as_str());
-    jetstream.publish_with_headers(subject.clone(), headers, message.payload.clone()).await?.await?;
-    stream.delete_message(sequence).await?;
-    Ok(subject)
 }

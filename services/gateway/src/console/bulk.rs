@@ -31,13 +31,15 @@ pub async fn preview(
     let fields = Fields::parse(&body);
     operator.check_csrf(&console.keys, fields.csrf(&headers))?;
     operator.caller.require(WRITE)?;
+    operator.caller.require_global("run bulk actions")?;
     let action = Action::parse(fields.get("action").unwrap_or_default())?;
     let filter = Filter::from_fields(&fields)?;
     let reason = fields.get("reason").unwrap_or_default();
     if action.destructive() && reason.trim().is_empty() {
         return Err(Problem::invalid("reason.required", "a bulk cancel, suspend or delete needs a reason").into());
     }
-    let rows = filter::select(&console.app.pool, &filter, None, MAX_ITEMS + 1).await?;
+    let rows =
+        filter::select(&console.app.pool, &filter, operator.caller.visible_tenant(), None, MAX_ITEMS + 1).await?;
     let capped = rows.len() > usize::try_from(MAX_ITEMS).unwrap_or(usize::MAX);
     let (mut eligible, mut ineligible) = (Vec::new(), Vec::new());
     for row in rows.iter().take(usize::try_from(MAX_ITEMS).unwrap_or(usize::MAX)) {
@@ -114,6 +116,7 @@ pub async fn run(
     let fields = Fields::parse(&body);
     operator.check_csrf(&console.keys, fields.csrf(&headers))?;
     operator.caller.require(WRITE)?;
+    operator.caller.require_global("run bulk actions")?;
     let action = Action::parse(fields.get("action").unwrap_or_default())?;
     let keys = fields.all("key");
     if keys.len() > usize::try_from(MAX_ITEMS).unwrap_or(usize::MAX) {

@@ -4,18 +4,16 @@
 //! to JSON, redriven (published again on its original subject with its
 //! original headers and a message id of its own, then removed) one at a
 //! time or all matching a subject, or discarded with a reason (logged).
-//! The same operations as the CLI's `landlord dlq` verbs
-//! (services/cli/src/commands/dlq.rs), which talk to NATS directly.
+//! The operations are the runtime's `dead_letters`, which the CLI's
+//! `landlord dlq` verbs use too.
 
-use async_nats::HeaderMap;
-use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
+use async_nats::jetstream::stream::Stream;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap as HttpHeaders;
 use axum::response::{IntoResponse, Response};
-use landlord_contract::{StreamKind, header, pb};
-use prost::Message as _;
-use serde_json::{Value, json};
+use landlord_contract::StreamKind;
+use landlord_runtime::dead_letters::{self, DeadLetter};
 
 use super::Console;
 use super::filter::Fields;
@@ -27,73 +25,8 @@ use crate::problem::Problem;
 /// The most dead letters a page lists (and "redrive all" takes).
 const MAX_LETTERS: usize = 500;
 
-fn attribute(headers: &HeaderMap, name: &str) -> String {
-    headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default()
-}
-
-/// A dead letter as listed.
-struct Letter {
-    sequence: u64,
-    time: String,
-    subject: String,
-    reason: String,
-    deliveries: String,
-    consumer: String,
-    tenant: String,
-    ce_type: String,
-    decoded: Value,
-}
-
-fn tenant_spec(t: Option<&pb::TenantSpec>) -> Value {
-    t.map_or(Value::Null, |t| {
-        json!({"tenant_id": t.tenant_id, "key": t.key, "display_name": t.display_name, "plan": t.plan,
-               "tier": t.tier, "domains": t.domains, "labels": t.labels})
-    })
-}
-
-/// The payload decoded by its CloudEvents type, as JSON, when it is one we know.
-fn decoded(ce_type: &str, payload: &[u8]) -> Value {
-    let name = ce_type.rsplit('.').next().unwrap_or("");
-    let value = match name {
-        "StepCommand" => pb::StepCommand::decode(payload).ok().map(|m| {
-            json!({"saga_id": m.saga_id, "step": m.step, "compensate": m.compensate, "attempt": m.attempt,
-                   "tenant": tenant_spec(m.tenant.as_ref()), "inputs": m.inputs, "params": m.params,
-                   "resources": m.resources.len()})
-        }),
-        "CancelSaga" => pb::CancelSaga::decode(payload).ok().map(|m| {
-            json!({"tenant_key": m.tenant_key, "reason": m.reason, "requested_by": m.requested_by, "saga_id": m.saga_id})
-        }),
-        "OperationRequested" => pb::OperationRequested::decode(payload).ok().map(|m| {
-            json!({"saga_id": m.saga_id, "tenant_id": m.tenant_id, "tenant_key": m.tenant_key, "operation": m.operation,
-                   "idempotency_id": m.idempotency_id, "requested_by": m.requested_by, "reason": m.reason})
-        }),
-        "TenantRequested" => pb::TenantRequested::decode(payload).ok().map(|m| {
-            json!({"idempotency_id": m.idempotency_id, "key": m.key, "display_name": m.display_name, "plan": m.plan,
-                   "tier": m.tier, "domains": m.domains, "source": m.source, "labels": m.labels, "retry_of": m.retry_of})
-        }),
-        "StepResult" => pb::StepResult::decode(payload).ok().map(|m| {
-            json!({"saga_id": m.saga_id, "step": m.step, "compensate": m.compensate, "attempt": m.attempt,
-                   "command_id": m.command_id, "outcome": format!("{:?}", m.outcome)})
-        }),
-        _ => None,
-    };
-    value.unwrap_or_else(|| json!({"undecoded_bytes": payload.len(), "type": ce_type}))
-}
-
-fn letter(message: &async_nats::jetstream::message::StreamMessage) -> Letter {
-    let h = &message.headers;
-    let ce_type = attribute(h, header::TYPE);
-    Letter {
-        sequence: message.sequence,
-        time: message.time.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-        subject: attribute(h, header::DLQ_SUBJECT),
-        reason: attribute(h, header::DLQ_REASON),
-        deliveries: attribute(h, header::DLQ_DELIVERIES),
-        consumer: attribute(h, header::DLQ_CONSUMER),
-        tenant: attribute(h, header::SUBJECT),
-        decoded: decoded(&ce_type, &message.payload),
-        ce_type,
-    }
+fn unavailable(e: dead_letters::Error) -> Problem {
+    Problem::unavailable("the dead-letter stream", &e)
 }
 
 async fn stream(console: &Console) -> Result<(Stream, String)> {
@@ -108,32 +41,14 @@ async fn stream(console: &Console) -> Result<(Stream, String)> {
 }
 
 /// Dead letters whose original subject contains `subject`, oldest first.
-async fn letters(stream: &mut Stream, subject: Option<&str>) -> Result<Vec<Letter>> {
-    let state = stream.info().await.map_err(|e| Problem::unavailable("the dead-letter stream", &e))?.state.clone();
-    let mut found = Vec::new();
-    if state.messages == 0 {
-        return Ok(found);
-    }
-    for sequence in state.first_sequence..=state.last_sequence {
-        let message = match stream.get_raw_message(sequence).await {
-            Ok(message) => message,
-            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => continue,
-            Err(e) => return Err(Problem::unavailable("the dead-letter stream", &e).into()),
-        };
-        let item = letter(&message);
-        if subject.is_none_or(|s| item.subject.contains(s)) {
-            found.push(item);
-            if found.len() >= MAX_LETTERS {
-                break;
-            }
-        }
-    }
-    Ok(found)
+async fn letters(stream: &mut Stream, subject: Option<&str>) -> Result<Vec<DeadLetter>> {
+    Ok(dead_letters::list(stream, subject, MAX_LETTERS).await.map_err(unavailable)?)
 }
 
 /// `GET /console/dlq[?subject=…]`.
 pub async fn page(State(console): State<Console>, operator: Operator, RawQuery(query): RawQuery) -> Result<Response> {
     operator.caller.require(READ)?;
+    operator.caller.require_global("read dead letters")?;
     let fields = Fields::query(query.as_deref());
     let subject = fields.get("subject");
     let (mut stream, _) = stream(&console).await?;
@@ -180,11 +95,11 @@ pub async fn page(State(console): State<Console>, operator: Operator, RawQuery(q
             time = esc(&l.time),
             subject = esc(&l.subject),
             tenant = esc(&l.tenant),
-            deliveries = esc(&l.deliveries),
+            deliveries = l.deliveries.map(|d| d.to_string()).unwrap_or_default(),
             reason = esc(&l.reason),
             ce_type = esc(&l.ce_type),
             consumer = esc(&l.consumer),
-            message = esc(&serde_json::to_string_pretty(&l.decoded).unwrap_or_default()),
+            message = esc(&serde_json::to_string_pretty(&l.decoded()).unwrap_or_default()),
         ));
     }
     body.push_str("</tbody></table>");
@@ -193,34 +108,7 @@ pub async fn page(State(console): State<Console>, operator: Operator, RawQuery(q
 
 /// Publishes dead letter `sequence` on its original subject, then removes it.
 async fn redrive(console: &Console, stream: &Stream, stream_name: &str, sequence: u64) -> Result<String, String> {
-    let message = stream.get_raw_message(sequence).await.map_err(|e| match e.kind() {
-        RawMessageErrorKind::NoMessageFound => format!("no dead letter {sequence}"),
-        _ => e.to_string(),
-    })?;
-    let subject = attribute(&message.headers, header::DLQ_SUBJECT);
-    if subject.is_empty() {
-        return Err(format!("dead letter {sequence} does not say where it came from"));
-    }
-    let mut headers = HeaderMap::new();
-    for (name, values) in message.headers.iter() {
-        let name = name.to_string();
-        if name.starts_with("landlord-dlq-") || name == header::NATS_MSG_ID {
-            continue;
-        }
-        for value in values {
-            headers.append(name.as_str(), value.as_str());
-        }
-    }
-    headers.insert(header::NATS_MSG_ID, format!("redrive.{stream_name}.{sequence}").as_str());
-    let ack = console
-        .app
-        .jetstream
-        .publish_with_headers(subject.clone(), headers, message.payload.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    ack.await.map_err(|e| e.to_string())?;
-    stream.delete_message(sequence).await.map_err(|e| e.to_string())?;
-    Ok(subject)
+    dead_letters::redrive(&console.app.jetstream, stream, stream_name, sequence).await.map_err(|e| e.to_string())
 }
 
 fn results_page(operator: &Operator, verb: &str, results: &[(u64, Result<String, String>)]) -> Response {
@@ -258,6 +146,7 @@ pub async fn redrive_one(
     let fields = Fields::parse(&body);
     operator.check_csrf(&console.keys, fields.csrf(&headers))?;
     operator.caller.require(WRITE)?;
+    operator.caller.require_global("act on dead letters")?;
     let (stream, name) = stream(&console).await?;
     let result = redrive(&console, &stream, &name, sequence).await;
     tracing::info!(sequence, ok = result.is_ok(), by = %operator.session.sub, "console dead letter redrive");
@@ -274,6 +163,7 @@ pub async fn redrive_all(
     let fields = Fields::parse(&body);
     operator.check_csrf(&console.keys, fields.csrf(&headers))?;
     operator.caller.require(WRITE)?;
+    operator.caller.require_global("act on dead letters")?;
     let (mut stream, name) = stream(&console).await?;
     let found = letters(&mut stream, fields.get("subject")).await?;
     let mut results = Vec::new();
@@ -295,15 +185,15 @@ pub async fn discard(
     let fields = Fields::parse(&body);
     operator.check_csrf(&console.keys, fields.csrf(&headers))?;
     operator.caller.require(WRITE)?;
+    operator.caller.require_global("act on dead letters")?;
     let Some(reason) = fields.get("reason").map(str::trim).filter(|r| !r.is_empty()) else {
         return Err(Problem::invalid("reason.required", "say why the dead letter is discarded").into());
     };
     let (stream, _) = stream(&console).await?;
-    let result = match stream.delete_message(sequence).await {
-        Ok(true) => Ok(format!("discarded: {reason}")),
-        Ok(false) => Err(format!("dead letter {sequence} was not removed")),
-        Err(e) => Err(e.to_string()),
-    };
+    let result = dead_letters::discard(&stream, sequence)
+        .await
+        .map(|()| format!("discarded: {reason}"))
+        .map_err(|e| e.to_string());
     tracing::warn!(sequence, reason, ok = result.is_ok(), by = %operator.session.sub, "console dead letter discarded");
     Ok(results_page(&operator, "discard", &[(sequence, result)]))
 }

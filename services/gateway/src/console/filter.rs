@@ -165,10 +165,13 @@ pub struct Row {
 }
 
 /// Tenants the filter selects, newest first, after `after`
-/// (`(created_at, id)` of the previous page's last row), at most `limit`.
+/// (`(created_at, id)` of the previous page's last row), at most `limit`;
+/// only tenant `visible` when it is set (a tenant-scoped session,
+/// [`crate::auth::Caller::visible_tenant`]).
 pub async fn select(
     pool: &PgPool,
     filter: &Filter,
+    visible: Option<Uuid>,
     after: Option<(OffsetDateTime, Uuid)>,
     limit: i64,
 ) -> sqlx::Result<Vec<Row>> {
@@ -189,6 +192,7 @@ pub async fn select(
                              WHERE c.org_id = $6 AND c.tenant_key IS NOT NULL))
            AND (NOT $7 OR {STUCK_SQL})
            AND ($8::timestamptz IS NULL OR (t.created_at, t.id) < ($8, $9))
+           AND ($11::uuid IS NULL OR t.id = $11)
          ORDER BY t.created_at DESC, t.id DESC
          LIMIT $10"
     );
@@ -203,6 +207,7 @@ pub async fn select(
         .bind(after.map(|(t, _)| t))
         .bind(after.map(|(_, id)| id))
         .bind(limit)
+        .bind(visible)
         .fetch_all(pool)
         .await
 }

@@ -87,11 +87,20 @@ pub fn page(
     let mut meta = String::new();
     if let Some(op) = operator {
         meta = format!(r#"<meta name="csrf-token" content="{}">"#, esc(&op.csrf));
+        // Dead letters and the system page concern every tenant: not for a
+        // tenant-scoped session.
+        let (global, tenant) = match &op.session.tenant {
+            None => (
+                r#"<a href="/console/dlq" data-testid="nav-dlq">Dead letters</a>
+<a href="/console/system" data-testid="nav-system">System</a>"#,
+                String::new(),
+            ),
+            Some(claim) => ("", format!(r#" <span data-testid="scope">tenant {}</span>"#, esc(claim))),
+        };
         nav = format!(
             r#"<nav data-testid="nav"><a href="/console" data-testid="nav-tenants">Tenants</a>
-<a href="/console/dlq" data-testid="nav-dlq">Dead letters</a>
-<a href="/console/system" data-testid="nav-system">System</a>
-<span data-testid="whoami">{} ({})</span>
+{global}
+<span data-testid="whoami">{} ({}){tenant}</span>
 <form method="post" action="/console/logout" class="inline">{}<button data-testid="signout">Sign out</button></form></nav>"#,
             esc(&op.session.sub),
             esc(&op.session.scopes.join(" ")),

@@ -41,7 +41,8 @@ pub async fn page(State(console): State<Console>, operator: Operator, RawQuery(q
         },
     };
     let after = fields.get("after").map(filter::decode_cursor).transpose()?;
-    let mut rows = filter::select(&console.app.pool, &filter, after, limit + 1).await?;
+    let mut rows =
+        filter::select(&console.app.pool, &filter, operator.caller.visible_tenant(), after, limit + 1).await?;
     let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
 
@@ -99,7 +100,7 @@ pub async fn page(State(console): State<Console>, operator: Operator, RawQuery(q
             url(&filter::cursor(last))
         ));
     }
-    if operator.can(WRITE) {
+    if operator.can(WRITE) && operator.caller.tenant_scope().is_none() {
         body.push_str(&format!(
             r#"<h2>Bulk action on this filter</h2>
 <form method="post" action="/console/bulk" data-testid="bulk-form">{csrf}{hidden}

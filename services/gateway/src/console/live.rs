@@ -52,10 +52,12 @@ pub async fn feed(State(console): State<Console>, operator: Operator, RawQuery(q
         None => DeliverPolicy::New,
     };
     let app = &console.app;
+    let (tenant, window) = crate::events::narrow(app, &operator.caller, tenant).await?;
     let messages =
         crate::events::ordered_messages(app, app.namespace.event_filter(tenant.as_ref(), None), deliver_policy).await?;
-    let events = messages.filter_map(|message| async move {
+    let events = messages.filter_map(move |message| async move {
         match message {
+            Ok(message) if !window.holds(&message) => None,
             Ok(message) => {
                 let data = to_json(&message);
                 let id = data["sequence"].to_string();
@@ -295,7 +297,11 @@ pub async fn tenant_fragment(
     Path(id_or_key): Path<String>,
 ) -> Result<Response> {
     operator.caller.require(READ)?;
-    let Some(row) = tenant::find(&console, &id_or_key).await? else {
+    let row = tenant::find(&console, &id_or_key).await?.filter(|row| operator.caller.may_see(row.id));
+    if row.is_none() && operator.caller.tenant_scope().is_some() {
+        return Err(Problem::not_found(format!("no tenant has the key {id_or_key:?}")).into());
+    }
+    let Some(row) = row else {
         return Ok(Json(json!({"key": id_or_key, "status": "REQUESTED", "sagas": []})).into_response());
     };
     let sagas = tenant::sagas(&console.app.pool, row.id).await?;
@@ -335,11 +341,14 @@ pub async fn list_fragment(
         .take(200)
         .map(str::to_owned)
         .collect();
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT key, status FROM tenants WHERE key = ANY($1) AND status <> 'DELETED'")
-            .bind(&keys)
-            .fetch_all(&console.app.pool)
-            .await?;
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT key, status FROM tenants WHERE key = ANY($1) AND status <> 'DELETED'
+               AND ($2::uuid IS NULL OR id = $2)",
+    )
+    .bind(&keys)
+    .bind(operator.caller.visible_tenant())
+    .fetch_all(&console.app.pool)
+    .await?;
     let items: Vec<Value> = rows.into_iter().map(|(key, status)| json!({"key": key, "status": status})).collect();
     Ok(Json(json!({ "items": items })).into_response())
 }

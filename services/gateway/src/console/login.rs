@@ -25,9 +25,14 @@ fn login_page(error: Option<&str>) -> axum::response::Html<String> {
     html::page("login", "Sign in", None, None, &body)
 }
 
-/// `GET /console/login`.
-pub async fn form() -> Response {
-    login_page(None).into_response()
+/// `GET /console/login`; with OIDC configured, also "Sign in with
+/// <issuer>" ([`super::oidc`]).
+pub async fn form(State(console): State<Console>) -> Response {
+    let mut page = login_page(None);
+    if let Some(oidc) = &console.oidc {
+        page.0 = page.0.replacen("</main>", &format!("{}</main>", super::oidc::sign_in_link(oidc)), 1);
+    }
+    page.into_response()
 }
 
 /// `POST /console/login` `token=…`: the token is checked exactly as the
@@ -45,23 +50,29 @@ pub async fn sign_in(State(console): State<Console>, headers: HeaderMap, body: B
             return (status, login_page(Some(&problem.detail))).into_response();
         }
     };
-    // Deny by default: the console shows every tenant, so a token scoped
-    // to one tenant (a tenant claim, issue 29) does not sign in.
-    let scoped =
-        serde_json::to_value(&claims).ok().is_some_and(|c| c.get("landlord_tenant").is_some_and(|t| !t.is_null()));
-    if scoped {
-        let detail = "a tenant-scoped token cannot sign in to the console; it needs a token without a tenant claim";
-        return (StatusCode::FORBIDDEN, login_page(Some(detail))).into_response();
+    match session_for(&claims) {
+        Ok(session) => signed_in(&console, &headers, &session),
+        Err(detail) => (StatusCode::FORBIDDEN, login_page(Some(&detail))).into_response(),
     }
+}
+
+/// The session for a token's claims, checked by the API's verifier: it
+/// needs `tenants:read`; a tenant claim makes a tenant-scoped session,
+/// which sees that tenant only (issue 29). `Err`: why it is refused.
+pub fn session_for(claims: &crate::auth::Claims) -> std::result::Result<Session, String> {
     let scopes: Vec<String> = claims.scope.split_whitespace().map(str::to_owned).collect();
     if !scopes.iter().any(|s| s == crate::auth::READ) {
-        let detail = format!("the console needs the scope tenants:read; the token grants {:?}", claims.scope);
-        return (StatusCode::FORBIDDEN, login_page(Some(&detail))).into_response();
+        return Err(format!("the console needs the scope tenants:read; the token grants {:?}", claims.scope));
     }
-    let session = Session::new(&claims.sub, scopes, claims.exp);
-    let secure = console.settings.public_https || session::over_https(&headers);
-    let cookie = session::set_cookie(&console.keys.seal(&session), session.exp, secure);
-    tracing::info!(subject = %claims.sub, "console sign-in");
+    Ok(Session::new(&claims.sub, scopes, claims.tenant.clone(), claims.exp))
+}
+
+/// The answer that starts `session`: its cookie, and a redirect to the
+/// tenant list (a tenant-scoped session's list holds its tenant only).
+pub fn signed_in(console: &Console, headers: &HeaderMap, session: &Session) -> Response {
+    let secure = console.settings.public_https || session::over_https(headers);
+    let cookie = session::set_cookie(&console.keys.seal(session), session.exp, secure);
+    tracing::info!(subject = %session.sub, tenant = ?session.tenant, "console sign-in");
     ([(header::SET_COOKIE, cookie)], Redirect::to("/console")).into_response()
 }
 

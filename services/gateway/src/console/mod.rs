@@ -4,7 +4,9 @@
 //! outside).
 //!
 //! - sign-in exchanges an API token for a signed session cookie
-//!   ([`session`]); every POST carries the session's CSRF token;
+//!   ([`session`]), or, with `LANDLORD_OIDC_ISSUER`, runs the OIDC code
+//!   flow with PKCE to the same cookie ([`oidc`]); every POST carries the
+//!   session's CSRF token;
 //! - `/console`: tenants with filters, search and keyset pagination
 //!   ([`list`]); bulk actions on the current filter ([`bulk`]);
 //! - `/console/tenants/{key-or-id}`: a tenant, every saga's steps, its
@@ -26,6 +28,7 @@ pub mod html;
 pub mod list;
 pub mod live;
 pub mod login;
+pub mod oidc;
 pub mod session;
 pub mod system;
 pub mod tenant;
@@ -50,6 +53,8 @@ pub struct Settings {
     pub services: Vec<(String, String)>,
     /// `LANDLORD_PUBLIC_URL` is `https://…`: cookies are always `Secure`.
     pub public_https: bool,
+    /// `LANDLORD_OIDC_*`: sign-in through an OIDC issuer ([`oidc`]).
+    pub oidc: Option<oidc::Settings>,
 }
 
 impl Settings {
@@ -69,7 +74,7 @@ impl Settings {
             }
         }
         let public_https = env.raw("LANDLORD_PUBLIC_URL").is_some_and(|u| u.starts_with("https://"));
-        Ok(Self { services, public_https })
+        Ok(Self { services, public_https, oidc: oidc::Settings::from_env(env)? })
     }
 }
 
@@ -80,18 +85,15 @@ pub struct Console {
     pub keys: Arc<Keys>,
     pub settings: Arc<Settings>,
     pub http: reqwest::Client,
+    /// The OIDC client, when `LANDLORD_OIDC_ISSUER` is set.
+    pub oidc: Option<Arc<oidc::Oidc>>,
 }
 
 impl Console {
     pub fn new(app: App, keys: Keys, settings: Settings) -> anyhow::Result<Self> {
         let http = landlord_runtime::http::client()?;
-        Ok(Self { app, keys: Arc::new(keys), settings: Arc::new(settings), http })
-    }
-}
-
-impl session::HasKeys for Console {
-    fn keys(&self) -> &Keys {
-        &self.keys
+        let oidc = settings.oidc.clone().map(oidc::Oidc::new).transpose()?.map(Arc::new);
+        Ok(Self { app, keys: Arc::new(keys), settings: Arc::new(settings), http, oidc })
     }
 }
 
@@ -105,6 +107,8 @@ pub fn routes(console: Console) -> Router {
         .route("/console/", get(list::page))
         .route("/console/login", get(login::form).post(login::sign_in))
         .route("/console/logout", post(login::sign_out))
+        .route("/console/oidc/start", get(oidc::start))
+        .route(oidc::CALLBACK, get(oidc::callback))
         .route("/console/tenants/{id_or_key}", get(tenant::page))
         .route("/console/tenants/{id_or_key}/live.json", get(live::tenant_fragment))
         .route("/console/tenants/{id_or_key}/{action}", post(actions::act))

@@ -28,6 +28,7 @@ use ring::hmac;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use serde::{Deserialize, Serialize};
 
+use super::Console;
 use super::html::Failure;
 use crate::auth::Caller;
 use crate::problem::Problem;
@@ -102,11 +103,6 @@ impl Keys {
     }
 }
 
-/// Anything that holds the session keys.
-pub trait HasKeys {
-    fn keys(&self) -> &Keys;
-}
-
 /// What the cookie carries.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Session {
@@ -116,12 +112,17 @@ pub struct Session {
     pub exp: u64,
     /// Random: two sessions of one subject have different CSRF tokens.
     pub sid: String,
+    /// The token's tenant claim, as it carried it (issue 29): the session
+    /// sees that one tenant only. Resolved again on every request, as the
+    /// API resolves a bearer token's ([`crate::scope`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 impl Session {
     /// A session for a token's claims, ending at its expiry or after
     /// [`MAX_SESSION`], whichever is sooner.
-    pub fn new(subject: &str, scopes: Vec<String>, token_exp: u64) -> Self {
+    pub fn new(subject: &str, scopes: Vec<String>, tenant: Option<String>, token_exp: u64) -> Self {
         let mut sid = [0u8; 16];
         let _ = SystemRandom::new().fill(&mut sid);
         Self {
@@ -129,6 +130,7 @@ impl Session {
             scopes,
             exp: token_exp.min(now() + MAX_SESSION.as_secs()),
             sid: URL_SAFE_NO_PAD.encode(sid),
+            tenant,
         }
     }
 }
@@ -179,13 +181,20 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-impl<S: HasKeys + Send + Sync> FromRequestParts<S> for Operator {
+impl FromRequestParts<Console> for Operator {
     type Rejection = Failure;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let keys = state.keys();
+    async fn from_request_parts(parts: &mut Parts, console: &Console) -> Result<Self, Self::Rejection> {
+        let keys = &console.keys;
         let (session, payload) = cookie(&parts.headers, COOKIE).and_then(|v| keys.open(v)).ok_or(Failure::SignIn)?;
-        let caller = Caller::new(session.sub.clone(), session.scopes.clone());
+        // A tenant-scoped session's claim is resolved per request, as a
+        // bearer token's is: a key reused after a purge names the new tenant
+        // only if the claim is a key (crate::scope).
+        let tenant = match session.tenant.as_deref() {
+            None => None,
+            Some(claim) => Some(crate::scope::resolve(&console.app.pool, claim).await?),
+        };
+        let caller = Caller::with_scope(session.sub.clone(), session.scopes.clone(), tenant);
         let csrf = keys.csrf(&payload);
         Ok(Self { session, caller, csrf, payload })
     }
@@ -221,7 +230,7 @@ mod tests {
     #[test]
     fn a_session_opens_only_with_its_mac_and_before_expiry() {
         let keys = Keys::new(Some(b"a-test-secret-of-at-least-32-bytes!!")).unwrap();
-        let session = Session::new("ada", vec!["tenants:read".into()], now() + 60);
+        let session = Session::new("ada", vec!["tenants:read".into()], None, now() + 60);
         let sealed = keys.seal(&session);
         let (opened, payload) = keys.open(&sealed).unwrap();
         assert_eq!(opened, session);
@@ -236,6 +245,6 @@ mod tests {
         let expired = Session { exp: now() - 1, ..session };
         assert!(keys.open(&keys.seal(&expired)).is_none());
         // Never longer than MAX_SESSION.
-        assert!(Session::new("a", vec![], u64::MAX).exp <= now() + MAX_SESSION.as_secs());
+        assert!(Session::new("a", vec![], None, u64::MAX).exp <= now() + MAX_SESSION.as_secs());
     }
 }

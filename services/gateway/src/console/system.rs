@@ -52,6 +52,7 @@ async fn readiness(console: &Console) -> Vec<(String, String, bool, String)> {
 /// `GET /console/system`.
 pub async fn page(State(console): State<Console>, operator: Operator) -> Result<Response> {
     operator.caller.require(READ)?;
+    operator.caller.require_global("see the system page")?;
     let app = &console.app;
     let mut body = String::from(
         r#"<h1>System</h1><h2>Services</h2><table data-testid="services"><thead><tr><th>Service</th><th>Ready</th>

@@ -209,7 +209,10 @@ pub async fn page(
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
     operator.caller.require(READ)?;
-    let Some(tenant) = find(&console, &id_or_key).await? else {
+    // A tenant-scoped session sees its own tenant only; another answers as
+    // a missing one would (docs/auth.md).
+    let found = find(&console, &id_or_key).await?.filter(|t| operator.caller.may_see(t.id));
+    let Some(tenant) = found else {
         return requested(&console, &operator, &id_or_key).await;
     };
     let fields = Fields::query(query.as_deref());
@@ -307,11 +310,15 @@ pub async fn page(
 /// yet: REQUESTED, followed live like any other.
 async fn requested(console: &Console, operator: &Operator, id_or_key: &str) -> Result<Response> {
     let sql = format!(
-        "SELECT tenant_key, created_at FROM api_requests WHERE {} ORDER BY created_at LIMIT 1",
+        "SELECT tenant_key, created_at FROM api_requests WHERE {} AND ($2::uuid IS NULL OR tenant_id = $2)
+         ORDER BY created_at LIMIT 1",
         if Uuid::parse_str(id_or_key).is_ok() { "tenant_id = $1::uuid" } else { "tenant_key = $1" }
     );
-    let found: Option<(String, OffsetDateTime)> =
-        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id_or_key).fetch_optional(&console.app.pool).await?;
+    let found: Option<(String, OffsetDateTime)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id_or_key)
+        .bind(operator.caller.visible_tenant())
+        .fetch_optional(&console.app.pool)
+        .await?;
     let Some((key, at)) = found else {
         return Err(Problem::not_found(format!("no tenant has the id or key {id_or_key:?}")).into());
     };

@@ -390,6 +390,77 @@ async fn the_event_feed_is_json_for_a_signed_in_browser() -> Result<()> {
     Ok(())
 }
 
+/// A tenant-scoped token signs in to a console that holds its tenant only
+/// (issue 29 item 3): every other tenant answers as a missing one, and what
+/// concerns every tenant (dead letters, the system page, bulk actions) is
+/// refused.
+#[tokio::test]
+async fn a_tenant_scoped_session_sees_and_acts_on_its_own_tenant_only() -> Result<()> {
+    let h = Harness::new().await?;
+    let bravo = h.create("bravo", "standard", json!({})).await?;
+    let alpha = h.create("alpha", "standard", json!({})).await?;
+    h.until_status("alpha", "ACTIVE").await?;
+    h.until_status("bravo", "ACTIVE").await?;
+    let (alpha_id, bravo_id) = (alpha["tenant_id"].as_str().context("id")?, bravo["tenant_id"].as_str().context("id")?);
+    let scopes = [READ.to_owned(), WRITE.to_owned()];
+    let token = h.tokens.mint_scoped("alpha-admin", &scopes, Duration::from_secs(600), alpha_id);
+    let alpha_admin = Browser::sign_in(&h, &token).await?;
+
+    let list = alpha_admin.get("/console").await?;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+    assert_eq!(list.attrs("tenant-row", "data-key"), ["alpha"]);
+    assert!(list.text_of("scope").is_some_and(|s| s.contains(alpha_id)), "{}", list.text);
+    for global in ["bulk-form", "nav-dlq", "nav-system"] {
+        assert!(!list.text.contains(&format!(r#"data-testid="{global}""#)), "no {global} for a scoped session");
+    }
+    let searched = alpha_admin.get("/console?q=bravo").await?;
+    assert!(searched.attrs("tenant-row", "data-key").is_empty(), "{}", searched.text);
+    let own = alpha_admin.get("/console/tenants/alpha").await?;
+    assert_eq!(own.attrs("tenant-status", "data-status"), ["ACTIVE"]);
+
+    // bravo, by key and by id, answers exactly as a tenant that does not exist.
+    let missing = alpha_admin.get("/console/tenants/nobody").await?;
+    missing.problem(StatusCode::NOT_FOUND, "not-found");
+    for other in ["bravo", bravo_id] {
+        let page = alpha_admin.get(&format!("/console/tenants/{other}")).await?;
+        page.problem(StatusCode::NOT_FOUND, "not-found");
+        assert_eq!(page.text.replace(other, "<t>"), missing.text.replace("nobody", "<t>"));
+        alpha_admin
+            .get(&format!("/console/tenants/{other}/live.json"))
+            .await?
+            .problem(StatusCode::NOT_FOUND, "not-found");
+    }
+    let statuses: Value = serde_json::from_str(&alpha_admin.get("/console/live.json?keys=alpha,bravo").await?.text)?;
+    assert_eq!(statuses["items"], json!([{"key": "alpha", "status": "ACTIVE"}]));
+    alpha_admin.get("/console/events?tenant=bravo").await?.problem(StatusCode::NOT_FOUND, "not-found");
+
+    // Acting on bravo: not found, and bravo is untouched; on alpha: done.
+    let csrf = own.csrf();
+    let suspend =
+        |key: &'static str| [("csrf", csrf.clone()), ("reason", "scoped".to_owned()), ("confirm_key", key.to_owned())];
+    let refused = alpha_admin.post("/console/tenants/bravo/suspend", &pairs_of(&suspend("bravo"))).await?;
+    refused.problem(StatusCode::NOT_FOUND, "not-found");
+    for (path, fields) in [
+        ("/console/bulk", vec![("csrf", csrf.as_str()), ("action", "retry")]),
+        ("/console/bulk/run", vec![("csrf", csrf.as_str()), ("action", "retry"), ("key", "bravo")]),
+        ("/console/dlq/redrive", vec![("csrf", csrf.as_str())]),
+    ] {
+        alpha_admin.post(path, &fields).await?.problem(StatusCode::FORBIDDEN, "tenant-scoped-token");
+    }
+    for path in ["/console/dlq", "/console/system"] {
+        alpha_admin.get(path).await?.problem(StatusCode::FORBIDDEN, "tenant-scoped-token");
+    }
+    let done = alpha_admin.post("/console/tenants/alpha/suspend", &pairs_of(&suspend("alpha"))).await?;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text);
+    h.until_status("alpha", "SUSPENDED").await?;
+    assert_eq!(h.until_status("bravo", "ACTIVE").await?["status"], "ACTIVE");
+    Ok(())
+}
+
+fn pairs_of<'a>(fields: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    fields.iter().map(|(a, b)| (*a, b.as_str())).collect()
+}
+
 /// A tenant row written directly, `age` seconds old.
 async fn insert_tenant(
     h: &Harness,
@@ -515,5 +586,357 @@ async fn the_list_pages_on_a_cursor_and_filters_stuck_tenants_labels_and_search(
     assert!(stuck.text.contains(r#"name="stuck" value="1" checked"#), "the filter form keeps the filter");
     reader.get("/console?status=NOPE").await?.problem(StatusCode::BAD_REQUEST, "status");
     reader.get("/console?after=garbage").await?.problem(StatusCode::BAD_REQUEST, "cursor");
+    Ok(())
+}
+
+// Sign-in by OIDC (issue 26 item 1): the authorization code flow with PKCE
+// against the Keycloak double.
+
+const OIDC_REALM: &str = "ops";
+const OIDC_CLIENT: (&str, &str) = ("landlord-console", "console-secret");
+
+/// A console signing in with the Keycloak double's realm `ops`: its own
+/// router over the harness's database and broker (the harness's console has
+/// no OIDC settings), whose verifier takes the double's RS256 access tokens
+/// (issuer: the realm's; audience: `landlord`, put there by the client's
+/// audience mapper, as a Keycloak operator would configure it).
+struct OidcConsole {
+    base: String,
+    issuer: String,
+    double: landlord_testkit::KeycloakDouble,
+    /// The double's id of the signed-in user, `sub` of its tokens.
+    user_id: String,
+    stop: CancellationToken,
+}
+
+impl Drop for OidcConsole {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The console asks for `scopes`; the double's client puts `audience`
+/// into its access tokens.
+async fn oidc_console(h: &Harness, scopes: &str, audience: &str) -> Result<OidcConsole> {
+    use landlord_gateway::console::{self, oidc};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let callback = format!("{base}{}", oidc::CALLBACK);
+    let double = landlord_testkit::KeycloakDouble::start().await?;
+    double.add_realm(json!({"realm": OIDC_REALM, "enabled": true}));
+    let user_id = double
+        .add_user(
+            OIDC_REALM,
+            json!({"username": "ada", "email": "ada@ops.test", "enabled": true, "emailVerified": true}),
+        )
+        .context("the double's user")?;
+    double
+        .add_client(
+            OIDC_REALM,
+            json!({
+                "clientId": OIDC_CLIENT.0, "enabled": true, "publicClient": false, "secret": OIDC_CLIENT.1,
+                "standardFlowEnabled": true, "redirectUris": [callback],
+                "attributes": {"pkce.code.challenge.method": "S256"},
+                "defaultClientScopes": ["web-origins", "acr", "roles", "profile", "basic", "email"],
+                "optionalClientScopes": ["tenants:read", "tenants:write", "offline_access"],
+                "protocolMappers": [{"name": "api audience", "protocol": "openid-connect",
+                    "protocolMapper": "oidc-audience-mapper",
+                    "config": {"included.custom.audience": audience, "access.token.claim": "true",
+                               "id.token.claim": "false"}}],
+            }),
+        )
+        .context("the double's client")?;
+    double.sign_in_as(OIDC_REALM, Some("ada"));
+    let issuer = double.issuer(OIDC_REALM);
+
+    let jwks = landlord_gateway::jwks::Jwks::new(super::auth::jwks_settings(&format!(
+        "{issuer}/protocol/openid-connect/certs"
+    )))?;
+    let verifier = landlord_gateway::Verifier::new(Some(h.tokens.clone()), Some(Arc::new(jwks)), "landlord", &issuer);
+    let broker = landlord_runtime::Broker {
+        client: h.nats.clone(),
+        jetstream: h.jetstream.clone(),
+        namespace: h.namespace.clone(),
+    };
+    let (dispatcher, _) =
+        landlord_control_plane::outbox::Dispatcher::new(landlord_runtime::Publisher::new(&broker, "gateway"));
+    let app = landlord_gateway::App {
+        pool: h.pool.clone(),
+        namespace: h.namespace.clone(),
+        plans: Arc::new(landlord_control_plane::Plans::parse(PLANS).map_err(anyhow::Error::msg)?),
+        dispatcher,
+        verifier: Arc::new(verifier),
+        clerk: None,
+        lookups: None,
+        jetstream: h.jetstream.clone(),
+        deletion_grace: landlord_gateway::tenants::Grace::default(),
+    };
+    let settings = console::Settings {
+        oidc: Some(oidc::Settings {
+            issuer: issuer.clone(),
+            client_id: OIDC_CLIENT.0.into(),
+            client_secret: Some(OIDC_CLIENT.1.into()),
+            scopes: oidc::with_openid(scopes),
+            redirect_url: callback,
+            roots: ExtraRoots::default(),
+        }),
+        ..console::Settings::default()
+    };
+    let console = console::Console::new(app.clone(), console::Keys::new(Some(JWT_SECRET.as_bytes()))?, settings)?;
+    let router = landlord_gateway::router(app, &limits(), console);
+    let stop = CancellationToken::new();
+    let until = stop.clone();
+    tokio::spawn(async move {
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let _ = axum::serve(listener, service).with_graceful_shutdown(async move { until.cancelled().await }).await;
+    });
+    Ok(OidcConsole { base, issuer, double, user_id, stop })
+}
+
+/// A browser with a cookie jar of its own for the console (a cookie by
+/// name with its path; `Max-Age=0` removes it), never following redirects:
+/// each hop is the test's.
+struct OidcBrowser {
+    http: reqwest::Client,
+    base: String,
+    /// name → (value, path).
+    jar: HashMap<String, (String, String)>,
+}
+
+impl OidcBrowser {
+    fn new(console: &OidcConsole) -> Result<Self> {
+        let http = landlord_runtime::http::client_builder(&ExtraRoots::default())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self { http, base: console.base.clone(), jar: HashMap::new() })
+    }
+
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.jar.get(name).map(|(value, _)| value.clone())
+    }
+
+    fn set_cookie(&mut self, name: &str, value: &str, path: &str) {
+        self.jar.insert(name.to_owned(), (value.to_owned(), path.to_owned()));
+    }
+
+    /// A GET of a console path (or a full URL on the console), with the
+    /// cookies whose path it is under; the answer's cookies are kept.
+    async fn console(&mut self, path_or_url: &str) -> Result<Page> {
+        let url = if path_or_url.starts_with('/') { format!("{}{path_or_url}", self.base) } else { path_or_url.into() };
+        let path = url.strip_prefix(&self.base).unwrap_or("/").split('?').next().unwrap_or("/").to_owned();
+        let cookies: Vec<String> = self
+            .jar
+            .iter()
+            .filter(|(_, (_, scope))| path.starts_with(scope.as_str()))
+            .map(|(name, (value, _))| format!("{name}={value}"))
+            .collect();
+        let mut request = self.http.get(&url);
+        if !cookies.is_empty() {
+            request = request.header(COOKIE, cookies.join("; "));
+        }
+        let page = Page::of(request.send().await?).await?;
+        for set in page.headers.get_all(SET_COOKIE).iter().filter_map(|v| v.to_str().ok()) {
+            let mut attributes = set.split(';').map(str::trim);
+            let Some((name, value)) = attributes.next().and_then(|pair| pair.split_once('=')) else { continue };
+            let attributes: Vec<&str> = attributes.collect();
+            if attributes.contains(&"Max-Age=0") {
+                self.jar.remove(name);
+            } else {
+                let scope = attributes.iter().find_map(|a| a.strip_prefix("Path=")).unwrap_or("/");
+                self.set_cookie(name, value, scope);
+            }
+        }
+        Ok(page)
+    }
+
+    /// A GET at the identity provider: no console cookie goes there.
+    async fn idp(&self, url: &str) -> Result<Page> {
+        Page::of(self.http.get(url).send().await?).await
+    }
+
+    /// Start → the double (which approves the signed-in user) → the
+    /// callback URL it redirects to, not yet followed.
+    async fn through_the_idp(&mut self) -> Result<String> {
+        let start = self.console("/console/oidc/start").await?;
+        anyhow::ensure!(start.status == StatusCode::SEE_OTHER, "start: {} {}", start.status, start.text);
+        let at_idp = self.idp(start.location().context("start: no Location")?).await?;
+        anyhow::ensure!(at_idp.status == StatusCode::FOUND, "the double: {} {}", at_idp.status, at_idp.text);
+        Ok(at_idp.location().context("the double: no Location")?.to_owned())
+    }
+}
+
+/// The query parameters of a URL.
+fn query_of(url: &str) -> Result<HashMap<String, String>> {
+    Ok(reqwest::Url::parse(url)?.query_pairs().into_owned().collect())
+}
+
+/// `url` with its query parameter `name` set to `value`.
+fn with_param(url: &str, name: &str, value: &str) -> Result<String> {
+    let mut parsed = reqwest::Url::parse(url)?;
+    let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().filter(|(k, _)| k != name).collect();
+    parsed.query_pairs_mut().clear().extend_pairs(pairs).append_pair(name, value);
+    Ok(parsed.into())
+}
+
+#[tokio::test]
+async fn an_oidc_sign_in_with_pkce_sets_the_session_cookie_and_its_code_and_state_work_once() -> Result<()> {
+    use landlord_gateway::console::oidc::FLOW_COOKIE;
+    use landlord_gateway::console::session::COOKIE as SESSION_COOKIE;
+
+    let h = Harness::new().await?;
+    let c = oidc_console(&h, "tenants:read tenants:write", "landlord").await?;
+    let mut browser = OidcBrowser::new(&c)?;
+    let login = browser.console("/console/login").await?;
+    assert_eq!(login.attrs("login-oidc", "href"), ["/console/oidc/start"], "{}", login.text);
+    assert!(login.text_of("login-oidc").is_some_and(|t| t.contains("/realms/ops")), "{}", login.text);
+
+    // The start: a Lax flow cookie for /console/oidc, ten minutes, and the
+    // authorization request with an S256 challenge.
+    let start = browser.console("/console/oidc/start").await?;
+    assert_eq!(start.status, StatusCode::SEE_OTHER, "{}", start.text);
+    let flow_set = start.headers.get(SET_COOKIE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/console/oidc", "Max-Age=600"] {
+        assert!(flow_set.split("; ").any(|a| a == attribute), "{attribute} in {flow_set}");
+    }
+    let authorize = start.location().context("Location")?.to_owned();
+    assert!(authorize.starts_with(&format!("{}/protocol/openid-connect/auth?", c.issuer)), "{authorize}");
+    let asked = query_of(&authorize)?;
+    assert_eq!(asked["response_type"], "code");
+    assert_eq!(asked["client_id"], OIDC_CLIENT.0);
+    assert_eq!(asked["redirect_uri"], format!("{}/console/oidc/callback", c.base));
+    assert_eq!(asked["scope"], "openid tenants:read tenants:write");
+    assert_eq!(asked["code_challenge_method"], "S256");
+    assert_eq!(asked["code_challenge"].len(), 43);
+    assert!(asked["state"].len() >= 43 && asked["nonce"].len() >= 43 && asked["state"] != asked["nonce"]);
+
+    // The double approves ada and sends the browser back with the code.
+    let at_idp = browser.idp(&authorize).await?;
+    assert_eq!(at_idp.status, StatusCode::FOUND, "{}", at_idp.text);
+    let callback = at_idp.location().context("Location")?.to_owned();
+    let answered = query_of(&callback)?;
+    assert_eq!((answered["state"].as_str(), answered["iss"].as_str()), (asked["state"].as_str(), c.issuer.as_str()));
+    let flow_cookie = browser.cookie(FLOW_COOKIE).context("the flow cookie")?;
+
+    // The callback: the session cookie of the token sign-in, the flow
+    // cookie cleared, and the console signed in as the access token's sub.
+    let done = browser.console(&callback).await?;
+    assert_eq!((done.status, done.location()), (StatusCode::SEE_OTHER, Some("/console")), "{}", done.text);
+    let sets: Vec<&str> = done.headers.get_all(SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
+    let session_set = sets.iter().find(|s| s.starts_with(&format!("{SESSION_COOKIE}="))).context("session cookie")?;
+    assert!(session_set.contains("HttpOnly") && session_set.contains("SameSite=Strict"), "{session_set}");
+    assert!(sets.iter().any(|s| s.starts_with(&format!("{FLOW_COOKIE}=;")) && s.contains("Max-Age=0")), "{sets:?}");
+    assert!(browser.cookie(FLOW_COOKIE).is_none());
+    let list = browser.console("/console").await?;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+    let whoami = list.text_of("whoami").context("whoami")?;
+    assert!(whoami.contains(&c.user_id) && whoami.contains("tenants:read tenants:write"), "{whoami}");
+    // The code was exchanged once, with the verifier and the client's secret.
+    let exchanges = c.double.requests_to("POST", "/protocol/openid-connect/token");
+    assert_eq!(exchanges.len(), 1, "{exchanges:?}");
+    assert_eq!(exchanges[0].status, 200);
+    assert!(
+        exchanges[0].body.contains("grant_type=authorization_code") && exchanges[0].body.contains("code_verifier=")
+    );
+
+    // The same callback again, with the flow cookie copied before it was
+    // used: the double refuses the code a second time, and the console says so.
+    let mut replay = OidcBrowser::new(&c)?;
+    replay.set_cookie(FLOW_COOKIE, &flow_cookie, "/console/oidc");
+    let replayed = replay.console(&callback).await?;
+    replayed.problem(StatusCode::BAD_REQUEST, "oidc-code");
+    assert!(replayed.text_of("problem-detail").is_some_and(|d| d.contains("Code not valid")), "{}", replayed.text);
+    assert!(replay.cookie(SESSION_COOKIE).is_none());
+
+    // A state that is not this browser's: refused before any exchange, the
+    // flow ended; and a callback with no sign-in under way.
+    let mut other = OidcBrowser::new(&c)?;
+    let callback = other.through_the_idp().await?;
+    let forged = other.console(&with_param(&callback, "state", "not-the-state")?).await?;
+    forged.problem(StatusCode::BAD_REQUEST, "oidc-state");
+    assert!(other.cookie(SESSION_COOKIE).is_none() && other.cookie(FLOW_COOKIE).is_none());
+    other.console(&callback).await?.problem(StatusCode::BAD_REQUEST, "oidc-state");
+    assert_eq!(
+        c.double.requests_to("POST", "/protocol/openid-connect/token").len(),
+        2,
+        "the sign-in's and the replay's: no exchange without the state"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_oidc_sign_in_is_refused_on_a_pkce_mismatch_and_for_access_tokens_the_api_would_refuse() -> Result<()> {
+    use base64::Engine as _;
+    use landlord_gateway::console::oidc::FLOW_COOKIE;
+    use landlord_gateway::console::session::COOKIE as SESSION_COOKIE;
+
+    let h = Harness::new().await?;
+    let c = oidc_console(&h, "tenants:read", "landlord").await?;
+
+    // A code issued for browser a's challenge, brought to browser b's
+    // callback with b's state (code injection): b's verifier does not
+    // match, the double refuses the exchange and the console shows why.
+    let mut a = OidcBrowser::new(&c)?;
+    let code_a = query_of(&a.through_the_idp().await?)?["code"].clone();
+    let mut b = OidcBrowser::new(&c)?;
+    let callback_b = b.through_the_idp().await?;
+    let injected = b.console(&with_param(&callback_b, "code", &code_a)?).await?;
+    injected.problem(StatusCode::BAD_REQUEST, "oidc-code");
+    let detail = injected.text_of("problem-detail").unwrap_or_default();
+    assert!(detail.contains("invalid_grant") && detail.contains("PKCE verification failed: Code mismatch"), "{detail}");
+    assert!(b.cookie(SESSION_COOKIE).is_none());
+    assert_eq!(c.double.requests_to("POST", "/protocol/openid-connect/token").last().map(|r| r.status), Some(400));
+
+    // The double checks the verifier itself: a's own code with a's
+    // verifier altered by one character is refused as Keycloak refuses it,
+    // and the code is spent.
+    let callback_a = a.through_the_idp().await?;
+    let flow = a.cookie(FLOW_COOKIE).context("a's flow cookie")?;
+    let payload =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(flow.split('.').next().unwrap_or_default())?;
+    let verifier = serde_json::from_slice::<Value>(&payload)?["verifier"].as_str().context("verifier")?.to_owned();
+    let tampered = format!("{}{}", &verifier[..verifier.len() - 1], if verifier.ends_with('A') { 'B' } else { 'A' });
+    let code = query_of(&callback_a)?["code"].clone();
+    let redirect_uri = format!("{}/console/oidc/callback", c.base);
+    let form: [(&str, &str); 6] = [
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", &redirect_uri),
+        ("code_verifier", &tampered),
+        ("client_id", OIDC_CLIENT.0),
+        ("client_secret", OIDC_CLIENT.1),
+    ];
+    let direct = h.http.post(format!("{}/protocol/openid-connect/token", c.issuer)).form_body(&form)?.send().await?;
+    assert_eq!(direct.status(), StatusCode::BAD_REQUEST);
+    let refusal: Value = direct.json().await?;
+    assert_eq!(
+        refusal,
+        json!({"error": "invalid_grant", "error_description": "PKCE verification failed: Code mismatch"})
+    );
+    let spent = a.console(&callback_a).await?;
+    spent.problem(StatusCode::BAD_REQUEST, "oidc-code");
+    assert!(spent.text_of("problem-detail").is_some_and(|d| d.contains("Code not valid")), "{}", spent.text);
+
+    // A console that does not ask for tenants:read: the access token the
+    // double issues lacks it, and the session is refused as a token
+    // without it is at the token sign-in.
+    let reader_less = oidc_console(&h, "openid", "landlord").await?;
+    let mut browser = OidcBrowser::new(&reader_less)?;
+    let callback = browser.through_the_idp().await?;
+    let refused = browser.console(&callback).await?;
+    refused.problem(StatusCode::FORBIDDEN, "missing-scope");
+    assert!(refused.text_of("problem-detail").is_some_and(|d| d.contains("tenants:read")), "{}", refused.text);
+    assert!(browser.cookie(SESSION_COOKIE).is_none());
+
+    // Access tokens for another audience: not tokens the API takes, so no
+    // session, and the page says what the IdP must issue.
+    let elsewhere = oidc_console(&h, "tenants:read", "billing").await?;
+    let mut browser = OidcBrowser::new(&elsewhere)?;
+    let callback = browser.through_the_idp().await?;
+    let refused = browser.console(&callback).await?;
+    refused.problem(StatusCode::FORBIDDEN, "oidc-access-token");
+    let detail = refused.text_of("problem-detail").unwrap_or_default();
+    assert!(detail.contains("billing") && detail.contains("LANDLORD_JWT_AUDIENCE"), "{detail}");
+    assert!(browser.cookie(SESSION_COOKIE).is_none());
     Ok(())
 }
