@@ -62,6 +62,7 @@ pub fn migrator() -> Migrator {
             "outbound secret rotation",
             include_str!("../../../migrations/0016_outbound_secret_rotation.sql"),
         ),
+        migration(17, "console list indexes", include_str!("../../../migrations/0017_console_list_indexes.sql")),
     ])
 }
 

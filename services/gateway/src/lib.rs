@@ -286,6 +286,13 @@ fn tenant_claim(env: &Env) -> Result<String, ConfigError> {
 
 /// An `https://` or `http://` URL, without a trailing slash.
 fn http_url(var: &str, value: &str) -> Result<String, ConfigError> {
+    Ok(http_url_as_given(var, value)?.trim_end_matches('/').to_owned())
+}
+
+/// An `https://` or `http://` URL with a host, as given (an OIDC issuer
+/// is compared character for character, its trailing slash included).
+pub(crate) fn http_url_as_given(var: &str, value: &str) -> Result<String, ConfigError> {
+    let value = value.trim();
     let invalid = |problem: &str| ConfigError::Invalid {
         var: var.to_owned(),
         value: value.to_owned(),
@@ -295,7 +302,7 @@ fn http_url(var: &str, value: &str) -> Result<String, ConfigError> {
     if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
         return Err(invalid("expected an https:// or http:// URL with a host"));
     }
-    Ok(value.trim_end_matches('/').to_owned())
+    Ok(value.to_owned())
 }
 
 /// `LANDLORD_JWT_SECRET`, which `mint-token` needs without the rest.

@@ -176,23 +176,45 @@ pub async fn select(
     limit: i64,
 ) -> sqlx::Result<Vec<Row>> {
     let (label_key, label_value) = filter.label_parts();
+    // Only the predicates the filter sets are written, so that each
+    // combination is planned for what it asks (the index on (created_at,
+    // id) for a page, the bytewise key index for a search) rather than one
+    // generic plan that scans the table. Every parameter is bound always
+    // (sqlx sends their types, so one a condition leaves out is no error).
+    let mut conditions = Vec::new();
+    let mut add = |set: bool, condition: &'static str| {
+        if set {
+            conditions.push(condition);
+        }
+    };
+    add(filter.status.is_some(), "t.status = $1");
+    add(filter.tier.is_some(), "t.tier = $2");
+    add(filter.plan.is_some(), "t.plan = $3");
+    add(label_key.is_some() && label_value.is_none(), "jsonb_exists(t.labels, $4)");
+    add(label_value.is_some(), "t.labels @> jsonb_build_object($4::text, $5::text)");
+    let q_id = filter.q.as_deref().and_then(|q| Uuid::parse_str(q).ok());
+    add(q_id.is_some(), "(t.id = $12 OR t.key COLLATE \"C\" = $6)");
+    add(
+        filter.q.as_deref().is_some_and(|q| q.starts_with("org_")),
+        "t.key IN (SELECT c.tenant_key FROM clerk_organizations c WHERE c.org_id = $6 AND c.tenant_key IS NOT NULL)",
+    );
+    // A key prefix: a range in bytewise order ('~' sorts after every
+    // character a key may hold).
+    add(
+        filter.q.as_deref().is_some_and(|q| q_id.is_none() && !q.starts_with("org_")),
+        "(t.key COLLATE \"C\" >= $6 AND t.key COLLATE \"C\" < $6 || '~')",
+    );
+    add(filter.stuck, STUCK_SQL);
+    add(after.is_some(), "(t.created_at, t.id) < ($8, $9)");
+    add(visible.is_some(), "t.id = $11");
+    let conditions = if conditions.is_empty() { "true".to_owned() } else { conditions.join(" AND ") };
     let sql = format!(
         "SELECT t.id, t.key, t.display_name, t.status, t.plan, t.tier, t.created_at,
                 {STUCK_SQL} AS stuck,
                 (EXISTS (SELECT 1 FROM sagas b WHERE b.tenant_id = t.id AND b.state IN ('running', 'compensating'))
                  OR EXISTS (SELECT 1 FROM operation_requests o WHERE o.tenant_id = t.id)) AS busy
          FROM tenants t
-         WHERE ($1::text IS NULL OR t.status = $1)
-           AND ($2::text IS NULL OR t.tier = $2)
-           AND ($3::text IS NULL OR t.plan = $3)
-           AND ($4::text IS NULL OR (CASE WHEN $5::text IS NULL THEN jsonb_exists(t.labels, $4)
-                                          ELSE t.labels @> jsonb_build_object($4, $5) END))
-           AND ($6::text IS NULL OR starts_with(t.key, $6) OR t.id::text = $6
-                OR t.key IN (SELECT c.tenant_key FROM clerk_organizations c
-                             WHERE c.org_id = $6 AND c.tenant_key IS NOT NULL))
-           AND (NOT $7 OR {STUCK_SQL})
-           AND ($8::timestamptz IS NULL OR (t.created_at, t.id) < ($8, $9))
-           AND ($11::uuid IS NULL OR t.id = $11)
+         WHERE {conditions}
          ORDER BY t.created_at DESC, t.id DESC
          LIMIT $10"
     );
@@ -208,6 +230,7 @@ pub async fn select(
         .bind(after.map(|(_, id)| id))
         .bind(limit)
         .bind(visible)
+        .bind(q_id)
         .fetch_all(pool)
         .await
 }

@@ -109,35 +109,20 @@ impl std::fmt::Debug for Settings {
     }
 }
 
-/// An `https://` or `http://` URL with a host, as given.
-fn http_url(var: &str, value: &str) -> Result<String, ConfigError> {
-    let value = value.trim();
-    let invalid = |problem: &str| ConfigError::Invalid {
-        var: var.to_owned(),
-        value: value.to_owned(),
-        problem: problem.to_owned(),
-    };
-    let url = reqwest::Url::parse(value).map_err(|e| invalid(&e.to_string()))?;
-    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
-        return Err(invalid("expected an https:// or http:// URL with a host"));
-    }
-    Ok(value.to_owned())
-}
-
 impl Settings {
     /// `None` when `LANDLORD_OIDC_ISSUER` is unset (no OIDC sign-in).
     pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
         let Some(issuer) = env.raw("LANDLORD_OIDC_ISSUER") else { return Ok(None) };
-        let issuer = http_url("LANDLORD_OIDC_ISSUER", &issuer)?;
+        let issuer = crate::http_url_as_given("LANDLORD_OIDC_ISSUER", &issuer)?;
         let client_id =
             env.raw("LANDLORD_OIDC_CLIENT_ID").map(|id| id.trim().to_owned()).ok_or_else(|| ConfigError::Missing {
                 var: "LANDLORD_OIDC_CLIENT_ID".into(),
                 hint: "LANDLORD_OIDC_ISSUER is set: the console's client id at that issuer",
             })?;
         let redirect_url = match (env.raw("LANDLORD_OIDC_REDIRECT_URL"), env.raw("LANDLORD_PUBLIC_URL")) {
-            (Some(url), _) => http_url("LANDLORD_OIDC_REDIRECT_URL", &url)?,
+            (Some(url), _) => crate::http_url_as_given("LANDLORD_OIDC_REDIRECT_URL", &url)?,
             (None, Some(public)) => {
-                format!("{}{CALLBACK}", http_url("LANDLORD_PUBLIC_URL", &public)?.trim_end_matches('/'))
+                format!("{}{CALLBACK}", crate::http_url_as_given("LANDLORD_PUBLIC_URL", &public)?.trim_end_matches('/'))
             }
             (None, None) => {
                 return Err(ConfigError::Missing {
