@@ -321,7 +321,8 @@ async fn turn(
                 Side::Floor => {
                     let began = Instant::now();
                     let tenant = Tenant::new(&key);
-                    let outcome = pipeline::provision(&sides.floor, &format!("floor-{key}"), &tenant.spec()).await;
+                    let outcome = pipeline::provision(&sides.floor, &format!("floor-{key}"), &tenant.spec(), Arc::default())
+                            .await;
                     let ms = began.elapsed().as_secs_f64() * 1000.0;
                     if outcome.activated {
                         Ok((ms, outcome.step_ms))
@@ -380,7 +381,9 @@ async fn compensation_check(stack: &Stack, sides: &Sides, side: Side) -> Result<
     let key = side.key(9, 0);
     let outcome = match side {
         Side::Restate => sides.restate.outcome(&key).await?,
-        _ => pipeline::provision(&sides.floor, &format!("floor-{key}"), &Tenant::new(&key).spec()).await,
+        _ => {
+            pipeline::provision(&sides.floor, &format!("floor-{key}"), &Tenant::new(&key).spec(), Arc::default()).await
+        }
     };
     stack.keycloak.clear_failures();
     let after = holdings(stack).await?;
@@ -595,7 +598,7 @@ pub async fn main() -> Result<()> {
         "# bench-peers: Landlord next to Restate\n\n\
 Bridge-tier tenants through three sides on the same backends (one durable PostgreSQL, NATS, s3s-fs, aiosmtpd, the Keycloak contract double, all started by tests/support): \
 **landlord** — the five service binaries, latency from the TenantRequested publish to the TenantActivated event; \
-**restate** — restate-server (npm `@restatedev/restate-server`, defaults) and a workflow `Provisioning` (bench/peers/restate, restate-sdk {SDK_VERSION}) whose steps are the workers' own code in `ctx.run` blocks, latency of the ingress call `POST /Provisioning/<key>/run` (it answers when the workflow ends); \
+**restate** — restate-server (npm `@restatedev/restate-server`, defaults) and a workflow `Provisioning` (bench/peers/restate, restate-sdk {SDK_VERSION}) whose steps are the workers' own code in `ctx.run` blocks (the database's and the bucket's in child invocations of a service `ProvisioningBranch`, issued before the identity chain's runs and awaited after them: restate-sdk {SDK_VERSION} cannot await two runs at once — README.md), latency of the ingress call `POST /Provisioning/<key>/run` (it answers when the workflow ends); \
 **floor** — the same step code called directly in the same graph (`join` of the three branches, the mail after them), nothing recorded. \
 All three run the default pipeline as a graph (realm → client → admin user, beside the database and beside the bucket, the welcome mail after all) with the same compensation on failure. \
 The sides take turns in rounds, the order rotated every round, so that a drift (the tenant database's catalog grows with every tenant; a shared machine's load wanders) weighs on all alike. \

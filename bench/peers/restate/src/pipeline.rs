@@ -14,8 +14,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use landlord_contract::pb;
 use serde::{Deserialize, Serialize};
@@ -132,6 +131,16 @@ impl Tenant {
         }
     }
 
+    /// Back from [`Tenant::spec`] (what a child invocation is given).
+    pub fn from_spec(spec: &pb::TenantSpec) -> Self {
+        Self {
+            tenant_id: spec.tenant_id.clone(),
+            key: spec.key.clone(),
+            plan: spec.plan.clone(),
+            email: spec.admin.as_ref().map(|a| a.email.clone()).unwrap_or_default(),
+        }
+    }
+
     /// As the orchestrator sends it: a bridge-tier tenant.
     pub fn spec(&self) -> pb::TenantSpec {
         pb::TenantSpec {
@@ -166,7 +175,27 @@ pub struct Outcome {
 /// fatal step failed: a forward call that sees it set records itself
 /// skipped instead of calling the backend.
 pub trait Exec {
+    /// Whether [`provision`] polls the three branches together (the floor:
+    /// `join3`) or awaits them one after another (Restate: the database
+    /// and the bucket are child invocations, already running on their
+    /// own, see [`Exec::branch`]; the SDK cannot have two of its futures
+    /// waiting for the runtime at once, see `crate::service`).
+    const POLL_BRANCHES_TOGETHER: bool;
+
     fn call(&self, step: usize, command: pb::StepCommand, stop: Arc<AtomicBool>) -> impl Future<Output = Record>;
+
+    /// A branch of one step (the database, the bucket) beside the
+    /// identity chain. The floor: `call` of that step, a future polled
+    /// together with the chain. Restate: a child invocation, issued when
+    /// this is called (so before the chain's first run, in a fixed order),
+    /// whose answer the returned future awaits.
+    fn branch(
+        &self,
+        saga: &str,
+        tenant: &pb::TenantSpec,
+        step: usize,
+        stop: Arc<AtomicBool>,
+    ) -> impl Future<Output = Record>;
 }
 
 /// Milliseconds since the epoch.
@@ -187,7 +216,7 @@ pub fn delivery_sequence(saga: &str, step: &str, compensate: bool) -> u64 {
     hash >> 1
 }
 
-fn command(
+pub fn command(
     saga: &str,
     tenant: &pb::TenantSpec,
     step: usize,
@@ -215,9 +244,25 @@ fn command(
     }
 }
 
-/// One tenant through the graph, with `exec` running each call.
-pub async fn provision<E: Exec>(exec: &E, saga: &str, tenant: &pb::TenantSpec) -> Outcome {
-    let stop = Arc::new(AtomicBool::new(false));
+/// The forward call of `step` with no inputs (the database, the bucket: a
+/// branch of their own); a fatal failure sets `stop`.
+pub async fn lone_step<E: Exec>(
+    exec: &E,
+    saga: &str,
+    tenant: &pb::TenantSpec,
+    step: usize,
+    stop: Arc<AtomicBool>,
+) -> Record {
+    let record = exec.call(step, command(saga, tenant, step, false, HashMap::new(), &[]), stop.clone()).await;
+    if !record.ok && !record.skipped && GRAPH[step].fatal {
+        stop.store(true, Ordering::SeqCst);
+    }
+    record
+}
+
+/// One tenant through the graph, with `exec` running each call; `stop` is
+/// the tenant's flag that a fatal step failed (shared with its branches).
+pub async fn provision<E: Exec>(exec: &E, saga: &str, tenant: &pb::TenantSpec, stop: Arc<AtomicBool>) -> Outcome {
     let forward = |step: usize, inputs: HashMap<String, String>| {
         let stop = stop.clone();
         async move {
@@ -228,22 +273,15 @@ pub async fn provision<E: Exec>(exec: &E, saga: &str, tenant: &pb::TenantSpec) -
             (step, record)
         }
     };
-    // The database's and the bucket's runs are created before the chain's
-    // second one: on a replay the realm's journaled result is ready at
-    // once, and without this the client's run would come second in the
-    // journal instead of fourth (Restate: journal mismatch).
-    let started = AtomicUsize::new(0);
-    let first = |step: usize| {
-        started.fetch_add(1, Ordering::SeqCst);
-        forward(step, HashMap::new())
-    };
+    // The database and the bucket first (Restate: their child
+    // invocations are issued here, before the chain's first run, in this
+    // order on every replay).
+    let database = exec.branch(saga, tenant, DATABASE, stop.clone());
+    let storage = exec.branch(saga, tenant, STORAGE, stop.clone());
     let chain = async {
         let mut done = Vec::new();
         let mut inputs = HashMap::new();
         for step in CHAIN {
-            if step != CHAIN[0] {
-                Barrier(&started).await;
-            }
             let (step, record) = forward(step, inputs.clone()).await;
             let ok = record.ok;
             inputs.extend(record.outputs.clone());
@@ -254,10 +292,15 @@ pub async fn provision<E: Exec>(exec: &E, saga: &str, tenant: &pb::TenantSpec) -
         }
         done
     };
-    let (mut done, database, storage) =
-        futures_util::future::join3(chain, async { first(DATABASE).await }, async { first(STORAGE).await }).await;
-    done.push(database);
-    done.push(storage);
+    let (mut done, database, storage) = if E::POLL_BRANCHES_TOGETHER {
+        futures_util::future::join3(chain, database, storage).await
+    } else {
+        let chain = chain.await;
+        let database = database.await;
+        (chain, database, storage.await)
+    };
+    done.push((DATABASE, database));
+    done.push((STORAGE, storage));
     let mut outcome = Outcome::default();
     for (step, record) in &done {
         if !record.skipped {
@@ -287,20 +330,4 @@ pub async fn provision<E: Exec>(exec: &E, saga: &str, tenant: &pb::TenantSpec) -
         outcome.compensated.push(GRAPH[*step].name.into());
     }
     outcome
-}
-
-/// Ready once the database's and the bucket's branches have started.
-struct Barrier<'a>(&'a AtomicUsize);
-
-impl Future for Barrier<'_> {
-    type Output = ();
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0.load(Ordering::SeqCst) >= 2 {
-            Poll::Ready(())
-        } else {
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    }
 }

@@ -87,6 +87,12 @@ impl Steps {
 pub struct Direct(pub Arc<Steps>);
 
 impl Exec for Direct {
+    const POLL_BRANCHES_TOGETHER: bool = true;
+
+    async fn branch(&self, saga: &str, tenant: &pb::TenantSpec, step: usize, stop: Arc<AtomicBool>) -> Record {
+        crate::pipeline::lone_step(self, saga, tenant, step, stop).await
+    }
+
     async fn call(&self, step: usize, command: pb::StepCommand, stop: Arc<AtomicBool>) -> Record {
         if !command.compensate && stop.load(Ordering::SeqCst) {
             return Record::skipped();
