@@ -321,7 +321,8 @@ async fn turn(
                 Side::Floor => {
                     let began = Instant::now();
                     let tenant = Tenant::new(&key);
-                    let outcome = pipeline::provision(&sides.floor, &format!("floor-{key}"), &tenant.spec(), Arc::default())
+                    let outcome =
+                        pipeline::provision(&sides.floor, &format!("floor-{key}"), &tenant.spec(), Arc::default())
                             .await;
                     let ms = began.elapsed().as_secs_f64() * 1000.0;
                     if outcome.activated {
