@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result};
 use futures_util::StreamExt as _;
 use landlord_contract::{EventKind, TenantKey, pb};
 use landlord_e2e::Stack;
-use landlord_runtime::{Broker, Envelope, Publisher};
+use landlord_runtime::{Envelope, Publisher};
 use landlord_testkit::bench::{Run, machine, summary, write_results};
 use landlord_testkit::{NatsCluster, scratch_dir};
 use tokio::sync::{Semaphore, oneshot};
@@ -48,18 +48,19 @@ struct Driver {
 }
 
 impl Driver {
-    async fn connect(url: &str, stack: &Stack) -> Result<Self> {
-        let broker = Broker::connect(url, "bench-cluster", stack.namespace.clone()).await?;
+    /// On the stack's bus (the single node, as the operator, or the
+    /// cluster's nodes), following the events stream.
+    async fn connect(stack: &Stack) -> Result<Self> {
+        let broker = stack.connect("bench-cluster").await?;
         let waiters: Waiters = Arc::default();
-        let mut ends = Vec::new();
-        for kind in [EventKind::Activated, EventKind::ProvisioningFailed, EventKind::Rejected] {
-            ends.push(broker.client.subscribe(stack.namespace.event_filter(None, Some(kind))).await?);
-        }
-        let mut finished = futures_util::stream::select_all(ends);
+        let ends = [EventKind::Activated, EventKind::ProvisioningFailed, EventKind::Rejected];
+        let filters = ends.map(|kind| stack.namespace.event_filter(None, Some(kind))).to_vec();
+        let mut finished = landlord_testkit::follow_events(&broker, filters).await?;
         let dispatch = {
             let waiters = waiters.clone();
             tokio::spawn(async move {
-                while let Some(message) = finished.next().await {
+                while let Some(next) = finished.next().await {
+                    let Ok(message) = next else { continue };
                     let mut tokens = message.subject.rsplit('.');
                     let ok = tokens.next().and_then(EventKind::from_name) == Some(EventKind::Activated);
                     let key = tokens.next().unwrap_or_default().to_owned();
@@ -135,8 +136,7 @@ async fn measure(setup: Setup, tenants: usize, in_flight: usize) -> Result<serde
     for index in 2..=setup.orchestrators {
         extra.push(stack.start_replica("orchestrator", index, &dir).await?);
     }
-    let url = cluster.as_ref().map_or_else(|| stack.nats.url(), NatsCluster::urls);
-    let driver = Driver::connect(&url, &stack).await?;
+    let driver = Driver::connect(&stack).await?;
     let tag = if setup.cluster { "c" } else { "s" };
     let warm: Vec<String> = (0..WARM_UP).map(|i| format!("w{tag}{}-{i}", setup.orchestrators)).collect();
     driver.run(warm, in_flight.min(16)).await.context("warm-up")?;

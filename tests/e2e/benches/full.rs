@@ -25,7 +25,7 @@ use anyhow::{Context as _, Result};
 use futures_util::StreamExt as _;
 use landlord_contract::{EventKind, TenantKey, pb};
 use landlord_e2e::Stack;
-use landlord_runtime::{Broker, DeliveryInfo, Env, Envelope, KvSecrets, Publisher, SecretsKey, StepService};
+use landlord_runtime::{DeliveryInfo, Env, Envelope, KvSecrets, Publisher, SecretsKey, StepService};
 use landlord_testkit::bench::{Run, command_output, machine, percentile, summary, write_results};
 use tokio::sync::{Semaphore, oneshot};
 
@@ -73,20 +73,21 @@ struct Driver {
 
 impl Driver {
     async fn connect(stack: &Stack) -> Result<Self> {
-        let broker = Broker::connect(&stack.nats.url(), "bench", stack.namespace.clone()).await?;
+        // As the operator: it publishes requests and follows the events
+        // stream (a bus user may not subscribe to event subjects plainly).
+        let broker = stack.connect("bench").await?;
         let publisher = Publisher::new(&broker, "bench");
         let waiters: Waiters = Arc::default();
         // Only the events that end a request: the bench's own load on the
         // bus should not include a copy of every progress event.
-        let mut ends = Vec::new();
-        for kind in [EventKind::Activated, EventKind::ProvisioningFailed, EventKind::Rejected] {
-            ends.push(broker.client.subscribe(stack.namespace.event_filter(None, Some(kind))).await?);
-        }
-        let mut finished = futures_util::stream::select_all(ends);
+        let ends = [EventKind::Activated, EventKind::ProvisioningFailed, EventKind::Rejected];
+        let filters = ends.map(|kind| stack.namespace.event_filter(None, Some(kind))).to_vec();
+        let mut finished = landlord_testkit::follow_events(&broker, filters).await?;
         let dispatch = {
             let waiters = waiters.clone();
             tokio::spawn(async move {
-                while let Some(message) = finished.next().await {
+                while let Some(next) = finished.next().await {
+                    let Ok(message) = next else { continue };
                     let mut tokens = message.subject.rsplit('.');
                     let kind = tokens.next().and_then(EventKind::from_name);
                     let key = tokens.next().unwrap_or_default().to_owned();
@@ -169,13 +170,17 @@ struct Direct {
 impl Direct {
     async fn new(stack: &Stack) -> Result<Self> {
         let env = Env::from_pairs(stack.service_env());
-        let broker = Broker::connect(&stack.nats.url(), "floor", stack.namespace.clone()).await?;
+        // Each worker's code on the bus as that worker's user: the secrets
+        // and the mail ledger are theirs alone.
+        let idp_bus = stack.connect_as("idp", "floor-idp").await?;
+        let database_bus = stack.connect_as("database", "floor-database").await?;
+        let notification_bus = stack.connect_as("notification", "floor-notification").await?;
         let root = stack.namespace.root();
         let idp_settings = landlord_idp::Settings::from_env(&env)?;
-        let secrets = landlord_idp::Idp::open_secrets(&idp_settings, &broker.jetstream, root, 1).await?;
+        let secrets = landlord_idp::Idp::open_secrets(&idp_settings, &idp_bus.jetstream, root, 1).await?;
         let notification = landlord_notification::Settings::from_env(&env)?;
         let ledger = landlord_notification::Ledger::open(
-            &broker.jetstream,
+            &notification_bus.jetstream,
             root,
             1,
             Duration::from_secs(3600),
@@ -185,10 +190,11 @@ impl Direct {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let key = SecretsKey::from_base64(&env.raw("LANDLORD_SECRETS_KEY").context("no key")?)
             .map_err(|e| anyhow::anyhow!(e))?;
-        let mail_secrets = KvSecrets::open(&broker.jetstream, root, 1, Duration::from_secs(3600), key).await?;
+        let mail_secrets =
+            KvSecrets::open(&notification_bus.jetstream, root, 1, Duration::from_secs(3600), key).await?;
         // As the worker does: a sealed copy of the password for the welcome mail.
         let database = landlord_database::Settings::from_env(&env)?;
-        let delivery = landlord_database::open_delivery(&database, &broker, 1).await?;
+        let delivery = landlord_database::open_delivery(&database, &database_bus, 1).await?;
         Ok(Self {
             idp: landlord_idp::Idp::new(idp_settings, secrets)?,
             database: landlord_database::Provisioner::connect(database)?.with_delivery(delivery),

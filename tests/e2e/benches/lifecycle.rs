@@ -32,7 +32,7 @@ use anyhow::{Context as _, Result};
 use futures_util::StreamExt as _;
 use landlord_contract::{EventKind, TenantKey, pb};
 use landlord_e2e::{Operation, Stack};
-use landlord_runtime::{Broker, DeliveryInfo, Env, Envelope, KvSecrets, Publisher, SecretsKey, StepService};
+use landlord_runtime::{DeliveryInfo, Env, Envelope, KvSecrets, Publisher, SecretsKey, StepService};
 use landlord_testkit::bench::{Run, command_output, machine, summary, write_results};
 use tokio::sync::{Semaphore, oneshot};
 
@@ -89,11 +89,12 @@ struct Driver {
 
 impl Driver {
     async fn connect(stack: &Stack) -> Result<Self> {
-        let broker = Broker::connect(&stack.nats.url(), "bench", stack.namespace.clone()).await?;
+        // As the operator, following the events stream (a bus user may not
+        // subscribe to event subjects plainly).
+        let broker = stack.connect("bench").await?;
         let publisher = Publisher::new(&broker, "bench");
         let waiters: Waiters = Arc::default();
-        let mut subscriptions = Vec::new();
-        for kind in [
+        let kinds = [
             EventKind::Activated,
             EventKind::ProvisioningFailed,
             EventKind::Suspended,
@@ -101,14 +102,14 @@ impl Driver {
             EventKind::Deleted,
             EventKind::OperationFailed,
             EventKind::OperationRejected,
-        ] {
-            subscriptions.push(broker.client.subscribe(stack.namespace.event_filter(None, Some(kind))).await?);
-        }
-        let mut events = futures_util::stream::select_all(subscriptions);
+        ];
+        let filters = kinds.map(|kind| stack.namespace.event_filter(None, Some(kind))).to_vec();
+        let mut events = landlord_testkit::follow_events(&broker, filters).await?;
         let dispatch = {
             let waiters = waiters.clone();
             tokio::spawn(async move {
-                while let Some(message) = events.next().await {
+                while let Some(next) = events.next().await {
+                    let Ok(message) = next else { continue };
                     let mut tokens = message.subject.rsplit('.');
                     let Some(kind) = tokens.next().and_then(EventKind::from_name) else { continue };
                     let key = tokens.next().unwrap_or_default().to_owned();
@@ -234,13 +235,17 @@ struct Direct {
 impl Direct {
     async fn new(stack: &Stack) -> Result<Self> {
         let env = Env::from_pairs(stack.service_env());
-        let broker = Broker::connect(&stack.nats.url(), "floor", stack.namespace.clone()).await?;
+        // Each worker's code on the bus as that worker's user: the secrets
+        // and the mail ledger are theirs alone.
+        let idp_bus = stack.connect_as("idp", "floor-idp").await?;
+        let database_bus = stack.connect_as("database", "floor-database").await?;
+        let notification_bus = stack.connect_as("notification", "floor-notification").await?;
         let root = stack.namespace.root();
         let idp_settings = landlord_idp::Settings::from_env(&env)?;
-        let secrets = landlord_idp::Idp::open_secrets(&idp_settings, &broker.jetstream, root, 1).await?;
+        let secrets = landlord_idp::Idp::open_secrets(&idp_settings, &idp_bus.jetstream, root, 1).await?;
         let notification = landlord_notification::Settings::from_env(&env)?;
         let ledger = landlord_notification::Ledger::open(
-            &broker.jetstream,
+            &notification_bus.jetstream,
             root,
             1,
             Duration::from_secs(3600),
@@ -250,9 +255,10 @@ impl Direct {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let key = SecretsKey::from_base64(&env.raw("LANDLORD_SECRETS_KEY").context("no key")?)
             .map_err(|e| anyhow::anyhow!(e))?;
-        let mail_secrets = KvSecrets::open(&broker.jetstream, root, 1, Duration::from_secs(3600), key).await?;
+        let mail_secrets =
+            KvSecrets::open(&notification_bus.jetstream, root, 1, Duration::from_secs(3600), key).await?;
         let database = landlord_database::Settings::from_env(&env)?;
-        let delivery = landlord_database::open_delivery(&database, &broker, 1).await?;
+        let delivery = landlord_database::open_delivery(&database, &database_bus, 1).await?;
         Ok(Self {
             idp: landlord_idp::Idp::new(idp_settings, secrets)?,
             database: landlord_database::Provisioner::connect(database)?.with_delivery(delivery),

@@ -5,6 +5,11 @@
 //! namespace, so that tests can run side by side. Tenants are asked for
 //! with the `landlord` CLI, as a person would, or through the gateway
 //! ([`GATEWAY`], started on demand) as Clerk's webhooks ask for them.
+//!
+//! NATS runs with the accounts configuration Landlord ships
+//! (deploy/nats/accounts.conf, passwords generated per run): each service
+//! binary connects as its own bus user, the CLI and the tests' own
+//! connections as the operator ([`Stack::connect`], [`crate::bus`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,6 +26,9 @@ use landlord_testkit::{
 };
 use sqlx::{Connection as _, PgConnection};
 
+pub use crate::bus::{OPERATOR, PLATFORM};
+
+mod bus;
 mod replicas;
 mod tenant_servers;
 
@@ -275,6 +283,10 @@ pub struct Stack {
     services: std::sync::Mutex<BTreeMap<&'static str, Running>>,
     /// Settings that replace the tests' defaults (set before the services start).
     pub overrides: Vec<(String, String)>,
+    /// Whether NATS runs with the accounts configuration (every client a
+    /// user of its own, [`crate::bus`]); not on a cluster of
+    /// [`Self::use_cluster`].
+    accounts: bool,
     /// Last, so that it is released after everything above is dropped.
     _turn: tokio::sync::OwnedMutexGuard<()>,
 }
@@ -291,7 +303,8 @@ impl Stack {
     pub async fn servers_with(durable: bool) -> Result<Self> {
         static TURN: std::sync::OnceLock<std::sync::Arc<tokio::sync::Mutex<()>>> = std::sync::OnceLock::new();
         let turn = TURN.get_or_init(Default::default).clone().lock_owned().await;
-        let nats = NatsServer::start().await?;
+        let namespace = unique_namespace();
+        let nats = NatsServer::start_with_accounts(&namespace).await?;
         let pg = tokio::task::spawn_blocking(move || Postgres::start_with(durable)).await??;
         let control = pg.fresh_database().await?;
         let tenant_data = pg.fresh_database().await?;
@@ -302,7 +315,7 @@ impl Stack {
         let plans = dir.join("plans.toml");
         std::fs::write(&plans, PLANS)?;
         Ok(Self {
-            namespace: unique_namespace(),
+            namespace,
             tenant_data_url: tenant_data.url.clone(),
             second_pg: None,
             tenant_servers: Vec::new(),
@@ -321,6 +334,7 @@ impl Stack {
             plans,
             services: Default::default(),
             overrides: Vec::new(),
+            accounts: true,
             _turn: turn,
         })
     }
@@ -344,18 +358,27 @@ impl Stack {
         Ok(())
     }
 
-    /// What the services are given, for running their code in process.
+    /// What the services are given, on the bus as the operator (the
+    /// CLI's user, [`OPERATOR`]): for the CLI and for code run in process
+    /// that only needs the streams.
     pub fn service_env(&self) -> Vec<(String, String)> {
-        self.env(0)
+        self.env_as(OPERATOR, 0)
     }
 
-    /// What every service is given; each reads what it needs.
-    fn env(&self, port: u16) -> Vec<(String, String)> {
-        self.env_with(port, Vec::new())
+    /// What service `name` is given, on the bus as its own user (the
+    /// users of deploy/nats/accounts.conf are named after the services).
+    pub fn service_env_for(&self, name: &str) -> Vec<(String, String)> {
+        self.env_as(name, 0)
     }
 
-    /// [`Self::env`] and `extra`; [`Self::overrides`] still win.
-    fn env_with(&self, port: u16, extra: Vec<(&str, String)>) -> Vec<(String, String)> {
+    /// What every service is given, connecting as bus user `user`; each
+    /// reads what it needs.
+    fn env_as(&self, user: &str, port: u16) -> Vec<(String, String)> {
+        self.env_with(user, port, Vec::new())
+    }
+
+    /// [`Self::env_as`] and `extra`; [`Self::overrides`] still win.
+    fn env_with(&self, user: &str, port: u16, extra: Vec<(&str, String)>) -> Vec<(String, String)> {
         let pairs = [
             ("LANDLORD_NATS_URL", self.nats.url()),
             ("LANDLORD_NAMESPACE", self.namespace.root().to_owned()),
@@ -391,6 +414,7 @@ impl Stack {
             (PURGE_TIMER_VAR, "200ms".to_owned()),
         ];
         let mut env: Vec<(String, String)> = pairs.into_iter().chain(extra).map(|(k, v)| (k.to_owned(), v)).collect();
+        env.extend(self.nats_env(user));
         if !self.tenant_servers.is_empty() {
             // The list replaces the one URL (setting both is refused).
             env.retain(|(k, _)| k != "LANDLORD_TENANT_DATABASE_URL");
@@ -449,9 +473,9 @@ impl Stack {
         };
         let binary = workspace_binary(&format!("landlord-{name}"))?;
         let (env, api) = if name == GATEWAY {
-            (self.env_with(port, self.gateway_env()), Some(self.api_port))
+            (self.env_with(name, port, self.gateway_env()), Some(self.api_port))
         } else {
-            (self.env(port), None)
+            (self.env_as(name, port), None)
         };
         let process = Process::start(name, &binary, &[], &env, &self.dir)?;
         let mut running = Running { process, port };
@@ -526,7 +550,7 @@ impl Stack {
 
     fn request_command(&self, key: &str, plan: &str) -> Result<tokio::process::Command> {
         let cli = workspace_binary("landlord")?;
-        let env = self.env(0);
+        let env = self.env_as(OPERATOR, 0);
         let args = [
             "request",
             key,
@@ -555,7 +579,7 @@ impl Stack {
     /// removed it all), and what it printed.
     pub async fn audit(&self, remove_orphans: bool) -> Result<(bool, String)> {
         let mut command = tokio::process::Command::new(workspace_binary("landlord")?);
-        command.arg("audit").envs(self.env(0));
+        command.arg("audit").envs(self.env_as(OPERATOR, 0));
         if remove_orphans {
             command.arg("--remove-orphans");
         }

@@ -11,8 +11,11 @@ use crate::Stack;
 
 impl Stack {
     /// Points every service (and the CLI) at `cluster` with streams of
-    /// three replicas. Call before the services start.
+    /// three replicas. Call before the services start. The testkit's
+    /// cluster has no accounts configuration: on it every client connects
+    /// without credentials ([`crate::bus`]).
     pub fn use_cluster(&mut self, cluster: &NatsCluster) {
+        self.accounts = false;
         self.overrides.push(("LANDLORD_NATS_URL".into(), cluster.urls()));
         self.overrides.push(("LANDLORD_STREAM_REPLICAS".into(), "3".into()));
     }
@@ -22,7 +25,7 @@ impl Stack {
     /// caller keeps it: dropping the [`Process`] kills it.
     pub async fn start_replica(&self, name: &str, index: usize, log_dir: &std::path::Path) -> Result<Process> {
         let port = free_port();
-        let mut env = self.service_env();
+        let mut env = self.service_env_for(name);
         env.retain(|(k, _)| k != "LANDLORD_HTTP_ADDR");
         env.push(("LANDLORD_HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
         let label = format!("{name}-{index}");

@@ -5,6 +5,8 @@
 
 #[path = "e2e/audit.rs"]
 mod audit;
+#[path = "e2e/bus_permissions.rs"]
+mod bus_permissions;
 #[path = "e2e/chaos.rs"]
 mod chaos;
 #[path = "e2e/clerk_members.rs"]

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 pub use keycloak_double::{
     ActionsEmail, KEYCLOAK_DOUBLE_ADMIN, KEYCLOAK_DOUBLE_CLIENT, KeycloakDouble, RecordedRequest,
 };
-pub use nats::{NatsCluster, NatsServer, http_get, nats_server_binary};
+pub use nats::{NatsCluster, NatsServer, follow_events, http_get, nats_server_binary};
 pub use otlp::OtlpReceiver;
 pub use postgres::{Postgres, TestDatabase, pg_bin_dir};
 pub use process::{Process, scratch_dir};

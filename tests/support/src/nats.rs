@@ -112,9 +112,13 @@ impl NatsServer {
         Self::start_with(&["-c", &conf]).await
     }
 
-    /// The password of `user` on a server from [`Self::start_with_accounts`].
+    /// The password of `user` on a server from [`Self::start_with_accounts`]:
+    /// generated once per test process (random), so that no password is
+    /// written in the repository or reused between runs.
     pub fn user_password(user: &str) -> String {
-        format!("pw-{user}")
+        static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let run = RUN.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
+        format!("{user}-{run}")
     }
 
     /// The variables a service (or the CLI) connects as `user` with
@@ -258,6 +262,27 @@ impl NatsCluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Events of the events stream matching `filters` (subjects), from now on,
+/// through an ordered pull consumer: how a client follows events when its
+/// bus user may subscribe only under its own inbox (deploy/nats/accounts.conf
+/// allows nobody a plain subscription on event subjects). Each item is a
+/// message, or an error the consumer recovers from by itself.
+pub async fn follow_events(
+    broker: &landlord_runtime::Broker,
+    filters: Vec<String>,
+) -> anyhow::Result<async_nats::jetstream::consumer::pull::Ordered> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+    let name = broker.namespace.stream_name(landlord_contract::StreamKind::Events);
+    let stream = broker.jetstream.get_stream(&name).await?;
+    let (filter_subject, filter_subjects) = match filters.as_slice() {
+        [one] => (one.clone(), Vec::new()),
+        _ => (String::new(), filters),
+    };
+    let config =
+        OrderedConfig { filter_subject, filter_subjects, deliver_policy: DeliverPolicy::New, ..Default::default() };
+    Ok(stream.create_consumer(config).await?.messages().await?)
 }
 
 impl Drop for NatsServer {

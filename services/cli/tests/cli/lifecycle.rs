@@ -101,8 +101,7 @@ async fn dead_letters_are_listed_shown_redriven_and_discarded() -> Result<()> {
     // Two dead letters, parked as the runtime parks them: the original
     // message with where it came from and why.
     let namespace = &api.stack.namespace;
-    let client = async_nats::connect(api.stack.nats.url()).await?;
-    let jetstream = async_nats::jetstream::new(client);
+    let jetstream = api.stack.connect("cli-test").await?.jetstream;
     let original = namespace.command_subject("nobody", "listens");
     for (n, reason) in [(1, "permanent error: one"), (2, "permanent error: two")] {
         let mut headers = HeaderMap::new();

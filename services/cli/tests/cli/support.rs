@@ -51,7 +51,8 @@ impl Api {
         self.run_bare(&full, &[]).await
     }
 
-    /// `landlord <args>` with only `env` (and the stack's NATS settings).
+    /// `landlord <args>` with only `env` (and the stack's NATS settings: its
+    /// address, namespace, and the operator's bus user).
     pub async fn run_bare(&self, args: &[&str], env: &[(&str, &str)]) -> Result<Output> {
         let mut vars: Vec<(String, String)> = self
             .stack
@@ -59,6 +60,7 @@ impl Api {
             .into_iter()
             .filter(|(k, _)| k == "LANDLORD_NATS_URL" || k == "LANDLORD_NAMESPACE")
             .collect();
+        vars.extend(self.stack.nats_env(landlord_e2e::OPERATOR));
         vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         landlord(args, &vars, self.config.path()).await
     }
@@ -68,7 +70,15 @@ impl Api {
 /// choose an API or a context, its config home at `config`.
 pub async fn landlord(args: &[&str], env: &[(String, String)], config: &Path) -> Result<Output> {
     let mut command = assert_cmd::Command::new(env!("CARGO_BIN_EXE_landlord"));
-    for var in ["LANDLORD_URL", "LANDLORD_TOKEN", "LANDLORD_CONTEXT", "LANDLORD_NATS_URL", "LANDLORD_NAMESPACE"] {
+    for var in [
+        "LANDLORD_URL",
+        "LANDLORD_TOKEN",
+        "LANDLORD_CONTEXT",
+        "LANDLORD_NATS_URL",
+        "LANDLORD_NAMESPACE",
+        "LANDLORD_NATS_USER",
+        "LANDLORD_NATS_PASSWORD",
+    ] {
         command.env_remove(var);
     }
     command.env("XDG_CONFIG_HOME", config).env("HOME", config).args(args).envs(env.iter().cloned());

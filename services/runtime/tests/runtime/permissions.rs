@@ -187,6 +187,9 @@ async fn each_service_user_does_what_it_needs() -> Result<()> {
         worker.declare_streams(&stream_settings()).await.with_context(|| format!("{service} looks the streams up"))?;
         let fences = Fences::declare(&worker.jetstream, ns.root(), 1).await?;
         ensure!(fences.is_raised("saga-1", "step-1").await?, "{service} reads the fences");
+        // Before a compensation a worker raises its step's fence.
+        fences.raise("saga-2", service).await.with_context(|| format!("{service} raises a fence"))?;
+        ensure!(fences.is_raised("saga-2", service).await?, "{service} reads the fence it raised");
         let consumer = worker
             .durable_consumer(StreamKind::Commands, service, vec![ns.service_commands(service)], &settings())
             .await?;
@@ -240,6 +243,8 @@ async fn each_service_user_does_what_it_needs() -> Result<()> {
     }
     let gateway = s.broker("gateway").await?;
     gateway.jetstream.publish(ns.command_subject("orchestrator", "cancel"), Bytes::from_static(b"stop")).await?.await?;
+    // The console's redrive: a parked command back to its subject.
+    gateway.jetstream.publish(ns.command_subject("storage", "create"), Bytes::from_static(b"again")).await?.await?;
     let dlq = gateway.jetstream.get_stream(ns.stream_name(StreamKind::DeadLetter)).await?;
     dlq.get_last_raw_message_by_subject(&ns.dead_letter_subject(&ns.command_subject("storage", "create"))).await?;
     Ok(())

@@ -117,13 +117,10 @@ fn management(stack: &Stack, realm: &str) -> Result<String> {
         .with_context(|| format!("no realm-management client in {realm}"))
 }
 
-/// A broker connected as the services' environment says (its URL and
-/// credentials, if the stack's NATS asks for any): to read the streams.
+/// A broker as the operator (the stack's bus users are on): to read the
+/// streams.
 async fn connect(stack: &Stack) -> Result<Broker> {
-    let env = landlord_runtime::Env::from_pairs(stack.service_env());
-    let url = env.string("LANDLORD_NATS_URL", &stack.nats.url());
-    let auth = landlord_runtime::nats_auth::NatsAuth::from_env(&env)?;
-    Ok(Broker::connect_with(&url, "clerk-members-e2e", stack.namespace.clone(), &auth).await?)
+    stack.connect("clerk-members-e2e").await
 }
 
 /// How many messages `stream` holds on `subject`.

@@ -334,7 +334,7 @@ async fn a_storm_of_duplicate_clerk_deliveries_through_a_gateway_crash_makes_one
     );
 
     // The broker: one TenantRequested per organization, nothing rejected.
-    let broker = landlord_runtime::Broker::connect(&stack.nats.url(), "storm", stack.namespace.clone()).await?;
+    let broker = stack.connect("storm").await?;
     let events = |kind| stack.namespace.event_filter(None, Some(kind));
     let requested = stream_count(&broker, &events(landlord_contract::EventKind::Requested)).await?;
     let rejected = stream_count(&broker, &events(landlord_contract::EventKind::Rejected)).await?;

@@ -54,7 +54,9 @@ async fn a_three_node_cluster_loses_a_node_and_moves_its_leaders_yet_every_tenan
         replicas.push(stack.start_replica(name, 2, &dir).await?);
     }
 
-    let broker = landlord_runtime::Broker::connect(&cluster.urls(), "r3-test", stack.namespace.clone()).await?;
+    // The cluster's nodes (use_cluster), without credentials: the
+    // testkit's cluster runs without the accounts configuration.
+    let broker = stack.connect("r3-test").await?;
     let before = leaders(&broker).await?;
     anyhow::ensure!(before.iter().all(|(_, leader)| !leader.is_empty()), "streams without a leader: {before:?}");
     for (name, _) in &before {

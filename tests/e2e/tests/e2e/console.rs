@@ -280,7 +280,7 @@ async fn a_bulk_retry_on_the_filter_refuses_the_ineligible_tenant_and_retries_th
 async fn a_dead_letter_is_shown_decoded_and_redriven_to_its_subject() -> Result<()> {
     let stack = Stack::start_with_gateway().await?;
     // A command no worker can decode: the idp worker parks it at once.
-    let broker = landlord_runtime::Broker::connect(&stack.nats.url(), "console-test", stack.namespace.clone()).await?;
+    let broker = stack.connect("console-test").await?;
     let publisher = landlord_runtime::Publisher::new(&broker, "console-test");
     let subject = stack.namespace.command_subject("idp", "create_realm");
     let headers =
@@ -405,7 +405,7 @@ async fn screenshots() -> Result<()> {
     for key in ["acme", "initech", "umbrella", "hooli"] {
         stack.wait_status(key, "ACTIVE", PAGE).await?;
     }
-    let broker = landlord_runtime::Broker::connect(&stack.nats.url(), "console-shots", stack.namespace.clone()).await?;
+    let broker = stack.connect("console-shots").await?;
     let publisher = landlord_runtime::Publisher::new(&broker, "console-shots");
     let headers =
         publisher.headers::<landlord_contract::pb::StepCommand>(&landlord_runtime::Envelope::new(uuid_like()));

@@ -421,7 +421,7 @@ async fn nemesis_faults_under_provision_fail_retry_cancel_leave_every_tenant_con
 
     let mut stack = Stack::start().await?;
     let began = Instant::now();
-    let broker = landlord_runtime::Broker::connect(&stack.nats.url(), "nemesis", stack.namespace.clone()).await?;
+    let broker = stack.connect("nemesis").await?;
     let mut workload = Workload {
         tenants,
         publish_rounds: rounds / 2,
@@ -713,7 +713,7 @@ async fn exists(data: &mut sqlx::PgConnection, sql: &'static str, name: String) 
 
 async fn check_histories(stack: &Stack, tenants: &[(String, String, String, String)]) -> Result<Vec<String>> {
     let mut violations = Vec::new();
-    let broker = landlord_runtime::Broker::connect(&stack.nats.url(), "nemesis-check", stack.namespace.clone()).await?;
+    let broker = stack.connect("nemesis-check").await?;
     let mut stream =
         broker.jetstream.get_stream(stack.namespace.stream_name(landlord_contract::StreamKind::Events)).await?;
     let (first, last) = {

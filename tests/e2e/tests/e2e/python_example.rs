@@ -29,14 +29,34 @@ async fn generate_modules(python: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Runs the example, unchanged, as a bus user: `nats.connect` given the
+/// user's name, password and inbox prefix (`_INBOX_<user>`, the only inbox
+/// its permissions let it subscribe under) before the example calls it.
+/// The example connects without credentials, which a server with
+/// deploy/nats/accounts.conf refuses; and its `js.subscribe` looks the
+/// stream up by subject (`$JS.API.STREAM.NAMES`), which the platform user
+/// may not — so it runs as the operator.
+const AS_PLATFORM: &str = r#"
+import functools, os, runpy, sys
+import nats
+user = os.environ.get("LANDLORD_NATS_USER")
+if user:
+    nats.connect = functools.partial(
+        nats.connect, user=user, password=os.environ["LANDLORD_NATS_PASSWORD"], inbox_prefix=f"_INBOX_{user}")
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"#;
+
 /// Runs the example for `key` with `extra` arguments: (exit code, output).
 async fn run_example(stack: &Stack, python: &Path, modules: &Path, key: &str, extra: &[&str]) -> Result<(i32, String)> {
     let output = tokio::process::Command::new(python)
+        .args(["-c", AS_PLATFORM])
         .arg(workspace_root().join("examples/python/request_tenant.py"))
         .arg(key)
         .args(extra)
         .env("PYTHONPATH", modules)
-        .env("LANDLORD_NATS_URL", stack.nats.url())
+        .envs(stack.nats_env(landlord_e2e::OPERATOR))
+        .env("LANDLORD_NATS_URL", stack.nats_url())
         .env("LANDLORD_NAMESPACE", stack.namespace.root())
         .kill_on_drop(true)
         .output()
