@@ -125,8 +125,9 @@ impl Drop for Driver {
 
 /// One configuration on its own stack: `{setup, tenants_per_s, latency}`.
 async fn measure(setup: Setup, tenants: usize, in_flight: usize) -> Result<serde_json::Value> {
-    let cluster = if setup.cluster { Some(NatsCluster::start().await?) } else { None };
     let mut stack = Stack::servers_with(true).await?;
+    // With the bus users on, as the single node has them.
+    let cluster = if setup.cluster { Some(NatsCluster::start_with_accounts(&stack.namespace).await?) } else { None };
     if let Some(cluster) = &cluster {
         stack.use_cluster(cluster);
     }

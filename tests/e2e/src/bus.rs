@@ -7,9 +7,10 @@
 //! connections as the operator ([`Stack::connect`]), or as the platform
 //! user where all they do is ask for tenants ([`Stack::connect_as`]).
 //!
-//! A stack on a cluster of [`Stack::use_cluster`] runs without accounts
-//! (the testkit's cluster has none): there everyone connects without
-//! credentials.
+//! A stack on a cluster ([`Stack::use_cluster`]) keeps the bus users when
+//! the cluster was started with them (`NatsCluster::start_with_accounts`,
+//! as the cluster test and `just bench-cluster` start it); on one without,
+//! everyone connects without credentials.
 
 use anyhow::Result;
 use landlord_runtime::Broker;

@@ -11,11 +11,12 @@ use crate::Stack;
 
 impl Stack {
     /// Points every service (and the CLI) at `cluster` with streams of
-    /// three replicas. Call before the services start. The testkit's
-    /// cluster has no accounts configuration: on it every client connects
-    /// without credentials ([`crate::bus`]).
+    /// three replicas. Call before the services start. A cluster of
+    /// [`NatsCluster::start_with_accounts`] for this stack's namespace keeps
+    /// the bus users on; one of [`NatsCluster::start`] has none, and every
+    /// client then connects without credentials ([`crate::bus`]).
     pub fn use_cluster(&mut self, cluster: &NatsCluster) {
-        self.accounts = false;
+        self.accounts = cluster.has_accounts();
         self.overrides.push(("LANDLORD_NATS_URL".into(), cluster.urls()));
         self.overrides.push(("LANDLORD_STREAM_REPLICAS".into(), "3".into()));
     }

@@ -207,10 +207,27 @@ impl NatsServer {
 #[derive(Debug)]
 pub struct NatsCluster {
     pub nodes: Vec<NatsServer>,
+    /// Started with the bus users ([`Self::start_with_accounts`]).
+    accounts: bool,
 }
 
 impl NatsCluster {
+    /// Three nodes without users: anyone connects.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on(None).await
+    }
+
+    /// Three nodes whose only users are those of `deploy/nats/accounts.conf`
+    /// for `namespace` ([`NatsServer::accounts_conf`]), as one server of
+    /// [`NatsServer::start_with_accounts`] has them.
+    pub async fn start_with_accounts(namespace: &landlord_contract::Namespace) -> anyhow::Result<Self> {
+        let conf = scratch_dir("nats-cluster-accounts")?.join("accounts.conf");
+        std::fs::write(&conf, NatsServer::accounts_conf(namespace)?)?;
+        let conf = conf.to_str().ok_or_else(|| anyhow::anyhow!("{} is not UTF-8", conf.display()))?.to_owned();
+        Self::start_on(Some(conf)).await
+    }
+
+    async fn start_on(conf: Option<String>) -> anyhow::Result<Self> {
         let cluster_ports: Vec<u16> = (0..3).map(|_| crate::free_port()).collect();
         let mut nodes = Vec::new();
         for (i, port) in cluster_ports.iter().enumerate() {
@@ -219,7 +236,8 @@ impl NatsCluster {
                 .filter(|other| *other != port)
                 .map(|other| format!("nats://127.0.0.1:{other}"))
                 .collect();
-            let args = [
+            let mut args = conf.iter().flat_map(|c| ["-c".to_owned(), c.clone()]).collect::<Vec<_>>();
+            args.extend([
                 "--name".to_owned(),
                 format!("node-{i}"),
                 "--cluster_name".to_owned(),
@@ -228,13 +246,18 @@ impl NatsCluster {
                 format!("nats://127.0.0.1:{port}"),
                 "--routes".to_owned(),
                 routes.join(","),
-            ];
+            ]);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             nodes.push(NatsServer::start_with(&args).await?);
         }
-        let cluster = Self { nodes };
+        let cluster = Self { nodes, accounts: conf.is_some() };
         cluster.wait_for_meta_leader(Duration::from_secs(30)).await?;
         Ok(cluster)
+    }
+
+    /// Whether only the bus users of `deploy/nats/accounts.conf` connect.
+    pub fn has_accounts(&self) -> bool {
+        self.accounts
     }
 
     /// Every node's client URL, comma-separated, as `LANDLORD_NATS_URL`
