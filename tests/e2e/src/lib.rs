@@ -448,6 +448,22 @@ impl Stack {
         format!("http://127.0.0.1:{}", self.api_port)
     }
 
+    /// Delivers `event` to the gateway's Clerk webhook, signed as Svix
+    /// signs it with id `svix_id`: the answer's status and JSON body.
+    pub async fn deliver_clerk(&self, svix_id: &str, event: &serde_json::Value) -> Result<(u16, serde_json::Value)> {
+        let body = event.to_string();
+        let http =
+            landlord_runtime::http::client_builder(&Default::default()).timeout(Duration::from_secs(15)).build()?;
+        let mut request =
+            http.post(format!("{}/v1/webhooks/clerk", self.api_url())).header("content-type", "application/json");
+        for (name, value) in self.clerk.headers(svix_id, body.as_bytes()) {
+            request = request.header(name, value);
+        }
+        let response = request.body(body).send().await?;
+        let status = response.status().as_u16();
+        Ok((status, serde_json::from_str(&response.text().await?).unwrap_or_default()))
+    }
+
     fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, Running>> {
         self.services.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

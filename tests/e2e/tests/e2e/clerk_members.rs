@@ -87,16 +87,7 @@ fn user_updated(user: &str, email: &str, first_name: &str, last_name: &str, time
 /// One signed delivery to the gateway's Clerk webhook, which must be
 /// accepted (not a duplicate, not refused).
 async fn deliver(stack: &Stack, svix_id: &str, event: &Value) -> Result<()> {
-    let body = event.to_string();
-    let http = landlord_runtime::http::client_builder(&Default::default()).timeout(Duration::from_secs(15)).build()?;
-    let mut request =
-        http.post(format!("{}/v1/webhooks/clerk", stack.api_url())).header("content-type", "application/json");
-    for (name, value) in stack.clerk.headers(svix_id, body.as_bytes()) {
-        request = request.header(name, value);
-    }
-    let response = request.body(body).send().await?;
-    let status = response.status().as_u16();
-    let answer: Value = serde_json::from_str(&response.text().await?).unwrap_or_default();
+    let (status, answer) = stack.deliver_clerk(svix_id, event).await?;
     anyhow::ensure!(status == 200 && answer["delivery"] == "accepted", "{svix_id}: {status} {answer}");
     Ok(())
 }

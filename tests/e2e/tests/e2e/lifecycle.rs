@@ -414,14 +414,7 @@ fn clerk_events(org: &str, slug: &str) -> [Value; 3] {
 
 /// One signed delivery to the gateway's Clerk webhook: its status.
 async fn deliver(stack: &Stack, svix_id: &str, event: &Value) -> Result<u16> {
-    let body = event.to_string();
-    let http = landlord_runtime::http::client_builder(&Default::default()).timeout(Duration::from_secs(15)).build()?;
-    let mut request =
-        http.post(format!("{}/v1/webhooks/clerk", stack.api_url())).header("content-type", "application/json");
-    for (name, value) in stack.clerk.headers(svix_id, body.as_bytes()) {
-        request = request.header(name, value);
-    }
-    Ok(request.body(body).send().await?.status().as_u16())
+    Ok(stack.deliver_clerk(svix_id, event).await?.0)
 }
 
 #[tokio::test]
