@@ -41,7 +41,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 mod load;
-use load::{Pids, Run, on_client_thread, open_loop, rounded, seed, version};
+use load::{Pids, Run, on_client_thread, open_loop, rounded, seed};
 
 const JWT_SECRET: &str = "a-bench-secret-of-at-least-32-bytes!";
 const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -291,7 +291,6 @@ async fn main() -> Result<()> {
     stop.cancel();
     let _ = running.await;
 
-    let ratio = |a: &Run, b: &Run| if b.p99() > 0.0 { a.p99() / b.p99() } else { 0.0 };
     let met = |run: &Run| run.p99() < GOAL_P99_MS && run.errors == 0;
     let report = json!({
         "benchmark": "api",
@@ -306,15 +305,11 @@ async fn main() -> Result<()> {
         "webhook": webhook.json(),
         "webhook_floor": { "what": format!("bare INSERT + COMMIT (one autocommit statement) of a {outbox_bytes}-byte outbox row"), "run": floor_insert.json() },
         "token_verification_us": { "hs256_token": hs256_us, "rs256_signature": rs256_us },
-        "p99_ratio": { "get_tenant": ratio(&get, &floor_get), "webhook": ratio(&webhook, &floor_insert) },
+        "p99_ratio": { "get_tenant": get.p99_ratio(&floor_get), "webhook": webhook.p99_ratio(&floor_insert) },
         "goal_met": { "get_tenant": met(&get), "webhook": met(&webhook) },
         "load_average": { "before": load_before, "after": load_after },
         "machine": machine(),
-        "versions": {
-            "nats_server": version(landlord_testkit::nats_server_binary()?, "--version")?,
-            "postgres": version(landlord_testkit::pg_bin_dir()?.join("postgres"), "--version")?,
-            "rustc": version("rustc".into(), "--version")?,
-        },
+        "versions": load::versions()?,
     });
     let yes_no = |b: bool| if b { "met" } else { "not met" };
     let md = format!(
@@ -329,8 +324,8 @@ async fn main() -> Result<()> {
         rounded(&floor_get.slice_p99s),
         rounded(&webhook.slice_p99s),
         rounded(&floor_insert.slice_p99s),
-        ratio(&get, &floor_get),
-        ratio(&webhook, &floor_insert),
+        get.p99_ratio(&floor_get),
+        webhook.p99_ratio(&floor_insert),
         yes_no(met(&get)),
         yes_no(met(&webhook)),
         report["machine"],

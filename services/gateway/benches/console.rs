@@ -42,7 +42,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 mod load;
-use load::{Pids, Run, clock_ticks, on_client_thread, open_loop, rounded, seed, version};
+use load::{Pids, Run, clock_ticks, on_client_thread, open_loop, rounded, seed};
 
 const JWT_SECRET: &str = "a-bench-secret-of-at-least-32-bytes!";
 const RATE: f64 = 50.0;
@@ -246,7 +246,6 @@ async fn main() -> Result<()> {
 
     let gateway_pct = percent_of_core(with[0].saturating_sub(without[0]), idle);
     let nats_pct = percent_of_core(with[1].saturating_sub(without[1]), idle);
-    let ratio = |a: &Run, b: &Run| if b.p99() > 0.0 { a.p99() / b.p99() } else { 0.0 };
     let met = |run: &Run| run.p99() < GOAL_P99_MS && run.errors == 0;
     let views_met = gateway_pct + nats_pct < GOAL_IDLE_CPU;
     let report = json!({
@@ -267,14 +266,10 @@ async fn main() -> Result<()> {
             "ticks_with": {"this_process": with[0], "nats": with[1]},
             "added_percent_of_a_core": {"gateway": gateway_pct, "nats": nats_pct},
         },
-        "p99_ratio": {"list": ratio(&list, &list_floor), "tenant_page": ratio(&page, &page_floor)},
+        "p99_ratio": {"list": list.p99_ratio(&list_floor), "tenant_page": page.p99_ratio(&page_floor)},
         "goal_met": {"list": met(&list), "tenant_page": met(&page), "live_views": views_met},
         "machine": machine(),
-        "versions": {
-            "nats_server": version(landlord_testkit::nats_server_binary()?, "--version")?,
-            "postgres": version(landlord_testkit::pg_bin_dir()?.join("postgres"), "--version")?,
-            "rustc": version("rustc".into(), "--version")?,
-        },
+        "versions": load::versions()?,
     });
     let yes_no = |b: bool| if b { "met" } else { "not met" };
     let md = format!(
@@ -288,8 +283,8 @@ async fn main() -> Result<()> {
         rounded(&list_floor.slice_p99s),
         rounded(&page.slice_p99s),
         rounded(&page_floor.slice_p99s),
-        ratio(&list, &list_floor),
-        ratio(&page, &page_floor),
+        list.p99_ratio(&list_floor),
+        page.p99_ratio(&page_floor),
         yes_no(met(&list)),
         yes_no(met(&page)),
         idle.as_secs(),

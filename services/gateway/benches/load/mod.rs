@@ -87,6 +87,11 @@ impl Run {
         )
     }
 
+    /// This run's p99 over `floor`'s (0 without a floor figure).
+    pub fn p99_ratio(&self, floor: &Run) -> f64 {
+        if floor.p99() > 0.0 { self.p99() / floor.p99() } else { 0.0 }
+    }
+
     pub fn p99(&self) -> f64 {
         percentile(&self.latencies, 0.99)
     }
@@ -276,7 +281,7 @@ pub fn rounded(values: &[f64]) -> Vec<f64> {
     values.iter().map(|v| (v * 100.0).round() / 100.0).collect()
 }
 
-pub fn version(program: std::path::PathBuf, arg: &str) -> Result<String> {
+fn version(program: std::path::PathBuf, arg: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&std::process::Command::new(program).arg(arg).output()?.stdout).trim().to_owned())
 }
 
@@ -311,4 +316,13 @@ pub fn gateway_config(
         deletion_grace: landlord_gateway::tenants::Grace::default(),
         outbound: landlord_gateway::outbound::Settings::default(),
     })
+}
+
+/// The servers' and the compiler's versions, for a results file.
+pub fn versions() -> Result<Value> {
+    Ok(json!({
+        "nats_server": version(landlord_testkit::nats_server_binary()?, "--version")?,
+        "postgres": version(landlord_testkit::pg_bin_dir()?.join("postgres"), "--version")?,
+        "rustc": version("rustc".into(), "--version")?,
+    }))
 }
