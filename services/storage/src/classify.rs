@@ -57,6 +57,12 @@ pub(crate) fn unsupported<E: ProvideErrorMetadata>(error: &SdkError<E, Response>
     matches!(code_of(error), Some("NotImplemented" | "MethodNotAllowed")) || status_of(error) == Some(501)
 }
 
+/// The server lacks the operation altogether (not: refuses this request):
+/// what [`crate::support`] remembers.
+pub(crate) fn not_implemented<E: ProvideErrorMetadata>(error: &SdkError<E, Response>) -> bool {
+    code_of(error) == Some("NotImplemented") || status_of(error) == Some(501)
+}
+
 pub(crate) fn code_of<E: ProvideErrorMetadata>(error: &SdkError<E, Response>) -> Option<&str> {
     match error {
         SdkError::ServiceError(e) => e.err().code(),

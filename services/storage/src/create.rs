@@ -11,9 +11,10 @@ use landlord_contract::pb;
 use landlord_runtime::StepFailure;
 
 use crate::Storage;
-use crate::classify::{classify, code_of, status_of, unsupported};
+use crate::classify::{classify, code_of, not_implemented, status_of, unsupported};
 use crate::naming::Place;
 use crate::ownership::{Claim, Ownership, TAG};
+use crate::support::Feature;
 
 impl Storage {
     /// Creates, or adopts, the tenant's place for `saga_id`.
@@ -97,12 +98,17 @@ impl Storage {
             .map_err(|e| StepFailure::permanent("tag", e.to_string()))?;
         let tagging =
             Tagging::builder().tag_set(tag).build().map_err(|e| StepFailure::permanent("tag", e.to_string()))?;
-        match self.client.put_bucket_tagging().bucket(bucket).tagging(tagging).send().await {
-            Ok(_) => {}
-            Err(e) if unsupported(&e) => {
-                tracing::debug!(bucket, "tagging not supported here; the marker object proves ownership");
+        if self.support.has(Feature::Tagging) {
+            match self.client.put_bucket_tagging().bucket(bucket).tagging(tagging).send().await {
+                Ok(_) => {}
+                Err(e) if unsupported(&e) => {
+                    if not_implemented(&e) {
+                        self.support.lacks(Feature::Tagging);
+                    }
+                    tracing::debug!(bucket, "tagging not supported here; the marker object proves ownership");
+                }
+                Err(e) => return Err(classify("tagging the bucket", &e)),
             }
-            Err(e) => return Err(classify("tagging the bucket", &e)),
         }
         if let Some(algorithm) = &self.settings.encryption {
             let rule = ServerSideEncryptionRule::builder()

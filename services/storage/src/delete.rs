@@ -9,14 +9,16 @@ use landlord_contract::pb;
 use landlord_runtime::StepFailure;
 
 use crate::Storage;
-use crate::classify::{classify, code_of, unsupported};
+use crate::classify::{classify, code_of, not_implemented, unsupported};
 use crate::naming::Place;
 use crate::ownership::{MarkerRead, Ownership, Undo};
+use crate::support::Feature;
+use crate::suspend::may_touch;
 
 /// The output that says why a compensation left a place alone.
 pub const FENCED: &str = "fenced";
 
-/// Who may empty a place: the check made again before each batch.
+/// Who may empty a place: the check made before each batch.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Guard<'a> {
     /// A compensation: the marker must name this tenant and saga (or be of
@@ -26,14 +28,30 @@ pub(crate) enum Guard<'a> {
     Tenant(&'a str),
 }
 
+impl Guard<'_> {
+    /// What the guard makes of who owns the place: a purge goes by the
+    /// lifecycle steps' rule ([`may_touch`]), a compensation by its saga's.
+    fn undo(self, place: &Place, ownership: &Ownership) -> Undo {
+        match self {
+            Guard::Saga { tenant_id, saga_id } => ownership.undo(place, tenant_id, saga_id),
+            Guard::Tenant(tenant_id) => match may_touch(place, ownership, tenant_id) {
+                Ok(true) => Undo::Remove,
+                Ok(false) => Undo::Gone,
+                Err(conflict) => Undo::Leave(conflict.message),
+            },
+        }
+    }
+}
+
 /// How emptying a place ended.
 pub(crate) enum Emptied {
+    /// No bucket: nothing to do.
+    Gone,
+    /// Everything removed (how many), and the last listing found nothing.
     All(usize),
-    /// The marker changed hands while emptying: stopped, with the reason.
-    Fenced {
-        removed: usize,
-        note: String,
-    },
+    /// Not the guard's to empty, or the marker changed hands while
+    /// emptying: stopped, with the reason.
+    Fenced { removed: usize, note: String },
 }
 
 impl Storage {
@@ -54,16 +72,12 @@ impl Storage {
         resources: &[pb::Resource],
     ) -> Result<pb::StepOk, StepFailure> {
         let place = self.recorded_place(tenant, resources)?;
-        match self.ownership(&place).await?.undo(&place, &tenant.tenant_id, saga_id) {
-            Undo::Gone => {
+        let guard = Guard::Saga { tenant_id: &tenant.tenant_id, saga_id };
+        let removed = match self.empty(&place, guard).await? {
+            Emptied::Gone => {
                 tracing::info!(%place, "already gone");
                 return Ok(pb::StepOk::default());
             }
-            Undo::Leave(note) => return Ok(fenced(&place, note, 0)),
-            Undo::Remove => {}
-        }
-        let guard = Guard::Saga { tenant_id: &tenant.tenant_id, saga_id };
-        let removed = match self.empty(&place, guard).await? {
             Emptied::All(removed) => removed,
             Emptied::Fenced { removed, note } => return Ok(fenced(&place, note, removed)),
         };
@@ -72,10 +86,10 @@ impl Storage {
             // forward step that marked the bucket since would be lost with
             // it. AWS refuses to delete a non-empty bucket (BucketNotEmpty,
             // retried, and the retry finds the new marker); servers that
-            // delete non-empty buckets (s3s-fs) have only this last look.
-            if let Some(note) = self.taken_since(&place, guard).await? {
-                return Ok(fenced(&place, note, removed));
-            }
+            // delete non-empty buckets (s3s-fs) have only the last look:
+            // the empty listing `empty` ended with, one request ago (no
+            // marker in it either, so reading the marker again would tell
+            // nothing more).
             match self.client.delete_bucket().bucket(&place.bucket).send().await {
                 Ok(_) => {}
                 Err(e) if code_of(&e) == Some("NoSuchBucket") => {}
@@ -89,22 +103,45 @@ impl Storage {
         })
     }
 
-    /// Deletes every object (and version) under the place, the marker last,
-    /// so that an interrupted delete still proves ownership on the retry.
-    /// Before each batch the marker is read again: a forward step of a
-    /// later saga that adopted the place meanwhile stops the emptying.
+    /// Deletes every object (and version) under the place, if `guard` lets
+    /// it, the marker last, so that an interrupted delete still proves
+    /// ownership on the retry; ends with a listing that found nothing.
+    ///
+    /// Each batch is listed, then the marker read, then the batch deleted:
+    /// a forward step of a later saga that adopts the place meanwhile stops
+    /// the emptying, with a window of one request. The first of these reads
+    /// is also the ownership check, so a compensation of a marked place
+    /// reads its marker once per batch and no more. Where the first listing
+    /// finds nothing, or finds objects but no marker, the full look
+    /// ([`Storage::ownership`]) decides: an empty bucket may carry another
+    /// tenant's tag, and the marker may have appeared since.
     pub(crate) async fn empty(&self, place: &Place, guard: Guard<'_>) -> Result<Emptied, StepFailure> {
         let mut removed = 0;
-        let marker = place.marker_key();
+        let mut first = true;
+        let marker_key = place.marker_key();
         loop {
-            let batch = self.list_batch(place).await?;
-            if batch.is_empty() {
-                return Ok(Emptied::All(removed));
+            let Some(batch) = self.list_batch(place).await? else {
+                return Ok(if first { Emptied::Gone } else { Emptied::All(removed) });
+            };
+            let marker = match batch.is_empty() {
+                true => MarkerRead::Absent,
+                false => self.read_marker(place).await?,
+            };
+            let undo = match marker {
+                MarkerRead::Found(marker) => guard.undo(place, &Ownership::Marked(marker)),
+                MarkerRead::Absent if first => guard.undo(place, &self.ownership(place).await?),
+                // This emptying's own marker went with the batch before.
+                MarkerRead::Absent => Undo::Remove,
+            };
+            match undo {
+                Undo::Gone if first => return Ok(Emptied::Gone),
+                Undo::Gone => return Ok(Emptied::All(removed)),
+                Undo::Leave(note) => return Ok(Emptied::Fenced { removed, note }),
+                Undo::Remove if batch.is_empty() => return Ok(Emptied::All(removed)),
+                Undo::Remove => {}
             }
-            if let Some(note) = self.taken_since(place, guard).await? {
-                return Ok(Emptied::Fenced { removed, note });
-            }
-            let chunk = marker_last(batch, &marker);
+            first = false;
+            let chunk = marker_last(batch, &marker_key);
             removed += chunk.len();
             let delete = Delete::builder()
                 .set_objects(Some(chunk))
@@ -131,47 +168,44 @@ impl Storage {
         }
     }
 
-    /// Whether the marker, read again, now names another saga or tenant
-    /// (a later saga adopted the place while this compensation ran): why
-    /// to stop, if so.
-    pub(crate) async fn taken_since(&self, place: &Place, guard: Guard<'_>) -> Result<Option<String>, StepFailure> {
-        Ok(match (self.read_marker(place).await?, guard) {
-            (MarkerRead::Found(marker), Guard::Saga { tenant_id, saga_id }) => {
-                match Ownership::Marked(marker).undo(place, tenant_id, saga_id) {
-                    Undo::Leave(note) => Some(note),
-                    Undo::Gone | Undo::Remove => None,
+    /// Up to 1,000 objects (versions where the server keeps them); `None`:
+    /// no bucket.
+    async fn list_batch(&self, place: &Place) -> Result<Option<Vec<ObjectIdentifier>>, StepFailure> {
+        if self.support.has(Feature::Versions) {
+            let versions = self
+                .client
+                .list_object_versions()
+                .bucket(&place.bucket)
+                .prefix(&place.prefix)
+                .max_keys(1000)
+                .send()
+                .await;
+            match versions {
+                Ok(page) => {
+                    let out = version_identifiers(&page)?;
+                    if !out.is_empty() || page.is_truncated() != Some(true) {
+                        return Ok(Some(out));
+                    }
                 }
-            }
-            (MarkerRead::Found(marker), Guard::Tenant(tenant_id)) => (marker.tenant_id != tenant_id)
-                .then(|| format!("{place} belongs to tenant {}, not {tenant_id}", marker.tenant_id)),
-            (MarkerRead::NoBucket | MarkerRead::Absent, _) => None,
-        })
-    }
-
-    /// Up to 1,000 objects (versions where the server keeps them).
-    async fn list_batch(&self, place: &Place) -> Result<Vec<ObjectIdentifier>, StepFailure> {
-        let versions =
-            self.client.list_object_versions().bucket(&place.bucket).prefix(&place.prefix).max_keys(1000).send().await;
-        match versions {
-            Ok(page) => {
-                let out = version_identifiers(&page)?;
-                if !out.is_empty() || page.is_truncated() != Some(true) {
-                    return Ok(out);
+                Err(e) if code_of(&e) == Some("NoSuchBucket") => return Ok(None),
+                // No versions on this server: plain listing below.
+                Err(e) if unsupported(&e) => {
+                    if not_implemented(&e) {
+                        self.support.lacks(Feature::Versions);
+                    }
                 }
+                Err(e) => return Err(classify("listing object versions", &e)),
             }
-            Err(e) if code_of(&e) == Some("NoSuchBucket") => return Ok(Vec::new()),
-            // No versions on this server: plain listing below.
-            Err(e) if unsupported(&e) => {}
-            Err(e) => return Err(classify("listing object versions", &e)),
         }
         let page =
             match self.client.list_objects_v2().bucket(&place.bucket).prefix(&place.prefix).max_keys(1000).send().await
             {
                 Ok(page) => page,
-                Err(e) if code_of(&e) == Some("NoSuchBucket") => return Ok(Vec::new()),
+                Err(e) if code_of(&e) == Some("NoSuchBucket") => return Ok(None),
                 Err(e) => return Err(classify("listing objects", &e)),
             };
-        page.contents().iter().map(|o| identifier(o.key().unwrap_or_default(), None)).collect()
+        let objects = page.contents().iter().map(|o| identifier(o.key().unwrap_or_default(), None));
+        objects.collect::<Result<Vec<_>, _>>().map(Some)
     }
 }
 

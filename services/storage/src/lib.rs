@@ -62,7 +62,8 @@
 //! marker and the fencing rules), [`action`] (the actions and the one match
 //! that runs them), `create` and `delete` (provisioning's step and its
 //! compensation), [`suspend`] with [`policy`], [`export`] with [`archive`]
-//! (the archive bucket and the retention sweep), [`purge`].
+//! (the archive bucket and the retention sweep), [`purge`], `support` (the
+//! calls the server turned out not to implement).
 
 pub mod action;
 pub mod archive;
@@ -75,7 +76,10 @@ pub mod ownership;
 pub mod policy;
 pub mod purge;
 pub mod settings;
+mod support;
 pub mod suspend;
+
+use std::sync::Arc;
 
 use aws_sdk_s3::Client;
 
@@ -96,12 +100,21 @@ pub const SERVICE: &str = "storage";
 pub struct Storage {
     settings: Settings,
     client: Client,
+    /// Shared by clones: one server, one client, learnt once.
+    support: Arc<support::Support>,
 }
 
 impl Storage {
     pub fn new(settings: Settings) -> Self {
         let client = settings.client();
-        Self { settings, client }
+        Self::with_client(settings, client)
+    }
+
+    /// The steps on a client of the caller's making: a test or benchmark
+    /// that counts or times the calls adds an interceptor to
+    /// [`Settings::client`]'s.
+    pub fn with_client(settings: Settings, client: Client) -> Self {
+        Self { settings, client, support: Arc::default() }
     }
 
     pub fn client(&self) -> &Client {

@@ -17,14 +17,16 @@
 //! rewrites the marker in the new format).
 //!
 //! What the marker cannot close on its own: S3 has no conditional delete
-//! that every server honours, so a compensation reads the marker again
-//! before each batch it deletes and before DeleteBucket, leaving a window
-//! of one request for a later saga's adoption to slip into (on AWS,
-//! DeleteBucket of a bucket marked meanwhile fails with BucketNotEmpty and
-//! is retried; s3s-fs deletes non-empty buckets). And adoption is last
-//! writer wins: an older saga's forward command running after a newer
-//! saga's would take the place back — the runtime's per-step tombstone is
-//! what stops a forward command once its saga's compensation has begun.
+//! that every server honours, so a compensation reads the marker right
+//! before each batch it deletes (after listing the batch), and lists the
+//! place once more right before DeleteBucket (an empty listing: no marker
+//! either), leaving a window of one request for a later saga's adoption
+//! to slip into (on AWS, DeleteBucket of a bucket marked meanwhile fails
+//! with BucketNotEmpty and is retried; s3s-fs deletes non-empty buckets).
+//! And adoption is last writer wins: an older saga's forward command
+//! running after a newer saga's would take the place back — the runtime's
+//! per-step tombstone is what stops a forward command once its saga's
+//! compensation has begun.
 
 use std::collections::HashMap;
 
@@ -32,8 +34,9 @@ use aws_sdk_s3::primitives::ByteStream;
 use landlord_runtime::StepFailure;
 
 use crate::Storage;
-use crate::classify::{classify, code_of, status_of, unsupported};
+use crate::classify::{classify, code_of, not_implemented, status_of, unsupported};
 use crate::naming::Place;
+use crate::support::Feature;
 
 /// The ownership marker, relative to the bucket root or the tenant's prefix.
 pub const MARKER: &str = ".landlord/tenant";
@@ -160,7 +163,9 @@ impl Ownership {
 /// What reading the marker object found.
 #[derive(Debug)]
 pub(crate) enum MarkerRead {
-    NoBucket,
+    /// No marker — and perhaps no bucket either: no caller needs to know
+    /// which, and [`Storage::ownership`] learns it from the listing it
+    /// makes next anyway.
     Absent,
     Found(Marker),
 }
@@ -168,10 +173,8 @@ pub(crate) enum MarkerRead {
 impl Storage {
     /// Who owns a place: the marker, else whether anything is there.
     pub async fn ownership(&self, place: &Place) -> Result<Ownership, StepFailure> {
-        match self.read_marker(place).await? {
-            MarkerRead::NoBucket => return Ok(Ownership::Missing),
-            MarkerRead::Found(marker) => return Ok(Ownership::Marked(marker)),
-            MarkerRead::Absent => {}
+        if let MarkerRead::Found(marker) = self.read_marker(place).await? {
+            return Ok(Ownership::Marked(marker));
         }
         let listed = self.client.list_objects_v2().bucket(&place.bucket).prefix(&place.prefix).max_keys(1).send().await;
         match listed {
@@ -182,11 +185,12 @@ impl Storage {
             Ok(page) if page.contents().is_empty() => Ok(Ownership::Empty),
             // The marker may have been written between the two reads (a
             // concurrent delivery creating the same place): read it again
-            // before calling the objects someone else's.
+            // before calling the objects someone else's; and the bucket may
+            // have gone since the listing (a compensation deleting it).
             Ok(_) => Ok(match self.read_marker(place).await? {
                 MarkerRead::Found(marker) => Ownership::Marked(marker),
-                MarkerRead::Absent => Ownership::Unmarked,
-                MarkerRead::NoBucket => Ownership::Missing,
+                MarkerRead::Absent if self.bucket_exists(&place.bucket).await? => Ownership::Unmarked,
+                MarkerRead::Absent => Ownership::Missing,
             }),
             Err(e) if code_of(&e) == Some("NoSuchBucket") => Ok(Ownership::Missing),
             Err(e) => Err(classify("listing the bucket", &e)),
@@ -197,23 +201,29 @@ impl Storage {
         self.marker_object(&place.bucket, &place.marker_key()).await
     }
 
-    /// Reads a marker object (ownership or suspension): a HEAD where the
-    /// metadata names the tenant, else a GET of the body (markers written
-    /// before the metadata did, and every miss: a HEAD's 404 has no body
-    /// to tell a missing bucket from a missing key).
+    /// Reads a marker object (ownership or suspension) with a HEAD: its
+    /// metadata names the tenant. A GET of the body only for markers
+    /// written before the metadata did, and for a HEAD that failed other
+    /// than with a 404 (the GET's error says why).
     ///
-    /// Why not always GET: s3s-fs writes a found object's headers and body
-    /// in two writes without TCP_NODELAY, and on a reused connection the
-    /// body then waits for the client's delayed ACK — a GET of a present
-    /// marker took ~40 ms in a third of the calls, a HEAD never (issue 27).
+    /// Why a HEAD, and a 404 taken as it is: s3s-fs writes the headers and
+    /// the body of an answer in two writes without TCP_NODELAY, and on a
+    /// reused connection the body then waits for the client's delayed ACK —
+    /// a GET of a present marker took ~40 ms in a third of the calls, a
+    /// HEAD never (issue 27). A HEAD's 404 cannot tell a missing bucket
+    /// from a missing key, and no caller needs it to.
     pub(crate) async fn marker_object(&self, bucket: &str, key: &str) -> Result<MarkerRead, StepFailure> {
-        if let Ok(head) = self.client.head_object().bucket(bucket).key(key).send().await {
-            let named = head
-                .metadata()
-                .and_then(|m| m.iter().find(|(k, v)| k.eq_ignore_ascii_case(TENANT_METADATA) && !v.trim().is_empty()));
-            if let Some((_, tenant_id)) = named {
-                return Ok(MarkerRead::Found(Marker::parse(tenant_id.as_bytes(), head.metadata())));
+        match self.client.head_object().bucket(bucket).key(key).send().await {
+            Ok(head) => {
+                let named = head.metadata().and_then(|m| {
+                    m.iter().find(|(k, v)| k.eq_ignore_ascii_case(TENANT_METADATA) && !v.trim().is_empty())
+                });
+                if let Some((_, tenant_id)) = named {
+                    return Ok(MarkerRead::Found(Marker::parse(tenant_id.as_bytes(), head.metadata())));
+                }
             }
+            Err(e) if status_of(&e) == Some(404) => return Ok(MarkerRead::Absent),
+            Err(_) => {}
         }
         match self.client.get_object().bucket(bucket).key(key).send().await {
             Ok(object) => {
@@ -225,9 +235,19 @@ impl Storage {
                     .map_err(|e| StepFailure::retryable("bad_response", format!("reading the marker: {e}")))?;
                 Ok(MarkerRead::Found(Marker::parse(&body.into_bytes(), metadata.as_ref())))
             }
-            Err(e) if code_of(&e) == Some("NoSuchBucket") => Ok(MarkerRead::NoBucket),
-            Err(e) if code_of(&e) == Some("NoSuchKey") || status_of(&e) == Some(404) => Ok(MarkerRead::Absent),
+            Err(e) if matches!(code_of(&e), Some("NoSuchBucket" | "NoSuchKey")) || status_of(&e) == Some(404) => {
+                Ok(MarkerRead::Absent)
+            }
             Err(e) => Err(classify("reading the ownership marker", &e)),
+        }
+    }
+
+    /// Whether the bucket is there (a HeadBucket: no body to wait for).
+    async fn bucket_exists(&self, bucket: &str) -> Result<bool, StepFailure> {
+        match self.client.head_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if status_of(&e) == Some(404) => Ok(false),
+            Err(e) => Err(classify("checking the bucket exists", &e)),
         }
     }
 
@@ -249,6 +269,9 @@ impl Storage {
 
     /// The `landlord-tenant` tag of a bucket, where the server keeps tags.
     async fn tagged_tenant(&self, bucket: &str) -> Result<Option<String>, StepFailure> {
+        if !self.support.has(Feature::Tagging) {
+            return Ok(None);
+        }
         match self.client.get_bucket_tagging().bucket(bucket).send().await {
             Ok(tags) => Ok(tags.tag_set().iter().find(|t| t.key() == TAG).map(|t| t.value().to_owned())),
             // No tags, no tagging on this server, or no bucket: no tag to go by.
@@ -256,6 +279,9 @@ impl Storage {
                 if matches!(code_of(&e), Some("NoSuchTagSet" | "NoSuchTagSetError" | "NoSuchBucket"))
                     || unsupported(&e) =>
             {
+                if not_implemented(&e) {
+                    self.support.lacks(Feature::Tagging);
+                }
                 Ok(None)
             }
             Err(e) => Err(classify("reading the bucket's tags", &e)),

@@ -49,6 +49,8 @@ impl Storage {
         }
         let uploads = self.abort_uploads(&place).await?;
         let removed = match self.empty(&place, Guard::Tenant(tenant_id)).await? {
+            // Gone since the look above: nothing left to delete.
+            Emptied::Gone => 0,
             Emptied::All(removed) => removed,
             Emptied::Fenced { note, .. } => return Err(StepFailure::permanent("conflicting_owner", note)),
         };

@@ -122,7 +122,7 @@ impl Storage {
     pub async fn suspension(&self, place: &Place) -> Result<Option<Marker>, StepFailure> {
         Ok(match self.marker_object(&place.bucket, &place.suspended_key()).await? {
             MarkerRead::Found(marker) => Some(marker),
-            MarkerRead::NoBucket | MarkerRead::Absent => None,
+            MarkerRead::Absent => None,
         })
     }
 }

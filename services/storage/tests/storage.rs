@@ -14,6 +14,8 @@ use landlord_testkit::{
 };
 use prost::Message as _;
 
+#[path = "storage/calls.rs"]
+mod calls;
 #[path = "storage/lifecycle.rs"]
 mod lifecycle;
 
@@ -501,6 +503,63 @@ async fn pooled_prefixes_are_fenced_by_saga_and_tenant() -> Result<()> {
     let ok = compensate_in(&storage, "s1", &tenant("never", pb::Tier::Pooled), &[]).await?;
     assert!(!ok.outputs.contains_key(FENCED), "{ok:?}");
     assert!(bucket_exists(&storage, "landlord-pooled").await);
+    Ok(())
+}
+
+/// The calls each step sends, once the worker knows what the server lacks
+/// (issue 27: the steps against the bare calls they make). s3s-fs has
+/// neither ListObjectVersions nor tagging: each is asked once per worker.
+#[tokio::test]
+async fn each_step_sends_only_the_calls_it_needs_and_asks_what_the_server_lacks_once() -> Result<()> {
+    let s3 = S3Server::start().await?;
+    let settings = Settings::from_env(&Env::from_pairs(env_for(&s3)))?;
+    let calls = calls::Calls::default();
+    let storage = Storage::with_client(settings.clone(), calls.watch(&settings.client()));
+
+    // A missing bucket: a HEAD's 404, and the listing tells there is no bucket.
+    let place = Place { bucket: "landlord-nothing".into(), prefix: String::new() };
+    assert_eq!(storage.ownership(&place).await?, Ownership::Missing);
+    assert_eq!(calls.take(), ["HeadObject", "ListObjectsV2"]);
+
+    let first = tenant("first", pb::Tier::Bridge);
+    create_in(&storage, "s1", &first).await?;
+    assert_eq!(calls.take(), ["HeadObject", "ListObjectsV2", "CreateBucket", "PutObject", "PutBucketTagging"]);
+    compensate_in(&storage, "s1", &first, &[]).await?;
+    let first_delete = ["ListObjectVersions", "ListObjectsV2", "HeadObject", "DeleteObjects", "ListObjectsV2"];
+    assert_eq!(calls.take(), [&first_delete[..], &["DeleteBucket"]].concat());
+
+    // Known now, and shared by the worker's clones: neither asked again.
+    let storage = storage.clone();
+    let bridge = tenant("bridge", pb::Tier::Bridge);
+    create_in(&storage, "s1", &bridge).await?;
+    assert_eq!(calls.take(), ["HeadObject", "ListObjectsV2", "CreateBucket", "PutObject"]);
+    compensate_in(&storage, "s1", &bridge, &[]).await?;
+    assert_eq!(calls.take(), ["ListObjectsV2", "HeadObject", "DeleteObjects", "ListObjectsV2", "DeleteBucket"]);
+    assert!(!bucket_exists(&storage, "landlord-bridge").await);
+    calls.take();
+
+    let pooled = tenant("pooled", pb::Tier::Pooled);
+    create_in(&storage, "s1", &pooled).await?;
+    // The shared bucket's first tenant creates it.
+    assert_eq!(calls.take(), ["HeadObject", "ListObjectsV2", "CreateBucket", "PutObject"]);
+    let other = tenant("other", pb::Tier::Pooled);
+    create_in(&storage, "s1", &other).await?;
+    assert_eq!(calls.take(), ["HeadObject", "ListObjectsV2", "PutObject"]);
+    compensate_in(&storage, "s1", &other, &[]).await?;
+    assert_eq!(calls.take(), ["ListObjectsV2", "HeadObject", "DeleteObjects", "ListObjectsV2"]);
+    assert!(keys(&storage, "landlord-pooled", "tenants/other/").await?.is_empty());
+    assert!(!keys(&storage, "landlord-pooled", "tenants/pooled/").await?.is_empty());
+    calls.take();
+
+    // A compensation already done: one listing says there is no bucket.
+    compensate_in(&storage, "s1", &bridge, &[]).await?;
+    assert_eq!(calls.take(), ["ListObjectsV2"]);
+
+    // Another worker (process) asks again.
+    let fresh = Storage::with_client(settings.clone(), calls.watch(&settings.client()));
+    create_in(&fresh, "s1", &first).await?;
+    compensate_in(&fresh, "s1", &first, &[]).await?;
+    assert_eq!(calls.take().iter().filter(|c| **c == "ListObjectVersions" || **c == "PutBucketTagging").count(), 2);
     Ok(())
 }
 
