@@ -111,10 +111,20 @@ impl Broker {
             {
                 continue;
             }
-            self.jetstream
-                .create_or_update_stream(config)
-                .await
-                .map_err(|source| BrokerError::Stream { stream: name, source })?;
+            let created = while_cluster_forms(
+                &name,
+                || self.jetstream.create_or_update_stream(config.clone()),
+                |e| {
+                    use jetstream::context::CreateStreamErrorKind as Kind;
+                    match e.kind() {
+                        Kind::TimedOut | Kind::JetStreamUnavailable => true,
+                        Kind::JetStream(e) => forming(&e),
+                        _ => false,
+                    }
+                },
+            )
+            .await;
+            created.map_err(|source| BrokerError::Stream { stream: name, source })?;
         }
         Ok(())
     }
@@ -146,7 +156,58 @@ impl Broker {
             filter_subjects,
             ..Default::default()
         };
-        self.jetstream.create_consumer_on_stream(config, stream_name.as_str()).await.map_err(error)
+        let what = format!("{stream_name}/{name}");
+        let created = while_cluster_forms(
+            &what,
+            || self.jetstream.create_consumer_on_stream(config.clone(), stream_name.as_str()),
+            |e| {
+                use jetstream::stream::ConsumerErrorKind as Kind;
+                match e.kind() {
+                    Kind::TimedOut => true,
+                    Kind::JetStream(e) => forming(&e),
+                    _ => false,
+                }
+            },
+        )
+        .await;
+        created.map_err(error)
+    }
+}
+
+/// How long a starting service waits for a forming cluster (no meta
+/// leader yet, not all peers known, a stream leader being elected) before
+/// it gives up on declaring a stream or consumer.
+const CLUSTER_FORMING_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The JetStream answers of a cluster that is still forming or electing:
+/// worth asking again, unlike a refused or invalid configuration.
+fn forming(error: &jetstream::Error) -> bool {
+    use jetstream::ErrorCode;
+    [ErrorCode::CLUSTER_NO_PEERS, ErrorCode::CLUSTER_NOT_AVAILABLE, ErrorCode::INSUFFICIENT_RESOURCES]
+        .contains(&error.error_code())
+}
+
+/// Runs `attempt` until it succeeds, fails for good (`retry` says no), or
+/// [`CLUSTER_FORMING_PATIENCE`] has passed, backing off up to 2 s: a
+/// service started together with its NATS cluster declares its streams
+/// once the cluster can place them, instead of exiting.
+async fn while_cluster_forms<T, E, F, Fut>(what: &str, mut attempt: F, retry: impl Fn(&E) -> bool) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + CLUSTER_FORMING_PATIENCE;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Err(error) if retry(&error) && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, what, "JetStream cannot place it yet (cluster forming?); asking again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            outcome => return outcome,
+        }
     }
 }
 
@@ -181,5 +242,44 @@ mod tests {
         assert_eq!(servers.len(), 3);
         assert_eq!(servers[1].port(), 4223);
         assert!(matches!(server_addrs("nats://host:notaport"), Err(BrokerError::Url { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_forming_cluster_is_asked_again_and_a_refusal_is_not() {
+        let mut tries = 0;
+        let placed = while_cluster_forms(
+            "stream",
+            || {
+                tries += 1;
+                let answer = if tries < 3 { Err("no suitable peers") } else { Ok(tries) };
+                std::future::ready(answer)
+            },
+            |e| *e == "no suitable peers",
+        )
+        .await;
+        assert_eq!(placed, Ok(3), "placed on the third try");
+
+        let mut tries = 0;
+        let refused: Result<(), &str> = while_cluster_forms(
+            "stream",
+            || {
+                tries += 1;
+                std::future::ready(Err("invalid configuration"))
+            },
+            |e| *e == "no suitable peers",
+        )
+        .await;
+        assert_eq!((refused, tries), (Err("invalid configuration"), 1), "a refusal is final at once");
+    }
+
+    #[test]
+    fn only_a_forming_clusters_answers_are_asked_again() {
+        let error = |code: u64| -> jetstream::Error {
+            serde_json::from_value(serde_json::json!({ "code": 400, "err_code": code, "description": "x" }))
+                .expect("a JetStream error")
+        };
+        assert!(forming(&error(10005)), "no suitable peers");
+        assert!(forming(&error(10008)), "cluster not available");
+        assert!(!forming(&error(10058)), "stream name in use with another configuration");
     }
 }
