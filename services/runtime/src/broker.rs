@@ -149,8 +149,8 @@ impl Broker {
             ack_wait: settings.ack_wait,
             // One delivery more than the handler gets: a message whose
             // handler crashed or hung on its last delivery comes back once
-            // more, to be dead-lettered (see consume::disposition).
-            max_deliver: settings.max_deliver + 1,
+            // more, to be dead-lettered (see error::exhausted).
+            max_deliver: settings.deliveries() + 1,
             max_ack_pending: i64::try_from(settings.max_in_flight * 4).unwrap_or(i64::MAX),
             filter_subject,
             filter_subjects,

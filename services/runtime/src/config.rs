@@ -117,8 +117,16 @@ pub struct StreamSettings {
 /// Settings of the durable pull consumers a service owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerSettings {
-    /// Deliveries before a message is dead-lettered.
+    /// Deliveries a message gets for its retryable errors before it is
+    /// dead-lettered.
     pub max_deliver: i64,
+    /// Deliveries more that a message gets when earlier ones were never
+    /// settled — the process died (killed, restarted, crashed) or stalled
+    /// with it in hand — before it is dead-lettered as a message that
+    /// crashes its handler. Kept apart from `max_deliver`, so that a
+    /// service killed a few times in a row does not park the requests it
+    /// happened to hold.
+    pub max_unsettled: i64,
     /// Unacked for this long (and no progress sent) → redelivered.
     pub ack_wait: Duration,
     /// Redelivery delays after a retryable error, by delivery number; the
@@ -132,6 +140,13 @@ pub struct ConsumerSettings {
 }
 
 impl ConsumerSettings {
+    /// The deliveries a message gets in all: its retries and, beyond them,
+    /// the unsettled ones. The broker's consumer delivers once more, so the
+    /// delivery past this is seen and dead-lettered rather than dropped.
+    pub fn deliveries(&self) -> i64 {
+        self.max_deliver.saturating_add(self.max_unsettled)
+    }
+
     /// Delay before redelivering after the `delivered`-th delivery failed.
     pub fn backoff_for(&self, delivered: u64) -> Duration {
         let index = usize::try_from(delivered.saturating_sub(1)).unwrap_or(usize::MAX);
@@ -173,6 +188,7 @@ impl Config {
         )?;
         let consumer = ConsumerSettings {
             max_deliver: env.bounded("LANDLORD_MAX_DELIVER", 5, 1..=1000)?,
+            max_unsettled: env.bounded("LANDLORD_MAX_UNSETTLED", 5, 0..=1000)?,
             ack_wait: env.duration("LANDLORD_ACK_WAIT", Duration::from_secs(30))?,
             backoff,
             max_in_flight: usize::try_from(env.bounded("LANDLORD_MAX_IN_FLIGHT", 64, 1..=10_000)?).unwrap_or(64),

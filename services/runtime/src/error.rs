@@ -80,13 +80,15 @@ pub enum Disposition {
     DeadLetter(String),
 }
 
-/// A delivery past `max_deliver`: the previous ones were never settled (the
-/// process died or the handler outlived the ack wait).
+/// A delivery past all a message gets ([`ConsumerSettings::deliveries`]):
+/// the ones past `max_deliver` come only when earlier deliveries were never
+/// settled (the process died or the handler outlived the ack wait), since
+/// a retryable error on the last of `max_deliver` is dead-lettered then.
 pub(crate) fn exhausted(delivered: u64, settings: &ConsumerSettings) -> Option<Disposition> {
-    let max_deliver = u64::try_from(settings.max_deliver).unwrap_or(1);
-    (delivered > max_deliver).then(|| {
+    let deliveries = u64::try_from(settings.deliveries()).unwrap_or(1);
+    (delivered > deliveries).then(|| {
         Disposition::DeadLetter(format!(
-            "not settled after {max_deliver} deliveries: the handler crashed or outlived the ack wait each time"
+            "not settled after {deliveries} deliveries: the handler crashed or outlived the ack wait each time"
         ))
     })
 }
@@ -116,6 +118,7 @@ mod tests {
     fn settings() -> ConsumerSettings {
         ConsumerSettings {
             max_deliver: 3,
+            max_unsettled: 2,
             ack_wait: Duration::from_secs(30),
             backoff: vec![Duration::from_millis(100), Duration::from_millis(500)],
             max_in_flight: 8,
@@ -150,10 +153,13 @@ mod tests {
     }
 
     #[test]
-    fn a_delivery_past_the_limit_is_dead_lettered_unhandled() {
+    fn a_delivery_past_the_retries_and_the_unsettled_ones_is_dead_lettered_unhandled() {
+        // Three deliveries for retries, two more for deliveries lost with
+        // a dying process: the sixth is not handled.
         assert_eq!(exhausted(3, &settings()), None);
+        assert_eq!(exhausted(5, &settings()), None, "a process killed twice with the message in hand");
         assert!(
-            matches!(exhausted(4, &settings()), Some(Disposition::DeadLetter(r)) if r.starts_with("not settled after 3"))
+            matches!(exhausted(6, &settings()), Some(Disposition::DeadLetter(r)) if r.starts_with("not settled after 5"))
         );
     }
 

@@ -552,13 +552,19 @@ async fn with_an_otlp_endpoint_the_worker_exports_its_span_and_the_trace_continu
 #[tokio::test]
 async fn a_message_whose_handler_crashes_on_every_delivery_is_dead_lettered_after_max_deliveries() -> Result<()> {
     let h = Harness::new().await?;
-    let settings = [("LANDLORD_MAX_DELIVER", "2"), ("LANDLORD_ACK_WAIT", "500ms"), ("LANDLORD_MAX_IN_FLIGHT", "1")];
+    let settings = [
+        ("LANDLORD_MAX_DELIVER", "2"),
+        ("LANDLORD_MAX_UNSETTLED", "1"),
+        ("LANDLORD_ACK_WAIT", "500ms"),
+        ("LANDLORD_MAX_IN_FLIGHT", "1"),
+    ];
     let mut dead = h.reader(StreamKind::DeadLetter).await?;
     let mut results = h.reader(StreamKind::Results).await?;
     h.send("lambda", &h.command("poison", "crash")).await?;
     h.send("lambda", &h.command("healthy", "ok")).await?;
-    // Each start crashes on the poison message until it has had its deliveries.
-    for crash in 1..=2 {
+    // Each start crashes on the poison message until it has had its
+    // deliveries: two for retries, one more for an unsettled delivery.
+    for crash in 1..=3 {
         let mut worker = h.worker("lambda", &settings)?;
         let status = worker.wait_exit(WAIT).await?;
         assert_eq!(status.code(), Some(3), "crash {crash}: {}", worker.output());
@@ -567,8 +573,8 @@ async fn a_message_whose_handler_crashes_on_every_delivery_is_dead_lettered_afte
     let letter = next(&mut dead, "dead letter").await?;
     let headers = letter.headers.clone().unwrap_or_default();
     assert_eq!(head(&headers, header::ID), "cmd-poison");
-    assert_eq!(head(&headers, header::DLQ_DELIVERIES), "3");
-    assert!(head(&headers, header::DLQ_REASON).starts_with("not settled after 2 deliveries"), "{headers:?}");
+    assert_eq!(head(&headers, header::DLQ_DELIVERIES), "4");
+    assert!(head(&headers, header::DLQ_REASON).starts_with("not settled after 3 deliveries"), "{headers:?}");
     let (result, _) = next_result(&mut results).await?;
     assert_eq!(result.step, "healthy", "the consumer goes on");
     Ok(())

@@ -97,6 +97,7 @@ impl Secured {
 fn settings() -> ConsumerSettings {
     ConsumerSettings {
         max_deliver: 3,
+        max_unsettled: 0,
         ack_wait: Duration::from_secs(5),
         backoff: vec![Duration::from_secs(1)],
         max_in_flight: 4,
