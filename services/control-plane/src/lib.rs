@@ -24,7 +24,7 @@ use std::borrow::Cow;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 pub use plans::Plans;
-pub use state::{Operation, SagaState, StepState, TenantStatus, UnknownState};
+pub use state::{Operation, Relay, SagaState, StepState, TenantStatus, UnknownState};
 
 /// The control-plane schema, embedded so the binaries carry it.
 pub fn migrator() -> Migrator {
@@ -63,6 +63,7 @@ pub fn migrator() -> Migrator {
             include_str!("../../../migrations/0016_outbound_secret_rotation.sql"),
         ),
         migration(17, "console list indexes", include_str!("../../../migrations/0017_console_list_indexes.sql")),
+        migration(18, "outbox relay", include_str!("../../../migrations/0018_outbox_relay.sql")),
     ])
 }
 

@@ -21,7 +21,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::outbox::{self, Outgoing, Pending};
+use crate::outbox::{self, Outgoing, Pending, Relay};
 use crate::plans::{Plans, parse_tier};
 use crate::request::Rejection;
 use crate::{Operation, SagaState, TenantStatus, ids};
@@ -277,7 +277,11 @@ pub async fn request(
         .await?;
     let outgoing = Outgoing::new(namespace.command_subject("orchestrator", "operate"), saga_id.to_string(), &message)
         .about(&tenant.key, Some(&saga_id.to_string()));
-    let pending = outbox::write(&mut tx, &[outgoing]).await?;
+    // The gateway (the API) and the orchestrator (its purge timer) both ask,
+    // and publish the row at once; should that not happen, the
+    // orchestrator's sweep relays it — the command is for the orchestrator,
+    // and both may publish it.
+    let pending = outbox::write(&mut tx, Relay::Orchestrator, &[outgoing]).await?;
     tx.commit().await?;
     Ok((Requested { saga_id, tenant_id: tenant.id, repeated: false }, pending))
 }

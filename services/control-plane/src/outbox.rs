@@ -8,6 +8,11 @@
 //! them in batches ([`cleaner`]). Rows left behind — the process died
 //! between commit and publish, or the broker was away — are published by
 //! [`sweep`] once they are older than a grace period.
+//!
+//! The gateway and the orchestrator share the table; each row names its
+//! [`Relay`], the service whose sweep publishes it (normally the one that
+//! wrote it), and each sweep takes only its own rows: the two bus users
+//! may publish different subjects.
 
 use std::time::Duration;
 
@@ -16,6 +21,8 @@ use landlord_runtime::{Envelope, Publisher};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+pub use crate::state::Relay;
 
 /// A message decided in a transaction, to be published after commit.
 #[derive(Debug, Clone)]
@@ -94,16 +101,21 @@ pub fn pending(ids: Vec<i64>, messages: &[Outgoing]) -> Vec<Pending> {
     ids.into_iter().zip(messages.iter().cloned()).map(|(id, message)| Pending { id, message }).collect()
 }
 
-/// Writes `messages` into the outbox within `tx`.
-pub async fn write(tx: &mut Transaction<'static, Postgres>, messages: &[Outgoing]) -> sqlx::Result<Vec<Pending>> {
+/// Writes `messages` into the outbox within `tx`, for `relay` to publish.
+pub async fn write(
+    tx: &mut Transaction<'static, Postgres>,
+    relay: Relay,
+    messages: &[Outgoing],
+) -> sqlx::Result<Vec<Pending>> {
     if messages.is_empty() {
         return Ok(Vec::new());
     }
     let c = Columns::of(messages);
     // One statement for the batch, in the order given.
     let ids: Vec<i64> = sqlx::query_scalar(
-        "INSERT INTO outbox (subject, msg_id, ce_type, tenant_key, correlation_id, payload, traceparent, tracestate)
-         SELECT a, b, c, d, e, f, g, h
+        "INSERT INTO outbox (subject, msg_id, ce_type, tenant_key, correlation_id, payload, traceparent, tracestate,
+                             relay)
+         SELECT a, b, c, d, e, f, g, h, $9
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[], $8::text[])
               WITH ORDINALITY AS u(a, b, c, d, e, f, g, h, n)
          ORDER BY n
@@ -117,6 +129,7 @@ pub async fn write(tx: &mut Transaction<'static, Postgres>, messages: &[Outgoing
     .bind(&c.payloads)
     .bind(&c.traceparents)
     .bind(&c.tracestates)
+    .bind(relay)
     .fetch_all(&mut **tx)
     .await?;
     Ok(pending(ids, messages))
@@ -127,7 +140,7 @@ pub async fn write(tx: &mut Transaction<'static, Postgres>, messages: &[Outgoing
 /// seen before. One round trip, committed on its own — the same effect as
 /// a transaction around the two inserts, for a quarter of the round trips
 /// (the gateway's Clerk bridge, for deliveries outside the organization
-/// flow).
+/// flow). Relayed by the gateway, the only service that takes webhooks.
 pub async fn write_for_new_delivery(
     pool: &PgPool,
     svix_id: &str,
@@ -142,8 +155,9 @@ pub async fn write_for_new_delivery(
         "WITH delivery AS (
              INSERT INTO webhook_deliveries (svix_id, event_type) VALUES ($1, $2)
              ON CONFLICT DO NOTHING RETURNING svix_id)
-         INSERT INTO outbox (subject, msg_id, ce_type, tenant_key, correlation_id, payload, traceparent, tracestate)
-         SELECT $3, $4, $5, $6, $7, $8, $9, $10 FROM delivery
+         INSERT INTO outbox (subject, msg_id, ce_type, tenant_key, correlation_id, payload, traceparent, tracestate,
+                             relay)
+         SELECT $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM delivery
          RETURNING id",
     )
     .bind(svix_id)
@@ -156,6 +170,7 @@ pub async fn write_for_new_delivery(
     .bind(&message.payload)
     .bind(traceparent)
     .bind(tracestate)
+    .bind(Relay::Gateway)
     .fetch_all(pool)
     .await?;
     Ok(pending(ids, std::slice::from_ref(message)).pop())
@@ -273,13 +288,15 @@ pub async fn cleaner(
 /// How many rows one sweep transaction publishes.
 const BATCH: i64 = 256;
 
-/// Publishes rows older than `grace` every `poll` until `shutdown`: what a
-/// crash or a broker outage left behind, from this replica or another. With
+/// Publishes `relay`'s rows older than `grace` every `poll` until
+/// `shutdown`: what a crash or a broker outage left behind, from this
+/// replica or another of the same service. With
 /// a `retention`, also prunes inbox ids older than that (the inbox's owner,
 /// the orchestrator, does; the gateway only relays).
 pub async fn sweep(
     pool: PgPool,
     publisher: Publisher,
+    relay: Relay,
     grace: Duration,
     poll: Duration,
     retention: Option<Duration>,
@@ -292,7 +309,7 @@ pub async fn sweep(
             tracing::warn!(%error, "pruning the inbox failed; retrying");
         }
         loop {
-            match sweep_batch(&pool, &publisher, grace).await {
+            match sweep_batch(&pool, &publisher, relay, grace).await {
                 Ok(n) if n < BATCH as usize => break,
                 Ok(_) => continue,
                 Err(error) => {
@@ -348,18 +365,27 @@ struct OutboxRow {
     tracestate: Option<String>,
 }
 
-/// Publishes one batch of old rows: all sent before any ack is awaited,
-/// rows deleted in the transaction that locked them.
-pub async fn sweep_batch(pool: &PgPool, publisher: &Publisher, grace: Duration) -> Result<usize, RelayError> {
+/// Publishes one batch of `relay`'s old rows: all sent before any ack is
+/// awaited, rows deleted in the transaction that locked them. Another
+/// relay's rows are left alone: its subjects may be ones this service's
+/// bus user is refused, and one refused row fails the batch (its ack never
+/// comes) after holding every row of it locked.
+pub async fn sweep_batch(
+    pool: &PgPool,
+    publisher: &Publisher,
+    relay: Relay,
+    grace: Duration,
+) -> Result<usize, RelayError> {
     // Durable commit, as the cleaner's: see there.
     let mut tx = pool.begin().await?;
     let rows: Vec<OutboxRow> = sqlx::query_as(
         "SELECT id, subject, msg_id, ce_type, tenant_key, correlation_id, payload, traceparent, tracestate FROM outbox
-         WHERE created_at < now() - make_interval(secs => $2)
+         WHERE relay = $3 AND created_at < now() - make_interval(secs => $2)
          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(BATCH)
     .bind(grace.as_secs_f64())
+    .bind(relay)
     .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {

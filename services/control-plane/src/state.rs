@@ -181,6 +181,22 @@ text_state! {
     }
 }
 
+text_state! {
+    /// Which service's sweep publishes an outbox row (`outbox.relay`),
+    /// normally the one that wrote it. Each service's bus user may publish
+    /// only its own subjects (deploy/nats/accounts.conf), so each sweeps
+    /// only its own rows.
+    Relay, "outbox relay" {
+        /// Saga commands, lifecycle events, rejections, and every
+        /// operation asked for (by the API or the purge timer): the
+        /// orchestrator's own command.
+        Orchestrator => "orchestrator",
+        /// TenantRequested, Clerk deliveries, the API's commands, sign-up
+        /// mail.
+        Gateway => "gateway",
+    }
+}
+
 impl Operation {
     /// The statuses a tenant may be in for this operation to be asked
     /// (docs/lifecycle.md); none for provisioning, which makes the tenant.
@@ -233,6 +249,7 @@ mod tests {
         round_trips(SagaState::ALL, SagaState::NAMES);
         round_trips(StepState::ALL, StepState::NAMES);
         round_trips(Operation::ALL, Operation::NAMES);
+        round_trips(Relay::ALL, Relay::NAMES);
     }
 
     #[test]
@@ -294,6 +311,7 @@ mod tests {
         assert_eq!(spellings(SagaState::ALL), allowed("sagas", "state"));
         // 0008 widened the constraint by `stuck`.
         assert_eq!(spellings(StepState::ALL), allowed("saga_steps", "state"));
+        assert_eq!(spellings(Relay::ALL), allowed("outbox", "relay"));
         // `sagas.operation` has no constraint: the lifecycle adds operations
         // in code, and they must be distinct.
         assert!(!checked.contains_key(&("sagas".to_owned(), "operation".to_owned())));

@@ -40,7 +40,10 @@
 //! events — is written to the control-plane `outbox` in the transaction that
 //! records the request, and relayed by the orchestrator's outbox code
 //! ([`landlord_control_plane::outbox`]): published right after commit with
-//! `Nats-Msg-Id`, swept later if that failed. The control-plane schema has
+//! `Nats-Msg-Id`, swept later if that failed — by the gateway's own sweep,
+//! which takes only rows written for [`outbox::Relay::Gateway`] (the
+//! orchestrator may not publish TenantRequested; an operation asked for is
+//! the orchestrator's to relay). The control-plane schema has
 //! one migrator, the orchestrator's; the gateway runs it at start too, so
 //! either may start first. Errors are RFC 9457 problem details
 //! ([`problem`]).
@@ -375,6 +378,7 @@ pub async fn attach(service: &mut Service, config: GatewayConfig) -> anyhow::Res
     service.spawn(outbox::sweep(
         pool.clone(),
         service.publisher.clone(),
+        outbox::Relay::Gateway,
         config.relay_grace,
         config.relay_poll,
         None,

@@ -5,7 +5,7 @@
 use landlord_contract::pb;
 use landlord_contract::{CeType, Event, EventKind, Namespace, TenantKey, header};
 use landlord_control_plane::ids::{saga_id, tenant_id};
-use landlord_control_plane::outbox::{self, Outgoing, Pending};
+use landlord_control_plane::outbox::{self, Outgoing, Pending, Relay};
 use landlord_control_plane::plans::{Plans, tier_name};
 use landlord_control_plane::request::{Rejection, ValidRequest, validate};
 use landlord_control_plane::{Operation, TenantStatus};
@@ -198,7 +198,7 @@ pub async fn apply_arrived(
     let route = arrival.subject_key(namespace);
     if let Err(rejection) = check_arrival(namespace, arrival, request) {
         let rejected = rejected_event(namespace, request, request_id, &rejection, route);
-        let pending = outbox::write(tx, &[rejected]).await?;
+        let pending = outbox::write(tx, Relay::Orchestrator, &[rejected]).await?;
         return Ok(Applied::nothing(Intake::Rejected(rejection), pending));
     }
     apply(tx, namespace, plans, request, request_id).await
@@ -213,7 +213,9 @@ pub async fn apply(
     request_id: &str,
 ) -> sqlx::Result<Applied> {
     let reject = async |tx: &mut Tx, rejection: Rejection| {
-        let pending = outbox::write(tx, &[rejected_event(namespace, request, request_id, &rejection, None)]).await?;
+        let pending =
+            outbox::write(tx, Relay::Orchestrator, &[rejected_event(namespace, request, request_id, &rejection, None)])
+                .await?;
         Ok(Applied::nothing(Intake::Rejected(rejection), pending))
     };
     let valid = match validate(request, plans) {

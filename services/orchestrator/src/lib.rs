@@ -410,6 +410,7 @@ pub async fn attach_with_metrics(
     service.spawn(outbox::sweep(
         pool,
         service.publisher.clone(),
+        outbox::Relay::Orchestrator,
         timing.relay_grace,
         timing.relay_poll,
         Some(timing.inbox_retention),

@@ -10,7 +10,7 @@
 //! another way, an older request delivered late).
 
 use landlord_contract::{Event, Namespace, TenantKey, pb};
-use landlord_control_plane::outbox::{self, Outgoing, Pending};
+use landlord_control_plane::outbox::{self, Outgoing, Pending, Relay};
 use landlord_control_plane::{Operation, Plans, StepState, TenantStatus};
 use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
@@ -272,7 +272,7 @@ async fn reject(
     };
     let message = Outgoing::new(subject, format!("{}.operation_rejected", request.saga_id), &event)
         .about(token, Some(&request.saga_id));
-    let pending = outbox::write(tx, &[message]).await?;
+    let pending = outbox::write(tx, Relay::Orchestrator, &[message]).await?;
     if let Some(tenant) = tenant {
         let detail = serde_json::json!({
             "operation": operation.as_str(),

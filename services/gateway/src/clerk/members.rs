@@ -37,7 +37,7 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use landlord_contract::pb;
 use landlord_control_plane::operations::{TENANT_RECORD_COLUMNS, TenantRecord};
-use landlord_control_plane::outbox::Outgoing;
+use landlord_control_plane::outbox::{Outgoing, Relay};
 use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
@@ -364,7 +364,7 @@ pub(super) async fn deliver(
     let mut messages = vec![event];
     messages.extend(record(&mut tx, app, settings, kind, data, version).await?);
     let sent = messages.len() - 1;
-    let pending = landlord_control_plane::outbox::write(&mut tx, &messages).await?;
+    let pending = landlord_control_plane::outbox::write(&mut tx, Relay::Gateway, &messages).await?;
     tx.commit().await?;
     let dispatcher = app.dispatcher.clone();
     tokio::spawn(async move { dispatcher.dispatch(pending).await });
@@ -385,7 +385,7 @@ pub async fn sweep_once(app: &App) -> Result<usize> {
         }
         sent += commands.len();
         let full = commands.len() as i64 >= BATCH;
-        let pending = landlord_control_plane::outbox::write(&mut tx, &commands).await?;
+        let pending = landlord_control_plane::outbox::write(&mut tx, Relay::Gateway, &commands).await?;
         tx.commit().await?;
         app.dispatcher.dispatch(pending).await;
         if !full {

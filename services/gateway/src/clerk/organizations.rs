@@ -4,7 +4,7 @@
 //! here — or the rule that keeps it from becoming a tenant.
 
 use landlord_contract::{Event as _, TenantKey, pb};
-use landlord_control_plane::outbox::Outgoing;
+use landlord_control_plane::outbox::{Outgoing, Relay};
 use landlord_control_plane::request::validate;
 use time::OffsetDateTime;
 
@@ -75,7 +75,9 @@ pub async fn admin_found(app: &App, org_id: &str, admin: &Admin) -> Result<&'sta
     record_admin(&mut tx, org_id, fields).await?;
     let request = ready_request(&mut tx, app, &settings, org_id).await?;
     let requested = request.is_some();
-    let pending = landlord_control_plane::outbox::write(&mut tx, &request.into_iter().collect::<Vec<_>>()).await?;
+    let pending =
+        landlord_control_plane::outbox::write(&mut tx, Relay::Gateway, &request.into_iter().collect::<Vec<_>>())
+            .await?;
     tx.commit().await?;
     app.dispatcher.dispatch(pending).await;
     Ok(if requested { "tenant requested" } else { "recorded" })

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use landlord_contract::pb;
-use landlord_control_plane::outbox::Outgoing;
+use landlord_control_plane::outbox::{Outgoing, Relay};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -220,7 +220,7 @@ async fn deliver(
         }
         organization = Some(view(&mut tx, org_id, settings.admin_wait).await?);
     }
-    let pending = landlord_control_plane::outbox::write(&mut tx, &messages).await?;
+    let pending = landlord_control_plane::outbox::write(&mut tx, Relay::Gateway, &messages).await?;
     tx.commit().await?;
     // Committed is accepted: the answer does not wait for the broker's ack
     // (Svix wants a fast 2xx). If this publish fails, or the process stops

@@ -9,6 +9,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use landlord_contract::pb;
+use landlord_control_plane::outbox::Relay;
 use landlord_control_plane::request::validate;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -129,7 +130,7 @@ pub(crate) async fn sign_up(
     .await?;
     let lead = Lead { id, email: &body.email, company_name: &valid.display_name, key, plan: &body.plan, send: 1 };
     let mail = message(&signups, &public_url(&signups, &headers), &lead, &token, expires_at);
-    let pending = landlord_control_plane::outbox::write(&mut tx, &[mail]).await?;
+    let pending = landlord_control_plane::outbox::write(&mut tx, Relay::Gateway, &[mail]).await?;
     tx.commit().await?;
     signups.app.dispatcher.dispatch(pending).await;
     tracing::info!(%id, key, "sign-up stored, verification mail asked for");
@@ -179,7 +180,7 @@ pub(crate) async fn resend(
         .await?;
     let lead = Lead { id, email: &email, company_name: &company_name, key: &body.key, plan: &plan, send: sends + 1 };
     let mail = message(&signups, &public_url(&signups, &headers), &lead, &token, expires_at);
-    let pending = landlord_control_plane::outbox::write(&mut tx, &[mail]).await?;
+    let pending = landlord_control_plane::outbox::write(&mut tx, Relay::Gateway, &[mail]).await?;
     tx.commit().await?;
     signups.app.dispatcher.dispatch(pending).await;
     tracing::info!(%id, send = sends + 1, "sign-up verification mail re-sent");

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use landlord_contract::{Event as _, pb};
 use landlord_control_plane::ids::tenant_id;
-use landlord_control_plane::outbox::Outgoing;
+use landlord_control_plane::outbox::{Outgoing, Relay};
 use landlord_control_plane::request::validate;
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json as SqlJson;
@@ -135,7 +135,7 @@ pub(crate) async fn verify(
         &request,
     )
     .about(&key, None);
-    let pending = landlord_control_plane::outbox::write(&mut tx, &[message]).await?;
+    let pending = landlord_control_plane::outbox::write(&mut tx, Relay::Gateway, &[message]).await?;
     sqlx::query("UPDATE signups SET verified_at = now(), tenant_id = $2 WHERE id = $1")
         .bind(id)
         .bind(tenant)

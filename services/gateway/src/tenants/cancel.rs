@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use landlord_contract::{Action, TenantKey, pb};
-use landlord_control_plane::outbox::Outgoing;
+use landlord_control_plane::outbox::{Outgoing, Relay};
 use uuid::Uuid;
 
 use super::requests::accepted_response;
@@ -61,7 +61,7 @@ pub async fn cancel(
         &command,
     )
     .about(key.as_str(), Some(&saga.to_string()));
-    let pending = landlord_control_plane::outbox::write(&mut tx, &[message]).await?;
+    let pending = landlord_control_plane::outbox::write(&mut tx, Relay::Gateway, &[message]).await?;
     tx.commit().await?;
     app.dispatcher.dispatch(pending).await;
     tracing::info!(key = %key, %saga, by = %caller.subject, "cancel requested");

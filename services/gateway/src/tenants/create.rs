@@ -6,7 +6,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use landlord_contract::pb;
 use landlord_control_plane::ids::tenant_id;
-use landlord_control_plane::outbox::Outgoing;
+use landlord_control_plane::outbox::{Outgoing, Relay};
 use landlord_control_plane::request::validate;
 use sqlx::types::Json as SqlJson;
 
@@ -115,7 +115,7 @@ pub async fn create(State(app): State<App>, caller: Caller, headers: HeaderMap, 
     refuse_taken_domains(&mut tx, &request.domains, tenant).await?;
     let message = Outgoing::new(requested_subject(&app, &valid.key), format!("gateway.{tenant}.requested"), &request)
         .about(valid.key.as_str(), None);
-    let pending = landlord_control_plane::outbox::write(&mut tx, &[message]).await?;
+    let pending = landlord_control_plane::outbox::write(&mut tx, Relay::Gateway, &[message]).await?;
     tx.commit().await?;
     app.dispatcher.dispatch(pending).await;
     tracing::info!(key = %valid.key, %tenant, by = %caller.subject, "tenant requested");

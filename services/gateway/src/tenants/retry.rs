@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::response::Response;
 use landlord_contract::{TenantKey, pb};
-use landlord_control_plane::outbox::Outgoing;
+use landlord_control_plane::outbox::{Outgoing, Relay};
 
 use super::requests::{accepted_response, parse_tier, refuse_taken_domains, requested_subject};
 use super::rows::find;
@@ -52,7 +52,7 @@ pub async fn retry(State(app): State<App>, caller: Caller, Path(key): Path<Strin
     let mut tx = app.pool.begin().await?;
     // Its domains may have gone to another tenant since it failed.
     refuse_taken_domains(&mut tx, &request.domains, tenant).await?;
-    let pending = landlord_control_plane::outbox::write(&mut tx, &[message]).await?;
+    let pending = landlord_control_plane::outbox::write(&mut tx, Relay::Gateway, &[message]).await?;
     tx.commit().await?;
     app.dispatcher.dispatch(pending).await;
     tracing::info!(key = %key, %tenant, by = %caller.subject, "retry requested");

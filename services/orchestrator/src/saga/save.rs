@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{FINISHED, Request, Saga, StepOutput};
-use landlord_control_plane::outbox::{Columns, Pending};
+use landlord_control_plane::outbox::{Columns, Pending, Relay};
 
 type Tx = Transaction<'static, Postgres>;
 
@@ -479,7 +479,8 @@ fn save_statement(c: &Changes, outbox: &Columns<'_>, outbox_sagas: &[Uuid], msg_
         ("tracestate", s.array(&outbox.tracestates, "text")),
         ("saga", s.array(outbox_sagas, "uuid")),
     ];
-    let outbox_insert = s.insert("outbox", &[], &outbox_rows, &["saga"]);
+    let relay = format!("'{}'", Relay::Orchestrator);
+    let outbox_insert = s.insert("outbox", &[("relay", &relay)], &outbox_rows, &["saga"]);
     s.sql = format!(
         "WITH ok AS (
             UPDATE sagas s
