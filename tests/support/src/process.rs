@@ -10,6 +10,10 @@
 //! searched for the line Rust's panic hook writes, and a panic found fails
 //! the test that held it (issue 23: a panic anywhere in a service fails the
 //! suite, even one the service survived, such as a panicking request task).
+//! So does a refusal by the NATS server of something the service did on
+//! the bus (a `Permissions Violation`, where the e2e stack's bus users are
+//! on): each service's bus user allows what it needs, so a refusal is a
+//! service doing what it should not — work that silently does not happen.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -123,6 +127,14 @@ pub fn panic_lines(log: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The lines of `log` that tell of the NATS server refusing the client
+/// something: `Permissions Violation for Publish to "<subject>"` (or for a
+/// subscription), as async-nats reports the server's `-ERR` and the
+/// runtime logs it (twice: the connection event and the refusal).
+pub fn refusal_lines(log: &str) -> Vec<&str> {
+    log.lines().filter(|line| line.contains("Permissions Violation")).collect()
+}
+
 /// A running child with its stdout and stderr in a log file.
 #[derive(Debug)]
 pub struct Process {
@@ -132,6 +144,8 @@ pub struct Process {
     status: Option<ExitStatus>,
     /// A Rust service of ours: a panic in its log fails the test ([`Drop`]).
     watch_panics: bool,
+    /// Likewise a bus permissions violation in its log.
+    watch_refusals: bool,
 }
 
 impl Process {
@@ -154,7 +168,7 @@ impl Process {
             .stdout(out.try_clone()?)
             .stderr(out);
         let child = spawn_tied(command).map_err(|e| anyhow::anyhow!("cannot start {}: {e}", program.display()))?;
-        Ok(Self { name: name.to_owned(), child, log, status: None, watch_panics: true })
+        Ok(Self { name: name.to_owned(), child, log, status: None, watch_panics: true, watch_refusals: true })
     }
 
     /// Starts `command`, a server, with its output appended to `log`, and
@@ -184,7 +198,7 @@ impl Process {
     /// A server that is not ours (nats-server, PostgreSQL, …): its log is
     /// not searched for Rust panics.
     pub(crate) fn from_child(name: &str, child: Child, log: PathBuf) -> Self {
-        Self { name: name.to_owned(), child, log, status: None, watch_panics: false }
+        Self { name: name.to_owned(), child, log, status: None, watch_panics: false, watch_refusals: false }
     }
 
     pub fn pid(&self) -> u32 {
@@ -207,6 +221,12 @@ impl Process {
         panic_lines(&self.output()).into_iter().map(str::to_owned).collect()
     }
 
+    /// The lines of its log so far where the NATS server refused it
+    /// something ([`refusal_lines`]), across restarts like [`Self::panics`].
+    pub fn refusals(&self) -> Vec<String> {
+        refusal_lines(&self.output()).into_iter().map(str::to_owned).collect()
+    }
+
     /// Fails with the panics and the log if the process logged any.
     pub fn check_no_panics(&self) -> anyhow::Result<()> {
         let panics = self.panics();
@@ -221,10 +241,30 @@ impl Process {
         Ok(())
     }
 
+    /// Fails with the refusals if the process logged any.
+    pub fn check_no_refusals(&self) -> anyhow::Result<()> {
+        let refusals = self.refusals();
+        anyhow::ensure!(
+            refusals.is_empty(),
+            "the NATS server refused {} what its bus user may not do ({} line(s); deploy/nats/accounts.conf): \
+             {refusals:#?}\nits log: {}",
+            self.name,
+            refusals.len(),
+            self.log.display(),
+        );
+        Ok(())
+    }
+
     /// Stops watching for panics (a test that makes a service panic on
     /// purpose).
     pub fn allow_panics(&mut self) {
         self.watch_panics = false;
+    }
+
+    /// Stops watching for bus permissions violations (a test that runs a
+    /// service as a user that may not do its work, on purpose).
+    pub fn allow_refusals(&mut self) {
+        self.watch_refusals = false;
     }
 
     pub fn signal(&self, signal: i32) {
@@ -292,24 +332,27 @@ impl Drop for Process {
         if self.try_status().is_none() {
             self.kill();
         }
-        if !self.watch_panics {
+        // Killed and reaped: the log is complete.
+        let checks =
+            [self.watch_panics.then(|| self.check_no_panics()), self.watch_refusals.then(|| self.check_no_refusals())];
+        let failures: Vec<String> =
+            checks.into_iter().flatten().filter_map(Result::err).map(|e| format!("{e:#}")).collect();
+        if failures.is_empty() {
             return;
         }
-        // Killed and reaped: the log is complete.
-        if let Err(error) = self.check_no_panics() {
-            if std::thread::panicking() {
-                // A second panic would abort the test binary; say it instead.
-                eprintln!("{error:#}");
-            } else {
-                panic!("{error:#}");
-            }
+        let failures = failures.join("\n");
+        if std::thread::panicking() {
+            // A second panic would abort the test binary; say it instead.
+            eprintln!("{failures}");
+        } else {
+            panic!("{failures}");
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::panic_lines;
+    use super::{panic_lines, refusal_lines};
 
     #[test]
     fn only_the_panic_hooks_own_line_counts() {
@@ -332,5 +375,31 @@ the words panicked at appear here
             ]
         );
         assert!(panic_lines("").is_empty());
+    }
+
+    #[test]
+    fn a_refusal_is_the_servers_permissions_violation() {
+        let log = "\
+2026-12-06T17:07:04.856601Z  INFO event: server error: nats: Permissions Violation for Publish to \"t1.v1.events.a.requested\"
+2026-12-06T17:07:04.856634Z ERROR nats server refused error=nats: Permissions Violation for Publish to \"t1.v1.events.a.requested\"
+2026-12-06T17:07:05.000000Z  WARN sending ack progress failed error=timed out
+";
+        assert_eq!(refusal_lines(log).len(), 2);
+        assert!(refusal_lines("2026-12-06T17:07:05Z  INFO permissions checked").is_empty());
+    }
+
+    /// A service whose log tells of a refusal fails the test that held it
+    /// once it is dropped, like a panic does.
+    #[test]
+    #[should_panic(expected = "the NATS server refused refuser")]
+    fn a_service_refused_on_the_bus_fails_the_test_when_dropped() {
+        let dir = super::scratch_dir("refusal").unwrap();
+        let line = r#"echo 'ERROR nats server refused error=nats: Permissions Violation for Publish to "t.v1.x"'"#;
+        let args = ["-c".to_owned(), line.to_owned()];
+        let mut service = super::Process::start("refuser", std::path::Path::new("/bin/sh"), &args, &[], &dir).unwrap();
+        while service.try_status().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(service);
     }
 }
