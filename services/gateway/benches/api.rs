@@ -256,8 +256,8 @@ async fn main() -> Result<()> {
                     // One statement, committed on its own: INSERT + COMMIT
                     // in one round trip, as the gateway's delivery does.
                     let insert = sqlx::query(
-                        "INSERT INTO bench_outbox (subject, msg_id, ce_type, payload)
-                         VALUES ('landlord.v1.events._clerk.user_created', $1, 'landlord.v1.ClerkEvent', $2)",
+                        "INSERT INTO bench_outbox (subject, msg_id, ce_type, payload, relay)
+                         VALUES ('landlord.v1.events._clerk.user_created', $1, 'landlord.v1.ClerkEvent', $2, 'gateway')",
                     )
                     .bind(format!("bench.{}", sent + i))
                     .bind(payload.to_vec());
@@ -287,6 +287,13 @@ async fn main() -> Result<()> {
     })
     .await?;
     let [floor_get, get, floor_insert, webhook] = runs;
+    // A failed floor request returns at once: its latencies would be no floor.
+    anyhow::ensure!(
+        floor_get.errors == 0 && floor_insert.errors == 0,
+        "a floor failed: {} GET and {} INSERT errors",
+        floor_get.errors,
+        floor_insert.errors
+    );
     let load_after = load_average();
     stop.cancel();
     let _ = running.await;
