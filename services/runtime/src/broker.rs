@@ -111,19 +111,9 @@ impl Broker {
             {
                 continue;
             }
-            let created = while_cluster_forms(
-                &name,
-                || self.jetstream.create_or_update_stream(config.clone()),
-                |e| {
-                    use jetstream::context::CreateStreamErrorKind as Kind;
-                    match e.kind() {
-                        Kind::TimedOut | Kind::JetStreamUnavailable => true,
-                        Kind::JetStream(e) => forming(&e),
-                        _ => false,
-                    }
-                },
-            )
-            .await;
+            let created =
+                while_cluster_forms(&name, || self.jetstream.create_or_update_stream(config.clone()), stream_forming)
+                    .await;
             created.map_err(|source| BrokerError::Stream { stream: name, source })?;
         }
         Ok(())
@@ -179,6 +169,17 @@ impl Broker {
 /// it gives up on declaring a stream or consumer.
 const CLUSTER_FORMING_PATIENCE: Duration = Duration::from_secs(60);
 
+/// Whether a stream could not be created only because the cluster is
+/// still forming (or too busy to answer in time).
+pub(crate) fn stream_forming(error: &jetstream::context::CreateStreamError) -> bool {
+    use jetstream::context::CreateStreamErrorKind as Kind;
+    match error.kind() {
+        Kind::TimedOut | Kind::JetStreamUnavailable => true,
+        Kind::JetStream(e) => forming(&e),
+        _ => false,
+    }
+}
+
 /// The JetStream answers of a cluster that is still forming or electing:
 /// worth asking again, unlike a refused or invalid configuration.
 fn forming(error: &jetstream::Error) -> bool {
@@ -191,7 +192,11 @@ fn forming(error: &jetstream::Error) -> bool {
 /// [`CLUSTER_FORMING_PATIENCE`] has passed, backing off up to 2 s: a
 /// service started together with its NATS cluster declares its streams
 /// once the cluster can place them, instead of exiting.
-async fn while_cluster_forms<T, E, F, Fut>(what: &str, mut attempt: F, retry: impl Fn(&E) -> bool) -> Result<T, E>
+pub(crate) async fn while_cluster_forms<T, E, F, Fut>(
+    what: &str,
+    mut attempt: F,
+    retry: impl Fn(&E) -> bool,
+) -> Result<T, E>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,

@@ -82,10 +82,11 @@ impl Bucket {
                 return Ok(store);
             }
         }
-        jetstream
-            .create_or_update_key_value(self.config(root, replicas))
+        let name = self.name(root);
+        let config = self.config(root, replicas);
+        crate::broker::while_cluster_forms(&name, || jetstream.create_or_update_key_value(config.clone()), forming)
             .await
-            .map_err(|source| BucketError::Declare { bucket: self.name(root), source })
+            .map_err(|source| BucketError::Declare { bucket: name.clone(), source })
     }
 
     /// Opens the bucket as someone declared it, or declares it with one
@@ -95,6 +96,19 @@ impl Bucket {
             Ok(store) => Ok(store),
             Err(_) => self.declare(jetstream, root, 1).await,
         }
+    }
+}
+
+/// Whether a bucket could not be created only because the cluster is still
+/// forming or too busy to answer in time (a bucket is a stream underneath).
+fn forming(error: &jetstream::context::CreateKeyValueError) -> bool {
+    use jetstream::context::{CreateKeyValueErrorKind as Kind, CreateStreamError};
+    match error.kind() {
+        Kind::TimedOut => true,
+        Kind::BucketCreate | Kind::JetStream => std::error::Error::source(error)
+            .and_then(|source| source.downcast_ref::<CreateStreamError>())
+            .is_some_and(crate::broker::stream_forming),
+        _ => false,
     }
 }
 
@@ -109,5 +123,13 @@ mod tests {
         assert_eq!(bucket.name("t.x"), "t_x_fences");
         assert_eq!(bucket.config("a-b", 3).num_replicas, 3);
         assert_eq!(bucket.with_ttl(Duration::from_secs(9)).config("a", 1).max_age, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn a_bucket_is_asked_for_again_only_while_the_cluster_cannot_answer() {
+        use jetstream::context::{CreateKeyValueError, CreateKeyValueErrorKind as Kind};
+        assert!(forming(&CreateKeyValueError::new(Kind::TimedOut)));
+        assert!(!forming(&CreateKeyValueError::new(Kind::InvalidStoreName)));
+        assert!(!forming(&CreateKeyValueError::new(Kind::BucketCreate)), "no cause given: not retried");
     }
 }
