@@ -324,9 +324,15 @@ impl<S: SecretStore> Provisioner<S> {
             }
         }
         // The export reads pooled rows as the export role (SET ROLE needs
-        // membership; granting it again is a no-op).
+        // membership). Granting it again is a no-op, but two workers
+        // granting it at the same moment race on pg_auth_members: the
+        // loser's unique violation means the membership is there.
         let export_role = format!("GRANT {} TO CURRENT_USER", catalog::ident(pooled::EXPORT_ROLE)?);
-        exec(&mut conn, "joining the pooled export role", export_role).await?;
+        match sqlx::query(sqlx::AssertSqlSafe(export_role)).execute(&mut *conn).await {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {}
+            Err(e) => return Err(classify("joining the pooled export role", &e)),
+        }
         let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(|e| classify("hardening", &e))?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('landlord.database.harden'))")
             .execute(&mut *tx)
