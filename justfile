@@ -98,7 +98,7 @@ nemesis tenants="300" rounds="40": install
 bench-lifecycle: install
     RUST_LOG=warn cargo bench -p landlord-e2e --bench lifecycle
 
-# Benchmark against a peer: Landlord's full stack, the same pipeline as a Restate workflow (bench/peers/restate, its own crate: the workers' step code in ctx.run blocks, same graph, same compensation) and the floor, on the same backends in rotated rounds, at 1/16/64 in flight (120/384/576 tenants per side, more with BENCH_FULL=1); installs restate-server (restate_version, above) from npm into .stack/restate → bench/results/peers.{json,md}.
+# Benchmark against a peer: Landlord's full stack, the same pipeline as a Restate workflow (bench/peers/restate, its own crate: the workers' step code in ctx.run blocks, same graph, same compensation) and the floor, on the same backends in rotated rounds, at 1/16/64 in flight (180/384/1,344 tenants per side in 9/3/7 rounds, more with BENCH_FULL=1); installs restate-server (restate_version, above) from npm into .stack/restate → bench/results/peers.{json,md}.
 bench-peers: install
     "{{home}}/restate/node_modules/.bin/restate-server" --version 2>/dev/null | grep -qF "{{restate_version}}" || npm install --prefix "{{home}}/restate" --no-audit --no-fund --ignore-scripts "@restatedev/restate-server@{{restate_version}}"
     cargo build --release --workspace --bins --locked

@@ -15,7 +15,7 @@ use anyhow::{Context as _, Result};
 use futures_util::StreamExt as _;
 use landlord_contract::{EventKind, TenantKey, pb};
 use landlord_e2e::Stack;
-use landlord_runtime::{Broker, Env, Envelope, Publisher};
+use landlord_runtime::{Env, Envelope, Publisher};
 use landlord_testkit::Process;
 use landlord_testkit::bench::{Run, command_output, machine, summary, write_results};
 use tokio::sync::{Semaphore, oneshot};
@@ -119,18 +119,21 @@ struct Landlord {
 
 impl Landlord {
     async fn connect(stack: &Stack) -> Result<Self> {
-        let broker = Broker::connect(&stack.nats.url(), "bench-peers", stack.namespace.clone()).await?;
+        // As the operator, as tests/e2e/benches/full.rs's driver: it
+        // publishes requests and follows the events stream (the stack's NATS
+        // has the bus users on, issue 28, and a bus user may not subscribe
+        // to event subjects plainly).
+        let broker = stack.connect("bench-peers").await?;
         let publisher = Publisher::new(&broker, "bench");
         let waiters: Arc<Mutex<HashMap<String, oneshot::Sender<bool>>>> = Arc::default();
-        let mut ends = Vec::new();
-        for kind in [EventKind::Activated, EventKind::ProvisioningFailed, EventKind::Rejected] {
-            ends.push(broker.client.subscribe(stack.namespace.event_filter(None, Some(kind))).await?);
-        }
-        let mut finished = futures_util::stream::select_all(ends);
+        let ends = [EventKind::Activated, EventKind::ProvisioningFailed, EventKind::Rejected];
+        let filters = ends.map(|kind| stack.namespace.event_filter(None, Some(kind))).to_vec();
+        let mut finished = landlord_testkit::follow_events(&broker, filters).await?;
         let dispatch = {
             let waiters = waiters.clone();
             tokio::spawn(async move {
-                while let Some(message) = finished.next().await {
+                while let Some(next) = finished.next().await {
+                    let Ok(message) = next else { continue };
                     let mut tokens = message.subject.rsplit('.');
                     let kind = tokens.next().and_then(EventKind::from_name);
                     let key = tokens.next().unwrap_or_default().to_owned();
@@ -236,7 +239,7 @@ impl Restate {
         // The peer's service: this binary, `serve`, given what the stack's
         // workers are given.
         let service_port = landlord_testkit::free_port();
-        let mut service_env = stack.service_env();
+        let mut service_env = crate::steps::with_bus_users(stack);
         service_env.push(("RESTATE_PEER_ADDR".into(), format!("127.0.0.1:{service_port}")));
         service_env.push(("RUST_LOG".into(), "warn".into()));
         let service =
@@ -405,16 +408,41 @@ async fn compensation_check(stack: &Stack, sides: &Sides, side: Side) -> Result<
     )
 }
 
-/// Rounds and tenants per side at `in_flight`: six rounds at one in
-/// flight (each side first twice), three at 16 and 64 (each first once).
+/// Rounds and tenants per side at `in_flight`: nine rounds at one in
+/// flight (each side first three times), three at 16 (each first once),
+/// seven at 64 (Landlord first three times, the others twice). The rounds
+/// are what telling 10% apart needs at the per-round spread of the
+/// 2026-12-06 run (peers.md: 8 at one in flight, 7 at 64); the default
+/// sizes keep its rounds' sizes (20 and 192 tenants).
 fn plan(run: &Run, in_flight: usize) -> (usize, usize) {
-    let rounds = if in_flight == 1 { 6 } else { 3 };
+    let rounds = match in_flight {
+        1 => 9,
+        16 => 3,
+        _ => 7,
+    };
     let n = match in_flight {
-        1 => run.size("BENCH_TENANTS_1", 120, 600),
+        1 => run.size("BENCH_TENANTS_1", 180, 600),
         16 => run.size("BENCH_TENANTS_16", 384, 1200),
-        _ => run.size("BENCH_TENANTS_64", 576, 1536),
+        _ => run.size("BENCH_TENANTS_64", 1344, 2240),
     };
     (rounds, n.max(rounds))
+}
+
+/// Mean and sample standard deviation of `values`.
+fn mean_sd(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    if values.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mean = values.iter().sum::<f64>() / n;
+    let var = if values.len() > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (mean, var.sqrt())
+}
+
+/// Rounds for two standard errors of a mean ratio to be ≤ 0.10 at
+/// per-round standard deviation `sd`: (2 sd / 0.10)², at least 1.
+fn rounds_for_ten_percent(sd: f64) -> usize {
+    ((2.0 * sd / 0.10).powi(2).ceil() as usize).max(1)
 }
 
 pub async fn main() -> Result<()> {
@@ -434,7 +462,7 @@ pub async fn main() -> Result<()> {
         ("LANDLORD_SMTP_TIMEOUT".into(), "30s".into()),
     ];
     stack.start_services().await?;
-    let steps = Arc::new(Steps::new(&Env::from_pairs(stack.service_env()), "bench-floor").await?);
+    let steps = Arc::new(Steps::new(&Env::from_pairs(crate::steps::with_bus_users(&stack)), "bench-floor").await?);
     let sides = Arc::new(Sides {
         landlord: Landlord::connect(&stack).await?,
         restate: Restate::start(&stack).await?,
@@ -456,6 +484,7 @@ pub async fn main() -> Result<()> {
     let mut rows = Vec::new();
     let mut breakdown = String::new();
     let mut cpu_rows = Vec::new();
+    let mut resolution = Vec::new();
     for in_flight in levels {
         let (rounds, n) = plan(&run, in_flight);
         let mut tallies: BTreeMap<Side, Tally> = BTreeMap::new();
@@ -510,6 +539,19 @@ pub async fn main() -> Result<()> {
         };
         let p50_spread = spread(Side::Restate, |x, y| x.0 / y.0);
         let rate_spread = spread(Side::Restate, |x, y| x.1 / y.1);
+        let ratios = |pick: fn(&(f64, f64), &(f64, f64)) -> f64| -> Vec<f64> {
+            match (per_round.get(&Side::Landlord), per_round.get(&Side::Restate)) {
+                (Some(a), Some(b)) => a.iter().zip(b).map(|(x, y)| pick(x, y)).collect(),
+                _ => Vec::new(),
+            }
+        };
+        let (p50_mean, p50_sd) = mean_sd(&ratios(|x, y| x.0 / y.0));
+        let (rate_mean, rate_sd) = mean_sd(&ratios(|x, y| x.1 / y.1));
+        resolution.push(format!(
+            "| {in_flight} | {rounds} | {p50_mean:.2} / {p50_sd:.2} | {} | {rate_mean:.2} / {rate_sd:.2} | {} |",
+            rounds_for_ten_percent(p50_sd),
+            rounds_for_ten_percent(rate_sd),
+        ));
         rows.push(format!(
             "| {in_flight} | {rounds} × {} | {:.1} / {:.1} | {:.1} | {:.1} / {:.1} | {:.1} | {:.1} / {:.1} | {:.1} | {:.2} ({:.0}%) | {:.2} ({:.0}%) | {:.2} | {:.2} |",
             n / rounds,
@@ -543,7 +585,11 @@ pub async fn main() -> Result<()> {
             "rounds": rounds,
             "tenants_per_side": n,
             "sides": sides_json,
-            "landlord_over_restate": { "p50": l.0 / r.0, "throughput": l.2 / r.2, "p50_spread": p50_spread, "throughput_spread": rate_spread },
+            "landlord_over_restate": {
+                "p50": l.0 / r.0, "throughput": l.2 / r.2, "p50_spread": p50_spread, "throughput_spread": rate_spread,
+                "per_round_p50": { "mean": p50_mean, "sd": p50_sd, "rounds_for_10_percent": rounds_for_ten_percent(p50_sd) },
+                "per_round_throughput": { "mean": rate_mean, "sd": rate_sd, "rounds_for_10_percent": rounds_for_ten_percent(rate_sd) },
+            },
             "landlord_over_floor": { "p50": l.0 / f.0, "throughput": l.2 / f.2 },
         }));
         if in_flight == 1 {
@@ -607,6 +653,8 @@ After {WARM_UP_TENANTS} warm-up tenants per side and an ANALYZE of the control p
 Ratios are Landlord's over the other side's (p50: lower is better, goal ≤ 1.0 against Restate at one in flight; throughput: higher is better, goal ≥ 1.2 against Restate at 64). In brackets: the spread of the ratio over the rounds, (max − min) / median.\n\n\
 | in flight | rounds × tenants | landlord p50 / p99 ms | landlord tenants/s | restate p50 / p99 ms | restate tenants/s | floor p50 / p99 ms | floor tenants/s | p50 landlord / restate | throughput landlord / restate | p50 landlord / floor | throughput landlord / floor |\n\
 |---|---|---|---|---|---|---|---|---|---|---|---|\n{}\n\n\
+Whether the rounds tell 10% apart: the Landlord/Restate ratios per round, their mean and standard deviation, and the rounds that two standard errors ≤ 0.10 need at that spread, (2 sd / 0.10)²; enough when that is no more than the rounds run.\n\n\
+| in flight | rounds run | p50 ratio mean / sd | rounds needed | tenants/s ratio mean / sd | rounds needed |\n|---|---|---|---|---|---|\n{}\n\n\
 Where the time goes at one in flight, p50 ms per step: landlord, the orchestrator's span (command decided → result taken up: the call plus its bus hops and its transition); restate and the floor, the step call itself (inside the `ctx.run` block for restate). \
 \"Outside the step calls\": per tenant, its latency minus the longest branch and the mail (restate: journaling each run and the ingress; landlord: intake, the hops of the mail, activation).\n\n\
 | part | landlord | restate | floor |\n|---|---|---|---|\n{breakdown}\n\
@@ -618,6 +666,7 @@ Compensation on failure, checked before measuring (the Keycloak double refuses o
 Machine: {}; load average at the end {load} (a 2-core machine shared with other builds and benchmarks: figures wander, the turns keep the ratios fair).\n\n\
 Versions: {}\n",
         rows.join("\n"),
+        resolution.join("\n"),
         cpu_rows.join("\n"),
         results["durability"]["landlord"].as_str().unwrap_or_default(),
         results["durability"]["restate"].as_str().unwrap_or_default(),

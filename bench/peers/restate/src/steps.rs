@@ -9,9 +9,33 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use landlord_contract::{Namespace, pb};
+use landlord_runtime::nats_auth::{NatsAuth, NatsCredentials};
 use landlord_runtime::{Broker, DeliveryInfo, Env, KvSecrets, SecretsKey, StepFailure, StepService};
 
 use crate::pipeline::{Exec, GRAPH, Record, delivery_sequence};
+
+/// The bus users whose key-value buckets the workers' code opens
+/// (deploy/nats/accounts.conf): the idp's secrets, the database's
+/// delivery copies, the mail ledger and the mail's secrets are theirs alone.
+const BUS_USERS: [&str; 3] = ["idp", "database", "notification"];
+
+/// The variable carrying bus user `user`'s password to [`Steps::new`].
+fn password_var(user: &str) -> String {
+    format!("RESTATE_PEER_NATS_PASSWORD_{}", user.to_uppercase())
+}
+
+/// The stack's service settings (on the bus as the operator) and each of
+/// [`BUS_USERS`]' passwords, for [`Steps::new`] in this process or in the
+/// peer's service. No passwords when the stack runs without bus users.
+pub fn with_bus_users(stack: &landlord_e2e::Stack) -> Vec<(String, String)> {
+    let mut env = stack.service_env();
+    for user in BUS_USERS {
+        if let NatsCredentials::UserPassword { password, .. } = stack.nats_auth(user).credentials {
+            env.push((password_var(user), password));
+        }
+    }
+    env
+}
 
 /// The four workers' libraries.
 pub struct Steps {
@@ -34,13 +58,25 @@ impl Steps {
         let url = env.raw("LANDLORD_NATS_URL").context("LANDLORD_NATS_URL")?;
         let namespace = Namespace::new(&env.raw("LANDLORD_NAMESPACE").context("LANDLORD_NAMESPACE")?)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let broker = Broker::connect(&url, name, namespace.clone()).await?;
+        // Each worker's code on the bus as that worker's user, as
+        // tests/e2e/benches/full.rs's floor (no password given: none).
+        let connect = |user: &'static str| {
+            let auth = env.raw(&password_var(user)).map_or_else(NatsAuth::default, |password| NatsAuth {
+                credentials: NatsCredentials::UserPassword { user: user.to_owned(), password },
+                inbox_prefix: format!("_INBOX_{user}"),
+                tls: Default::default(),
+            });
+            let (url, namespace) = (url.clone(), namespace.clone());
+            async move { Broker::connect_with(&url, &format!("{name}-{user}"), namespace, &auth).await }
+        };
+        let (idp_bus, database_bus, notification_bus) =
+            (connect("idp").await?, connect("database").await?, connect("notification").await?);
         let root = namespace.root();
         let idp_settings = landlord_idp::Settings::from_env(env)?;
-        let secrets = landlord_idp::Idp::open_secrets(&idp_settings, &broker.jetstream, root, 1).await?;
+        let secrets = landlord_idp::Idp::open_secrets(&idp_settings, &idp_bus.jetstream, root, 1).await?;
         let notification = landlord_notification::Settings::from_env(env)?;
         let ledger = landlord_notification::Ledger::open(
-            &broker.jetstream,
+            &notification_bus.jetstream,
             root,
             1,
             Duration::from_secs(3600),
@@ -50,9 +86,10 @@ impl Steps {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         let key = SecretsKey::from_base64(&env.raw("LANDLORD_SECRETS_KEY").context("LANDLORD_SECRETS_KEY")?)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mail_secrets = KvSecrets::open(&broker.jetstream, root, 1, Duration::from_secs(3600), key).await?;
+        let mail_secrets =
+            KvSecrets::open(&notification_bus.jetstream, root, 1, Duration::from_secs(3600), key).await?;
         let database = landlord_database::Settings::from_env(env)?;
-        let delivery = landlord_database::open_delivery(&database, &broker, 1).await?;
+        let delivery = landlord_database::open_delivery(&database, &database_bus, 1).await?;
         Ok(Self {
             idp: landlord_idp::Idp::new(idp_settings, secrets)?,
             database: landlord_database::Provisioner::connect(database)?.with_delivery(delivery),
