@@ -261,12 +261,6 @@ impl Process {
         self.watch_panics = false;
     }
 
-    /// Stops watching for bus permissions violations (a test that runs a
-    /// service as a user that may not do its work, on purpose).
-    pub fn allow_refusals(&mut self) {
-        self.watch_refusals = false;
-    }
-
     pub fn signal(&self, signal: i32) {
         if self.status.is_none() {
             let pid = i32::try_from(self.child.id()).unwrap_or(0);
